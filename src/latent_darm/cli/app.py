@@ -1,0 +1,44 @@
+"""The ``darm`` command line: one typer app; each command lives in its own module of this package.
+
+User mistakes surface as :class:`~latent_darm.errors.DarmError` and are printed as one line on stderr with exit
+code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from latent_darm.cli import common
+
+app = typer.Typer(
+    name="darm",
+    help="Latent-DARM: a diffusion planner and an autoregressive executor, in text or latent space.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
+    common.DEBUG = debug
+
+
+def _register() -> None:
+    """Import command modules; each adds its commands to ``app``."""
+    from latent_darm.cli import commands  # noqa: F401
+
+
+def main() -> None:
+    # ``--debug`` is accepted anywhere on the line, not only before the command name.
+    if "--debug" in sys.argv[1:]:
+        common.DEBUG = True
+        sys.argv = [arg for arg in sys.argv if arg != "--debug"]
+    _register()
+    sys.exit(common.run_app(app))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Small checkpoints in the real layouts, built locally: for tests, benchmarks and the toy world.
+
+No weights can be downloaded here, so everything that loads real checkpoints is exercised on models that share
+the exact architecture, file layout and tokenizer format of the published ones, only smaller and random.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from latent_darm.models.llada.checkpoint import save_llada
+from latent_darm.models.llada.configuration import LLaDAConfig
+from latent_darm.models.llada.modeling import LLaDAModelLM
+
+# Llama-3 / LLaDA-Instruct chat format: header tokens around the role, <|eot_id|> after each turn.
+HEADER_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+SPECIAL_TOKENS = [
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|pad|>",
+    "<|mdm_mask|>",
+]
+
+
+def train_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with the LLaDA/Llama-3 special tokens and chat template."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+        mask_token="<|mdm_mask|>",
+        additional_special_tokens=["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"],
+        chat_template=HEADER_CHAT_TEMPLATE,
+        padding_side="left",
+    )
+
+
+def tiny_llada_config(tokenizer: PreTrainedTokenizerFast, **overrides: int | float | bool) -> LLaDAConfig:
+    """A small LLaDA config whose special ids come from ``tokenizer``."""
+    values: dict = dict(
+        d_model=64,
+        n_heads=4,
+        n_kv_heads=4,
+        n_layers=2,
+        mlp_hidden_size=128,
+        vocab_size=len(tokenizer),
+        max_sequence_length=512,
+        rope_theta=500000.0,
+        mask_token_id=tokenizer.convert_tokens_to_ids("<|mdm_mask|>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    values.update(overrides)
+    return LLaDAConfig(**values)
+
+
+def random_llada(config: LLaDAConfig, seed: int = 0, std: float = 0.2) -> LLaDAModelLM:
+    """Random weights, scaled large enough that predictions are confident and varied."""
+    generator = torch.Generator().manual_seed(seed)
+    model = LLaDAModelLM(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight") or name.endswith("ln_f.weight"):
+                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
+            else:
+                param.copy_(std * torch.randn(param.shape, generator=generator))
+    return model.eval()
+
+
+def save_llada_checkpoint(
+    directory: Path, model: LLaDAModelLM, tokenizer: PreTrainedTokenizerFast, max_shard_bytes: int | None = None
+) -> Path:
+    """Write a complete planner directory: config, safetensors weights, tokenizer files."""
+    save_llada(model, directory, max_shard_bytes=max_shard_bytes)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def random_llama(
+    tokenizer: PreTrainedTokenizerFast,
+    hidden_size: int = 48,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    tie_word_embeddings: bool = True,
+    seed: int = 0,
+) -> LlamaForCausalLM:
+    """A tiny random ``LlamaForCausalLM`` (the Llama-3.2 architecture, tied embeddings) for ``tokenizer``."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=1024,
+        rope_theta=500000.0,
+        tie_word_embeddings=tie_word_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|eot_id|>")],
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config).eval()
