@@ -1,0 +1,90 @@
+"""Every prompt the planner and executor see, in one place, overridable from a JSON or YAML file.
+
+The structure follows the paper (our wording): the planner is asked for a short list of hints that must not
+give the answer away and never sees the answer-format instruction; the text-space executor reads the plan, then
+the question, then the answer format; the latent executor reads only the question and the answer format (the plan
+arrives as soft tokens).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Literal
+
+from latent_darm.errors import ConfigError
+
+AnswerType = Literal["math", "integer", "mc"]
+
+
+@dataclass(frozen=True)
+class PromptTemplates:
+    """User-turn templates. Placeholders: ``{question}``, ``{plan}``, ``{answer_format}``."""
+
+    planner: str = (
+        "Write brief hints that would help a student solve the problem below: the key facts, the reasoning "
+        "steps in order, useful equations, and any traps. Use at most 120 words. Do not state or hint at the "
+        "final answer or at any option letter.\n\nProblem: {question}"
+    )
+    executor_text: str = (
+        "Below is a plan written for the question that follows. Use it to solve the question, but do not trust "
+        "any final answer the plan may state.\n\nPlan:\n{plan}\n\nQuestion: {question}\n\n{answer_format}"
+    )
+    executor_latent: str = "{question}\n\n{answer_format}"
+    direct: str = "{question}\n\n{answer_format}"
+    chain_of_thought: str = "{question}\n\n{answer_format}"
+    answer_format_math: str = "Give only the final answer in \\boxed{{}}, with no explanation."
+    answer_format_mc: str = 'Reply with only the letter of the correct option, as "Answer: X".'
+    answer_format_cot_math: str = "Reason step by step, then give the final answer in \\boxed{{}}."
+    answer_format_cot_mc: str = 'Reason step by step, then end with "Answer: X", where X is the option letter.'
+
+    def answer_format(self, answer_type: AnswerType, chain_of_thought: bool = False) -> str:
+        if answer_type == "mc":
+            return self.answer_format_cot_mc if chain_of_thought else self.answer_format_mc
+        return self.answer_format_cot_math if chain_of_thought else self.answer_format_math
+
+    def planner_prompt(self, question: str) -> str:
+        return self.planner.format(question=question)
+
+    def text_executor_prompt(self, question: str, plan: str, answer_type: AnswerType) -> str:
+        return self.executor_text.format(question=question, plan=plan, answer_format=self.answer_format(answer_type))
+
+    def latent_executor_prompt(self, question: str, answer_type: AnswerType) -> str:
+        return self.executor_latent.format(question=question, answer_format=self.answer_format(answer_type))
+
+    def direct_prompt(self, question: str, answer_type: AnswerType, chain_of_thought: bool = False) -> str:
+        template = self.chain_of_thought if chain_of_thought else self.direct
+        return template.format(question=question, answer_format=self.answer_format(answer_type, chain_of_thought))
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def load_templates(path: str | Path | None) -> PromptTemplates:
+    """Defaults, with any fields given in a JSON or YAML file replaced; unknown fields are an error."""
+    if path is None:
+        return PromptTemplates()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"prompt file {path}: {exc.strerror}") from None
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        overrides = yaml.safe_load(text)
+    else:
+        try:
+            overrides = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"prompt file {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"prompt file {path}: expected a mapping of template names to strings")
+    known = {f.name for f in fields(PromptTemplates)}
+    for key, value in overrides.items():
+        if key not in known:
+            raise ConfigError(f"prompt file {path}: unknown template '{key}' (known: {', '.join(sorted(known))})")
+        if not isinstance(value, str):
+            raise ConfigError(f"prompt file {path}: template '{key}' must be a string")
+    return replace(PromptTemplates(), **overrides)
