@@ -23,7 +23,7 @@ app = typer.Typer(
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
-    common.DEBUG = debug
+    common.DEBUG = common.DEBUG or debug
 
 
 def _register() -> None:

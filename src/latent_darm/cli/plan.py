@@ -1,10 +1,110 @@
-"""``darm plan``: sample plans from a diffusion planner."""
+"""``darm plan``: sample plans from a diffusion planner, as text or as JSON lines."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import torch
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from latent_darm.cli.app import app
+from latent_darm.cli.common import console, parse_dtype, resolve_device
+from latent_darm.errors import DataError
+from latent_darm.io import read_jsonl
+from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.sampling import SamplerConfig
+
+
+def read_prompts(path: Path) -> list[str]:
+    """Prompts from a JSONL file with a ``prompt`` string on every line."""
+    prompts = []
+    for number, record in read_jsonl(path):
+        prompt = record.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise DataError(f"{path}:{number}: missing or empty 'prompt' string")
+        prompts.append(prompt)
+    if not prompts:
+        raise DataError(f"{path}: no prompts in file")
+    return prompts
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 @app.command()
-def plan() -> None:
-    """Sample plans from a diffusion planner (in progress)."""
+def plan(
+    planner: str = typer.Option(..., help="Planner checkpoint: local directory or Hugging Face id."),
+    prompt: list[str] = typer.Option(None, "--prompt", help="A prompt (repeatable)."),
+    prompts_file: Path = typer.Option(None, "--prompts-file", help='JSONL file, one {"prompt": ...} per line.'),
+    chat: bool = typer.Option(True, "--chat/--no-chat", help="Wrap prompts in the tokenizer's chat template."),
+    gen_length: int = typer.Option(64, help="Tokens to generate."),
+    steps: int = typer.Option(64, help="Denoising steps in total (divisible by the number of blocks)."),
+    block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
+    temperature: float = typer.Option(0.0, help="Gumbel-max temperature (0 = greedy)."),
+    remasking: str = typer.Option("low_confidence", help="low_confidence | random."),
+    cfg_scale: float = typer.Option(0.0, help="Classifier-free guidance scale."),
+    threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
+    cache: str = typer.Option("none", help="Fast mode: none | prefix | dual block KV cache."),
+    early_stop: bool = typer.Option(False, help="Fast mode: after an all-EOS block, the rest is EOS."),
+    seed: int = typer.Option(0, help="Random seed (temperature > 0 or random remasking)."),
+    batch_size: int = typer.Option(8, help="Prompts per batch."),
+    mask_token_id: int = typer.Option(None, help="Override the config's mask token id."),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per prompt on stdout, in input order."),
+) -> None:
+    """Sample plans from a LLaDA-family planner."""
+    if bool(prompt) == (prompts_file is not None):
+        raise DataError("give exactly one of --prompt or --prompts-file")
+    prompts = list(prompt) if prompt else read_prompts(prompts_file)
+    if any(not p.strip() for p in prompts):
+        raise DataError("--prompt must not be empty")
+    config = SamplerConfig(
+        gen_length=gen_length,
+        block_length=block_length,
+        steps=steps,
+        temperature=temperature,
+        remasking=remasking,
+        cfg_scale=cfg_scale,
+        threshold=threshold,
+        cache=cache,
+        early_stop=early_stop,
+    )
+    resolved_device = resolve_device(device)
+    model = DiffusionPlanner.from_pretrained(
+        planner, dtype=parse_dtype(dtype), device=resolved_device, mask_token_id=mask_token_id
+    )
+    torch.manual_seed(seed)
+    generator = torch.Generator(device=resolved_device).manual_seed(seed)
+    with progress_bar() as bar:
+        task = bar.add_task("planning", total=len(prompts))
+        plans = model.generate(
+            prompts,
+            config,
+            chat=chat,
+            batch_size=batch_size,
+            generator=generator,
+            on_batch=lambda n: bar.advance(task, n),
+        )
+    for text, result in zip(prompts, plans, strict=True):
+        if as_json:
+            record = {
+                "prompt_ids": result.prompt_ids,
+                "token_ids": result.token_ids,
+                "text": result.text,
+                "nfe": result.nfe,
+                "seconds": round(result.seconds, 4),
+            }
+            typer.echo(json.dumps(record, ensure_ascii=False))
+        else:
+            typer.echo(f"# {text}\n{result.text}\n[nfe {result.nfe}, {result.seconds:.2f}s]\n")

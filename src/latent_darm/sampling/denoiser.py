@@ -71,7 +71,7 @@ def start_canvas(
 
 
 class Denoiser:
-    """Evaluates the model on a canvas and returns logits for the current block only."""
+    """Evaluates the model on a canvas and returns logits only where tokens can be revealed."""
 
     def __init__(
         self,
@@ -99,13 +99,13 @@ class Denoiser:
     def __call__(
         self,
         canvas: torch.Tensor,
-        block: tuple[int, int],
+        window: tuple[int, int],
         *,
         visible_end: int | None = None,
         span: tuple[int, int] | None = None,
         fill_cache: bool = False,
     ) -> torch.Tensor:
-        """Logits [B, block_len, V] for canvas positions ``block``.
+        """Logits [B, L, V] for the canvas positions ``window``.
 
         ``visible_end`` truncates the canvas (fewer look-ahead masks in the pass); ``fill_cache`` runs the full
         visible canvas and keeps its keys/values; ``span`` then recomputes only ``[start, end)`` against them.
@@ -128,7 +128,7 @@ class Denoiser:
             cache=self.cache if (fill_cache or span is not None) else None,
             span=span,
             hidden_layer=self.config.hidden_layer,
-            logits_slice=slice(block[0] - offset, block[1] - offset),
+            logits_slice=slice(window[0] - offset, window[1] - offset),
         )
         active = (canvas[:, self.prompt_length :] == self.ids.mask).any(dim=1).cpu()
         evaluations = 2 if self.guided else 1
@@ -157,6 +157,17 @@ class Denoiser:
         return SampleOutput(canvas, self.prompt_length, self.nfe, self.row_nfe, self.hidden)
 
 
+def candidate_window(canvas: torch.Tensor, block: tuple[int, int], prompt_length: int, mask_id: int) -> tuple[int, int]:
+    """Canvas positions that may be revealed now: the block, widened left to any still-masked earlier position.
+
+    Earlier blocks keep a mask only when the model proposed the mask token itself; the reference then lets that
+    position compete again in later blocks, so we do too.
+    """
+    leftover = (canvas[:, prompt_length : block[0]] == mask_id).any(dim=0).nonzero()
+    start = prompt_length + int(leftover[0]) if len(leftover) else block[0]
+    return start, block[1]
+
+
 def propose(
     logits: torch.Tensor,
     block_tokens: torch.Tensor,
@@ -166,7 +177,8 @@ def propose(
     ids: SpecialIds,
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Candidate tokens and their confidence for one block: ([B, L] ids, [B, L] confidence, -inf where unmasked)."""
+    """Candidate tokens and their confidence in the window ``block``: ([B, L] ids, [B, L] confidence, -inf where
+    unmasked)."""
     if config.logits_eos_inf:
         logits = logits.clone()
         logits[..., ids.eos] = -torch.inf

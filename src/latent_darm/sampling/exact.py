@@ -2,7 +2,8 @@
 
 Semi-autoregressive blocks; in each block a fixed number of steps, each revealing the scheduled number of the
 most confident masked positions. The only departures are ones that cannot change the result: logits are
-computed for the current block alone (no other position can be revealed) and the softmax runs in float32.
+computed only where a token can be revealed (the current block, plus any earlier position still masked because
+the model proposed the mask token there) and the softmax runs in float32.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ import torch
 
 from latent_darm.models.llada.modeling import LLaDAModelLM
 from latent_darm.sampling.config import SamplerConfig
-from latent_darm.sampling.denoiser import Denoiser, SampleOutput, SpecialIds, propose, start_canvas
+from latent_darm.sampling.denoiser import (
+    Denoiser,
+    SampleOutput,
+    SpecialIds,
+    candidate_window,
+    propose,
+    start_canvas,
+)
 from latent_darm.sampling.schedule import num_transfer_tokens, top_k_per_row
 
 
@@ -36,10 +44,11 @@ def generate_exact(
         for step in range(config.steps_per_block):
             if steps_left == 0:
                 return denoise.output(canvas)
-            logits = denoise(canvas, block)
-            block_tokens = canvas[:, block[0] : block[1]]
-            x0, confidence = propose(logits, block_tokens, block, canvas.shape[1], config, ids, generator)
+            window = candidate_window(canvas, block, prompt_length, ids.mask)
+            logits = denoise(canvas, window)
+            tokens = canvas[:, window[0] : window[1]]
+            x0, confidence = propose(logits, tokens, window, canvas.shape[1], config, ids, generator)
             chosen = top_k_per_row(confidence, counts[:, step])
-            canvas[:, block[0] : block[1]] = torch.where(chosen, x0, block_tokens)
+            canvas[:, window[0] : window[1]] = torch.where(chosen, x0, tokens)
             steps_left -= 1
     return denoise.output(canvas)

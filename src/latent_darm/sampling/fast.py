@@ -17,7 +17,14 @@ import torch
 
 from latent_darm.models.llada.modeling import LLaDAModelLM
 from latent_darm.sampling.config import SamplerConfig
-from latent_darm.sampling.denoiser import Denoiser, SampleOutput, SpecialIds, propose, start_canvas
+from latent_darm.sampling.denoiser import (
+    Denoiser,
+    SampleOutput,
+    SpecialIds,
+    candidate_window,
+    propose,
+    start_canvas,
+)
 from latent_darm.sampling.schedule import above_threshold, num_transfer_tokens, top_k_per_row
 
 
@@ -42,23 +49,26 @@ def generate_fast(
         visible = total if config.lookahead is None else min(total, block[1] + config.lookahead)
         counts = num_transfer_tokens(canvas[:, block[0] : block[1]] == ids.mask, config.steps_per_block)
         step = 0
-        while bool((canvas[:, block[0] : block[1]] == ids.mask).any()):
+        while step < config.block_length and bool((canvas[:, block[0] : block[1]] == ids.mask).any()):
             if steps_left == 0:
                 return denoise.output(canvas)
+            window = candidate_window(canvas, block, prompt_length, ids.mask)
             if config.cache == "none":
-                logits = denoise(canvas, block, visible_end=visible)
+                logits = denoise(canvas, window, visible_end=visible)
             elif step == 0:
-                logits = denoise(canvas, block, visible_end=visible, fill_cache=True)
+                logits = denoise(canvas, window, visible_end=visible, fill_cache=True)
             else:
-                span = (block[0], visible if config.cache == "prefix" else block[1])
-                logits = denoise(canvas, block, visible_end=visible, span=span)
-            block_tokens = canvas[:, block[0] : block[1]]
-            x0, confidence = propose(logits, block_tokens, block, visible, config, ids, generator)
+                span = (window[0], visible if config.cache == "prefix" else window[1])
+                logits = denoise(canvas, window, visible_end=visible, span=span)
+            tokens = canvas[:, window[0] : window[1]]
+            x0, confidence = propose(logits, tokens, window, visible, config, ids, generator)
             if config.threshold is not None:
                 chosen = above_threshold(confidence, config.threshold)
-            else:
+            elif step < config.steps_per_block:
                 chosen = top_k_per_row(confidence, counts[:, step])
-            canvas[:, block[0] : block[1]] = torch.where(chosen, x0, block_tokens)
+            else:
+                break
+            canvas[:, window[0] : window[1]] = torch.where(chosen, x0, tokens)
             step += 1
             steps_left -= 1
         if config.early_stop:

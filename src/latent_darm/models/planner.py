@@ -1,0 +1,169 @@
+"""The diffusion planner: a LLaDA-family checkpoint plus its tokenizer, from prompt strings to plans and latents."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from latent_darm.errors import CheckpointError, ConfigError
+from latent_darm.models.hub import resolve_checkpoint
+from latent_darm.models.llada.checkpoint import load_llada, save_llada
+from latent_darm.models.llada.modeling import LLaDAModelLM
+from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds, diffusion_generate
+
+EOT_TOKENS = ("<|eot_id|>", "<|im_end|>")
+
+
+@dataclass
+class Plan:
+    """One sampled plan. ``seconds`` is the batch's wall time shared equally among its rows; ``latents`` [G, d]
+    are the chosen layer's hidden states at the generated positions (when the sampler was asked for them)."""
+
+    prompt_ids: list[int]
+    token_ids: list[int]
+    text: str
+    nfe: int
+    seconds: float
+    latents: torch.Tensor | None = None
+
+
+def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
+    """AutoTokenizer without remote code; quiet about the config's unknown ``llada`` model type."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(directory)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{directory}: no usable tokenizer ({str(exc).splitlines()[0]})") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+class DiffusionPlanner:
+    """LLaDA model + tokenizer + special ids; samples plans in batches with left padding."""
+
+    def __init__(
+        self,
+        model: LLaDAModelLM,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        name_or_path: str = "",
+        mask_token_id: int | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.name_or_path = model, tokenizer, name_or_path
+        eot = next((tokenizer.convert_tokens_to_ids(t) for t in EOT_TOKENS if t in tokenizer.get_vocab()), None)
+        self.ids = SpecialIds(
+            mask=model.config.mask_token_id if mask_token_id is None else mask_token_id,
+            eos=model.config.eos_token_id,
+            eot=eot,
+        )
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.eos_token_id
+        if pad == self.ids.mask:
+            raise ConfigError(f"the tokenizer's pad token id {pad} equals the mask token id; set another pad token")
+        self.pad_token_id = pad
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        reference: str | Path,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        mask_token_id: int | None = None,
+        strict_config: bool = True,
+    ) -> DiffusionPlanner:
+        """Open a published LLaDA-family directory (or hub id) as it is: config, safetensors, tokenizer."""
+        directory = resolve_checkpoint(reference, "planner")
+        model = load_llada(directory, dtype=dtype, device=device, strict_config=strict_config)
+        tokenizer = load_tokenizer(directory)
+        return cls(model, tokenizer, name_or_path=str(reference), mask_token_id=mask_token_id)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        save_llada(self.model, directory)
+        self.tokenizer.save_pretrained(directory)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.d_model
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def prompt_ids(self, prompt: str, chat: bool = True) -> list[int]:
+        """Token ids of one prompt: inside the chat template (with the assistant header) or raw, no specials."""
+        if chat:
+            if self.tokenizer.chat_template is None:
+                raise ConfigError(f"planner {self.name_or_path!r} has no chat template; use --no-chat")
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+            )
+        else:
+            text = prompt
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, P] ids and attention mask, padded on the left as the reference sampler expects."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def sample(
+        self, rows: Sequence[Sequence[int]], config: SamplerConfig, generator: torch.Generator | None = None
+    ) -> SampleOutput:
+        """One batch through the sampler; rows are prompt token ids."""
+        ids, mask = self.left_pad(rows)
+        return diffusion_generate(self.model, ids, mask, config, self.ids, generator)
+
+    def decode_plan(self, token_ids: Sequence[int]) -> str:
+        """Text of the plan up to its first EOS/EoT, without special tokens."""
+        stops = {self.ids.eos, self.ids.eot}
+        cut = next((i for i, t in enumerate(token_ids) if t in stops), len(token_ids))
+        return self.tokenizer.decode(list(token_ids[:cut]), skip_special_tokens=True).strip()
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        config: SamplerConfig,
+        *,
+        chat: bool = True,
+        batch_size: int = 8,
+        generator: torch.Generator | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[Plan]:
+        """Plans for ``prompts`` in input order. Prompts of similar length share a batch (less padding)."""
+        if not prompts:
+            return []
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+        encoded = [self.prompt_ids(p, chat) for p in prompts]
+        for i, row in enumerate(encoded):
+            if not row:
+                raise ConfigError(f"prompt {i} is empty after tokenization")
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        plans: list[Plan | None] = [None] * len(encoded)
+        for first in range(0, len(order), batch_size):
+            batch = order[first : first + batch_size]
+            started = time.perf_counter()
+            out = self.sample([encoded[i] for i in batch], config, generator)
+            seconds = (time.perf_counter() - started) / len(batch)
+            for row, index in enumerate(batch):
+                tokens = out.generated[row].tolist()
+                latents = None if out.hidden is None else out.hidden[row]
+                plans[index] = Plan(
+                    encoded[index], tokens, self.decode_plan(tokens), int(out.row_nfe[row]), seconds, latents
+                )
+            if on_batch is not None:
+                on_batch(len(batch))
+        return [p for p in plans if p is not None]

@@ -1,0 +1,48 @@
+"""Session fixtures: a tiny tokenizer and tiny random checkpoints in the published layouts, built once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from latent_darm.models.tiny import random_llada, save_llada_checkpoint, tiny_llada_config, train_bpe_tokenizer
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+CORPUS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "What is the value of x if 3x + 7 = 22? Let me think step by step. The answer is 5.",
+    "Write brief hints that would help a student solve the problem below: the key facts and the steps.",
+    "A train travels 60 miles per hour for 3 hours. How far does it go? Plan: multiply speed by time.",
+    "Give only the final answer in \\boxed{}, with no explanation. Reason step by step.",
+] * 20
+
+SHARED_BENCHMARKS = Path(
+    os.environ.get("LATENT_DARM_DATA", Path(__file__).resolve().parents[2] / "shared/data/benchmarks")
+)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return train_bpe_tokenizer(CORPUS, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def llada_model(tokenizer):
+    return random_llada(tiny_llada_config(tokenizer), seed=0)
+
+
+@pytest.fixture(scope="session")
+def llada_dir(tmp_path_factory, llada_model, tokenizer) -> Path:
+    """A single-file LLaDA checkpoint directory (config.json + model.safetensors + tokenizer)."""
+    return save_llada_checkpoint(tmp_path_factory.mktemp("llada") / "planner", llada_model, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def sharded_llada_dir(tmp_path_factory, llada_model, tokenizer) -> Path:
+    """The same weights sharded with ``model.safetensors.index.json``, as the 8B checkpoints ship."""
+    directory = tmp_path_factory.mktemp("llada_sharded") / "planner"
+    return save_llada_checkpoint(directory, llada_model, tokenizer, max_shard_bytes=60_000)

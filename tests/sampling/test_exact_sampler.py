@@ -1,0 +1,180 @@
+"""Exact mode reproduces ML-GSAI/LLaDA ``generate()`` token for token, on random prompts and settings."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from tests.reference_llada import reference_generate
+
+from latent_darm.errors import ConfigError
+from latent_darm.sampling import SamplerConfig, SpecialIds, diffusion_generate, generate_exact
+
+
+@pytest.fixture(scope="module")
+def ids(tokenizer) -> SpecialIds:
+    return SpecialIds(
+        mask=tokenizer.mask_token_id, eos=tokenizer.eos_token_id, eot=tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    )
+
+
+def _random_batch(rng: random.Random, vocab: int, ids: SpecialIds, pad_id: int, batch: int):
+    """Left-padded prompts of random lengths made of random non-mask ids."""
+    lengths = [rng.randint(1, 14) for _ in range(batch)]
+    width = max(lengths)
+    prompt = torch.full((batch, width), pad_id, dtype=torch.long)
+    mask = torch.zeros(batch, width, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        tokens = [rng.choice([t for t in range(vocab) if t not in (ids.mask, pad_id)]) for _ in range(length)]
+        prompt[row, width - length :] = torch.tensor(tokens)
+        mask[row, width - length :] = 1
+    return prompt, mask
+
+
+def _random_settings(rng: random.Random) -> dict:
+    block_length = rng.choice([2, 4, 8])
+    num_blocks = rng.choice([1, 2, 3])
+    gen_length = block_length * num_blocks
+    steps = num_blocks * rng.choice([1, 2, block_length])
+    return dict(gen_length=gen_length, block_length=block_length, steps=steps)
+
+
+def _compare(model, ids, prompt, mask, **settings):
+    reference_kwargs = {k: v for k, v in settings.items()}
+    expected = reference_generate(
+        model, prompt, mask, mask_id=ids.mask, eos_id=ids.eos, eot_id=ids.eot, **reference_kwargs
+    )
+    got = generate_exact(model, prompt, mask, SamplerConfig(**settings), ids)
+    assert torch.equal(got.sequences, expected), settings
+    return got
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_matches_reference_on_random_padded_batches(llada_model, tokenizer, ids, seed):
+    rng = random.Random(seed)
+    prompt, mask = _random_batch(rng, llada_model.config.vocab_size, ids, tokenizer.pad_token_id, rng.randint(1, 4))
+    _compare(llada_model, ids, prompt, mask, **_random_settings(rng))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_matches_reference_without_attention_mask(llada_model, tokenizer, ids, seed):
+    rng = random.Random(100 + seed)
+    prompt, _ = _random_batch(rng, llada_model.config.vocab_size, ids, tokenizer.pad_token_id, 1)
+    _compare(llada_model, ids, prompt, None, **_random_settings(rng))
+
+
+@pytest.mark.parametrize("option", ["cfg", "logits_eos_inf", "confidence_eos_eot_inf", "all"])
+def test_matches_reference_with_guidance_and_eos_options(llada_model, tokenizer, ids, option):
+    rng = random.Random(hash(option) % 1000)
+    for _ in range(3):
+        prompt, mask = _random_batch(rng, llada_model.config.vocab_size, ids, tokenizer.pad_token_id, 3)
+        settings = _random_settings(rng)
+        if option in ("cfg", "all"):
+            settings["cfg_scale"] = rng.choice([0.5, 1.5])
+        if option in ("logits_eos_inf", "all"):
+            settings["logits_eos_inf"] = True
+        if option in ("confidence_eos_eot_inf", "all"):
+            settings["confidence_eos_eot_inf"] = True
+        _compare(llada_model, ids, prompt, mask, **settings)
+
+
+def test_eos_options_change_the_output_of_an_eos_loving_model(tokenizer, ids):
+    """Guard against options that are accepted but do nothing: boost EOS and check both options bite."""
+    from latent_darm.models.tiny import random_llada, tiny_llada_config
+
+    model = random_llada(tiny_llada_config(tokenizer), seed=5)
+    with torch.no_grad():
+        model.model.transformer.ff_out.weight[ids.eos] *= 6
+    prompt = torch.randint(20, 300, (2, 6))
+    base = SamplerConfig(gen_length=16, block_length=8, steps=16)
+    plain = generate_exact(model, prompt, None, base, ids).generated
+    no_eos = generate_exact(model, prompt, None, SamplerConfig(**{**base.to_dict(), "logits_eos_inf": True}), ids)
+    assert (plain == ids.eos).any() and not (no_eos.generated == ids.eos).any()
+    late_eos = generate_exact(
+        model, prompt, None, SamplerConfig(**{**base.to_dict(), "confidence_eos_eot_inf": True}), ids
+    )
+    assert not torch.equal(late_eos.generated, plain)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_remasking_reproduces_the_reference_draws_with_the_same_seed(llada_model, tokenizer, ids, seed):
+    rng = random.Random(200 + seed)
+    prompt, mask = _random_batch(rng, llada_model.config.vocab_size, ids, tokenizer.pad_token_id, 2)
+    settings = dict(**_random_settings(rng), remasking="random")
+    torch.manual_seed(seed)
+    expected = reference_generate(
+        llada_model, prompt, mask, mask_id=ids.mask, eos_id=ids.eos, eot_id=ids.eot, **settings
+    )
+    torch.manual_seed(seed)
+    got = generate_exact(llada_model, prompt, mask, SamplerConfig(**settings), ids)
+    assert torch.equal(got.sequences, expected)
+
+
+def test_temperature_sampling_is_seeded_and_varies(llada_model, ids):
+    prompt = torch.randint(20, 300, (2, 8))
+    config = SamplerConfig(gen_length=16, block_length=8, steps=8, temperature=1.0)
+    first = generate_exact(llada_model, prompt, None, config, ids, torch.Generator().manual_seed(1)).generated
+    again = generate_exact(llada_model, prompt, None, config, ids, torch.Generator().manual_seed(1)).generated
+    other = generate_exact(llada_model, prompt, None, config, ids, torch.Generator().manual_seed(2)).generated
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_nfe_latents_and_partial_denoising(llada_model, ids):
+    prompt = torch.randint(20, 300, (3, 7))
+    config = SamplerConfig(gen_length=16, block_length=8, steps=16, hidden_layer=-1)
+    out = generate_exact(llada_model, prompt, None, config, ids)
+    assert out.nfe == 16 and out.row_nfe.tolist() == [16, 16, 16]
+    assert out.hidden.shape == (3, 16, llada_model.config.d_model)
+    # The latents come from the last forward pass, which saw the canvas one step before the end.
+    penultimate = generate_exact(
+        llada_model, prompt, None, SamplerConfig(**{**config.to_dict(), "denoise_fraction": 15 / 16}), ids
+    )
+    assert penultimate.nfe == 15
+    assert ((penultimate.sequences != out.sequences).sum(dim=1) == 1).all()
+    expected = llada_model(penultimate.sequences, hidden_layer=-1).hidden[:, 7:]
+    assert torch.allclose(out.hidden, expected, atol=1e-5)
+    # After half of the steps the second block is still fully masked.
+    half = generate_exact(
+        llada_model, prompt, None, SamplerConfig(**{**config.to_dict(), "denoise_fraction": 0.5}), ids
+    )
+    assert half.nfe == 8 and (half.generated[:, 8:] == ids.mask).all()
+    assert torch.equal(half.generated[:, :8], out.generated[:, :8])
+
+
+def test_cfg_without_attention_mask_works(llada_model, ids):
+    out = diffusion_generate(
+        llada_model,
+        torch.randint(20, 300, (2, 5)),
+        None,
+        SamplerConfig(gen_length=8, block_length=4, steps=4, cfg_scale=1.0),
+        ids,
+    )
+    assert out.nfe == 8
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (dict(gen_length=10, block_length=4), "gen_length 10 is not divisible by block_length 4"),
+        (dict(gen_length=16, block_length=4, steps=6), "steps 6 is not divisible by the number of blocks 4"),
+        (dict(remasking="greedy"), "remasking must be"),
+        (dict(threshold=1.5), "threshold must be in"),
+        (dict(cache="full"), "cache must be"),
+    ],
+)
+def test_bad_settings_name_the_field(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        SamplerConfig(**settings)
+
+
+def test_bad_prompts_are_refused(llada_model, ids):
+    config = SamplerConfig(gen_length=8, block_length=8, steps=8)
+    too_long = torch.randint(20, 300, (1, llada_model.config.max_sequence_length))
+    with pytest.raises(ConfigError, match="exceeds the model's max_sequence_length"):
+        generate_exact(llada_model, too_long, None, config, ids)
+    prompt = torch.tensor([[ids.mask, 30, 31]])
+    with pytest.raises(ConfigError, match="pad token id equals the mask token id"):
+        generate_exact(llada_model, prompt, torch.tensor([[0, 1, 1]]), config, ids)
+    with pytest.raises(ConfigError, match="contains the mask token id"):
+        generate_exact(llada_model, prompt, None, config, ids)

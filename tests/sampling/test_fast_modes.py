@@ -1,0 +1,106 @@
+"""Fast modes: the same algorithm when no approximation is on, fewer passes when one is, same contract."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from latent_darm.models.tiny import random_llada, tiny_llada_config
+from latent_darm.sampling import SamplerConfig, SpecialIds, generate_exact, generate_fast
+
+
+@pytest.fixture(scope="module")
+def ids(tokenizer) -> SpecialIds:
+    return SpecialIds(
+        mask=tokenizer.mask_token_id, eos=tokenizer.eos_token_id, eot=tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    )
+
+
+def _padded_prompts(seed: int, pad_id: int, batch: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = random.Random(seed)
+    lengths = [rng.randint(2, 10) for _ in range(batch)]
+    width = max(lengths)
+    prompt = torch.full((batch, width), pad_id)
+    mask = torch.zeros(batch, width, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        prompt[row, width - length :] = torch.randint(20, 300, (length,), generator=torch.Generator().manual_seed(row))
+        mask[row, width - length :] = 1
+    return prompt, mask
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_loop_without_approximations_is_the_exact_sampler(llada_model, tokenizer, ids, seed):
+    prompt, mask = _padded_prompts(seed, tokenizer.pad_token_id)
+    config = SamplerConfig(gen_length=16, block_length=8, steps=8 if seed % 2 else 16, cfg_scale=0.5 * (seed == 3))
+    exact = generate_exact(llada_model, prompt, mask, config, ids)
+    for same in (config, SamplerConfig(**{**config.to_dict(), "lookahead": 100})):
+        fast = generate_fast(llada_model, prompt, mask, same, ids)
+        assert torch.equal(fast.sequences, exact.sequences) and fast.nfe == exact.nfe
+
+
+def test_threshold_one_reveals_one_token_per_step_like_exact_mode(llada_model, tokenizer, ids):
+    """τ = 1 keeps only the most confident position each step: exact mode with one token per step."""
+    prompt, mask = _padded_prompts(7, tokenizer.pad_token_id)
+    exact = generate_exact(llada_model, prompt, mask, SamplerConfig(gen_length=16, block_length=8, steps=16), ids)
+    fast = generate_fast(
+        llada_model, prompt, mask, SamplerConfig(gen_length=16, block_length=8, steps=16, threshold=1.0), ids
+    )
+    assert torch.equal(fast.sequences, exact.sequences) and fast.nfe == 16
+
+
+def test_low_threshold_finishes_blocks_in_fewer_passes_per_row(llada_model, tokenizer, ids):
+    prompt, mask = _padded_prompts(8, tokenizer.pad_token_id)
+    config = SamplerConfig(gen_length=32, block_length=8, steps=32, threshold=0.05)
+    out = generate_fast(llada_model, prompt, mask, config, ids)
+    assert 4 <= out.nfe < 32
+    assert (out.row_nfe <= out.nfe).all() and (out.row_nfe >= 4).all()
+    assert not bool((out.generated == ids.mask).any())
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_cache_with_one_step_per_block_is_exact(llada_model, tokenizer, ids, cache):
+    """Each block's first pass is a full pass, so with one step per block the cache is never read stale."""
+    prompt, mask = _padded_prompts(9, tokenizer.pad_token_id)
+    config = SamplerConfig(gen_length=24, block_length=4, steps=6)
+    exact = generate_exact(llada_model, prompt, mask, config, ids)
+    fast = generate_fast(llada_model, prompt, mask, SamplerConfig(**{**config.to_dict(), "cache": cache}), ids)
+    assert torch.equal(fast.sequences, exact.sequences)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_cache_modes_finish_every_row_and_keep_latents_for_every_position(llada_model, tokenizer, ids, cache):
+    prompt, mask = _padded_prompts(10, tokenizer.pad_token_id)
+    config = SamplerConfig(gen_length=16, block_length=8, steps=16, cache=cache, threshold=0.3, hidden_layer=-1)
+    out = generate_fast(llada_model, prompt, mask, config, ids)
+    exact = generate_exact(llada_model, prompt, mask, SamplerConfig(gen_length=16, block_length=8, steps=16), ids)
+    assert out.nfe <= exact.nfe
+    assert out.hidden is not None and out.hidden.shape[:2] == (3, 16)
+    assert (out.hidden.abs().sum(dim=-1) > 0).all()  # every generated position got a latent
+    agreement = (out.generated == exact.generated).float().mean().item()
+    assert 0.0 <= agreement <= 1.0
+
+
+def test_early_stop_fills_eos_after_an_all_eos_block(tokenizer, ids):
+    model = random_llada(tiny_llada_config(tokenizer), seed=11)
+    with torch.no_grad():
+        model.model.transformer.ln_f.weight.zero_()  # all logits 0: argmax is token 0, here playing EOS
+    ids = SpecialIds(mask=ids.mask, eos=0)
+    prompt = torch.randint(20, 300, (2, 5))
+    config = SamplerConfig(gen_length=32, block_length=8, steps=32)
+    exact = generate_exact(model, prompt, None, config, ids)
+    assert (exact.generated == ids.eos).all()
+    stopped = generate_fast(model, prompt, None, SamplerConfig(**{**config.to_dict(), "early_stop": True}), ids)
+    assert torch.equal(stopped.sequences, exact.sequences)
+    assert stopped.nfe == 8 and exact.nfe == 32
+
+
+def test_lookahead_zero_hides_the_masked_suffix(llada_model, ids):
+    """With no look-ahead the pass for block 1 equals an exact run on a canvas that ends at block 1."""
+    prompt = torch.randint(20, 300, (2, 6))
+    short = generate_exact(llada_model, prompt, None, SamplerConfig(gen_length=8, block_length=8, steps=8), ids)
+    long = generate_fast(
+        llada_model, prompt, None, SamplerConfig(gen_length=24, block_length=8, steps=24, lookahead=0), ids
+    )
+    assert torch.equal(long.generated[:, :8], short.generated)
