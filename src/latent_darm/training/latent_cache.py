@@ -1,0 +1,162 @@
+"""Stage 1 of projector training: run the frozen planner once per question and keep its plan latents on disk.
+
+The planner is by far the most expensive model in the loop and is frozen, so its latents are computed once and
+read back every epoch. The cache is a directory of safetensors shards (fp16 latents [L, d] per example, keyed by
+example id) with a JSON sidecar per shard holding the decoded plan text for inspection. ``spec.json`` records
+everything that determines a latent (planner, sampler settings, layer, planner prompt); a cache built under a
+different spec is refused rather than silently mixed. Shards are written atomically, so a killed run resumes
+from its last shard, and under several processes each rank writes its own shards.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from latent_darm.errors import ConfigError, DataError
+from latent_darm.io import atomic_write_json
+from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.sampling import SamplerConfig
+from latent_darm.training.data import TrainingExample
+
+SPEC_FILE = "spec.json"
+
+
+def cache_spec(planner: DiffusionPlanner, sampler: SamplerConfig, templates: PromptTemplates) -> dict[str, Any]:
+    """What a cached latent depends on."""
+    if sampler.hidden_layer is None:
+        raise ConfigError("the latent cache needs sampler.hidden_layer (e.g. -1: after the final norm)")
+    return {
+        "planner": planner.name_or_path,
+        "planner_config": planner.model.config.to_dict(),
+        "sampler": sampler.to_dict(),
+        "planner_template": templates.planner,
+    }
+
+
+@dataclass
+class CachedPlan:
+    """Index entry: which shard holds an example's latents, and its decoded plan."""
+
+    shard: str
+    plan: str
+
+
+class LatentCache:
+    """Read/append access to a latent cache directory."""
+
+    def __init__(self, directory: Path, spec: dict[str, Any]) -> None:
+        self.directory = directory
+        self.spec = spec
+        self.index: dict[str, CachedPlan] = {}
+        for sidecar in sorted(directory.glob("shard-*.json")):
+            shard = sidecar.with_suffix(".safetensors").name
+            if not (directory / shard).exists():
+                continue  # killed between the two renames: the shard is redone
+            for key, plan in json.loads(sidecar.read_text()).items():
+                self.index[key] = CachedPlan(shard, plan)
+
+    @classmethod
+    def open(cls, directory: str | Path, spec: dict[str, Any] | None = None) -> LatentCache:
+        """Open (creating if needed). With ``spec``, refuse a cache that was built under another one."""
+        directory = Path(directory)
+        spec_path = directory / SPEC_FILE
+        if spec_path.exists():
+            stored = json.loads(spec_path.read_text())
+            if spec is not None and stored != json.loads(json.dumps(spec)):
+                differing = sorted(k for k in set(stored) | set(spec) if stored.get(k) != spec.get(k))
+                raise ConfigError(
+                    f"latent cache {directory} was built with a different '{differing[0]}'; "
+                    "use another --cache-dir or delete it"
+                )
+            return cls(directory, stored)
+        if spec is None:
+            raise DataError(f"{directory}: not a latent cache (no {SPEC_FILE})")
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(spec_path, spec)
+        return cls(directory, spec)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def plan(self, key: str) -> str:
+        return self.index[key].plan
+
+    def add(self, latents: dict[str, torch.Tensor], plans: dict[str, str], rank: int = 0) -> None:
+        """Write one shard: tensors first, then the sidecar that makes them visible."""
+        number = sum(1 for _ in self.directory.glob(f"shard-r{rank}-*.json"))
+        stem = f"shard-r{rank}-{number:05d}"
+        tensors = {key: value.detach().to("cpu", torch.float16).contiguous() for key, value in latents.items()}
+        tmp = self.directory / f".{stem}.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(self.directory / f"{stem}.safetensors")
+        atomic_write_json(self.directory / f"{stem}.json", plans)
+        for key, plan in plans.items():
+            self.index[key] = CachedPlan(f"{stem}.safetensors", plan)
+
+    def load(self, keys: Sequence[str]) -> torch.Tensor:
+        """Latents [B, L, d] (fp16) for ``keys``, read through safetensors' memory map."""
+        missing = [k for k in keys if k not in self.index]
+        if missing:
+            raise DataError(f"latent cache {self.directory}: no latents for example '{missing[0]}'")
+        by_shard: dict[str, list[int]] = {}
+        for position, key in enumerate(keys):
+            by_shard.setdefault(self.index[key].shard, []).append(position)
+        rows: list[torch.Tensor | None] = [None] * len(keys)
+        for shard, positions in by_shard.items():
+            with safe_open(str(self.directory / shard), framework="pt") as handle:
+                for position in positions:
+                    rows[position] = handle.get_tensor(keys[position])
+        return torch.stack([r for r in rows if r is not None])
+
+
+def build_latent_cache(
+    planner: DiffusionPlanner,
+    examples: Sequence[TrainingExample],
+    directory: str | Path,
+    sampler: SamplerConfig,
+    templates: PromptTemplates,
+    *,
+    batch_size: int = 8,
+    shard_size: int = 256,
+    rank: int = 0,
+    world_size: int = 1,
+    on_progress: Callable[[int], None] | None = None,
+) -> LatentCache:
+    """Compute and store the latents of every example not yet cached (this rank's share of them)."""
+    cache = LatentCache.open(directory, cache_spec(planner, sampler, templates))
+    ids = [e.id for e in examples]
+    if len(set(ids)) != len(ids):
+        raise DataError("training examples have duplicate ids; deduplicate the data first")
+    pending = [e for e in examples if e.id not in cache]
+    if on_progress is not None:
+        on_progress(len(examples) - len(pending))  # already cached by an earlier run
+    pending = pending[rank::world_size]
+    for start in range(0, len(pending), shard_size):
+        chunk = pending[start : start + shard_size]
+        latents: dict[str, torch.Tensor] = {}
+        plans: dict[str, str] = {}
+        for first in range(0, len(chunk), batch_size):
+            batch = chunk[first : first + batch_size]
+            outputs = planner.generate(
+                [templates.planner_prompt(e.question) for e in batch], sampler, batch_size=batch_size
+            )
+            for example, plan in zip(batch, outputs, strict=True):
+                assert plan.latents is not None
+                latents[example.id] = plan.latents
+                plans[example.id] = plan.text
+            if on_progress is not None:
+                on_progress(len(batch))
+        cache.add(latents, plans, rank)
+    return cache

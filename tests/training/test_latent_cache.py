@@ -1,0 +1,91 @@
+"""Stage 1: latents are computed once, stored exactly, resumed after a kill, and never mixed across settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from latent_darm.errors import ConfigError, DataError
+from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.sampling import SamplerConfig
+from latent_darm.training.data import TrainingExample, example_id
+from latent_darm.training.latent_cache import LatentCache, build_latent_cache
+
+SAMPLER = SamplerConfig(gen_length=8, block_length=8, steps=8, hidden_layer=-1)
+
+
+def _examples(n: int, start: int = 0) -> list[TrainingExample]:
+    questions = [f"What is {i} plus {i + 1}?" for i in range(start, start + n)]
+    return [
+        TrainingExample(example_id("toy", q), q, str(2 * i + 1), "math", "toy")
+        for i, q in zip(range(start, start + n), questions, strict=True)
+    ]
+
+
+@pytest.fixture
+def planner(llada_dir):
+    return DiffusionPlanner.from_pretrained(llada_dir)
+
+
+class CountingPlanner:
+    """Counts generate() calls and can fail on the n-th, like a job killed mid-run."""
+
+    def __init__(self, planner: DiffusionPlanner, fail_on_call: int | None = None) -> None:
+        self.inner, self.calls, self.fail_on_call = planner, 0, fail_on_call
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def generate(self, prompts, config, **kwargs):
+        self.calls += 1
+        if self.fail_on_call is not None and self.calls == self.fail_on_call:
+            raise KeyboardInterrupt
+        return self.inner.generate(prompts, config, **kwargs)
+
+
+def test_cached_latents_are_the_planners_latents(tmp_path, planner):
+    examples = _examples(5)
+    cache = build_latent_cache(planner, examples, tmp_path, SAMPLER, PromptTemplates(), batch_size=2, shard_size=3)
+    templates = PromptTemplates()
+    direct = planner.generate([templates.planner_prompt(e.question) for e in examples], SAMPLER, batch_size=1)
+    stored = cache.load([e.id for e in examples])
+    assert stored.dtype == torch.float16 and stored.shape == (5, 8, planner.hidden_size)
+    expected = torch.stack([p.latents for p in direct]).half()
+    assert torch.allclose(stored.float(), expected.float(), atol=1e-2, rtol=1e-2)
+    assert [cache.plan(e.id) for e in examples] == [p.text for p in direct]
+    reopened = LatentCache.open(tmp_path)
+    assert len(reopened) == 5 and torch.equal(reopened.load([examples[3].id]), stored[3:4])
+
+
+def test_resume_computes_only_what_is_missing(tmp_path, planner):
+    killed = CountingPlanner(planner, fail_on_call=3)
+    with pytest.raises(KeyboardInterrupt):
+        build_latent_cache(killed, _examples(6), tmp_path, SAMPLER, PromptTemplates(), batch_size=2, shard_size=4)
+    assert len(LatentCache.open(tmp_path)) == 4  # the first shard survived, the half-built second did not
+    counting = CountingPlanner(planner)
+    cache = build_latent_cache(
+        counting, _examples(6) + _examples(2, start=6), tmp_path, SAMPLER, PromptTemplates(), batch_size=2, shard_size=4
+    )
+    assert counting.calls == 2 and len(cache) == 8
+
+
+def test_a_different_setting_is_refused(tmp_path, planner):
+    build_latent_cache(planner, _examples(2), tmp_path, SAMPLER, PromptTemplates())
+    other = SamplerConfig(gen_length=16, block_length=8, steps=16, hidden_layer=-1)
+    with pytest.raises(ConfigError, match="built with a different 'sampler'"):
+        build_latent_cache(planner, _examples(2), tmp_path, other, PromptTemplates())
+
+
+def test_bad_input(tmp_path, planner):
+    with pytest.raises(ConfigError, match="needs sampler.hidden_layer"):
+        build_latent_cache(
+            planner, _examples(1), tmp_path, SamplerConfig(gen_length=8, block_length=8, steps=8), PromptTemplates()
+        )
+    with pytest.raises(DataError, match="duplicate ids"):
+        build_latent_cache(planner, _examples(1) * 2, tmp_path / "dup", SAMPLER, PromptTemplates())
+    with pytest.raises(DataError, match="not a latent cache"):
+        LatentCache.open(tmp_path / "nothing")
+    cache = build_latent_cache(planner, _examples(1), tmp_path / "one", SAMPLER, PromptTemplates())
+    with pytest.raises(DataError, match="no latents for example 'missing'"):
+        cache.load(["missing"])
