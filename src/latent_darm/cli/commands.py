@@ -1,4 +1,7 @@
 """Registers every ``darm`` command (one import per command module)."""
 
+import latent_darm.cli.diagnose as diagnose_command  # noqa: F401
+import latent_darm.cli.eval as eval_command  # noqa: F401
 import latent_darm.cli.grade  # noqa: F401
+import latent_darm.cli.report as report_command  # noqa: F401
 from latent_darm.cli import plan  # noqa: F401

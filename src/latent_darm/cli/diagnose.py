@@ -1,0 +1,64 @@
+"""``darm diagnose``: attribute the failures of results directories to the planner or the executor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from latent_darm.cli.app import app
+from latent_darm.cli.common import console
+from latent_darm.cli.eval import runtime_device
+from latent_darm.errors import ConfigError
+from latent_darm.evaluation.diagnose import diagnose, plot_attribution
+from latent_darm.evaluation.runner import current_processes
+
+
+@app.command("diagnose")
+def diagnose_command(
+    directories: list[Path] = typer.Argument(..., help="Results directories written by darm eval."),
+    ar_planner: str = typer.Option(None, help="Setup X's autoregressive planner (default: the run's executor)."),
+    diffusion_executor: str = typer.Option(None, help="Setup Y's diffusion executor (default: the run's planner)."),
+    diffusion_gen_length: int = typer.Option(None, help="Setup Y's answer canvas (default: the answer budget)."),
+    batch_size: int = typer.Option(8, help="Questions per pipeline call."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    out: Path = typer.Option(None, help="Where to write diagnosis.png (default: the directory, or . for several)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+) -> None:
+    """Setup X (planner swap) and Y (executor swap) on each failure; writes diagnosis.jsonl/.json and a chart."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    from latent_darm.pipelines.factory import build_pipeline
+
+    runtime = {"device": runtime_device(device)}
+    main = current_processes().is_main
+    diagnoses = []
+    for directory in directories:
+        diagnosis = diagnose(
+            directory,
+            build_pipeline,
+            ar_planner=ar_planner,
+            diffusion_executor=diffusion_executor,
+            diffusion_gen_length=diffusion_gen_length,
+            runtime=runtime,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        diagnoses.append(diagnosis)
+        if not main:
+            continue
+        counts = diagnosis.counts()
+        console.print(
+            f"{diagnosis.label} on {diagnosis.benchmark}: {len(diagnosis.items)} failed of {diagnosis.n_items}; "
+            + ", ".join(f"{name} {count}" for name, count in counts.items()),
+            highlight=False,
+            soft_wrap=True,
+        )
+        typer.echo(str(Path(directory) / "diagnosis.json"))
+    if not main:
+        return
+    chart_dir = out or (directories[0] if len(directories) == 1 else Path("."))
+    chart_dir.mkdir(parents=True, exist_ok=True)
+    chart = chart_dir / "diagnosis.png"
+    plot_attribution(diagnoses, chart)
+    typer.echo(str(chart))

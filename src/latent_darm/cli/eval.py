@@ -1,0 +1,260 @@
+"""``darm eval``: run a pipeline on a benchmark into a resumable results directory.
+
+The command turns its options into a pipeline *spec* (the JSON-able layout documented in
+:mod:`latent_darm.pipelines.factory`), stores it in ``config.json`` and hands it to ``build_pipeline``;
+``darm diagnose`` later derives its swapped pipelines from the same stored spec. The device is added only when
+building: it is not part of the configuration, so a run can resume on another GPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from latent_darm.cli.app import app
+from latent_darm.cli.common import console, parse_dtype, resolve_device
+from latent_darm.errors import ConfigError, DataError
+from latent_darm.evaluation.benchmarks import DATA_ENV, PAPER_PROTOCOL, load_benchmark
+from latent_darm.evaluation.runner import (
+    EvalSummary,
+    accelerate_state,
+    check_config,
+    evaluate,
+    examples_fingerprint,
+)
+from latent_darm.pipelines.prompts import load_templates
+from latent_darm.sampling import SamplerConfig
+
+PIPELINES = ("arm", "ddlm", "text", "latent")
+WRITER_KINDS = ("ddlm", "arm")
+# Plan lengths of the paper: 64 latent positions; 256 tokens (8 blocks of 32) for a text plan or a DDLM answer.
+DEFAULT_GEN_LENGTH = {"latent": 64, "text": 256, "ddlm": 256}
+# Answer budgets: the latent executor writes ~5 tokens; a direct answer a short \boxed{}; chain of thought more.
+DEFAULT_MAX_NEW_TOKENS = {"latent": 16, "text": 32, "arm": 32, "cot": 1024}
+
+
+def diffusion_role(
+    model: str, gen_length: int, steps: int, block_length: int, threshold: float | None, cache: str
+) -> dict[str, Any]:
+    """A DDLM writer's settings, checked now (so a bad setting fails before any model loads)."""
+    SamplerConfig(gen_length=gen_length, block_length=block_length, steps=steps, threshold=threshold, cache=cache)
+    return {
+        "kind": "ddlm",
+        "model": model,
+        "gen_length": gen_length,
+        "steps": steps,
+        "block_length": block_length,
+        "threshold": threshold,
+        "cache": cache,
+    }
+
+
+def autoregressive_role(model: str, max_new_tokens: int, repetition_penalty: float) -> dict[str, Any]:
+    if max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if repetition_penalty <= 0:
+        raise ConfigError(f"--repetition-penalty must be > 0, got {repetition_penalty}")
+    return {"kind": "arm", "model": model, "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty}
+
+
+def _unused(pipeline: str, **options: Any) -> None:
+    for name, value in options.items():
+        if value not in (None, False, 0.0):
+            raise ConfigError(f"--{name.replace('_', '-')} is not used by --pipeline {pipeline}")
+
+
+def build_spec(
+    *,
+    pipeline: str,
+    planner: str | None = None,
+    executor: str | None = None,
+    projector: str | None = None,
+    planner_kind: str | None = None,
+    executor_kind: str | None = None,
+    gen_length: int | None = None,
+    steps: int | None = None,
+    block_length: int = 32,
+    threshold: float | None = None,
+    cache: str = "none",
+    max_new_tokens: int | None = None,
+    repetition_penalty: float = 1.0,
+    chain_of_thought: bool = False,
+    latent_noise: float = 0.0,
+    prompts: str | None = None,
+    dtype: str = "bfloat16",
+) -> dict[str, Any]:
+    """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError."""
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"--pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
+    for name, value in (("planner-kind", planner_kind), ("executor-kind", executor_kind)):
+        if value is not None and value not in WRITER_KINDS:
+            raise ConfigError(f"--{name} must be ddlm or arm; got {value!r}")
+    if pipeline != "text":
+        _unused(pipeline, planner_kind=planner_kind, executor_kind=executor_kind)
+    if pipeline != "latent":
+        _unused(pipeline, projector=projector, latent_noise=latent_noise)
+    if pipeline in ("text", "latent"):
+        _unused(pipeline, chain_of_thought=chain_of_thought)
+    if latent_noise < 0:
+        raise ConfigError(f"--latent-noise must be >= 0, got {latent_noise}")
+
+    def diffusion(model: str, length: int, block: int) -> dict[str, Any]:
+        return diffusion_role(model, length, steps or length, block, threshold, cache)
+
+    def autoregressive(model: str, budget: int) -> dict[str, Any]:
+        return autoregressive_role(model, budget, repetition_penalty)
+
+    plan_length = gen_length or DEFAULT_GEN_LENGTH.get(pipeline, 256)
+    budget_key = "cot" if chain_of_thought else pipeline
+    answer_budget = max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(budget_key, 32)
+    roles: dict[str, dict[str, Any] | None]
+    if pipeline == "arm":
+        _unused(pipeline, planner=planner)
+        roles = {"planner": None, "executor": autoregressive(_need(executor, "executor", pipeline), answer_budget)}
+    elif pipeline == "ddlm":
+        if planner and executor:
+            raise ConfigError("--pipeline ddlm runs one model: give --executor (or --planner), not both")
+        model = _need(executor or planner, "executor", pipeline)
+        roles = {"planner": None, "executor": diffusion(model, plan_length, block_length)}
+    else:
+        planner_model = _need(planner, "planner", pipeline)
+        executor_model = _need(executor, "executor", pipeline)
+        planner_kind, executor_kind = planner_kind or "ddlm", executor_kind or "arm"
+        if pipeline == "latent":
+            _need(projector, "projector", pipeline)
+        roles = {
+            "planner": diffusion(planner_model, plan_length, block_length)
+            if planner_kind == "ddlm"
+            else autoregressive(planner_model, plan_length),
+            # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
+            "executor": diffusion(
+                executor_model, answer_budget, block_length if answer_budget % block_length == 0 else answer_budget
+            )
+            if executor_kind == "ddlm"
+            else autoregressive(executor_model, answer_budget),
+        }
+    if prompts is not None:
+        load_templates(prompts)  # a bad prompt file fails now, not after the models load
+    return {
+        "kind": pipeline,
+        **roles,
+        "projector": projector,
+        "chain_of_thought": chain_of_thought,
+        "latent_noise": latent_noise,
+        "prompts": prompts,
+        "dtype": str(parse_dtype(dtype)).removeprefix("torch."),
+    }
+
+
+def _need(value: str | None, name: str, pipeline: str) -> str:
+    if not value:
+        raise ConfigError(f"--pipeline {pipeline} needs --{name}")
+    return value
+
+
+def subset(limit: int | None, seed: int | None, paper_protocol: bool) -> dict[str, int | None]:
+    """``--paper-protocol`` is the preset seed 42, first 200; it does not mix with --limit/--seed."""
+    if paper_protocol:
+        if limit is not None or seed is not None:
+            raise ConfigError("--paper-protocol fixes --limit and --seed; give one or the other")
+        return {"limit": PAPER_PROTOCOL["limit"], "seed": PAPER_PROTOCOL["seed"]}
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    return {"limit": limit, "seed": seed}
+
+
+def runtime_device(device: str) -> str:
+    """Under ``accelerate launch`` with several processes, ``auto`` means this process's own GPU."""
+    if device == "auto":
+        state = accelerate_state()
+        if state.num_processes > 1:
+            return str(state.device)
+    return resolve_device(device)
+
+
+def summary_line(benchmark: str, summary: EvalSummary, out: Path) -> str:
+    s = summary
+    return (
+        f"{benchmark}: accuracy {s.accuracy:.1%} ({s.correct}/{s.n}), tokens/question planner "
+        f"{s.mean_planner_tokens:.1f} + executor {s.mean_executor_tokens:.1f} = {s.mean_total_tokens:.1f}, "
+        f"{s.seconds_per_question:.2f} s/question, {s.computed} new → {out}"
+    )
+
+
+@app.command("eval")
+def eval_command(
+    pipeline: str = typer.Option(..., help="arm | ddlm | text | latent."),
+    planner: str = typer.Option(None, help="Planner checkpoint (text, latent): directory or Hugging Face id."),
+    executor: str = typer.Option(None, help="Executor checkpoint: the model that writes the answer."),
+    projector: str = typer.Option(None, help="Projector checkpoint (latent)."),
+    planner_kind: str = typer.Option(None, help="Text pairing: ddlm (default) | arm."),
+    executor_kind: str = typer.Option(None, help="Text pairing: arm (default) | ddlm."),
+    benchmark: str = typer.Option(..., help="Benchmark name, e.g. arc_challenge, dart5, aime24, gsm8k."),
+    data_dir: Path = typer.Option(
+        None, envvar=DATA_ENV, help="Folder of <benchmark>/test.jsonl files (else the Hugging Face hub)."
+    ),
+    limit: int = typer.Option(None, help="Evaluate the first N examples (after the --seed shuffle)."),
+    seed: int = typer.Option(None, help="Shuffle the examples with this seed before --limit."),
+    paper_protocol: bool = typer.Option(False, help="The paper's subset: shuffle with seed 42, first 200."),
+    out: Path = typer.Option(..., help="Results directory (created; rerun the same command to resume)."),
+    batch_size: int = typer.Option(8, help="Questions per pipeline call."),
+    gen_length: int = typer.Option(None, help="Plan length (default 64 latent, 256 text / ddlm)."),
+    steps: int = typer.Option(None, help="Denoising steps (default: gen-length, one token per step)."),
+    block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
+    threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
+    cache: str = typer.Option("none", help="Fast mode: none | prefix | dual block KV cache."),
+    max_new_tokens: int = typer.Option(None, help="Answer budget (default 16 latent, 32 direct, 1024 CoT)."),
+    repetition_penalty: float = typer.Option(1.0, help="Autoregressive decoding repetition penalty."),
+    chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first."),
+    latent_noise: float = typer.Option(0.0, help="Latent: Gaussian noise relative to the latents' RMS (control)."),
+    prompts: Path = typer.Option(None, help="JSON/YAML file overriding prompt templates."),
+    dtype: str = typer.Option("bfloat16", help="float32 | bfloat16 | float16."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N (auto: each process's GPU under accelerate)."),
+    label: str = typer.Option(None, help="Name of this configuration in reports."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+) -> None:
+    """Evaluate a pipeline on a benchmark: graded results stream to OUT/results.jsonl; rerun to resume."""
+    spec = build_spec(
+        pipeline=pipeline,
+        planner=planner,
+        executor=executor,
+        projector=projector,
+        planner_kind=planner_kind,
+        executor_kind=executor_kind,
+        gen_length=gen_length,
+        steps=steps,
+        block_length=block_length,
+        threshold=threshold,
+        cache=cache,
+        max_new_tokens=max_new_tokens,
+        repetition_penalty=repetition_penalty,
+        chain_of_thought=chain_of_thought,
+        latent_noise=latent_noise,
+        prompts=None if prompts is None else str(prompts),
+        dtype=dtype,
+    )
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    selection = subset(limit, seed, paper_protocol)
+    examples = load_benchmark(benchmark, data_dir=data_dir, **selection)
+    if not examples:
+        raise DataError(f"benchmark {benchmark!r}: the selection is empty")
+    config: dict[str, Any] = {
+        "benchmark": benchmark,
+        "subset": selection,
+        "examples": examples_fingerprint(examples),
+        "spec": spec,
+    }
+    if label:
+        config["label"] = label
+    check_config(out, config, partial=True)  # refuse a foreign directory before loading any model
+    from latent_darm.pipelines.factory import build_pipeline
+
+    built = build_pipeline({**spec, "device": runtime_device(device)})
+    summary = evaluate(built, examples, out, batch_size=batch_size, config=config, progress=progress)
+    if accelerate_state().is_main_process:
+        console.print(summary_line(benchmark, summary, out), highlight=False, soft_wrap=True)
+        typer.echo(json.dumps({"benchmark": benchmark, "out": str(out), **summary.to_dict()}))

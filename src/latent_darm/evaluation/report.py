@@ -1,0 +1,281 @@
+"""``darm report``: accuracy and cost tables across results directories, and the paper's accuracy–cost figure.
+
+For each benchmark, one row per configuration: accuracy with a 95% Wilson interval (honest at the small n of the
+paper's 200-question protocol, and never outside [0, 1]), mean planner / executor / total tokens, mean forward
+passes and seconds per question; a per-level table when the examples carry ``meta.level`` (DART-1…5); and a PNG of
+accuracy against mean total tokens on a log axis (the paper's Figure 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from latent_darm.errors import DataError
+from latent_darm.evaluation.runner import EvalSummary, load_results, read_config, summarize
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion; (0, 1) when there is no data."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denominator = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denominator
+    # The interval always contains p; min/max only undo rounding (e.g. 0.9999999999999999 at p = 1).
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Runs and labels
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One results directory: its configuration and finished items."""
+
+    directory: Path
+    config: dict[str, Any]
+    records: list[dict[str, Any]]
+    label: str
+
+    @property
+    def benchmark(self) -> str:
+        return str(self.config.get("benchmark", "unknown"))
+
+    @property
+    def expected(self) -> int | None:
+        """How many items the configuration selected, when the runner's caller recorded it."""
+        examples = self.config.get("examples")
+        return examples.get("n") if isinstance(examples, dict) else None
+
+
+def load_run(directory: str | Path) -> Run:
+    directory = Path(directory)
+    config = read_config(directory)
+    if config is None:
+        raise DataError(f"{directory}: not a results directory (no config.json)")
+    records = list(load_results(directory).values())
+    if not records:
+        raise DataError(f"{directory}: no finished items yet")
+    return Run(directory, config, records, config_label(config))
+
+
+def _model_name(ref: Any) -> str:
+    return Path(str(ref).rstrip("/")).name
+
+
+def config_label(config: dict[str, Any]) -> str:
+    """``label`` if the user gave one, else pipeline kind + pairing + plan length + models, from the spec."""
+    label = config.get("label")
+    if isinstance(label, str) and label.strip():
+        return label.strip()
+    spec = config.get("spec")
+    if not isinstance(spec, dict):
+        pipeline = config.get("pipeline")
+        return str(pipeline.get("pipeline", "run")) if isinstance(pipeline, dict) else "run"
+    kind = str(spec.get("kind", "run"))
+    planner = spec.get("planner") if isinstance(spec.get("planner"), dict) else {}
+    executor = spec.get("executor") if isinstance(spec.get("executor"), dict) else {}
+    if planner:
+        head = f"{kind} {planner.get('kind', '?')}→{executor.get('kind', '?')}"
+    else:
+        head = kind + (" CoT" if spec.get("chain_of_thought") else "")
+    settings = []
+    plan_length = planner.get("gen_length") or planner.get("max_new_tokens")
+    if plan_length:
+        settings.append(f"plan {plan_length}")
+    if spec.get("latent_noise"):
+        settings.append(f"noise {spec['latent_noise']}")
+    models = " → ".join(_model_name(role["model"]) for role in (planner, executor) if role.get("model"))
+    return head + "".join(f", {s}" for s in settings) + (f" ({models})" if models else "")
+
+
+def _unique_labels(runs: Sequence[Run]) -> None:
+    """Two directories with the same label on one benchmark get their directory names appended."""
+    seen: dict[tuple[str, str], int] = {}
+    for run in runs:
+        seen[(run.benchmark, run.label)] = seen.get((run.benchmark, run.label), 0) + 1
+    for run in runs:
+        if seen[(run.benchmark, run.label)] > 1:
+            run.label = f"{run.label} [{run.directory.name}]"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One configuration on one benchmark (or one level of it)."""
+
+    label: str
+    summary: EvalSummary
+    interval: tuple[float, float]
+    expected: int | None = None
+    level: Any = None
+
+    def csv_fields(self) -> dict[str, Any]:
+        s = self.summary
+        fields = {"label": self.label} if self.level is None else {"label": self.label, "level": self.level}
+        return fields | {
+            "n": s.n,
+            "correct": s.correct,
+            "accuracy": round(s.accuracy, 6),
+            "ci95_low": round(self.interval[0], 6),
+            "ci95_high": round(self.interval[1], 6),
+            "planner_tokens": round(s.mean_planner_tokens, 3),
+            "executor_tokens": round(s.mean_executor_tokens, 3),
+            "total_tokens": round(s.mean_total_tokens, 3),
+            "planner_forward_passes": round(s.mean_planner_forward_passes, 3),
+            "executor_forward_passes": round(s.mean_executor_forward_passes, 3),
+            "seconds_per_question": round(s.seconds_per_question, 4),
+        }
+
+    def markdown_cells(self) -> list[str]:
+        s = self.summary
+        n = f"{s.n}" if self.expected in (None, s.n) else f"{s.n}/{self.expected}"
+        low, high = self.interval
+        return [
+            self.label,
+            n,
+            f"{100 * s.accuracy:.1f}",
+            f"[{100 * low:.1f}, {100 * high:.1f}]",
+            f"{s.mean_planner_tokens:.1f}",
+            f"{s.mean_executor_tokens:.1f}",
+            f"{s.mean_total_tokens:.1f}",
+            f"{s.mean_planner_forward_passes:.1f} / {s.mean_executor_forward_passes:.1f}",
+            f"{s.seconds_per_question:.3f}",
+        ]
+
+
+MARKDOWN_HEADERS = [
+    "configuration",
+    "n",
+    "accuracy %",
+    "95% CI",
+    "planner tok",
+    "executor tok",
+    "total tok",
+    "fwd passes (planner / executor)",
+    "s/question",
+]
+
+
+def make_row(label: str, records: Sequence[dict[str, Any]], expected: int | None = None, level: Any = None) -> Row:
+    summary = summarize(records)
+    return Row(label, summary, wilson_interval(summary.correct, summary.n), expected, level)
+
+
+def _level_key(level: Any) -> tuple[int, float, str]:
+    try:
+        return 0, float(level), ""
+    except (TypeError, ValueError):
+        return 1, 0.0, str(level)
+
+
+def level_rows(run: Run) -> list[Row]:
+    """One row per ``meta.level`` value; empty when the benchmark has no levels."""
+    by_level: dict[Any, list[dict[str, Any]]] = {}
+    for record in run.records:
+        meta = record.get("meta")
+        if isinstance(meta, dict) and meta.get("level") is not None:
+            by_level.setdefault(meta["level"], []).append(record)
+    return [make_row(run.label, by_level[level], level=level) for level in sorted(by_level, key=_level_key)]
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(headers), line(["---"] * len(headers)), *(line(row) for row in rows)])
+
+
+def write_csv(path: Path, rows: Sequence[Row]) -> None:
+    records = [row.csv_fields() for row in rows]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "benchmark"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figure
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def plot_accuracy_vs_tokens(rows: Sequence[Row], path: Path, title: str) -> None:
+    """Accuracy (with its 95% interval) against mean total tokens per question, log-x: the paper's Figure 1."""
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for row in rows:
+        x = row.summary.mean_total_tokens
+        y = 100 * row.summary.accuracy
+        low, high = (100 * v for v in row.interval)
+        axes.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", capsize=3, label=row.label)
+    positive = all(row.summary.mean_total_tokens > 0 for row in rows)
+    axes.set_xscale("log" if positive else "symlog")
+    axes.set_xlabel("mean total tokens per question (planner + executor)")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(0, 100)
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small", loc="best")
+    figure.savefig(path, dpi=120)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The report
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def write_report(directories: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
+    """Write ``report.md`` plus, per benchmark, ``<benchmark>.csv``, ``<benchmark>_levels.csv`` (when levels
+    exist) and ``<benchmark>_accuracy_vs_tokens.png``; return the paths written."""
+    if not directories:
+        raise DataError("give at least one results directory")
+    runs = [load_run(directory) for directory in directories]
+    _unique_labels(runs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    sections = ["# Evaluation report", ""]
+    for benchmark in sorted({run.benchmark for run in runs}):
+        members = [run for run in runs if run.benchmark == benchmark]
+        rows = [make_row(run.label, run.records, run.expected) for run in members]
+        name = slug(benchmark)
+        csv_path, png_path = out_dir / f"{name}.csv", out_dir / f"{name}_accuracy_vs_tokens.png"
+        write_csv(csv_path, rows)
+        plot_accuracy_vs_tokens(rows, png_path, benchmark)
+        written += [csv_path, png_path]
+        sections += [f"## {benchmark}", "", markdown_table(MARKDOWN_HEADERS, [r.markdown_cells() for r in rows]), ""]
+        levels = [row for run in members for row in level_rows(run)]
+        if levels:
+            levels_path = out_dir / f"{name}_levels.csv"
+            write_csv(levels_path, levels)
+            written.append(levels_path)
+            level_cells = [[r.label, str(r.level), *r.markdown_cells()[1:4]] for r in levels]
+            headers = ["configuration", "level", "n", "accuracy %", "95% CI"]
+            sections += ["### By level", "", markdown_table(headers, level_cells), ""]
+        sections += [f"![accuracy against tokens]({png_path.name})", ""]
+    report_path = out_dir / "report.md"
+    report_path.write_text("\n".join(sections), encoding="utf-8")
+    return [report_path, *written]

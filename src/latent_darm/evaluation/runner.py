@@ -1,0 +1,414 @@
+"""Resumable, data-parallel evaluation of a pipeline on a list of examples.
+
+A results directory holds ``config.json`` (everything that can change an answer: the pipeline's ``describe()``,
+the benchmark, the subset and the grading settings) and ``results.jsonl`` (one graded item per line, appended and
+fsynced as each item finishes). Rerunning with the same configuration computes only the items that are missing;
+another configuration is refused, so two configurations never mix in one directory. A line torn by a kill is
+dropped on resume (its item is simply redone).
+
+Under ``accelerate launch`` every process takes a deterministic share of the pending items and appends to its own
+``results.rank{k}.jsonl``; the main process merges them into ``results.jsonl`` at the end.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from latent_darm.errors import ConfigError, DataError
+from latent_darm.evaluation.benchmarks import Example
+from latent_darm.evaluation.grading import MATH_VERIFY_TIMEOUT_S, grade
+from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text
+from latent_darm.pipelines.base import Pipeline, PipelineResult
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.jsonl"
+SUMMARY_FILE = "summary.json"
+RANK_PATTERN = "results.rank*.jsonl"
+LOCK_FILE = ".lock"
+# Keys that name a run without changing its answers: a new value is accepted on resume.
+COSMETIC_KEYS = frozenset({"label"})
+GRADING = {"grader": "latent_darm.evaluation.grading", "math_verify_timeout_s": MATH_VERIFY_TIMEOUT_S}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Summary
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    """Accuracy and mean cost per question over the finished items; ``computed`` counts this call's new items."""
+
+    n: int
+    correct: int
+    mean_planner_tokens: float
+    mean_executor_tokens: float
+    mean_total_tokens: float
+    mean_planner_forward_passes: float
+    mean_executor_forward_passes: float
+    seconds_per_question: float
+    computed: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "accuracy": self.accuracy}
+
+
+def _mean(records: Sequence[dict[str, Any]], key: str) -> float:
+    return sum(float(r.get(key) or 0) for r in records) / len(records) if records else 0.0
+
+
+def summarize(records: Sequence[dict[str, Any]], computed: int = 0) -> EvalSummary:
+    """The paper's accounting over result records: tokens per stage, their sum, forward passes, wall time."""
+    return EvalSummary(
+        n=len(records),
+        correct=sum(bool(r.get("correct")) for r in records),
+        mean_planner_tokens=_mean(records, "planner_tokens"),
+        mean_executor_tokens=_mean(records, "executor_tokens"),
+        mean_total_tokens=_mean(records, "total_tokens"),
+        mean_planner_forward_passes=_mean(records, "planner_forward_passes"),
+        mean_executor_forward_passes=_mean(records, "executor_forward_passes"),
+        seconds_per_question=_mean(records, "seconds"),
+        computed=computed,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Results files
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def read_results(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """Records of one results file. A torn or unparsable *last* line (a kill mid-write) is dropped, and with
+    ``repair`` cut from the file so later appends start on a clean line; a bad line elsewhere is a DataError."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    complete, _, tail = data.rpartition(b"\n")
+    lines = complete.split(b"\n") if complete or data.startswith(b"\n") else []
+    records: list[dict[str, Any]] = []
+    good_bytes = 0
+    for number, raw in enumerate(lines, start=1):
+        if raw.strip():
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                if number == len(lines) and not tail:
+                    break  # a torn last line that happens to end where a newline was
+                raise DataError(f"{path}:{number}: malformed JSON in a results file") from None
+            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+                raise DataError(f"{path}:{number}: a result line needs a string 'id'")
+            records.append(record)
+        good_bytes += len(raw) + 1
+    if repair and good_bytes < len(data):
+        os.truncate(path, good_bytes)
+    return records
+
+
+def result_files(out_dir: Path) -> list[Path]:
+    """``results.jsonl`` first, then the per-process files of an unmerged data-parallel run."""
+    return [out_dir / RESULTS_FILE, *sorted(out_dir.glob(RANK_PATTERN))]
+
+
+def load_results(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every finished item of a directory by id (first occurrence wins), merged or not."""
+    finished: dict[str, dict[str, Any]] = {}
+    for path in result_files(out_dir):
+        for record in read_results(path):
+            finished.setdefault(record["id"], record)
+    return finished
+
+
+def merge_results(out_dir: Path, order: Sequence[str] = ()) -> None:
+    """Fold the per-process files into ``results.jsonl`` (deduplicated by id, in ``order`` first), atomically,
+    then delete them; a kill between the two steps only leaves duplicates that the next merge drops."""
+    rank_files = sorted(out_dir.glob(RANK_PATTERN))
+    if not rank_files:
+        return
+    finished = load_results(out_dir)
+    position = {item_id: index for index, item_id in enumerate(order)}
+    records = sorted(finished.values(), key=lambda r: position.get(r["id"], len(position)))
+    atomic_write_text(out_dir / RESULTS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    for path in rank_files:
+        path.unlink()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def examples_fingerprint(examples: Sequence[Example]) -> dict[str, Any]:
+    """Count and hash of the selected questions and golds: an edited data file is a different configuration."""
+    rows = sorted([e.id, e.question, e.gold, e.answer_type] for e in examples)
+    digest = hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+    return {"n": len(examples), "sha256": digest[:16]}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+_ABSENT = object()
+
+
+def first_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first dotted key (in ``wanted``'s order) whose value differs, with both values; cosmetic keys skipped."""
+    old, new = _flatten(stored), _flatten(wanted)
+    for key in [*new, *(k for k in old if k not in new)]:
+        if key.split(".")[0] in COSMETIC_KEYS:
+            continue
+        if old.get(key, _ABSENT) != new.get(key, _ABSENT):
+            return key, old.get(key, _ABSENT), new.get(key, _ABSENT)
+    return None
+
+
+def _short(value: Any) -> str:
+    text = "(absent)" if value is _ABSENT else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_config(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / CONFIG_FILE
+    if not path.exists():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable configuration ({exc})") from None
+    if not isinstance(config, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return config
+
+
+def check_config(out_dir: Path, config: dict[str, Any], *, partial: bool = False) -> dict[str, Any] | None:
+    """The stored configuration if it matches ``config``; None for a fresh directory; otherwise a ConfigError
+    naming the first differing key. ``partial`` compares only the top-level keys ``config`` has (a check before
+    the models are loaded, when ``pipeline.describe()`` is not known yet)."""
+    stored = read_config(out_dir)
+    if stored is None:
+        if any(path.exists() for path in result_files(out_dir)):
+            raise DataError(f"{out_dir}: has results but no {CONFIG_FILE}; use another --out directory")
+        return None
+    compared = {key: value for key, value in stored.items() if key in config} if partial else stored
+    difference = first_difference(compared, json.loads(json.dumps(config)))
+    if difference is not None:
+        key, old, new = difference
+        raise ConfigError(
+            f"{out_dir} holds results of another configuration ({key}: {_short(old)} there, {_short(new)} now); "
+            "use another --out directory"
+        )
+    return stored
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Processes
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a data-parallel run, and a barrier across all of them."""
+
+    rank: int
+    world: int
+    barrier: Callable[[], None]
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _no_barrier() -> None:
+    return None
+
+
+def accelerate_state() -> PartialState:
+    """accelerate's process state; CPU processes (no CUDA, or ``accelerate launch --cpu``) join a gloo group,
+    which ``PartialState()`` alone would not do."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
+def current_processes(shard: tuple[int, int] | None = None, barrier: Callable[[], None] | None = None) -> Processes:
+    """From ``accelerate`` (``accelerate launch`` / ``torchrun`` set the ranks), or injected as
+    ``shard=(rank, world)``."""
+    if shard is None:
+        state = accelerate_state()
+        return Processes(state.process_index, state.num_processes, barrier or state.wait_for_everyone)
+    rank, world = shard
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+    return Processes(rank, world, barrier or _no_barrier)
+
+
+def shard_items(items: Sequence[Example], rank: int, world: int) -> list[Example]:
+    """Every ``world``-th pending item from ``rank``: deterministic, and balanced even on resume."""
+    return list(items[rank::world])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def result_record(example: Example, result: PipelineResult) -> dict[str, Any]:
+    """One results line: the pipeline's output and accounting, graded, with the example's gold and meta."""
+    graded = grade(result.output, example.gold, example.answer_type)
+    record = {"id": example.id, **result.to_dict()}
+    record.update(
+        question=example.question,
+        answer_type=example.answer_type,
+        gold=example.gold,
+        extracted=graded.extracted,
+        correct=graded.correct,
+        seconds=round(result.accounting.seconds, 4),
+        meta=example.meta,
+    )
+    return record
+
+
+def _batches(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:
+    """Consecutive batches of one answer type each (a pipeline call takes a single answer type)."""
+    batch: list[Example] = []
+    for example in examples:
+        if batch and (len(batch) == size or example.answer_type != batch[0].answer_type):
+            yield batch
+            batch = []
+        batch.append(example)
+    if batch:
+        yield batch
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+def _check_ids(examples: Sequence[Example]) -> None:
+    seen: set[str] = set()
+    for example in examples:
+        if example.id in seen:
+            raise DataError(f"example id {example.id!r} occurs twice; results are keyed by id")
+        seen.add(example.id)
+
+
+def evaluate(
+    pipeline: Pipeline,
+    examples: list[Example],
+    out_dir: Path,
+    *,
+    batch_size: int,
+    config: dict[str, Any],
+    progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    barrier: Callable[[], None] | None = None,
+) -> EvalSummary:
+    """Answer and grade every example not yet in ``out_dir``; return the summary over all of ``examples``.
+
+    ``config`` (benchmark, subset, grading, spec, ...) is stored with ``pipeline.describe()`` under ``pipeline`` and
+    the grader settings under ``grading``. ``shard=(rank, world)`` and ``barrier`` stand in for accelerate's
+    process group (tests, or custom launchers).
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    _check_ids(examples)
+    out_dir = Path(out_dir)
+    full_config = {**config, "pipeline": pipeline.describe(), "grading": GRADING}
+    processes = current_processes(shard, barrier)
+
+    stored = check_config(out_dir, full_config)  # every process checks, so every process raises alike
+    own_file = out_dir / (RESULTS_FILE if processes.world == 1 else f"results.rank{processes.rank}.jsonl")
+    with _exclusive(out_dir, processes.is_main):
+        if processes.is_main:
+            if stored != json.loads(json.dumps(full_config)):  # new directory, or a new label
+                atomic_write_json(out_dir / CONFIG_FILE, full_config)
+            read_results(out_dir / RESULTS_FILE, repair=True)
+        processes.barrier()
+        if own_file.name != RESULTS_FILE:
+            read_results(own_file, repair=True)
+        finished = load_results(out_dir)
+        processes.barrier()  # nobody appends before everyone has read the same finished set
+
+        pending = [e for e in examples if e.id not in finished]
+        mine = shard_items(pending, processes.rank, processes.world)
+        _answer(pipeline, mine, own_file, batch_size, progress and processes.is_main)
+
+        processes.barrier()
+        if processes.is_main:
+            merge_results(out_dir, [e.id for e in examples])
+        processes.barrier()
+        finished = load_results(out_dir)
+        done = [finished[e.id] for e in examples if e.id in finished]
+        summary = summarize(done, computed=len(done) - (len(examples) - len(pending)))
+        if processes.is_main:
+            atomic_write_json(out_dir / SUMMARY_FILE, summary.to_dict())
+    return summary
+
+
+@contextmanager
+def _exclusive(out_dir: Path, take: bool) -> Iterator[None]:
+    """An advisory lock on the directory for the main process, so a second launch into the same directory is
+    refused instead of duplicating work; the OS drops it if the process dies."""
+    if not take:
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / LOCK_FILE).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"{out_dir}: another evaluation is writing to this directory") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _answer(pipeline: Pipeline, examples: list[Example], path: Path, batch_size: int, show: bool) -> int:
+    """Run the pipeline batch by batch, appending each graded item as soon as its batch returns."""
+    done = 0
+    with _progress(show) as bar:
+        name = getattr(pipeline, "name", type(pipeline).__name__)
+        task = bar.add_task(f"answering ({name})", total=len(examples))
+        for batch in _batches(examples, batch_size):
+            results = pipeline.run([e.question for e in batch], batch[0].answer_type, batch_size=batch_size)
+            if len(results) != len(batch):
+                raise RuntimeError(f"pipeline {name} returned {len(results)} results for {len(batch)}")
+            for example, result in zip(batch, results, strict=True):
+                append_jsonl(path, result_record(example, result))
+                done += 1
+            bar.advance(task, len(batch))
+    return done
