@@ -10,7 +10,8 @@ import torch
 
 from latent_darm.models.tiny import random_llada, save_llada_checkpoint, tiny_llada_config, train_bpe_tokenizer
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine threads mostly wait on each other.
+torch.set_num_threads(1)
 
 CORPUS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",

@@ -6,10 +6,10 @@ import random
 
 import pytest
 import torch
-from tests.reference_llada import reference_generate
 
 from latent_darm.errors import ConfigError
 from latent_darm.sampling import SamplerConfig, SpecialIds, diffusion_generate, generate_exact
+from tests.reference_llada import reference_generate
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,354 @@
+"""The executor: any Hugging Face causal LM plus its tokenizer, decoding greedily from prompts or from soft tokens.
+
+One greedy loop serves both inputs. A batch is left-padded, positions are counted from the attention mask (so a
+row decodes the same alone or in a batch), the prompt is encoded once and each new token costs one forward pass
+over the KV cache. Soft tokens (projected plan latents) are spliced into the embedded chat prompt by
+:mod:`latent_darm.bridge.splice`.
+
+Conventions:
+
+- ``Generation.token_ids`` are the generated ids **including** the stop token when one was produced, which is how
+  the paper counts executor tokens; ``text`` is decoded from the ids before the stop token, specials skipped.
+- ``forward_passes`` is the passes this row needed: one per generated token (the prompt pass yields the first).
+- Repetition penalty (CTRL / Hugging Face rule: a seen token's logit is divided by the penalty when positive and
+  multiplied when negative) covers every token id in the context: the prompt's real tokens and the tokens
+  generated so far. Padding and soft tokens have no ids and are never penalised. (``model.generate`` with
+  ``inputs_embeds`` alone would penalise only generated tokens; with ``input_ids`` it also penalises pads.)
+- Llama-3.x templates write "Today Date: <today>" into the system header; the date is pinned to the templates'
+  own fallback (:data:`PINNED_DATE`) so prompts do not change from day to day.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from latent_darm.bridge.splice import PLACEMENTS, PLAN_MARKER, left_pad, splice
+from latent_darm.errors import CheckpointError, ConfigError
+from latent_darm.models.hub import resolve_checkpoint
+from latent_darm.models.planner import load_tokenizer
+
+EOT_TOKENS = ("<|eot_id|>", "<|im_end|>")
+PINNED_DATE = "26 Jul 2024"
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+@dataclass
+class Generation:
+    """One greedy answer. ``seconds`` is the batch's wall time shared equally among its rows."""
+
+    token_ids: list[int]
+    text: str
+    forward_passes: int
+    seconds: float
+
+    @property
+    def num_tokens(self) -> int:
+        """Executor tokens as the paper counts them: generated, stop token included."""
+        return len(self.token_ids)
+
+
+def count_generated_tokens(token_ids: Sequence[int], stop_ids: Sequence[int]) -> int:
+    """Tokens up to and including the first stop token (all of them when there is none)."""
+    stops = set(stop_ids)
+    return next((i + 1 for i, t in enumerate(token_ids) if t in stops), len(token_ids))
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """logits [B, V], seen [B, V] bool → [B, V]: seen positive logits / penalty, seen negative × penalty."""
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalised, logits)
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """16 hex digits of sha256 over the vocabulary (token → id, added tokens included) and the BOS/EOS tokens.
+    The pad token is left out: it is a runtime choice (we fall back to EOS), not part of what a model learned."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0]))
+    payload = json.dumps({"vocab": vocab, "bos": tokenizer.bos_token, "eos": tokenizer.eos_token}, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
+    """EOS ids of the generation config, the model config and the tokenizer, plus end-of-turn tokens."""
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        eos = getattr(source, "eos_token_id", None)
+        ids.update([eos] if isinstance(eos, int) else (eos or []))
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in EOT_TOKENS if t in vocab)
+    return tuple(sorted(ids))
+
+
+class CausalExecutor:
+    """Causal LM + tokenizer + stop ids; greedy answers from prompt strings or from soft tokens + prompts."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, name_or_path: str = "") -> None:
+        self.model, self.tokenizer, self.name_or_path = model.eval(), tokenizer, name_or_path
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.pad_token_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.stop_token_ids = _stop_ids(model, tokenizer)
+        accepted = inspect.signature(model.forward).parameters
+        self._takes_positions = "position_ids" in accepted
+        self._takes_logits_to_keep = "logits_to_keep" in accepted
+        self._system_ok: bool | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls, reference: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    ) -> CausalExecutor:
+        """Open a Hugging Face causal-LM directory (or hub id) with ``AutoModelForCausalLM``; no remote code."""
+        directory = resolve_checkpoint(reference, "executor")
+        if not (directory / "config.json").is_file():
+            raise CheckpointError(f"executor {directory}: no config.json")
+        verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        try:
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"executor {directory}: cannot load a causal LM ({reason})") from None
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+            if bars:
+                transformers.logging.enable_progress_bar()
+        return cls(model.to(device), load_tokenizer(directory), name_or_path=str(reference))
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.input_embeddings.embedding_dim
+
+    @property
+    def input_embeddings(self) -> torch.nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def context_length(self) -> int | None:
+        """Positions the executor was built for (``max_position_embeddings`` or its older names); None if unknown."""
+        return next((getattr(self.model.config, k) for k in CONTEXT_KEYS if getattr(self.model.config, k, None)), None)
+
+    def tokenizer_fingerprint(self) -> str:
+        return tokenizer_fingerprint(self.tokenizer)
+
+    # ---- prompts -------------------------------------------------------------------------------------------
+
+    def _tokenize(self, text: str, bos: bool = False) -> list[int]:
+        """Ids of ``text`` with no specials added (a chat template writes its own BOS); ``bos`` prepends one."""
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        bos_id = self.tokenizer.bos_token_id
+        return [bos_id, *ids] if bos and bos_id is not None and ids[:1] != [bos_id] else ids
+
+    def _template_takes_system(self) -> bool:
+        """Whether the chat template renders a system turn (some, e.g. Gemma's, raise on one)."""
+        if self._system_ok is None:
+            try:
+                messages = [{"role": "system", "content": ""}, {"role": "user", "content": "x"}]
+                self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                self._system_ok = True
+            except Exception:  # jinja raises whatever the template's raise_exception says
+                self._system_ok = False
+        return self._system_ok
+
+    def chat_text(self, user_text: str, system: str | None = "") -> str | None:
+        """The chat-templated prompt with the assistant header, as text; None without a chat template. The
+        system turn is sent only when ``system`` is not None and the template accepts one."""
+        if self.tokenizer.chat_template is None:
+            return None
+        messages = [{"role": "user", "content": user_text}]
+        if system is not None and self._template_takes_system():
+            messages.insert(0, {"role": "system", "content": system})
+        return self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, date_string=PINNED_DATE
+        )
+
+    def chat_ids(self, user_text: str, system: str | None = "") -> list[int]:
+        """Token ids of the chat prompt (assistant header included); raw text with BOS without a template."""
+        text = self.chat_text(user_text, system)
+        return self._tokenize(user_text, bos=True) if text is None else self._tokenize(text)
+
+    def prompt_ids(self, prompt: str, chat: bool = True) -> list[int]:
+        return self.chat_ids(prompt) if chat else self._tokenize(prompt, bos=True)
+
+    def plan_segments(self, prompt: str, placement: str) -> tuple[list[int], list[int]]:
+        """(ids before the soft tokens, ids after them). ``prefix``: nothing before, the whole chat prompt after.
+        ``inline``: the chat prompt split where the user text holds :data:`PLAN_MARKER` (exactly once)."""
+        if placement == "prefix":
+            return [], self.chat_ids(prompt)
+        if prompt.count(PLAN_MARKER) != 1:
+            raise ConfigError(f"inline placement needs the prompt to contain {PLAN_MARKER} exactly once")
+        text = self.chat_text(prompt)
+        if text is None:
+            before, after = prompt.split(PLAN_MARKER)
+            return self._tokenize(before, bos=True), self._tokenize(after)
+        if text.count(PLAN_MARKER) != 1:
+            raise ConfigError(f"the executor's chat template does not keep {PLAN_MARKER} intact; use prefix placement")
+        before, after = text.split(PLAN_MARKER)
+        return self._tokenize(before), self._tokenize(after)
+
+    def embed(self, ids: Sequence[int]) -> torch.Tensor:
+        """[n] ids → [n, d] input embeddings."""
+        return self.input_embeddings(torch.tensor(list(ids), dtype=torch.long, device=self.device))
+
+    # ---- generation ----------------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        repetition_penalty: float = 1.0,
+        batch_size: int = 8,
+        chat: bool = True,
+    ) -> list[Generation]:
+        """Greedy answers to ``prompts`` in input order."""
+        self._check(prompts, max_new_tokens, repetition_penalty, batch_size)
+        ids = [self.prompt_ids(p, chat) for p in prompts]
+        with torch.no_grad():
+            rows = [self.embed(row) for row in ids]
+        return self._generate_rows(rows, ids, max_new_tokens, repetition_penalty, batch_size)
+
+    def generate_from_embeddings(
+        self,
+        prefix_embeds: Sequence[torch.Tensor] | torch.Tensor,
+        prompts: Sequence[str],
+        *,
+        placement: str = "prefix",
+        max_new_tokens: int,
+        repetition_penalty: float = 1.0,
+        batch_size: int = 8,
+    ) -> list[Generation]:
+        """Greedy answers with soft tokens spliced into each chat prompt. ``prefix_embeds``: [B, L, d] or B tensors
+        [L_i, d] in the executor's embedding space (projector outputs)."""
+        self._check(prompts, max_new_tokens, repetition_penalty, batch_size)
+        if placement not in PLACEMENTS:
+            raise ConfigError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+        if isinstance(prefix_embeds, torch.Tensor) and prefix_embeds.dim() != 3:
+            raise ConfigError(
+                f"soft tokens must be [B, L, d] or a list of [L, d]; got shape {tuple(prefix_embeds.shape)}"
+            )
+        if len(prefix_embeds) != len(prompts):
+            raise ConfigError(f"{len(prefix_embeds)} soft-token sequences for {len(prompts)} prompts")
+        rows, seen = [], []
+        with torch.no_grad():
+            for i, (soft, prompt) in enumerate(zip(prefix_embeds, prompts, strict=True)):
+                if soft.dim() != 2 or soft.shape[-1] != self.hidden_size:
+                    raise ConfigError(
+                        f"soft tokens {i} have shape {tuple(soft.shape)}; expected [L, {self.hidden_size}] "
+                        f"(the executor's hidden size)"
+                    )
+                before, after = self.plan_segments(prompt, placement)
+                soft = soft.to(device=self.device, dtype=self.dtype)
+                rows.append(splice(soft, self.embed(before), self.embed(after)))
+                seen.append(before + after)
+        return self._generate_rows(rows, seen, max_new_tokens, repetition_penalty, batch_size)
+
+    def _check(self, prompts: Sequence[str], max_new_tokens: int, penalty: float, batch_size: int) -> None:
+        if len(prompts) == 0:
+            raise ConfigError("no prompts to answer")
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ConfigError(f"prompt {i} is empty")
+        if max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
+        if penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be > 0, got {penalty}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+
+    def _generate_rows(
+        self, rows: list[torch.Tensor], seen: list[list[int]], max_new_tokens: int, penalty: float, batch_size: int
+    ) -> list[Generation]:
+        """Rows [T_i, d] of input embeddings, decoded in batches of similar length; results in input order."""
+        limit = self.context_length
+        for i, row in enumerate(rows):
+            needed = row.shape[0] + max_new_tokens - 1  # the last generated token is never fed back
+            if limit is not None and needed > limit:
+                raise ConfigError(
+                    f"input {i} has {row.shape[0]} embeddings (soft tokens included) and with max_new_tokens "
+                    f"{max_new_tokens} needs {needed} positions; the executor's max_position_embeddings is {limit}"
+                )
+        order = sorted(range(len(rows)), key=lambda i: rows[i].shape[0])
+        results: list[Generation | None] = [None] * len(rows)
+        for first in range(0, len(order), batch_size):
+            batch = order[first : first + batch_size]
+            started = time.perf_counter()
+            tokens = self.greedy([rows[i] for i in batch], [seen[i] for i in batch], max_new_tokens, penalty)
+            seconds = (time.perf_counter() - started) / len(batch)
+            for index, ids in zip(batch, tokens, strict=True):
+                results[index] = Generation(ids, self.decode(ids), len(ids), seconds)
+        return [r for r in results if r is not None]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of the tokens before the first stop token, specials skipped."""
+        cut = count_generated_tokens(token_ids, self.stop_token_ids)
+        if cut and token_ids[cut - 1] in self.stop_token_ids:
+            cut -= 1
+        return self.tokenizer.decode(list(token_ids[:cut]), skip_special_tokens=True).strip()
+
+    def _forward(self, **inputs: Any) -> Any:
+        if not self._takes_positions:
+            inputs.pop("position_ids")
+        if self._takes_logits_to_keep:
+            inputs["logits_to_keep"] = 1
+        return self.model(**inputs, use_cache=True)
+
+    @torch.no_grad()
+    def greedy(
+        self, rows: Sequence[torch.Tensor], seen: Sequence[Sequence[int]], max_new_tokens: int, penalty: float = 1.0
+    ) -> list[list[int]]:
+        """One batch: rows [T_i, d] of input embeddings, ``seen`` the ids the penalty covers from the start →
+        generated ids per row, cut after the first stop token. Prompt pass once, then one cached pass per token."""
+        embeds, mask, positions = left_pad(rows)
+        out = self._forward(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
+        batch = len(rows)
+        penalised = torch.zeros((batch, out.logits.shape[-1]), dtype=torch.bool, device=embeds.device)
+        for i, ids in enumerate(seen):
+            known = [t for t in ids if t < penalised.shape[1]]  # a tokenizer may list ids the LM head lacks
+            penalised[i, torch.tensor(known, dtype=torch.long, device=embeds.device)] = True
+        stops = torch.tensor(self.stop_token_ids, dtype=torch.long, device=embeds.device)
+        done = torch.zeros(batch, dtype=torch.bool, device=embeds.device)
+        steps: list[torch.Tensor] = []
+        for step in range(max_new_tokens):
+            logits = out.logits[:, -1].float()
+            if penalty != 1.0:
+                logits = apply_repetition_penalty(logits, penalised, penalty)
+            token = logits.argmax(-1).masked_fill(done, self.pad_token_id)
+            steps.append(token)
+            penalised[torch.arange(batch), token] = True
+            done |= torch.isin(token, stops)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
+            positions = positions[:, -1:] + 1
+            out = self._forward(
+                input_ids=token[:, None],
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=out.past_key_values,
+            )
+        generated = torch.stack(steps, dim=1).tolist()
+        return [row[: count_generated_tokens(row, self.stop_token_ids)] for row in generated]

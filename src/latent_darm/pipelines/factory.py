@@ -1,0 +1,114 @@
+"""Build any pipeline from a JSON-able spec (the layout ``darm eval`` stores in ``config.json``).
+
+Spec::
+
+    {"kind": "arm" | "ddlm" | "text" | "latent",
+     "planner": role | None, "executor": role,
+     "projector": str | None, "chain_of_thought": bool, "latent_noise": float,
+     "prompts": str | None, "dtype": "bfloat16" | "float16" | "float32", "device": "cpu" | "cuda" ...}
+    role = {"kind": "ddlm", "model", "gen_length", "steps", "block_length", "threshold", "cache",
+            ["denoise_fraction", "early_stop"]}
+         | {"kind": "arm", "model", "max_new_tokens", "repetition_penalty"}
+
+Each checkpoint is loaded once per process even when two roles name it (an ARM planning for itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from latent_darm.errors import ConfigError
+from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.pipelines.base import Pipeline
+from latent_darm.pipelines.prompts import load_templates
+from latent_darm.pipelines.single import SingleModelPipeline
+from latent_darm.pipelines.text import TextPipeline
+from latent_darm.pipelines.writers import AutoregressiveWriter, DiffusionWriter, Writer
+from latent_darm.sampling import SamplerConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SAMPLER_KEYS = ("gen_length", "steps", "block_length", "threshold", "cache", "denoise_fraction", "early_stop")
+
+
+class ModelCache:
+    """Loads each (kind, checkpoint) once."""
+
+    def __init__(self, dtype: torch.dtype, device: str) -> None:
+        self.dtype, self.device = dtype, device
+        self.loaded: dict[tuple[str, str], Any] = {}
+
+    def diffusion(self, reference: str) -> DiffusionPlanner:
+        key = ("ddlm", reference)
+        if key not in self.loaded:
+            self.loaded[key] = DiffusionPlanner.from_pretrained(reference, dtype=self.dtype, device=self.device)
+        return self.loaded[key]
+
+    def autoregressive(self, reference: str) -> CausalExecutor:
+        key = ("arm", reference)
+        if key not in self.loaded:
+            self.loaded[key] = CausalExecutor.from_pretrained(reference, dtype=self.dtype, device=self.device)
+        return self.loaded[key]
+
+
+def sampler_from_role(role: dict[str, Any]) -> SamplerConfig:
+    return SamplerConfig(**{k: role[k] for k in SAMPLER_KEYS if role.get(k) is not None})
+
+
+def writer_from_role(role: dict[str, Any], models: ModelCache) -> Writer:
+    kind = role.get("kind")
+    if kind == "ddlm":
+        return DiffusionWriter(models.diffusion(role["model"]), sampler_from_role(role))
+    if kind == "arm":
+        return AutoregressiveWriter(
+            models.autoregressive(role["model"]), role["max_new_tokens"], role.get("repetition_penalty", 1.0)
+        )
+    raise ConfigError(f"role kind must be 'ddlm' or 'arm', got {kind!r}")
+
+
+def build_pipeline(spec: dict[str, Any], models: ModelCache | None = None) -> Pipeline:
+    """The pipeline a spec describes, with its models loaded."""
+    dtype_name = spec.get("dtype", "float32")
+    if dtype_name not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype_name!r}")
+    models = models or ModelCache(DTYPES[dtype_name], spec.get("device", "cpu"))
+    templates = load_templates(spec.get("prompts"))
+    kind = spec.get("kind")
+    executor = spec.get("executor")
+    if not isinstance(executor, dict):
+        raise ConfigError("pipeline spec needs an 'executor' role")
+    if kind in ("arm", "ddlm"):
+        if executor.get("kind") != kind:
+            raise ConfigError(f"pipeline {kind!r} needs an executor of kind {kind!r}")
+        return SingleModelPipeline(writer_from_role(executor, models), bool(spec.get("chain_of_thought")), templates)
+    planner = spec.get("planner")
+    if not isinstance(planner, dict):
+        raise ConfigError(f"pipeline {kind!r} needs a 'planner' role")
+    if kind == "text":
+        return TextPipeline(writer_from_role(planner, models), writer_from_role(executor, models), templates)
+    if kind == "latent":
+        from latent_darm.bridge.projector import Projector
+        from latent_darm.pipelines.latent import LatentPipeline
+
+        if planner.get("kind") != "ddlm" or executor.get("kind") != "arm":
+            raise ConfigError("the latent pipeline pairs a ddlm planner with an arm executor")
+        if not spec.get("projector"):
+            raise ConfigError("the latent pipeline needs a 'projector'")
+        diffusion = models.diffusion(planner["model"])
+        autoregressive = models.autoregressive(executor["model"])
+        projector = Projector.from_pretrained(
+            spec["projector"], planner=diffusion, executor=autoregressive, force=bool(spec.get("force_projector"))
+        ).to(autoregressive.device)
+        return LatentPipeline(
+            planner=diffusion,
+            projector=projector,
+            executor=autoregressive,
+            sampler=sampler_from_role(planner),
+            max_new_tokens=executor["max_new_tokens"],
+            repetition_penalty=executor.get("repetition_penalty", 1.0),
+            latent_noise=float(spec.get("latent_noise") or 0.0),
+            templates=templates,
+        )
+    raise ConfigError(f"pipeline kind must be one of arm, ddlm, text, latent; got {kind!r}")

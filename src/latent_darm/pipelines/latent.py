@@ -1,0 +1,134 @@
+"""Latent-space collaboration: planner latents → projector → soft tokens read by the executor.
+
+The planner samples its plan as usual, but instead of decoding it we keep the hidden states of the plan positions
+from its last forward pass ([L, d_planner]); the projector maps them into the executor's embedding space and the
+executor reads them as a prefix of soft tokens before a prompt that holds only the question and the answer format.
+The decoded plan is kept for inspection only. ``latent_noise`` > 0 adds Gaussian noise of that size relative to
+the latents' RMS: the paper's noised-latents control.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from latent_darm.bridge.projector import Projector
+from latent_darm.errors import ConfigError
+from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.planner import DiffusionPlanner, Plan
+from latent_darm.pipelines.base import Accounting, Pipeline, PipelineResult, ProgressCallback, check_questions
+from latent_darm.pipelines.prompts import AnswerType, PromptTemplates
+from latent_darm.sampling import SamplerConfig
+
+
+def add_latent_noise(latents: torch.Tensor, scale: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """latents + N(0, (scale · RMS(latents))²), per example; [B, L, d] → [B, L, d]."""
+    if scale == 0:
+        return latents
+    rms = latents.float().pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=torch.float32)
+    return (latents.float() + scale * rms * noise).to(latents.dtype)
+
+
+def latent_summary(latents: torch.Tensor, layer: int) -> dict[str, Any]:
+    """What results files keep of the latents: their shape and scale, not the tensors."""
+    return {
+        "length": latents.shape[0],
+        "dim": latents.shape[1],
+        "layer": layer,
+        "rms": round(float(latents.float().pow(2).mean().sqrt()), 4),
+    }
+
+
+@dataclass
+class LatentPipeline(Pipeline):
+    """DDLM → projector → ARM."""
+
+    planner: DiffusionPlanner
+    projector: Projector
+    executor: CausalExecutor
+    sampler: SamplerConfig
+    max_new_tokens: int = 16
+    repetition_penalty: float = 1.0
+    latent_noise: float = 0.0
+    seed: int = 0
+    templates: PromptTemplates = field(default_factory=PromptTemplates)
+    name: str = "latent"
+
+    def __post_init__(self) -> None:
+        layer = self.projector.config.latent_layer
+        if self.sampler.hidden_layer != layer:
+            self.sampler = SamplerConfig(**{**self.sampler.to_dict(), "hidden_layer": layer})
+        if self.planner.hidden_size != self.projector.config.planner_dim:
+            raise ConfigError(
+                f"projector expects planner hidden size {self.projector.config.planner_dim}, "
+                f"planner has {self.planner.hidden_size}"
+            )
+        if self.latent_noise < 0:
+            raise ConfigError(f"latent_noise must be ≥ 0, got {self.latent_noise}")
+
+    def plan(self, questions: Sequence[str], batch_size: int) -> list[Plan]:
+        prompts = [self.templates.planner_prompt(q) for q in questions]
+        return self.planner.generate(prompts, self.sampler, batch_size=batch_size)
+
+    @torch.no_grad()
+    def run(
+        self,
+        questions: Sequence[str],
+        answer_type: AnswerType,
+        *,
+        batch_size: int = 8,
+        on_progress: ProgressCallback | None = None,
+    ) -> list[PipelineResult]:
+        check_questions(questions)
+        plans = self.plan(questions, batch_size)
+        latents = torch.stack([p.latents for p in plans if p.latents is not None])
+        generator = torch.Generator(device=latents.device).manual_seed(self.seed)
+        latents = add_latent_noise(latents, self.latent_noise, generator)
+        soft = self.projector.project(latents, device=self.executor.device, dtype=self.executor.dtype)
+        prompts = [self.templates.latent_executor_prompt(q, answer_type) for q in questions]
+        answers = self.executor.generate_from_embeddings(
+            soft,
+            prompts,
+            placement=self.projector.config.placement,
+            max_new_tokens=self.max_new_tokens,
+            repetition_penalty=self.repetition_penalty,
+            batch_size=batch_size,
+        )
+        if on_progress is not None:
+            on_progress(len(questions))
+        layer = self.projector.config.latent_layer
+        return [
+            PipelineResult(
+                question=q,
+                output=a.text,
+                plan=p.text,
+                latent_summary=latent_summary(p.latents, layer) if p.latents is not None else None,
+                accounting=Accounting(
+                    planner_tokens=self.sampler.gen_length,
+                    executor_tokens=len(a.token_ids),
+                    planner_forward_passes=p.nfe,
+                    executor_forward_passes=a.forward_passes,
+                    seconds=p.seconds + a.seconds,
+                ),
+            )
+            for q, p, a in zip(questions, plans, answers, strict=True)
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.name,
+            "planner": {"model": self.planner.name_or_path, "sampler": self.sampler.to_dict()},
+            "projector": self.projector.describe(),
+            "executor": {
+                "model": self.executor.name_or_path,
+                "max_new_tokens": self.max_new_tokens,
+                "repetition_penalty": self.repetition_penalty,
+            },
+            "latent_noise": self.latent_noise,
+            "seed": self.seed,
+            "templates": self.templates.to_dict(),
+        }

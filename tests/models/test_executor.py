@@ -1,0 +1,187 @@
+"""The executor wrapper: loading any HF causal LM, chat prompts, greedy decoding batched and alone, the penalty."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from latent_darm.errors import CheckpointError, ConfigError
+from latent_darm.models.executor import (
+    PINNED_DATE,
+    CausalExecutor,
+    apply_repetition_penalty,
+    count_generated_tokens,
+    tokenizer_fingerprint,
+)
+from latent_darm.models.tiny import random_llama
+
+PROMPTS = [
+    "What is 3x + 7 = 22?",
+    "A train travels 60 miles per hour for 3 hours. How far does it go? Multiply speed by time, then check.",
+    "hi",
+    "Natalia sold clips to 48 of her friends in April.",
+    "Give only the final answer.",
+]
+
+
+def varied_llama(tokenizer, seed: int = 0, std: float = 0.2):
+    """random_llama with weights large enough that greedy outputs vary (the default init repeats one token)."""
+    model = random_llama(tokenizer, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            scale = 1.0 + 0.1 * torch.randn(param.shape, generator=generator)
+            param.copy_(scale if name.endswith("norm.weight") else std * torch.randn(param.shape, generator=generator))
+    return model
+
+
+@pytest.fixture(scope="session")
+def executor_dir(tmp_path_factory, tokenizer) -> Path:
+    directory = tmp_path_factory.mktemp("executor") / "llama"
+    varied_llama(tokenizer).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def executor(executor_dir) -> CausalExecutor:
+    return CausalExecutor.from_pretrained(executor_dir)
+
+
+def test_opens_a_saved_llama_with_its_tokenizer(executor, executor_dir, tokenizer):
+    assert executor.hidden_size == 48 and executor.context_length == 1024
+    assert executor.dtype == torch.float32 and executor.device.type == "cpu"
+    assert executor.tokenizer.padding_side == "left"
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert set(executor.stop_token_ids) == {tokenizer.eos_token_id, eot}
+    assert executor.name_or_path == str(executor_dir)
+    # The fingerprint is a property of the vocabulary, stable across save/load.
+    assert executor.tokenizer_fingerprint() == tokenizer_fingerprint(tokenizer)
+    assert len(executor.tokenizer_fingerprint()) == 16
+
+
+def test_bad_directories_are_one_line_checkpoint_errors(tmp_path, executor_dir):
+    with pytest.raises(CheckpointError, match="not found"):
+        CausalExecutor.from_pretrained(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="no config.json"):
+        CausalExecutor.from_pretrained(tmp_path)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    with pytest.raises(CheckpointError, match="cannot load") as info:
+        CausalExecutor.from_pretrained(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_chat_prompt_has_one_bos_an_empty_system_turn_and_the_assistant_header(executor, tokenizer):
+    ids = executor.chat_ids("What is 2 + 2?")
+    assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+    text = tokenizer.decode(ids)
+    assert text.startswith("<|startoftext|><|start_header_id|>system<|end_header_id|>\n\n<|eot_id|>")
+    assert text.endswith("What is 2 + 2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert "system" not in tokenizer.decode(executor.chat_ids("What is 2 + 2?", system=None))
+
+
+def test_templates_without_system_role_or_without_any_template(executor_dir, tokenizer):
+    rejecting = CausalExecutor.from_pretrained(executor_dir)
+    rejecting.tokenizer.chat_template = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+        + tokenizer.chat_template
+    )
+    assert "system" not in tokenizer.decode(rejecting.chat_ids("hello"))
+    raw = CausalExecutor.from_pretrained(executor_dir)
+    raw.tokenizer.chat_template = None
+    assert raw.chat_ids("hello") == [tokenizer.bos_token_id, *tokenizer("hello", add_special_tokens=False).input_ids]
+
+
+def test_llama3_style_date_is_pinned(executor_dir):
+    dated = CausalExecutor.from_pretrained(executor_dir)
+    dated.tokenizer.chat_template = "{{ 'Today Date: ' + (date_string if date_string is defined else 'now') }}"
+    assert dated.chat_text("x") == f"Today Date: {PINNED_DATE}"
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_with_kv_cache_matches_transformers_generate(executor, penalty):
+    for prompt in PROMPTS[:3]:
+        ids = torch.tensor([executor.chat_ids(prompt)])
+        reference = executor.model.generate(
+            ids, max_new_tokens=10, do_sample=False, repetition_penalty=penalty, pad_token_id=executor.pad_token_id
+        )[0, ids.shape[1] :].tolist()
+        ours = executor.generate([prompt], max_new_tokens=10, repetition_penalty=penalty)[0]
+        assert ours.token_ids == reference[: len(ours.token_ids)]
+        assert ours.forward_passes == len(ours.token_ids) == ours.num_tokens
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.5])
+def test_batched_equals_unbatched(executor, penalty):
+    batched = executor.generate(PROMPTS, max_new_tokens=12, repetition_penalty=penalty, batch_size=4)
+    alone = [executor.generate([p], max_new_tokens=12, repetition_penalty=penalty)[0] for p in PROMPTS]
+    assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
+    assert [g.text for g in batched] == [g.text for g in alone]
+    assert len({tuple(g.token_ids) for g in batched}) > 1  # the model is not degenerate
+
+
+def test_raw_prompts_without_chat_template(executor, tokenizer):
+    out = executor.generate(PROMPTS[:2], max_new_tokens=5, chat=False)
+    ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(PROMPTS[0], add_special_tokens=False).input_ids]])
+    logits = executor.model(input_ids=ids).logits[0, -1]
+    assert out[0].token_ids[0] == int(logits.argmax())
+
+
+def test_a_strong_penalty_keeps_context_tokens_out_of_the_answer(executor):
+    plain = executor.generate(PROMPTS, max_new_tokens=12)
+    strong = executor.generate(PROMPTS, max_new_tokens=12, repetition_penalty=1e4)
+    assert [g.token_ids for g in plain] != [g.token_ids for g in strong]
+    for prompt, g in zip(PROMPTS, strong, strict=True):
+        assert len(set(g.token_ids)) == len(g.token_ids)
+        assert not set(g.token_ids) & set(executor.chat_ids(prompt))
+
+
+def test_penalty_rule():
+    logits = torch.tensor([[2.0, -2.0, 1.0]])
+    seen = torch.tensor([[True, True, False]])
+    assert apply_repetition_penalty(logits, seen, 2.0).tolist() == [[1.0, -4.0, 1.0]]
+
+
+def test_stop_token_ends_a_row_and_is_counted(executor, tokenizer):
+    free = executor.generate(PROMPTS, max_new_tokens=8)
+    ids = free[0].token_ids
+    k = next(i for i in range(1, len(ids)) if ids[i] not in ids[:i])  # a fresh token, to be made a stop token
+    stop = ids[k]
+    stopping = CausalExecutor(executor.model, executor.tokenizer)
+    stopping.stop_token_ids = (*executor.stop_token_ids, stop)
+    batched = stopping.generate(PROMPTS, max_new_tokens=8, batch_size=5)
+    alone = [stopping.generate([p], max_new_tokens=8)[0] for p in PROMPTS]
+    assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
+    first = batched[0]
+    assert first.token_ids == ids[: k + 1] and first.forward_passes == k + 1
+    assert first.text == tokenizer.decode(ids[:k], skip_special_tokens=True).strip()
+
+
+def test_count_generated_tokens_includes_the_stop_token():
+    assert count_generated_tokens([5, 6, 2, 7], [2]) == 3
+    assert count_generated_tokens([5, 6], [2]) == 2
+    assert count_generated_tokens([], [2]) == 0
+
+
+@pytest.mark.parametrize(
+    ("prompts", "kwargs", "match"),
+    [
+        ([], {}, "no prompts"),
+        (["ok", "  "], {}, "prompt 1 is empty"),
+        (["ok"], {"max_new_tokens": 0}, "max_new_tokens"),
+        (["ok"], {"repetition_penalty": 0.0}, "repetition_penalty"),
+        (["ok"], {"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_bad_requests(executor, prompts, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        executor.generate(prompts, **{"max_new_tokens": 4, **kwargs})
+
+
+def test_prompt_longer_than_the_context(executor):
+    with pytest.raises(ConfigError, match="max_position_embeddings"):
+        executor.generate(["word " * 1100], max_new_tokens=4)
