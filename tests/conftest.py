@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from latent_darm.models.tiny import random_llada, save_llada_checkpoint, tiny_llada_config, train_bpe_tokenizer
+from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.tiny import (
+    random_llada,
+    random_llama,
+    save_llada_checkpoint,
+    tiny_llada_config,
+    train_bpe_tokenizer,
+)
 
 # Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine threads mostly wait on each other.
 torch.set_num_threads(1)
@@ -47,3 +54,17 @@ def sharded_llada_dir(tmp_path_factory, llada_model, tokenizer) -> Path:
     """The same weights sharded with ``model.safetensors.index.json``, as the 8B checkpoints ship."""
     directory = tmp_path_factory.mktemp("llada_sharded") / "planner"
     return save_llada_checkpoint(directory, llada_model, tokenizer, max_shard_bytes=60_000)
+
+
+@pytest.fixture(scope="session")
+def executor_dir(tmp_path_factory, tokenizer) -> Path:
+    """A tiny Llama-3.2-architecture executor saved with ``save_pretrained``, weights scaled for varied outputs."""
+    directory = tmp_path_factory.mktemp("executor") / "llama"
+    random_llama(tokenizer, std=0.2).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def executor(executor_dir) -> CausalExecutor:
+    return CausalExecutor.from_pretrained(executor_dir)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -29,26 +28,7 @@ PROMPTS = [
 
 def varied_llama(tokenizer, seed: int = 0, std: float = 0.2):
     """random_llama with weights large enough that greedy outputs vary (the default init repeats one token)."""
-    model = random_llama(tokenizer, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            scale = 1.0 + 0.1 * torch.randn(param.shape, generator=generator)
-            param.copy_(scale if name.endswith("norm.weight") else std * torch.randn(param.shape, generator=generator))
-    return model
-
-
-@pytest.fixture(scope="session")
-def executor_dir(tmp_path_factory, tokenizer) -> Path:
-    directory = tmp_path_factory.mktemp("executor") / "llama"
-    varied_llama(tokenizer).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="session")
-def executor(executor_dir) -> CausalExecutor:
-    return CausalExecutor.from_pretrained(executor_dir)
+    return random_llama(tokenizer, seed=seed, std=std)
 
 
 def test_opens_a_saved_llama_with_its_tokenizer(executor, executor_dir, tokenizer):

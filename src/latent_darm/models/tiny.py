@@ -110,8 +110,13 @@ def random_llama(
     kv_heads: int = 2,
     tie_word_embeddings: bool = True,
     seed: int = 0,
+    std: float | None = None,
 ) -> LlamaForCausalLM:
-    """A tiny random ``LlamaForCausalLM`` (the Llama-3.2 architecture, tied embeddings) for ``tokenizer``."""
+    """A tiny random ``LlamaForCausalLM`` (the Llama-3.2 architecture, tied embeddings) for ``tokenizer``.
+
+    ``std`` re-draws the weights at that scale: the default init (0.02) makes greedy decoding repeat one token,
+    0.2 gives varied outputs that make equivalence tests meaningful.
+    """
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -127,4 +132,13 @@ def random_llama(
         eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|eot_id|>")],
         pad_token_id=tokenizer.pad_token_id,
     )
-    return LlamaForCausalLM(config).eval()
+    model = LlamaForCausalLM(config).eval()
+    if std is not None:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                scale = 1.0 + 0.1 * torch.randn(param.shape, generator=generator)
+                param.copy_(
+                    scale if name.endswith("norm.weight") else std * torch.randn(param.shape, generator=generator)
+                )
+    return model
