@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
+from latent_darm.cli import common
+from latent_darm.cli.app import main
 from latent_darm.models.executor import CausalExecutor
 from latent_darm.models.tiny import (
     random_llada,
@@ -68,3 +72,20 @@ def executor_dir(tmp_path_factory, tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def executor(executor_dir) -> CausalExecutor:
     return CausalExecutor.from_pretrained(executor_dir)
+
+
+@pytest.fixture
+def darm(capsys, monkeypatch) -> Callable[..., tuple[int, str, str]]:
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["darm", *map(str, args)])
+        monkeypatch.setattr(common, "DEBUG", False)
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

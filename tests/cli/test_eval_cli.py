@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from latent_darm.bridge.projector import Projector, ProjectorConfig
 from latent_darm.cli.eval import build_spec
 from latent_darm.errors import ConfigError
 from tests.evaluation.test_runner import FakePipeline, Killed, number_in
@@ -185,12 +186,18 @@ def test_report_and_diagnose_commands(darm, builder, data_dir, tmp_path):
     assert code == 2 and "not a results directory" in stderr
 
 
-def test_spec_defaults_follow_the_paper():
-    latent = build_spec(pipeline="latent", planner="p", executor="e", projector="j")
+def test_spec_defaults_follow_the_paper(tmp_path):
+    projector = Projector(ProjectorConfig(planner_dim=8, executor_dim=8, plan_length=96)).save_pretrained(tmp_path)
+    latent = build_spec(pipeline="latent", planner="p", executor="e", projector=str(projector))
+    # The latent plan length defaults to the one the projector was trained on.
     assert (latent["planner"]["gen_length"], latent["planner"]["steps"], latent["planner"]["block_length"]) == (
-        64,
-        64,
+        96,
+        96,
         32,
+    )
+    assert (
+        build_spec(pipeline="latent", planner="p", executor="e", projector="j", gen_length=64)["planner"]["gen_length"]
+        == 64
     )
     assert latent["executor"]["max_new_tokens"] == 16 and latent["dtype"] == "bfloat16"
     text = build_spec(pipeline="text", planner="p", executor="e", dtype="fp16")

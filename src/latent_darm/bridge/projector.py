@@ -228,6 +228,20 @@ class Projector(nn.Module):
         (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         return directory
 
+    @staticmethod
+    def stored_config(reference: str | Path) -> ProjectorConfig:
+        """The config of a saved projector without loading its weights."""
+        config_path = resolve_checkpoint(reference, "projector") / CONFIG_FILE
+        if not config_path.is_file():
+            raise CheckpointError(f"projector {reference}: missing {CONFIG_FILE}")
+        try:
+            values = json.loads(config_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{config_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(values, dict):
+            raise CheckpointError(f"{config_path}: expected a JSON object")
+        return ProjectorConfig.from_dict(values, source=str(config_path))
+
     @classmethod
     def from_pretrained(
         cls,
@@ -241,17 +255,10 @@ class Projector(nn.Module):
         it was not trained for: a hidden-size mismatch always (it cannot run), a tokenizer mismatch unless
         ``force``."""
         directory = resolve_checkpoint(reference, "projector")
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise CheckpointError(f"projector {directory}: missing {path.name}")
-        try:
-            values = json.loads(config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{config_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(values, dict):
-            raise CheckpointError(f"{config_path}: expected a JSON object")
-        projector = cls(ProjectorConfig.from_dict(values, source=str(config_path)))
+        weights_path = directory / WEIGHTS_FILE
+        projector = cls(cls.stored_config(directory))
+        if not weights_path.is_file():
+            raise CheckpointError(f"projector {directory}: missing {WEIGHTS_FILE}")
         try:
             state = load_file(weights_path)
         except Exception as exc:  # safetensors raises its own error types for truncated or foreign files

@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from latent_darm.bridge.projector import Projector
 from latent_darm.cli.app import app
 from latent_darm.cli.common import console, parse_dtype, resolve_device
 from latent_darm.errors import ConfigError, DataError
@@ -107,6 +108,8 @@ def build_spec(
     def autoregressive(model: str, budget: int) -> dict[str, Any]:
         return autoregressive_role(model, budget, repetition_penalty)
 
+    if gen_length is None and pipeline == "latent" and projector:
+        gen_length = Projector.stored_config(projector).plan_length  # the plan length it was trained on
     plan_length = gen_length or DEFAULT_GEN_LENGTH.get(pipeline, 256)
     budget_key = "cot" if chain_of_thought else pipeline
     answer_budget = max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(budget_key, 32)
@@ -201,7 +204,9 @@ def eval_command(
     paper_protocol: bool = typer.Option(False, help="The paper's subset: shuffle with seed 42, first 200."),
     out: Path = typer.Option(..., help="Results directory (created; rerun the same command to resume)."),
     batch_size: int = typer.Option(8, help="Questions per pipeline call."),
-    gen_length: int = typer.Option(None, help="Plan length (default 64 latent, 256 text / ddlm)."),
+    gen_length: int = typer.Option(
+        None, help="Plan length (default: latent, the projector's; text / ddlm 256)."
+    ),
     steps: int = typer.Option(None, help="Denoising steps (default: gen-length, one token per step)."),
     block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),

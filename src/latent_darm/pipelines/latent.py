@@ -67,6 +67,11 @@ class LatentPipeline(Pipeline):
                 f"projector expects planner hidden size {self.projector.config.planner_dim}, "
                 f"planner has {self.planner.hidden_size}"
             )
+        if self.sampler.gen_length != self.projector.config.plan_length:
+            raise ConfigError(
+                f"projector was trained on plans of {self.projector.config.plan_length} positions; "
+                f"gen_length is {self.sampler.gen_length}"
+            )
         if self.latent_noise < 0:
             raise ConfigError(f"latent_noise must be ≥ 0, got {self.latent_noise}")
 

@@ -1,0 +1,91 @@
+"""The Python entry point in the transformers style: ``LatentDARM.from_pretrained(...)(questions)``.
+
+It builds the same latent pipeline ``darm eval --pipeline latent`` and ``darm solve`` build, from the same spec,
+so the API, the CLI and the evaluation harness cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, overload
+
+from latent_darm.bridge.projector import Projector
+from latent_darm.pipelines.base import PipelineResult
+from latent_darm.pipelines.factory import build_pipeline
+from latent_darm.pipelines.latent import LatentPipeline
+from latent_darm.pipelines.prompts import AnswerType
+
+
+class LatentDARM:
+    """A diffusion planner, a projector and an autoregressive executor answering in latent space."""
+
+    def __init__(self, pipeline: LatentPipeline) -> None:
+        self.pipeline = pipeline
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        planner: str | Path,
+        executor: str | Path,
+        projector: str | Path,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        gen_length: int | None = None,
+        steps: int | None = None,
+        block_length: int = 32,
+        threshold: float | None = None,
+        cache: str = "none",
+        max_new_tokens: int = 16,
+        repetition_penalty: float = 1.0,
+        latent_noise: float = 0.0,
+        prompts: str | Path | None = None,
+        force: bool = False,
+    ) -> LatentDARM:
+        """Load the three parts; ``gen_length`` defaults to the plan length the projector was trained on.
+        ``force`` accepts a projector trained for other tokenizers (never other hidden sizes)."""
+        length = gen_length or Projector.stored_config(projector).plan_length
+        spec: dict[str, Any] = {
+            "kind": "latent",
+            "planner": {
+                "kind": "ddlm",
+                "model": str(planner),
+                "gen_length": length,
+                "steps": steps or length,
+                "block_length": min(block_length, length),
+                "threshold": threshold,
+                "cache": cache,
+            },
+            "executor": {
+                "kind": "arm",
+                "model": str(executor),
+                "max_new_tokens": max_new_tokens,
+                "repetition_penalty": repetition_penalty,
+            },
+            "projector": str(projector),
+            "latent_noise": latent_noise,
+            "prompts": None if prompts is None else str(prompts),
+            "dtype": dtype,
+            "device": device,
+            "force_projector": force,
+        }
+        pipeline = build_pipeline(spec)
+        assert isinstance(pipeline, LatentPipeline)
+        return cls(pipeline)
+
+    @overload
+    def __call__(self, questions: str, answer_type: AnswerType = "math", *, batch_size: int = 8) -> PipelineResult: ...
+
+    @overload
+    def __call__(
+        self, questions: Sequence[str], answer_type: AnswerType = "math", *, batch_size: int = 8
+    ) -> list[PipelineResult]: ...
+
+    def __call__(
+        self, questions: str | Sequence[str], answer_type: AnswerType = "math", *, batch_size: int = 8
+    ) -> PipelineResult | list[PipelineResult]:
+        """Answer one question (returns one result) or a list (returns a list, in order)."""
+        if isinstance(questions, str):
+            return self.pipeline.run([questions], answer_type, batch_size=batch_size)[0]
+        return self.pipeline.run(list(questions), answer_type, batch_size=batch_size)

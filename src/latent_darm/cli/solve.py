@@ -1,0 +1,69 @@
+"""``darm solve``: answer one question with any pipeline and show the plan, the answer and where tokens went."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from latent_darm.cli.app import app
+from latent_darm.cli.common import console, resolve_device
+from latent_darm.cli.eval import build_spec
+from latent_darm.errors import DataError
+from latent_darm.evaluation.grading import check_answer_type, extract_answer
+
+
+@app.command()
+def solve(
+    question: str = typer.Argument(..., help="The question to answer."),
+    pipeline: str = typer.Option("latent", help="arm | ddlm | text | latent."),
+    planner: str = typer.Option(None, help="Planner checkpoint (text, latent)."),
+    executor: str = typer.Option(None, help="Executor checkpoint."),
+    projector: str = typer.Option(None, help="Projector checkpoint (latent)."),
+    planner_kind: str = typer.Option(None, help="Text pairing: ddlm (default) | arm."),
+    executor_kind: str = typer.Option(None, help="Text pairing: arm (default) | ddlm."),
+    answer_type: str = typer.Option("math", help="math | integer | mc (sets the answer-format instruction)."),
+    gen_length: int = typer.Option(None, help="Plan length (default: latent, the projector's; text 256)."),
+    steps: int = typer.Option(None, help="Denoising steps (default: gen-length)."),
+    block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
+    threshold: float = typer.Option(None, help="Fast mode: confidence threshold τ."),
+    cache: str = typer.Option("none", help="Fast mode: none | prefix | dual."),
+    max_new_tokens: int = typer.Option(None, help="Answer budget."),
+    repetition_penalty: float = typer.Option(1.0, help="Autoregressive repetition penalty."),
+    chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first."),
+    latent_noise: float = typer.Option(0.0, help="Latent: noise relative to the latents' RMS (control)."),
+    prompts: str = typer.Option(None, help="JSON/YAML file overriding prompt templates."),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Answer QUESTION and print the plan, the answer and the token accounting."""
+    if not question.strip():
+        raise DataError("the question is empty")
+    check_answer_type(answer_type)
+    spec = build_spec(
+        pipeline=pipeline, planner=planner, executor=executor, projector=projector, planner_kind=planner_kind,
+        executor_kind=executor_kind, gen_length=gen_length, steps=steps, block_length=block_length,
+        threshold=threshold, cache=cache, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+        chain_of_thought=chain_of_thought, latent_noise=latent_noise, prompts=prompts, dtype=dtype,
+    )  # fmt: skip
+    from latent_darm.pipelines.factory import build_pipeline
+
+    with console.status("loading models"):
+        built = build_pipeline({**spec, "device": resolve_device(device)})
+    with console.status(f"solving with {built.name}"):
+        result = built.run([question], answer_type)[0]  # type: ignore[arg-type]
+    extracted = extract_answer(result.output, answer_type)
+    if as_json:
+        typer.echo(json.dumps({"pipeline": built.name, **result.to_dict(), "extracted": extracted}, ensure_ascii=False))
+        return
+    a = result.accounting
+    if result.plan is not None:
+        label = "plan (decoded for inspection; the executor read latents)" if pipeline == "latent" else "plan"
+        typer.echo(f"── {label}\n{result.plan}\n")
+    typer.echo(f"── answer\n{result.output}\n")
+    typer.echo(f"── extracted: {extracted}")
+    typer.echo(
+        f"── tokens: planner {a.planner_tokens} + executor {a.executor_tokens} = {a.total_tokens}; forward passes: "
+        f"planner {a.planner_forward_passes}, executor {a.executor_forward_passes}; {a.seconds:.2f} s"
+    )
