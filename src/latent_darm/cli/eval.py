@@ -204,9 +204,7 @@ def eval_command(
     paper_protocol: bool = typer.Option(False, help="The paper's subset: shuffle with seed 42, first 200."),
     out: Path = typer.Option(..., help="Results directory (created; rerun the same command to resume)."),
     batch_size: int = typer.Option(8, help="Questions per pipeline call."),
-    gen_length: int = typer.Option(
-        None, help="Plan length (default: latent, the projector's; text / ddlm 256)."
-    ),
+    gen_length: int = typer.Option(None, help="Plan length (default: latent, the projector's; text / ddlm 256)."),
     steps: int = typer.Option(None, help="Denoising steps (default: gen-length, one token per step)."),
     block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),

@@ -1,0 +1,229 @@
+"""Build the toy world once — data, tokenizer, trained planner and executor — and reuse it from a cache.
+
+The cache entry is ``<cache_dir>/<config.fingerprint()>/``::
+
+    world.json               config, fingerprint, timings (written last)
+    data/{train,validation,test}.jsonl
+    planner/                 config.json, model.safetensors, tokenizer, training_history.json
+    executor/                config.json, model.safetensors, generation_config.json, tokenizer, training_history.json
+
+Both model directories are ordinary checkpoints: ``load_llada`` / ``DiffusionPlanner.from_pretrained`` and
+``AutoModelForCausalLM.from_pretrained`` open them. An entry is built in a temporary sibling directory and renamed
+into place only when complete, so a killed build never leaves a half entry that a later run would reuse.
+
+``python -m latent_darm.toy.build [--quick] [--check]`` builds (or reuses) a world and, with ``--check``, measures it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from latent_darm.errors import CheckpointError
+from latent_darm.io import read_jsonl
+from latent_darm.models.llada.checkpoint import save_llada
+from latent_darm.models.planner import DiffusionPlanner, load_tokenizer
+from latent_darm.sampling import SamplerConfig
+from latent_darm.toy.mixtures import executor_examples, planner_examples
+from latent_darm.toy.models import new_executor, new_planner
+from latent_darm.toy.tokenizer import toy_tokenizer
+from latent_darm.toy.world import SPLITS, ModelSpec, Split, ToyProblem, WorldConfig, generate_world, quick_config
+from latent_darm.training.causal_sft import train_causal_sft
+from latent_darm.training.diffusion_sft import train_diffusion_sft
+from latent_darm.training.sft import SFTConfig, TrainHistory
+
+HISTORY_FILE = "training_history.json"
+MANIFEST = "world.json"
+
+
+def default_cache_dir() -> Path:
+    """``$LATENT_DARM_CACHE/toy``, else ``$XDG_CACHE_HOME/latent-darm/toy`` (``~/.cache`` by default)."""
+    if "LATENT_DARM_CACHE" in os.environ:
+        return Path(os.environ["LATENT_DARM_CACHE"]) / "toy"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "latent-darm" / "toy"
+
+
+@dataclass
+class WorldArtifacts:
+    """A built world on disk. ``reused`` says whether it came from the cache; ``timings`` are the build's seconds
+    per phase (of the build that made the entry)."""
+
+    config: WorldConfig
+    directory: Path
+    reused: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def planner_dir(self) -> Path:
+        return self.directory / "planner"
+
+    @property
+    def executor_dir(self) -> Path:
+        return self.directory / "executor"
+
+    def problems(self, split: Split) -> list[ToyProblem]:
+        return [ToyProblem(**record) for _, record in read_jsonl(self.directory / "data" / f"{split}.jsonl")]
+
+    def plan_sampler(self) -> SamplerConfig:
+        """The exact sampler settings the planner was trained for: one token per step over ``plan_length``."""
+        c = self.config
+        return SamplerConfig(gen_length=c.plan_length, block_length=c.block_length, steps=c.plan_length)
+
+    def answer_sampler(self) -> SamplerConfig:
+        """Settings for the planner acting as executor (short ``\\boxed{}`` answers)."""
+        c = self.config
+        return SamplerConfig(gen_length=c.answer_length, block_length=c.answer_length, steps=c.answer_length)
+
+    def load_planner(self) -> DiffusionPlanner:
+        return DiffusionPlanner.from_pretrained(self.planner_dir)
+
+    def load_executor(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        model = AutoModelForCausalLM.from_pretrained(self.executor_dir).eval()
+        return model, load_tokenizer(self.executor_dir)
+
+    def histories(self) -> dict[str, dict[str, Any]]:
+        return {
+            role: json.loads((self.directory / role / HISTORY_FILE).read_text()) for role in ("planner", "executor")
+        }
+
+
+def _sft_config(spec: ModelSpec, seed: int) -> SFTConfig:
+    return SFTConfig(
+        steps=spec.steps,
+        batch_size=spec.batch_size,
+        lr=spec.lr,
+        warmup_steps=max(1, spec.steps // 20),
+        seed=seed,
+    )
+
+
+def _training_problems(problems: list[ToyProblem], spec: ModelSpec, seed: int) -> list[ToyProblem]:
+    """A shuffled subset just large enough that training sees each example about once (tokenizing the rest
+    would be wasted time)."""
+    weights = asdict(spec.mixture)
+    per_problem = max(sum(weights.values()), 1e-6)
+    needed = min(len(problems), int(spec.steps * spec.batch_size / per_problem * 1.1) + 1)
+    shuffled = list(problems)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled[:needed]
+
+
+def _write_history(directory: Path, history: TrainHistory, spec: ModelSpec) -> None:
+    payload = {"spec": asdict(spec), **history.to_dict()}
+    (directory / HISTORY_FILE).write_text(json.dumps(payload) + "\n")
+
+
+def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[str, float]:
+    """Generate, train and save everything under ``directory``; returns seconds per phase."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    splits = generate_world(config)
+    (directory / "data").mkdir(parents=True)
+    for split in SPLITS:
+        lines = "".join(json.dumps(p.to_dict()) + "\n" for p in splits[split])
+        (directory / "data" / f"{split}.jsonl").write_text(lines)
+    tokenizer = toy_tokenizer(splits["validation"] + splits["test"])
+    timings["data"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    train = _training_problems(splits["train"], config.planner, config.seed)
+    examples = planner_examples(
+        train,
+        tokenizer,
+        config.planner.mixture,
+        plan_length=config.plan_length,
+        answer_length=config.answer_length,
+        seed=config.seed,
+    )
+    planner = new_planner(config.planner, tokenizer, seed=config.seed)
+    history = train_diffusion_sft(
+        planner, examples, _sft_config(config.planner, config.seed), progress=progress, description="planner"
+    )
+    save_llada(planner, directory / "planner")
+    tokenizer.save_pretrained(directory / "planner")
+    _write_history(directory / "planner", history, config.planner)
+    timings["planner"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    train = _training_problems(splits["train"], config.executor, config.seed + 1)
+    examples = executor_examples(train, tokenizer, config.executor.mixture, seed=config.seed)
+    executor = new_executor(config.executor, tokenizer, seed=config.seed + 1)
+    history = train_causal_sft(
+        executor,
+        examples,
+        _sft_config(config.executor, config.seed + 1),
+        prompt_loss_weight=config.executor.prompt_loss_weight,
+        progress=progress,
+        description="executor",
+    )
+    executor.save_pretrained(directory / "executor")
+    tokenizer.save_pretrained(directory / "executor")
+    _write_history(directory / "executor", history, config.executor)
+    timings["executor"] = time.perf_counter() - started
+    return timings
+
+
+def build_world(config: WorldConfig, cache_dir: str | Path | None = None, *, progress: bool = True) -> WorldArtifacts:
+    """The world of ``config``, from ``cache_dir`` when an entry with its fingerprint exists, else built (and
+    cached). Models are trained on CPU or wherever torch's default device points."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    final = cache_dir / config.fingerprint()
+    manifest = final / MANIFEST
+    if manifest.exists():
+        try:
+            timings = json.loads(manifest.read_text())["timings"]
+        except (json.JSONDecodeError, KeyError):
+            raise CheckpointError(f"{manifest}: corrupt toy-world manifest; delete {final} to rebuild") from None
+        return WorldArtifacts(config, final, reused=True, timings=timings)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=cache_dir))
+    try:
+        started = time.perf_counter()
+        timings = _build_into(config, staging, progress)
+        timings["total"] = time.perf_counter() - started
+        record = {"fingerprint": config.fingerprint(), "config": asdict(config), "timings": timings}
+        (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
+        try:
+            staging.rename(final)
+        except OSError:
+            if not (final / MANIFEST).exists():  # not a concurrent build that finished first
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return WorldArtifacts(config, final, reused=False, timings=timings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build (or reuse) the toy world; optionally measure it.")
+    parser.add_argument("--quick", action="store_true", help="the small world used by tests")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=None, help=f"cache directory (default {default_cache_dir()})")
+    parser.add_argument("--check", action="store_true", help="measure planner and executor on the test split")
+    args = parser.parse_args(argv)
+    config = quick_config(args.seed) if args.quick else WorldConfig(seed=args.seed)
+    artifacts = build_world(config, args.cache)
+    state = "reused" if artifacts.reused else "built"
+    print(f"{state} {artifacts.directory}  timings: {json.dumps(artifacts.timings)}", file=sys.stderr)
+    if args.check:
+        from latent_darm.toy.check import check_world
+
+        torch.manual_seed(0)
+        check_world(artifacts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The toy world: seeded disjoint splits, levels that count steps, gold plans that check out, and a tokenizer
+that covers every real prompt."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+from transformers import AutoTokenizer
+
+from latent_darm.errors import ConfigError, DataError
+from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.toy.mixtures import TASKS, chat_text, executor_examples, planner_examples, prompt_and_reply
+from latent_darm.toy.tokenizer import template_phrases, toy_tokenizer
+from latent_darm.toy.world import (
+    SPLITS,
+    Mixture,
+    WorldConfig,
+    execute_plan,
+    generate_split,
+    generate_world,
+    make_problem,
+    quick_config,
+    solve_question,
+)
+
+LEVELS = (1, 2, 3, 4, 5)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return {split: generate_split(split, 30, LEVELS, seed=7) for split in SPLITS}
+
+
+@pytest.fixture(scope="module")
+def toy_tok(world):
+    return toy_tokenizer(world["test"])
+
+
+def test_splits_are_disjoint_sized_and_unique(world):
+    questions = {split: [p.question for p in problems] for split, problems in world.items()}
+    for split, qs in questions.items():
+        assert len(qs) == len(set(qs)) == 30 * len(LEVELS), split
+    assert not set(questions["train"]) & set(questions["test"])
+    assert not set(questions["train"]) & set(questions["validation"])
+    assert not set(questions["validation"]) & set(questions["test"])
+    assert len({p.id for problems in world.values() for p in problems}) == 3 * 30 * len(LEVELS)
+
+
+def test_same_seed_same_data_other_seed_other_data(world):
+    assert generate_split("test", 30, LEVELS, seed=7) == world["test"]
+    other = generate_split("test", 30, LEVELS, seed=8)
+    assert {p.question for p in other} != {p.question for p in world["test"]}
+
+
+def test_a_split_does_not_depend_on_the_other_splits_sizes():
+    small = generate_split("test", 5, (2,), seed=1)
+    assert generate_split("test", 9, (2,), seed=1)[:5] == small
+
+
+def test_level_is_the_number_of_steps(world):
+    for problem in world["train"]:
+        assert problem.question.count("Let ") == problem.level + 1
+        assert problem.plan.count(".") == problem.level
+        assert problem.chain_of_thought.count("=") == 2 * problem.level
+        assert problem.id.startswith(f"toy-train-L{problem.level}-")
+
+
+def test_gold_plans_and_chains_of_thought_check_out(world):
+    for problem in [p for problems in world.values() for p in problems]:
+        assert solve_question(problem.question) == problem.answer
+        assert execute_plan(problem.chain_of_thought, problem.question) == problem.answer
+        # The plan stops short of the answer but executes to it.
+        assert execute_plan(problem.plan, problem.question) == problem.answer
+        assert not problem.plan.endswith(f"= {problem.answer}.")
+        assert 0 <= problem.answer < 10
+
+
+def test_execute_plan_rejects_wrong_plans():
+    problem = make_problem(random.Random(0), 3, 10)
+    steps = problem.chain_of_thought.split(". ")
+    with pytest.raises(DataError, match="before"):
+        execute_plan(". ".join(steps[1:]), problem.question)
+    wrong = problem.chain_of_thought.replace(f"= {problem.answer}.", f"= {(problem.answer + 1) % 10}.")
+    with pytest.raises(DataError, match="states"):
+        execute_plan(wrong, problem.question)
+    with pytest.raises(DataError, match="cannot parse"):
+        execute_plan("this is not a plan", problem.question)
+
+
+def test_config_fingerprint_is_stable_and_sensitive():
+    assert WorldConfig().fingerprint() == WorldConfig().fingerprint()
+    assert WorldConfig(seed=1).fingerprint() != WorldConfig().fingerprint()
+    assert quick_config().fingerprint() != WorldConfig().fingerprint()
+    planner = dataclasses.replace(WorldConfig().planner, steps=7)
+    assert WorldConfig(planner=planner).fingerprint() != WorldConfig().fingerprint()
+    with pytest.raises(ConfigError, match="divisible"):
+        WorldConfig(plan_length=30, block_length=8)
+    with pytest.raises(ConfigError, match="levels"):
+        WorldConfig(levels=(0, 1))
+
+
+def test_world_of_a_config_has_its_sizes():
+    config = quick_config()
+    splits = generate_world(config)
+    assert len(splits["train"]) == config.train_per_level * len(config.levels)
+    assert {p.level for p in splits["test"]} == set(config.levels)
+    assert max(p.answer for p in splits["train"]) < config.value_range
+
+
+def test_tokenizer_round_trips_every_prompt_without_unknown_tokens(world, toy_tok, tmp_path):
+    toy_tok.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded.pad_token_id != loaded.mask_token_id
+    assert loaded.convert_tokens_to_ids("<|mdm_mask|>") == loaded.mask_token_id
+    assert loaded.eos_token == "<|endoftext|>"
+    templates = PromptTemplates()
+    for problem in world["test"][::7]:
+        q = problem.question
+        texts = [
+            templates.planner_prompt(q),
+            templates.text_executor_prompt(q, problem.plan, "integer"),
+            templates.latent_executor_prompt(q, "integer"),
+            templates.direct_prompt(q, "integer"),
+            templates.direct_prompt(q, "integer", chain_of_thought=True),
+            templates.direct_prompt(q, "mc", chain_of_thought=True),
+            templates.text_executor_prompt(q, problem.plan, "mc"),
+            problem.chain_of_thought,
+        ]
+        for text in texts + [chat_text(loaded, t, system=True) for t in texts]:
+            ids = loaded(text, add_special_tokens=False)["input_ids"]
+            assert loaded.unk_token_id not in ids, text
+            assert loaded.decode(ids) == text
+
+
+def test_tokenizer_keeps_sequences_short(toy_tok):
+    for phrase in template_phrases(PromptTemplates()):
+        assert len(toy_tok(phrase, add_special_tokens=False)["input_ids"]) == 1
+    for number in range(100):
+        assert len(toy_tok(f" {number}", add_special_tokens=False)["input_ids"]) == 1
+    assert len(toy_tok("\\boxed{7}", add_special_tokens=False)["input_ids"]) == 3
+
+
+def test_mixtures_pad_diffusion_replies_and_end_every_reply_with_eot(world, toy_tok):
+    eot = toy_tok.convert_tokens_to_ids("<|eot_id|>")
+    problems = world["train"][:20]
+    everything = Mixture(plan=1, execute=1, direct=1, cot=1)
+    for example in planner_examples(problems, toy_tok, everything, plan_length=48, answer_length=16):
+        assert len(example.response_ids) == (48 if example.task in ("plan", "cot") else 16)
+        assert eot in example.response_ids
+        assert set(example.response_ids[example.response_ids.index(eot) + 1 :]) <= {toy_tok.eos_token_id}
+    examples = executor_examples(problems, toy_tok, everything)
+    assert {e.task for e in examples} == set(TASKS)
+    assert all(e.response_ids[-1] == eot for e in examples)
+    with pytest.raises(ConfigError, match="does not fit"):
+        planner_examples(world["train"][-5:], toy_tok, Mixture(plan=1), plan_length=8, answer_length=8)
+
+
+def test_prompt_and_reply_use_the_project_templates(world):
+    problem = world["test"][0]
+    templates = PromptTemplates()
+    assert prompt_and_reply(problem, "plan", templates) == (templates.planner_prompt(problem.question), problem.plan)
+    prompt, reply = prompt_and_reply(problem, "execute", templates)
+    assert prompt == templates.text_executor_prompt(problem.question, problem.plan, "integer")
+    assert reply == f"{problem.chain_of_thought.split('. ')[-1]} \\boxed{{{problem.answer}}}"
+    assert reply.startswith(problem.plan.split(". ")[-1].rstrip("."))
+    with pytest.raises(ConfigError, match="unknown task"):
+        prompt_and_reply(problem, "dance", templates)
