@@ -20,7 +20,8 @@ AnswerType = Literal["math", "integer", "mc"]
 
 @dataclass(frozen=True)
 class PromptTemplates:
-    """User-turn templates. Placeholders: ``{question}``, ``{plan}``, ``{answer_format}``."""
+    """User-turn templates. Placeholders: ``{question}``, ``{plan}``, ``{answer_format}``. The ``answer_format_*``
+    fields are plain text inserted as ``{answer_format}`` (no placeholders of their own)."""
 
     planner: str = (
         "Write brief hints that would help a student solve the problem below: the key facts, the reasoning "
@@ -34,9 +35,9 @@ class PromptTemplates:
     executor_latent: str = "{question}\n\n{answer_format}"
     direct: str = "{question}\n\n{answer_format}"
     chain_of_thought: str = "{question}\n\n{answer_format}"
-    answer_format_math: str = "Give only the final answer in \\boxed{{}}, with no explanation."
+    answer_format_math: str = "Give only the final answer in \\boxed{}, with no explanation."
     answer_format_mc: str = 'Reply with only the letter of the correct option, as "Answer: X".'
-    answer_format_cot_math: str = "Reason step by step, then give the final answer in \\boxed{{}}."
+    answer_format_cot_math: str = "Reason step by step, then give the final answer in \\boxed{}."
     answer_format_cot_mc: str = 'Reason step by step, then end with "Answer: X", where X is the option letter.'
 
     def answer_format(self, answer_type: AnswerType, chain_of_thought: bool = False) -> str:
