@@ -25,8 +25,9 @@ def _json_lines(out: str) -> list[dict]:
 
 
 def test_json_output_matches_the_api_in_input_order(darm, llada_dir, prompts_file):
-    code, out, _ = darm("plan", "--planner", llada_dir, "--prompts-file", prompts_file, "--json", *SETTINGS,
-                        "--batch-size", "2")
+    code, out, _ = darm(
+        "plan", "--planner", llada_dir, "--prompts-file", prompts_file, "--json", *SETTINGS, "--batch-size", "2"
+    )
     assert code == 0
     records = _json_lines(out)
     assert [set(r) for r in records] == [{"prompt_ids", "token_ids", "text", "nfe", "seconds"}] * 3
@@ -47,8 +48,24 @@ def test_chat_and_raw_prompts(darm, llada_dir):
 
 
 def test_fast_mode_reports_fewer_passes(darm, llada_dir):
-    _, out, _ = darm("plan", "--planner", llada_dir, "--prompt", PROMPTS[1], "--json", "--gen-length", "32",
-                     "--steps", "32", "--block-length", "8", "--threshold", "0.05", "--cache", "dual")
+    _, out, _ = darm(
+        "plan",
+        "--planner",
+        llada_dir,
+        "--prompt",
+        PROMPTS[1],
+        "--json",
+        "--gen-length",
+        "32",
+        "--steps",
+        "32",
+        "--block-length",
+        "8",
+        "--threshold",
+        "0.05",
+        "--cache",
+        "dual",
+    )
     assert _json_lines(out)[0]["nfe"] < 32
 
 

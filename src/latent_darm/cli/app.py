@@ -41,4 +41,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # ``python -m latent_darm.cli.app`` (as ``accelerate launch -m`` runs it): commands register on the importable
+    # module's app, not on this ``__main__`` copy, so run that one.
+    from latent_darm.cli.app import main as run_importable
+
+    run_importable()

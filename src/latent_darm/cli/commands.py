@@ -5,4 +5,5 @@ import latent_darm.cli.eval as eval_command  # noqa: F401
 import latent_darm.cli.grade  # noqa: F401
 import latent_darm.cli.report as report_command  # noqa: F401
 import latent_darm.cli.solve as solve_command  # noqa: F401
+import latent_darm.cli.train_projector as train_projector_command  # noqa: F401
 from latent_darm.cli import plan  # noqa: F401

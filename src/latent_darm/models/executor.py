@@ -173,17 +173,38 @@ class CausalExecutor:
                 self._system_ok = False
         return self._system_ok
 
+    def _messages(self, user_text: str, system: str | None) -> list[dict[str, str]]:
+        messages = [{"role": "user", "content": user_text}]
+        if system is not None and self._template_takes_system():
+            messages.insert(0, {"role": "system", "content": system})
+        return messages
+
     def chat_text(self, user_text: str, system: str | None = "") -> str | None:
         """The chat-templated prompt with the assistant header, as text; None without a chat template. The
         system turn is sent only when ``system`` is not None and the template accepts one."""
         if self.tokenizer.chat_template is None:
             return None
-        messages = [{"role": "user", "content": user_text}]
-        if system is not None and self._template_takes_system():
-            messages.insert(0, {"role": "system", "content": system})
         return self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False, date_string=PINNED_DATE
+            self._messages(user_text, system), add_generation_prompt=True, tokenize=False, date_string=PINNED_DATE
         )
+
+    def reply_ids(self, user_text: str, reply: str, system: str | None = "") -> list[int]:
+        """Ids of ``reply`` as the assistant turn that follows :meth:`chat_ids`: what the chat template writes after
+        the generation prompt (the reply and its end of turn), cut after the first stop token. This is the target a
+        trained executor should produce. Without a chat template: the reply and EOS."""
+        prompt = self.chat_text(user_text, system)
+        if prompt is None:
+            eos = self.tokenizer.eos_token_id
+            return self._tokenize(reply) + ([] if eos is None else [eos])
+        messages = [*self._messages(user_text, system), {"role": "assistant", "content": reply}]
+        full = self.tokenizer.apply_chat_template(messages, tokenize=False, date_string=PINNED_DATE)
+        if not full.startswith(prompt):
+            raise ConfigError(
+                "the executor's chat template renders an assistant turn that does not extend its generation prompt; "
+                "cannot derive the reply's end of turn"
+            )
+        ids = self._tokenize(full[len(prompt) :])
+        return ids[: count_generated_tokens(ids, self.stop_token_ids)]
 
     def chat_ids(self, user_text: str, system: str | None = "") -> list[int]:
         """Token ids of the chat prompt (assistant header included); raw text with BOS without a template."""

@@ -10,11 +10,14 @@ Spec::
             ["denoise_fraction", "early_stop"]}
          | {"kind": "arm", "model", "max_new_tokens", "repetition_penalty"}
 
-Each checkpoint is loaded once per process even when two roles name it (an ARM planning for itself).
+Each checkpoint is loaded once per process even when two roles name it (an ARM planning for itself). A projector
+directory trained with LoRA on the executor holds the adapter in ``adapter/``; the latent pipeline's executor then
+gets it merged in (a separate copy, so other roles keep the plain model).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +34,7 @@ from latent_darm.sampling import SamplerConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SAMPLER_KEYS = ("gen_length", "steps", "block_length", "threshold", "cache", "denoise_fraction", "early_stop")
+ADAPTER_DIR = "adapter"  # inside a projector directory: the executor's LoRA adapter, when one was trained
 
 
 class ModelCache:
@@ -46,11 +50,20 @@ class ModelCache:
             self.loaded[key] = DiffusionPlanner.from_pretrained(reference, dtype=self.dtype, device=self.device)
         return self.loaded[key]
 
-    def autoregressive(self, reference: str) -> CausalExecutor:
-        key = ("arm", reference)
+    def autoregressive(self, reference: str, adapter: str | None = None) -> CausalExecutor:
+        """The executor; with ``adapter`` (a peft LoRA directory) its own copy with the adapter merged in."""
+        key = ("arm", reference) if adapter is None else ("arm+adapter", f"{reference}|{adapter}")
         if key not in self.loaded:
-            self.loaded[key] = CausalExecutor.from_pretrained(reference, dtype=self.dtype, device=self.device)
+            executor = CausalExecutor.from_pretrained(reference, dtype=self.dtype, device=self.device)
+            self.loaded[key] = executor if adapter is None else merge_adapter(executor, adapter)
         return self.loaded[key]
+
+
+def merge_adapter(executor: CausalExecutor, adapter: str) -> CausalExecutor:
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(executor.model, adapter).merge_and_unload()
+    return CausalExecutor(model.eval(), executor.tokenizer, name_or_path=executor.name_or_path)
 
 
 def sampler_from_role(role: dict[str, Any]) -> SamplerConfig:
@@ -97,7 +110,8 @@ def build_pipeline(spec: dict[str, Any], models: ModelCache | None = None) -> Pi
         if not spec.get("projector"):
             raise ConfigError("the latent pipeline needs a 'projector'")
         diffusion = models.diffusion(planner["model"])
-        autoregressive = models.autoregressive(executor["model"])
+        adapter = Path(spec["projector"]) / ADAPTER_DIR
+        autoregressive = models.autoregressive(executor["model"], str(adapter) if adapter.is_dir() else None)
         projector = Projector.from_pretrained(
             spec["projector"], planner=diffusion, executor=autoregressive, force=bool(spec.get("force_projector"))
         ).to(autoregressive.device)

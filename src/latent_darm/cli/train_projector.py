@@ -1,0 +1,317 @@
+"""``darm train-projector``: gather question/answer pairs, cache the planner's latents (stage 1), train the projector
+(stage 2) into ``OUT/projector/``.
+
+Both stages resume: rerunning the same command reuses every cached latent and continues from the latest checkpoint.
+Under ``accelerate launch -m latent_darm.cli.app train-projector …`` stage 1 splits the questions across processes
+and stage 2 trains data-parallel. Training questions are checked against the evaluation sets first (the authors'
+code trained on the questions it evaluated on).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from latent_darm.cli.app import app
+from latent_darm.cli.common import console, parse_dtype
+from latent_darm.errors import ConfigError, DataError
+from latent_darm.evaluation.benchmarks import (
+    DATA_ENV,
+    benchmark_names,
+    get_benchmark,
+    load_benchmark,
+    resolve_data_dir,
+)
+from latent_darm.evaluation.grading import check_answer_type
+from latent_darm.training.data import (
+    TrainingExample,
+    check_no_overlap,
+    dedupe,
+    example_id,
+    examples_from_jsonl,
+    paper_preset,
+    split_held_out,
+)
+
+PRESETS = ("paper",)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def gather_examples(
+    data: list[Path],
+    question_field: str,
+    target_field: str,
+    answer_type: str,
+    benchmarks: list[str],
+    data_dir: Path | None,
+    preset: str | None,
+    preset_per_source: int,
+    seed: int,
+) -> list[TrainingExample]:
+    """Every training pair from the JSONL files, the benchmarks' pools and the preset, deduplicated."""
+    if not data and not benchmarks and preset is None:
+        raise DataError("no training data: give --data FILE.jsonl, --benchmark-train NAME or --preset paper")
+    examples: list[TrainingExample] = []
+    for path in data:
+        examples += examples_from_jsonl(
+            path,
+            question_field=question_field,
+            target_field=target_field,
+            answer_type=answer_type,  # type: ignore[arg-type]
+        )
+    for name in benchmarks:
+        examples += [
+            TrainingExample(example_id(name, e.question), e.question, e.gold, e.answer_type, name)
+            for e in load_benchmark(name, data_dir=data_dir)
+        ]
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+        examples += paper_preset(per_source=preset_per_source, seed=seed)
+    return dedupe(examples)
+
+
+def evaluation_sets(names: str | None, data_dir: Path | None, training_pools: list[str]) -> dict[str, list[str]]:
+    """Questions of the evaluation sets to keep disjoint from training. Named sets must load; by default every
+    registered benchmark that loads without the network (programmatic ones, local files under the data directory),
+    except the pools used for training, skipping quietly the ones that do not."""
+    if names:
+        return {name: [e.question for e in load_benchmark(name, data_dir=data_dir)] for name in _split(names)}
+    root = resolve_data_dir(data_dir)
+    sets: dict[str, list[str]] = {}
+    for name in benchmark_names():
+        if name in training_pools or (get_benchmark(name).loader is None and root is None):
+            continue
+        try:
+            sets[name] = [e.question for e in load_benchmark(name, data_dir=root)]
+        except (DataError, OSError):
+            continue
+    return sets
+
+
+def _split(names: str) -> list[str]:
+    return [n.strip() for n in names.split(",") if n.strip()]
+
+
+def _bar(enabled: bool) -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, TimeRemainingColumn(), console=console, disable=not enabled)
+
+
+def model_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on CUDA, float32 elsewhere."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return parse_dtype(name)
+
+
+@app.command("train-projector")
+def train_projector_command(
+    planner: str = typer.Option(..., help="Planner (LLaDA-family) checkpoint: directory or Hugging Face id."),
+    executor: str = typer.Option(..., help="Executor (causal LM) checkpoint: directory or Hugging Face id."),
+    out: Path = typer.Option(..., help="Run directory (rerun the same command to resume)."),
+    data: list[Path] = typer.Option(None, "--data", help="JSONL file of training pairs (repeatable)."),
+    question_field: str = typer.Option("question", help="--data: field holding the question."),
+    target_field: str = typer.Option("answer", help="--data: field holding the gold answer."),
+    answer_type: str = typer.Option("math", help="--data: math | integer | mc."),
+    benchmark_train: list[str] = typer.Option(None, help="Registered benchmark used as a training pool (repeatable)."),
+    preset: str = typer.Option(None, help="paper: ARC-Easy, ARC-Challenge and DART-1…5 from the hub."),
+    preset_per_source: int = typer.Option(5000, help="--preset: questions per source."),
+    held_out_per_source: int = typer.Option(10, help="Validation questions held out per source."),
+    data_dir: Path = typer.Option(None, envvar=DATA_ENV, help="Folder of <benchmark>/test.jsonl files."),
+    exclude_benchmarks: str = typer.Option(
+        None, help="Evaluation sets training must not overlap, comma-separated (default: all loadable locally)."
+    ),
+    drop_overlap: bool = typer.Option(False, "--drop-overlap", help="Drop overlapping questions instead of refusing."),
+    cache_dir: Path = typer.Option(None, help="Latent cache (default OUT/latents)."),
+    gen_length: int = typer.Option(64, help="Plan length L (positions whose latents the projector reads)."),
+    steps: int = typer.Option(None, help="Denoising steps (default: gen-length)."),
+    block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
+    latent_layer: int = typer.Option(-1, help="Planner layer of the latents (-1: after the final norm)."),
+    denoise_fraction: float = typer.Option(1.0, help="Take latents after this share of the denoising steps."),
+    threshold: float = typer.Option(None, help="Planner fast mode: confidence threshold τ."),
+    cache: str = typer.Option("none", help="Planner fast mode: none | prefix | dual."),
+    plan_batch_size: int = typer.Option(8, help="Stage 1: questions per planner batch."),
+    architecture: str = typer.Option(
+        "mlp2_gelu_rmsnorm", help="mlp2_gelu_rmsnorm | mlp3_gelu_rmsnorm | linear | mlp2x_gelu."
+    ),
+    hidden_dim: int = typer.Option(1024, help="Projector hidden width."),
+    placement: str = typer.Option("prefix", help="prefix | inline (inline needs <<PLAN>> in the prompt template)."),
+    lr: float = typer.Option(3e-4, help="Projector learning rate."),
+    weight_decay: float = typer.Option(1e-3, help="AdamW weight decay."),
+    warmup_steps: int = typer.Option(300, help="Linear warm-up steps before the cosine decay."),
+    epochs: int = typer.Option(3, help="Passes over the training data."),
+    batch_size: int = typer.Option(8, help="Micro-batch per process (effective batch: × --grad-accum × processes)."),
+    grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
+    max_steps: int = typer.Option(None, help="Stop after this many optimizer steps."),
+    eval_every: int = typer.Option(500, help="Validate (held-out loss and accuracy) every N steps."),
+    save_every: int = typer.Option(500, help="Checkpoint every N steps."),
+    seed: int = typer.Option(0, help="Seed for the held-out split, the initial weights and the data order."),
+    latent_noise: float = typer.Option(0.0, help="Noised-latents control: Gaussian noise relative to latent RMS."),
+    lora: bool = typer.Option(False, "--lora/--no-lora", help="Also train LoRA (r 8, α 32) on the executor."),
+    lora_lr: float = typer.Option(5e-4, help="LoRA learning rate."),
+    mixed_precision: str = typer.Option("auto", help="auto (bf16 on CUDA, none on CPU) | no | bf16."),
+    max_new_tokens: int = typer.Option(16, help="Answer budget of the held-out accuracy check."),
+    prompts: Path = typer.Option(None, help="JSON/YAML file overriding prompt templates (use it at eval too)."),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (under accelerate: each process's GPU)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
+) -> None:
+    """Train the latent projector between PLANNER and EXECUTOR; the best checkpoint lands in OUT/projector."""
+    from latent_darm.bridge.projector import Projector, ProjectorConfig, signature_of
+    from latent_darm.models.executor import CausalExecutor
+    from latent_darm.models.planner import DiffusionPlanner
+    from latent_darm.pipelines.prompts import load_templates
+    from latent_darm.sampling import SamplerConfig
+    from latent_darm.training.latent_cache import LatentCache, build_latent_cache
+    from latent_darm.training.projector_trainer import (
+        ProjectorTrainingConfig,
+        check_settings,
+        make_accelerator,
+        train_projector,
+    )
+
+    # Everything that can be checked without a model, first.
+    check_answer_type(answer_type)
+    if device not in DEVICES:
+        raise ConfigError(f"--device must be one of {', '.join(DEVICES)}; got {device!r}")
+    if held_out_per_source < 0:
+        raise ConfigError(f"--held-out-per-source must be >= 0, got {held_out_per_source}")
+    if plan_batch_size < 1:
+        raise ConfigError(f"--plan-batch-size must be >= 1, got {plan_batch_size}")
+    sampler = SamplerConfig(
+        gen_length=gen_length,
+        block_length=min(block_length, gen_length),
+        steps=steps or gen_length,
+        threshold=threshold,
+        cache=cache,  # type: ignore[arg-type]
+        hidden_layer=latent_layer,
+        denoise_fraction=denoise_fraction,
+    )
+    ProjectorConfig(1, 1, architecture=architecture, hidden_dim=hidden_dim, placement=placement)
+    config = ProjectorTrainingConfig(
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        max_steps=max_steps,
+        mixed_precision=mixed_precision,
+        eval_every=eval_every,
+        save_every=save_every,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        latent_noise=latent_noise,
+        lora=lora,
+        lora_lr=lora_lr,
+    )
+    check_settings(out, config)  # a directory of other settings is refused before any work
+    templates = load_templates(prompts)
+    pools = list(benchmark_train or [])
+    examples = gather_examples(
+        list(data or []), question_field, target_field, answer_type, pools, data_dir, preset, preset_per_source, seed
+    )
+    evaluation = evaluation_sets(exclude_benchmarks, data_dir, pools)
+    examples = check_no_overlap(examples, evaluation, drop=drop_overlap)
+    train, held_out = split_held_out(examples, per_source=held_out_per_source, seed=seed)
+    if not train:
+        raise DataError("no training examples left after holding out validation questions")
+
+    accelerator = make_accelerator(config, cpu=True if device == "cpu" else None)
+    main = accelerator.is_main_process
+    show = progress and main
+    if main:
+        checked = ", ".join(sorted(evaluation)) or "none found"
+        console.print(
+            f"{len(train)} training and {len(held_out)} held-out questions; kept disjoint from: {checked}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    weights_dtype = model_dtype(dtype, accelerator.device)
+    # Multi-process CPU runs report "cpu:<rank>", which safetensors does not accept as a load device.
+    load_device = accelerator.device if accelerator.device.type != "cpu" else torch.device("cpu")
+
+    # Stage 1: the planner's latents, computed once and shared out across processes.
+    cache_root = cache_dir or out / "latents"
+    diffusion = DiffusionPlanner.from_pretrained(planner, dtype=weights_dtype, device=load_device)
+    layers = diffusion.model.config.n_layers
+    if not -1 <= latent_layer <= layers:
+        raise ConfigError(f"--latent-layer must be -1 or 0..{layers} for this planner, got {latent_layer}")
+    planner_side = signature_of(diffusion)
+    everything = train + held_out
+    with _bar(show) as bar:
+        # Under several processes this bar counts the main process's share only.
+        shared = accelerator.num_processes > 1
+        task = bar.add_task("stage 1: caching plan latents", total=None if shared else len(everything))
+        build_latent_cache(
+            diffusion,
+            everything,
+            cache_root,
+            sampler,
+            templates,
+            batch_size=plan_batch_size,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+            on_progress=lambda n: bar.advance(task, n),
+        )
+    accelerator.wait_for_everyone()
+    latents = LatentCache.open(cache_root)
+    del diffusion
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+    # Stage 2.
+    answerer = CausalExecutor.from_pretrained(executor, dtype=weights_dtype, device=load_device)
+    torch.manual_seed(seed)
+    projector = Projector.for_pair(
+        planner_side,
+        answerer,
+        architecture,
+        hidden_dim=hidden_dim,
+        plan_length=gen_length,
+        latent_layer=latent_layer,
+        placement=placement,
+    )
+    provenance: dict[str, Any] = {
+        "planner": planner,
+        "executor": executor,
+        "sampler": sampler.to_dict(),
+        "latent_cache": str(cache_root),
+        "data": sorted({e.source for e in examples}),
+        "kept_disjoint_from": sorted(evaluation),
+        "prompts": None if prompts is None else str(prompts),
+    }
+    summary = train_projector(
+        projector,
+        answerer,
+        latents,
+        train,
+        held_out,
+        out,
+        config,
+        templates=templates,
+        accelerator=accelerator,
+        provenance=provenance,
+        progress=show,
+    )
+    if main:
+        best = (
+            f"best held-out loss {summary.best_val_loss:.4f} at step {summary.best_step}, accuracy "
+            f"{summary.final_val_accuracy:.1%} at the end"
+            if summary.best_val_loss is not None and summary.final_val_accuracy is not None
+            else "no held-out set: final weights"
+        )
+        console.print(
+            f"projector → {summary.projector_dir} ({summary.steps} steps, {best}, {summary.seconds:.1f} s)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        typer.echo(json.dumps(summary.to_dict()))

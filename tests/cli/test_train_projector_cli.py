@@ -1,0 +1,178 @@
+"""``darm train-projector``: both stages end to end on tiny checkpoints, a projector the latent pipeline loads, resume
+by rerunning, and one-line refusals (no data, an evaluation set in the training data, another configuration)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+
+from latent_darm.bridge.projector import Projector
+from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.models.tiny import random_llama
+from latent_darm.pipelines.factory import build_pipeline
+
+QUESTIONS = [f"What is {a} plus {a + 3}?" for a in range(14)]
+TINY = ["--gen-length", "8", "--block-length", "8", "--hidden-dim", "16", "--batch-size", "4", "--warmup-steps", "1",
+        "--max-steps", "3", "--eval-every", "2", "--save-every", "2", "--held-out-per-source", "2",
+        "--max-new-tokens", "4", "--dtype", "float32", "--device", "cpu", "--no-progress"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture
+def data(tmp_path):
+    """A JSONL training file and a data directory whose GSM8K test set shares the training file's first question."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(
+        "".join(json.dumps({"question": q, "answer": str(2 * a + 3)}) + "\n" for a, q in enumerate(QUESTIONS))
+    )
+    (tmp_path / "benchmarks/gsm8k").mkdir(parents=True)
+    (tmp_path / "benchmarks/gsm8k/test.jsonl").write_text(json.dumps({"question": QUESTIONS[0], "answer": "#### 3"}))
+    return path, tmp_path / "benchmarks"
+
+
+def test_trains_a_projector_the_latent_pipeline_loads_and_resumes(
+    darm, tmp_path, data, llada_dir, executor_dir, tokenizer
+):
+    pairs, benchmarks = data
+    out = tmp_path / "run"
+    command = [
+        "train-projector",
+        "--planner",
+        llada_dir,
+        "--executor",
+        executor_dir,
+        "--out",
+        out,
+        "--data",
+        pairs,
+        "--data-dir",
+        benchmarks,
+        "--drop-overlap",
+        *TINY,
+    ]
+    code, stdout, stderr = darm(*command)
+    assert code == 0, stderr
+    assert "11 training and 2 held-out questions; kept disjoint from: gsm8k" in stderr
+    assert f"projector → {out / 'projector'}" in stderr
+    summary = json.loads(stdout)
+    assert summary["steps"] == 3 and summary["best_step"] in (0, 2, 3) and summary["resumed_from"] == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
+    assert (out / "latents/spec.json").is_file() and (out / "curve.png").is_file()
+    assert [r["step"] for r in map(json.loads, (out / "history.jsonl").read_text().splitlines())] == [0, 2, 3]
+
+    planner, executor = DiffusionPlanner.from_pretrained(llada_dir), CausalExecutor.from_pretrained(executor_dir)
+    projector = Projector.from_pretrained(out / "projector", planner=planner, executor=executor)
+    config = projector.config
+    assert (config.plan_length, config.hidden_dim, config.planner, config.executor) == (
+        8,
+        16,
+        str(llada_dir),
+        str(executor_dir),
+    )
+    assert config.training["kept_disjoint_from"] == ["gsm8k"] and config.training["sampler"]["gen_length"] == 8
+    spec = {
+        "kind": "latent",
+        "planner": {"kind": "ddlm", "model": str(llada_dir), "gen_length": 8, "steps": 8, "block_length": 8},
+        "executor": {"kind": "arm", "model": str(executor_dir), "max_new_tokens": 4},
+        "projector": str(out / "projector"),
+    }
+    result = build_pipeline(spec).run([QUESTIONS[3]], "math")[0]
+    assert result.accounting.planner_tokens == 8 and 1 <= result.accounting.executor_tokens <= 4
+
+    # Rerunning the same command resumes at the end: nothing is recomputed.
+    code, stdout, _ = darm(*command)
+    assert code == 0 and json.loads(stdout)["resumed_from"] == 3
+
+    # The same directory with other settings, or an executor of another width, is refused with the key named.
+    code, _, stderr = darm(*command, "--lr", "0.001")
+    assert code == 2 and "made with a different 'training.lr' (0.0003 there, 0.001 now)" in stderr
+    assert len(stderr.strip().splitlines()) == 1  # refused before loading anything
+    narrow = tmp_path / "narrow"
+    random_llama(tokenizer, hidden_size=32, std=0.2).save_pretrained(narrow)
+    tokenizer.save_pretrained(narrow)
+    code, _, stderr = darm(*[narrow if arg == executor_dir else arg for arg in command])
+    assert code == 2 and "different 'projector.executor_dim' (48 there, 32 now)" in stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "no training data: give --data FILE.jsonl, --benchmark-train NAME or --preset paper"),
+        (["--data", "{missing}"], "missing.jsonl: file not found"),
+        (
+            ["--data", "{pairs}", "--data-dir", "{benchmarks}"],
+            "1 training questions also appear in evaluation set 'gsm8k'",
+        ),
+        (
+            ["--data", "{pairs}", "--exclude-benchmarks", "gsm8k", "--data-dir", "{benchmarks}"],
+            "also appear in evaluation set 'gsm8k'",
+        ),
+        (["--data", "{pairs}", "--benchmark-train", "no_such_set"], "unknown benchmark 'no_such_set'"),
+        (
+            ["--benchmark-train", "gsm8k", "--exclude-benchmarks", "gsm8k", "--data-dir", "{benchmarks}"],
+            "1 training questions also appear in evaluation set 'gsm8k'",
+        ),
+        (["--data", "{pairs}", "--preset", "tiny"], "--preset must be one of paper"),
+        (["--data", "{pairs}", "--lr", "0"], "lr must be > 0"),
+        (["--data", "{pairs}", "--answer-type", "essay"], "unknown answer_type 'essay'"),
+        (["--data", "{pairs}", "--hidden-dim", "0"], "projector hidden_dim must be a positive integer"),
+        (["--data", "{pairs}", "--mixed-precision", "fp8"], "mixed_precision must be one of auto, no, bf16"),
+        (["--data", "{pairs}", "--gen-length", "12"], "gen_length 12 is not divisible by block_length"),
+        (["--data", "{pairs}", "--latent-layer", "9"], "--latent-layer must be -1 or 0..2 for this planner"),
+    ],
+)
+def test_bad_input_is_one_line(darm, tmp_path, data, llada_dir, executor_dir, extra, message):
+    pairs, benchmarks = data
+    names = {"pairs": pairs, "benchmarks": benchmarks, "missing": tmp_path / "missing.jsonl"}
+    args = [str(a).format(**names) for a in extra]
+    code, stdout, stderr = darm(
+        "train-projector",
+        "--planner",
+        llada_dir,
+        "--executor",
+        executor_dir,
+        "--out",
+        tmp_path / "out",
+        "--data-dir",
+        tmp_path / "empty",
+        *TINY,
+        *args,
+    )
+    error = stderr.strip().splitlines()[-1]  # after at most a status line
+    assert code == 2 and not stdout and error.startswith("error: ") and message in error
+
+
+def test_bf16_autocast_on_cpu_when_asked(darm, tmp_path, data, llada_dir, executor_dir):
+    pairs, _ = data
+    code, _, stderr = darm(
+        "train-projector",
+        "--planner",
+        llada_dir,
+        "--executor",
+        executor_dir,
+        "--out",
+        tmp_path / "out",
+        "--data",
+        pairs,
+        "--data-dir",
+        tmp_path / "empty",
+        *TINY,
+        "--mixed-precision",
+        "bf16",
+        "--max-steps",
+        "1",
+    )
+    assert code == 0, stderr
+    weights = Projector.from_pretrained(tmp_path / "out/projector").state_dict()
+    assert all(w.dtype == torch.float32 for w in weights.values())  # master weights stay fp32
