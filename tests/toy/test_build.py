@@ -1,8 +1,9 @@
 """Building the quick world: every loss goes down, the checkpoints open through the public loaders, the cache is
-reused, and a failed build leaves nothing behind."""
+reused, a failed build leaves nothing behind, and the test split registers as benchmarks."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -10,13 +11,17 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from latent_darm.errors import CheckpointError
+from latent_darm.errors import CheckpointError, ConfigError
+from latent_darm.evaluation.benchmarks import get_benchmark, load_benchmark
 from latent_darm.models.llada.checkpoint import load_llada
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.toy import build as build_module
-from latent_darm.toy.build import build_world
-from latent_darm.toy.world import generate_world, quick_config
+from latent_darm.toy.benchmarks import register_toy_benchmarks
+from latent_darm.toy.build import build_world, single_thread
+from latent_darm.toy.models import new_executor, planner_from_executor
+from latent_darm.toy.tokenizer import toy_tokenizer
+from latent_darm.toy.world import generate_split, generate_world, quick_config
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +47,7 @@ def test_quick_build_trains_both_models(artifacts):
         assert len(losses) == getattr(artifacts.config, role).steps
         assert _mean(losses[-10:]) < 0.7 * _mean(losses[:10]), role
     assert set(artifacts.timings) >= {"data", "planner", "executor", "total"}
+    assert artifacts.timings["total"] < 60  # about 10-20 s on two loaded CPU cores
 
 
 def test_data_on_disk_is_the_configs_world(artifacts):
@@ -99,3 +105,38 @@ def test_a_corrupt_manifest_is_reported(tmp_path):
         build_world(quick_config(seed=6), tmp_path, progress=False)
     (entry / build_module.MANIFEST).write_text(json.dumps({"timings": {}}))
     assert build_world(quick_config(seed=6), tmp_path, progress=False).reused
+
+
+def test_test_split_registers_as_benchmarks_per_level(artifacts):
+    names = register_toy_benchmarks(artifacts)
+    assert names == ["toy1", "toy2", "toy3", "toy_train"]
+    test = artifacts.problems("test")
+    for level in artifacts.config.levels:
+        examples = load_benchmark(f"toy{level}")
+        assert [e.question for e in examples] == [p.question for p in test if p.level == level]
+        assert all(e.answer_type == "integer" and e.meta == {"level": level} for e in examples)
+        assert examples[0].gold == str(test[(level - 1) * artifacts.config.test_per_level].answer)
+    assert len(load_benchmark("toy_train")) == len(artifacts.problems("train"))
+    assert get_benchmark("toy2").answer_type == "integer"
+    assert register_toy_benchmarks(artifacts) == names  # re-registering a world replaces the names
+
+
+def test_planner_from_executor_starts_as_the_executor():
+    config = quick_config()
+    tokenizer = toy_tokenizer(generate_split("test", 2, (1,), seed=0), nodes=config.nodes)
+    executor = new_executor(config.executor, tokenizer, seed=1)
+    planner = planner_from_executor(executor, config.planner, tokenizer)
+    assert planner.config.n_layers == config.executor.layers + 1
+    # One token attends only to itself, causal or not: the planner, extra block included, computes the executor.
+    ids = torch.tensor([[tokenizer.bos_token_id]])
+    with torch.no_grad():
+        assert torch.allclose(planner(ids).logits, executor(input_ids=ids).logits, atol=1e-5)
+    with pytest.raises(ConfigError, match="does not fit"):
+        planner_from_executor(executor, dataclasses.replace(config.planner, d_model=48), tokenizer)
+
+
+def test_single_thread_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with single_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

@@ -1,10 +1,11 @@
-"""The toy world: seeded disjoint splits, levels that count steps, gold plans that check out, and a tokenizer
-that covers every real prompt."""
+"""The toy world: seeded disjoint splits, levels that count arrows to follow, gold plans that stop one step short
+and check out, and a tokenizer that covers every real prompt."""
 
 from __future__ import annotations
 
 import dataclasses
 import random
+import re
 
 import pytest
 from transformers import AutoTokenizer
@@ -21,6 +22,7 @@ from latent_darm.toy.world import (
     generate_split,
     generate_world,
     make_problem,
+    parse_question,
     quick_config,
     solve_question,
 )
@@ -35,7 +37,7 @@ def world():
 
 @pytest.fixture(scope="module")
 def toy_tok(world):
-    return toy_tokenizer(world["test"])
+    return toy_tokenizer(world["test"], nodes=10)
 
 
 def test_splits_are_disjoint_sized_and_unique(world):
@@ -59,34 +61,45 @@ def test_a_split_does_not_depend_on_the_other_splits_sizes():
     assert generate_split("test", 9, (2,), seed=1)[:5] == small
 
 
-def test_level_is_the_number_of_steps(world):
+def test_level_is_the_number_of_arrows_to_follow(world):
     for problem in world["train"]:
-        assert problem.question.count("Let ") == problem.level + 1
-        assert problem.plan.count(".") == problem.level
-        assert problem.chain_of_thought.count("=") == 2 * problem.level
+        graph, start, steps = parse_question(problem.question)
+        assert steps == problem.level and len(graph) == 8  # every question lists the same number of arrows
+        path = [start]
+        for _ in range(steps):
+            path.append(graph[path[-1]])
+        assert len(set(path)) == len(path)  # the chain never revisits a node
+        assert path[-1] in graph  # the end has an arrow out too: "where the arrows stop" is never the answer
+        assert problem.plan.count("->") == problem.level
         assert problem.id.startswith(f"toy-train-L{problem.level}-")
 
 
-def test_gold_plans_and_chains_of_thought_check_out(world):
+def test_gold_plans_stop_short_of_the_answer_and_check_out(world):
     for problem in [p for problems in world.values() for p in problems]:
         assert solve_question(problem.question) == problem.answer
         assert execute_plan(problem.chain_of_thought, problem.question) == problem.answer
-        # The plan stops short of the answer but executes to it.
+        # The plan leaves the last step to the executor: the answer is not in it, but following it leads there.
         assert execute_plan(problem.plan, problem.question) == problem.answer
-        assert not problem.plan.endswith(f"= {problem.answer}.")
+        assert problem.plan.endswith("->")
+        nodes = [int(n) for n in re.findall(r"\d+", problem.plan)]
+        assert len(nodes) == problem.level and problem.answer not in nodes
+        assert problem.chain_of_thought.endswith(f"\\boxed{{{problem.answer}}}")
+        assert problem.last_step == f"Last step: {nodes[-1]} -> {problem.answer}. \\boxed{{{problem.answer}}}"
         assert 0 <= problem.answer < 10
 
 
 def test_execute_plan_rejects_wrong_plans():
-    problem = make_problem(random.Random(0), 3, 10)
-    steps = problem.chain_of_thought.split(". ")
-    with pytest.raises(DataError, match="before"):
-        execute_plan(". ".join(steps[1:]), problem.question)
-    wrong = problem.chain_of_thought.replace(f"= {problem.answer}.", f"= {(problem.answer + 1) % 10}.")
-    with pytest.raises(DataError, match="states"):
-        execute_plan(wrong, problem.question)
+    problem = make_problem(random.Random(0), 3, 10, 8)
+    graph, start, _ = parse_question(problem.question)
+    with pytest.raises(DataError, match="starts at"):
+        execute_plan(f"Path: {(start + 1) % 10} ->", problem.question)
+    wrong = next(n for n in range(10) if n not in (graph[start], start))
+    with pytest.raises(DataError, match="not an arrow"):
+        execute_plan(f"Path: {start} -> {wrong} ->", problem.question)
     with pytest.raises(DataError, match="cannot parse"):
         execute_plan("this is not a plan", problem.question)
+    with pytest.raises(DataError, match="not a toy question"):
+        solve_question("What is 2 + 2?")
 
 
 def test_config_fingerprint_is_stable_and_sensitive():
@@ -96,9 +109,14 @@ def test_config_fingerprint_is_stable_and_sensitive():
     planner = dataclasses.replace(WorldConfig().planner, steps=7)
     assert WorldConfig(planner=planner).fingerprint() != WorldConfig().fingerprint()
     with pytest.raises(ConfigError, match="divisible"):
-        WorldConfig(plan_length=30, block_length=8)
+        WorldConfig(plan_length=12, block_length=8)
     with pytest.raises(ConfigError, match="levels"):
         WorldConfig(levels=(0, 1))
+    with pytest.raises(ConfigError, match="arrows"):
+        WorldConfig(levels=(1, 2, 3, 4, 5, 6, 7, 8))
+    with pytest.raises(ConfigError, match="planner_init"):
+        WorldConfig(planner=dataclasses.replace(WorldConfig().planner, d_model=64))
+    assert WorldConfig(planner=dataclasses.replace(WorldConfig().planner, d_model=64), planner_init="scratch")
 
 
 def test_world_of_a_config_has_its_sizes():
@@ -106,7 +124,7 @@ def test_world_of_a_config_has_its_sizes():
     splits = generate_world(config)
     assert len(splits["train"]) == config.train_per_level * len(config.levels)
     assert {p.level for p in splits["test"]} == set(config.levels)
-    assert max(p.answer for p in splits["train"]) < config.value_range
+    assert max(p.answer for p in splits["train"]) < config.nodes
 
 
 def test_tokenizer_round_trips_every_prompt_without_unknown_tokens(world, toy_tok, tmp_path):
@@ -127,6 +145,7 @@ def test_tokenizer_round_trips_every_prompt_without_unknown_tokens(world, toy_to
             templates.direct_prompt(q, "mc", chain_of_thought=True),
             templates.text_executor_prompt(q, problem.plan, "mc"),
             problem.chain_of_thought,
+            problem.last_step,
         ]
         for text in texts + [chat_text(loaded, t, system=True) for t in texts]:
             ids = loaded(text, add_special_tokens=False)["input_ids"]
@@ -134,36 +153,56 @@ def test_tokenizer_round_trips_every_prompt_without_unknown_tokens(world, toy_to
             assert loaded.decode(ids) == text
 
 
-def test_tokenizer_keeps_sequences_short(toy_tok):
+def test_tokenizer_keeps_sequences_short(world, toy_tok):
     for phrase in template_phrases(PromptTemplates()):
         assert len(toy_tok(phrase, add_special_tokens=False)["input_ids"]) == 1
     for number in range(100):
         assert len(toy_tok(f" {number}", add_special_tokens=False)["input_ids"]) == 1
     assert len(toy_tok("\\boxed{7}", add_special_tokens=False)["input_ids"]) == 3
+    # An arrow is one token in a question and a path step one token in a plan, for every pair of nodes.
+    for a in range(10):
+        assert len(toy_tok(f" {a} ->", add_special_tokens=False)["input_ids"]) == 1
+        for b in range(10):
+            if a != b:
+                assert toy_tok.unk_token_id not in toy_tok(f" {a}->{b}", add_special_tokens=False)["input_ids"]
+    problem = world["test"][-1]
+    # "Arrows:", the 8 arrows, ". Start at", the start, " and follow", the level, " arrows. Where do you end?"
+    assert len(toy_tok(problem.question, add_special_tokens=False)["input_ids"]) == 1 + 8 + 5
+    assert len(toy_tok(problem.plan, add_special_tokens=False)["input_ids"]) == 1 + problem.level
 
 
 def test_mixtures_pad_diffusion_replies_and_end_every_reply_with_eot(world, toy_tok):
     eot = toy_tok.convert_tokens_to_ids("<|eot_id|>")
     problems = world["train"][:20]
     everything = Mixture(plan=1, execute=1, direct=1, cot=1)
-    for example in planner_examples(problems, toy_tok, everything, plan_length=48, answer_length=16):
-        assert len(example.response_ids) == (48 if example.task in ("plan", "cot") else 16)
+    for example in planner_examples(problems, toy_tok, everything, plan_length=16, answer_length=8):
+        assert len(example.response_ids) == (16 if example.task in ("plan", "cot") else 8)
         assert eot in example.response_ids
         assert set(example.response_ids[example.response_ids.index(eot) + 1 :]) <= {toy_tok.eos_token_id}
     examples = executor_examples(problems, toy_tok, everything)
     assert {e.task for e in examples} == set(TASKS)
     assert all(e.response_ids[-1] == eot for e in examples)
     with pytest.raises(ConfigError, match="does not fit"):
-        planner_examples(world["train"][-5:], toy_tok, Mixture(plan=1), plan_length=8, answer_length=8)
+        planner_examples(world["train"][-5:], toy_tok, Mixture(plan=1), plan_length=4, answer_length=8)
+
+
+def test_default_canvases_hold_every_reply(world, toy_tok):
+    config = WorldConfig()
+    hardest = [p for p in world["train"] if p.level == max(config.levels)]
+    lengths = dict(plan_length=config.plan_length, answer_length=config.answer_length)
+    assert planner_examples(hardest, toy_tok, Mixture(plan=1, execute=1, direct=1), **lengths)
 
 
 def test_prompt_and_reply_use_the_project_templates(world):
-    problem = world["test"][0]
+    problem = world["test"][-1]
     templates = PromptTemplates()
     assert prompt_and_reply(problem, "plan", templates) == (templates.planner_prompt(problem.question), problem.plan)
     prompt, reply = prompt_and_reply(problem, "execute", templates)
     assert prompt == templates.text_executor_prompt(problem.question, problem.plan, "integer")
-    assert reply == f"{problem.chain_of_thought.split('. ')[-1]} \\boxed{{{problem.answer}}}"
-    assert reply.startswith(problem.plan.split(". ")[-1].rstrip("."))
+    assert reply == problem.last_step and reply.endswith(f"\\boxed{{{problem.answer}}}")
+    prompt, reply = prompt_and_reply(problem, "cot", templates)
+    assert prompt == templates.direct_prompt(problem.question, "integer", chain_of_thought=True)
+    assert reply == problem.chain_of_thought and reply.startswith(problem.plan)
+    assert prompt_and_reply(problem, "direct", templates)[1] == f"\\boxed{{{problem.answer}}}"
     with pytest.raises(ConfigError, match="unknown task"):
         prompt_and_reply(problem, "dance", templates)

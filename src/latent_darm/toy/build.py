@@ -4,8 +4,11 @@ The cache entry is ``<cache_dir>/<config.fingerprint()>/``::
 
     world.json               config, fingerprint, timings (written last)
     data/{train,validation,test}.jsonl
-    planner/                 config.json, model.safetensors, tokenizer, training_history.json
     executor/                config.json, model.safetensors, generation_config.json, tokenizer, training_history.json
+    planner/                 config.json, model.safetensors, tokenizer, training_history.json
+
+The executor is trained first: by default the planner starts from its weights (see ``WorldConfig.planner_init``).
+Training runs on one CPU thread: on a small shared machine, two threads were many times slower than one.
 
 Both model directories are ordinary checkpoints: ``load_llada`` / ``DiffusionPlanner.from_pretrained`` and
 ``AutoModelForCausalLM.from_pretrained`` open them. An entry is built in a temporary sibling directory and renamed
@@ -24,6 +27,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +42,7 @@ from latent_darm.models.llada.checkpoint import save_llada
 from latent_darm.models.planner import DiffusionPlanner, load_tokenizer
 from latent_darm.sampling import SamplerConfig
 from latent_darm.toy.mixtures import executor_examples, planner_examples
-from latent_darm.toy.models import new_executor, new_planner
+from latent_darm.toy.models import new_executor, new_planner, planner_from_executor
 from latent_darm.toy.tokenizer import toy_tokenizer
 from latent_darm.toy.world import SPLITS, ModelSpec, Split, ToyProblem, WorldConfig, generate_world, quick_config
 from latent_darm.training.causal_sft import train_causal_sft
@@ -104,7 +109,7 @@ def _sft_config(spec: ModelSpec, seed: int) -> SFTConfig:
         steps=spec.steps,
         batch_size=spec.batch_size,
         lr=spec.lr,
-        warmup_steps=max(1, spec.steps // 20),
+        warmup_steps=min(spec.warmup_steps, spec.steps),
         seed=seed,
     )
 
@@ -125,6 +130,17 @@ def _write_history(directory: Path, history: TrainHistory, spec: ModelSpec) -> N
     (directory / HISTORY_FILE).write_text(json.dumps(payload) + "\n")
 
 
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one CPU thread inside the block (tiny models on a loaded machine train much faster so)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[str, float]:
     """Generate, train and save everything under ``directory``; returns seconds per phase."""
     timings: dict[str, float] = {}
@@ -134,27 +150,8 @@ def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[st
     for split in SPLITS:
         lines = "".join(json.dumps(p.to_dict()) + "\n" for p in splits[split])
         (directory / "data" / f"{split}.jsonl").write_text(lines)
-    tokenizer = toy_tokenizer(splits["validation"] + splits["test"])
+    tokenizer = toy_tokenizer(splits["validation"] + splits["test"], nodes=config.nodes)
     timings["data"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    train = _training_problems(splits["train"], config.planner, config.seed)
-    examples = planner_examples(
-        train,
-        tokenizer,
-        config.planner.mixture,
-        plan_length=config.plan_length,
-        answer_length=config.answer_length,
-        seed=config.seed,
-    )
-    planner = new_planner(config.planner, tokenizer, seed=config.seed)
-    history = train_diffusion_sft(
-        planner, examples, _sft_config(config.planner, config.seed), progress=progress, description="planner"
-    )
-    save_llada(planner, directory / "planner")
-    tokenizer.save_pretrained(directory / "planner")
-    _write_history(directory / "planner", history, config.planner)
-    timings["planner"] = time.perf_counter() - started
 
     started = time.perf_counter()
     train = _training_problems(splits["train"], config.executor, config.seed + 1)
@@ -172,6 +169,28 @@ def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[st
     tokenizer.save_pretrained(directory / "executor")
     _write_history(directory / "executor", history, config.executor)
     timings["executor"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    train = _training_problems(splits["train"], config.planner, config.seed)
+    examples = planner_examples(
+        train,
+        tokenizer,
+        config.planner.mixture,
+        plan_length=config.plan_length,
+        answer_length=config.answer_length,
+        seed=config.seed,
+    )
+    if config.planner_init == "executor":
+        planner = planner_from_executor(executor, config.planner, tokenizer)
+    else:
+        planner = new_planner(config.planner, tokenizer, seed=config.seed)
+    history = train_diffusion_sft(
+        planner, examples, _sft_config(config.planner, config.seed), progress=progress, description="planner"
+    )
+    save_llada(planner, directory / "planner")
+    tokenizer.save_pretrained(directory / "planner")
+    _write_history(directory / "planner", history, config.planner)
+    timings["planner"] = time.perf_counter() - started
     return timings
 
 
@@ -191,7 +210,8 @@ def build_world(config: WorldConfig, cache_dir: str | Path | None = None, *, pro
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=cache_dir))
     try:
         started = time.perf_counter()
-        timings = _build_into(config, staging, progress)
+        with single_thread():
+            timings = _build_into(config, staging, progress)
         timings["total"] = time.perf_counter() - started
         record = {"fingerprint": config.fingerprint(), "config": asdict(config), "timings": timings}
         (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
@@ -216,12 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     config = quick_config(args.seed) if args.quick else WorldConfig(seed=args.seed)
     artifacts = build_world(config, args.cache)
     state = "reused" if artifacts.reused else "built"
-    print(f"{state} {artifacts.directory}  timings: {json.dumps(artifacts.timings)}", file=sys.stderr)
+    timings = {phase: round(seconds, 1) for phase, seconds in artifacts.timings.items()}
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{state} {artifacts.directory}  seconds: {json.dumps(timings)}  load average: {load}", file=sys.stderr)
     if args.check:
         from latent_darm.toy.check import check_world
 
         torch.manual_seed(0)
-        check_world(artifacts)
+        with single_thread():
+            check_world(artifacts)
     return 0
 
 

@@ -4,12 +4,13 @@ Every example is one user turn in the chat template (with the assistant header) 
 models learn exactly the prompts the pipelines will send. Tasks:
 
 * ``plan``    — planner prompt → the gold plan (the planner's job; also taught to the executor for ARM→* pairings);
-* ``execute`` — text-executor prompt with the gold plan → the plan's last step worked out, then
-  ``\\boxed{answer}`` ("u = 1 + 2 = 3. \\boxed{3}"; also taught to the planner, for DDLM executors). Finishing
-  the step in writing reuses what the chain of thought teaches; a bare ``\\boxed{}`` would need the addition done
-  across the whole question in one step, which the tiny models do not learn within the budget;
+* ``execute`` — text-executor prompt with the gold plan → the step the plan left out, then the box
+  (``Last step: 8 -> 1. \\boxed{1}``, 7 tokens; also taught to the planner, for DDLM executors). A bare
+  ``\\boxed{1}`` would need the executor to fetch the plan's last node and look up its arrow inside one forward
+  pass — a two-stage circuit the tiny executor had not learned after 1500 steps (about 0.3–0.5 accuracy); written
+  out, each token is one fetch or one lookup and the executor is exact within 600 steps;
 * ``direct``  — direct prompt → ``\\boxed{answer}``;
-* ``cot``     — chain-of-thought prompt → the worked steps, then ``\\boxed{answer}``.
+* ``cot``     — chain-of-thought prompt → the whole path, then ``\\boxed{answer}``.
 """
 
 from __future__ import annotations
@@ -33,22 +34,17 @@ def boxed(answer: int) -> str:
     return f"\\boxed{{{answer}}}"
 
 
-def last_step(problem: ToyProblem) -> str:
-    """The final step of the worked solution, e.g. ``u = 1 + 2 = 3.``"""
-    return problem.chain_of_thought.split(". ")[-1]
-
-
 def prompt_and_reply(problem: ToyProblem, task: str, templates: PromptTemplates) -> tuple[str, str]:
     """The user-turn text and the gold reply of ``problem`` for ``task``."""
     q, answer = problem.question, boxed(problem.answer)
     if task == "plan":
         return templates.planner_prompt(q), problem.plan
     if task == "execute":
-        return templates.text_executor_prompt(q, problem.plan, "integer"), f"{last_step(problem)} {answer}"
+        return templates.text_executor_prompt(q, problem.plan, "integer"), problem.last_step
     if task == "direct":
         return templates.direct_prompt(q, "integer"), answer
     if task == "cot":
-        return templates.direct_prompt(q, "integer", chain_of_thought=True), f"{problem.chain_of_thought} {answer}"
+        return templates.direct_prompt(q, "integer", chain_of_thought=True), problem.chain_of_thought
     raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
 

@@ -1,4 +1,5 @@
-"""Fresh toy planner and executor: the real architectures (LLaDA, Llama-3.2 with tied embeddings) at tiny size."""
+"""Toy planner and executor: the real architectures (LLaDA, Llama-3.2 with tied embeddings) at tiny size, fresh
+or — for the planner — started from the trained executor's weights."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from latent_darm.errors import ConfigError
 from latent_darm.models.llada.configuration import LLaDAConfig
 from latent_darm.models.llada.modeling import LLaDAModelLM
 from latent_darm.toy.world import ModelSpec
@@ -21,7 +23,8 @@ def _special_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int, int]:
 
 def init_weights(model: nn.Module, n_layers: int, std: float = 0.02) -> None:
     """GPT-style init: N(0, std) everywhere, output projections of each block scaled by 1/√(2·layers) so the
-    residual stream does not grow with depth; norms at one."""
+    residual stream does not grow with depth; norms at one. (The toy models use a larger ``std``, see
+    :class:`ModelSpec`.)"""
     out_std = std / math.sqrt(2 * n_layers)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -53,7 +56,7 @@ def new_planner(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, seed: int) 
     )
     torch.manual_seed(seed)
     model = LLaDAModelLM(config)
-    init_weights(model, spec.layers)
+    init_weights(model, spec.layers, spec.init_std)
     return model
 
 
@@ -78,7 +81,54 @@ def new_executor(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, seed: int)
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    init_weights(model, spec.layers)
+    init_weights(model, spec.layers, spec.init_std)
     model.generation_config.eos_token_id = [eos, eot]
     model.generation_config.pad_token_id = pad
     return model
+
+
+_LLAMA_NAMES = {
+    "q_proj": "self_attn.q_proj",
+    "k_proj": "self_attn.k_proj",
+    "v_proj": "self_attn.v_proj",
+    "attn_out": "self_attn.o_proj",
+    "ff_proj": "mlp.gate_proj",
+    "up_proj": "mlp.up_proj",
+    "ff_out": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ff_norm": "post_attention_layernorm",
+}
+
+
+def planner_from_executor(
+    executor: LlamaForCausalLM, spec: ModelSpec, tokenizer: PreTrainedTokenizerBase
+) -> LLaDAModelLM:
+    """A LLaDA mask predictor of size ``spec`` holding a trained causal executor's weights (the same block without
+    the causal mask), as diffusion LMs such as Dream and DiffuLLaMA start from autoregressive checkpoints.
+
+    The executor's blocks come first; ``spec.layers`` beyond them are extra blocks whose output projections are
+    zero, so they start as the identity and the planner starts out computing what the executor computes. The
+    executor has learned to look up the arrow out of a path step at that step's position; diffusion fine-tuning
+    then mainly has to move that result one position on (a masked position predicts itself, not its successor),
+    which the extra block has room for. The LM head starts as the executor's tied embedding.
+    """
+    c = executor.config
+    executor_sizes = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size)
+    if (spec.d_model, spec.heads, spec.kv_heads, spec.mlp_hidden) != executor_sizes or spec.layers < len(
+        executor.model.layers
+    ):
+        raise ConfigError(f"planner spec {spec} does not fit an executor of sizes {executor_sizes}")
+    planner = new_planner(spec, tokenizer, seed=0)
+    llama = executor.model
+    t = planner.model.transformer
+    with torch.no_grad():
+        t.wte.weight.copy_(llama.embed_tokens.weight)
+        t.ff_out.weight.copy_(executor.get_output_embeddings().weight)
+        t.ln_f.weight.copy_(llama.norm.weight)
+        for block, layer in zip(t.blocks, llama.layers, strict=False):
+            for ours, theirs in _LLAMA_NAMES.items():
+                getattr(block, ours).weight.copy_(layer.get_submodule(theirs).weight)
+        for block in t.blocks[len(llama.layers) :]:
+            block.attn_out.weight.zero_()
+            block.ff_out.weight.zero_()
+    return planner

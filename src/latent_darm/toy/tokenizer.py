@@ -1,14 +1,17 @@
 """A word-level tokenizer for the toy world, in the Hugging Face format with the Llama-3/LLaDA chat template.
 
-Pieces carry the space before them (" Let", " 7", " ."), so decoding is plain concatenation and every text
+Pieces carry the space before them (" and follow", " 7"), so decoding is plain concatenation and every text
 round-trips exactly. Two kinds of piece:
 
 * **phrases** — each fixed stretch of the prompt templates (everything between placeholders, e.g. the whole
   planner instruction up to "Problem: ") is one token, as a tokenizer trained on a corpus of these prompts with
   multi-word merges would learn. Prompts then cost a handful of tokens beyond the question, which is what makes
-  training the toy models in a couple of CPU minutes possible;
+  training the toy models in a couple of CPU minutes possible. The fixed stretches of the world's own texts
+  (``QUESTION_PHRASES``: ". Start at", " and follow", ...) are phrases too;
 * **words** — words, numbers and single punctuation marks: everything else, including any prompt that does not
-  use the default templates.
+  use the default templates. The world's arrows are words too: ``7->3`` in a question and ``7 ->`` in a path are
+  one token each, so finding the arrow out of a node is a single attention lookup (no head has to pair a source
+  with the target two positions later first) and questions stay short.
 
 The vocabulary holds the phrases, every word of the templates and of the world's texts (with and without its
 leading space), numbers below 128 and every printable ASCII character, so the project's real prompts tokenize
@@ -25,13 +28,13 @@ from transformers import PreTrainedTokenizerFast
 
 from latent_darm.models.tiny import HEADER_CHAT_TEMPLATE, SPECIAL_TOKENS
 from latent_darm.pipelines.prompts import PromptTemplates
-from latent_darm.toy.world import ToyProblem
+from latent_darm.toy.world import ARROW, QUESTION_PHRASES, ToyProblem
 
 UNK_TOKEN = "<|unk|>"
 BOXED = "\\boxed{"
-# An optional space, then the box opener or a word or a number or one other non-space character; or a run of
-# newlines; or a run of spaces. Every character of any text falls into exactly one piece.
-WORD_PATTERN = r" ?\\boxed\{| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]|\n+| +|\s"
+# An optional space, then the box opener or an arrow or a word or a number or one other non-space character; or a
+# run of newlines; or a run of spaces. Every character of any text falls into exactly one piece.
+WORD_PATTERN = r" ?\\boxed\{| ?[0-9]+->[0-9]+| ?[0-9]+ ->| ?->| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]|\n+| +|\s"
 _WORDS = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")
 _SLOTS = ("\x00", "\x01")  # stand-ins for the question and the plan when cutting templates into phrases
 
@@ -42,7 +45,8 @@ def words(text: str) -> list[str]:
 
 
 def template_phrases(templates: PromptTemplates) -> list[str]:
-    """The fixed stretches of every prompt the templates produce (cut at the question and plan), longest first."""
+    """The fixed stretches of every prompt the templates produce (cut at the question and plan) and of the world's
+    texts, longest first."""
     q, plan = _SLOTS
     prompts = [templates.planner_prompt(q)]
     for answer_type in ("integer", "mc"):
@@ -52,7 +56,7 @@ def template_phrases(templates: PromptTemplates) -> list[str]:
             templates.direct_prompt(q, answer_type),
             templates.direct_prompt(q, answer_type, chain_of_thought=True),
         ]
-    phrases: set[str] = set()
+    phrases: set[str] = set(QUESTION_PHRASES)
     for prompt in prompts:
         for part in prompt.replace(plan, q).split(q):
             if len(words(part)) > 1:
@@ -113,7 +117,18 @@ def build_tokenizer(phrases: list[str], texts: Iterable[str], max_number: int = 
     )
 
 
-def toy_tokenizer(problems: Iterable[ToyProblem], templates: PromptTemplates | None = None) -> PreTrainedTokenizerFast:
-    """The toy world's tokenizer: phrases of ``templates`` (default: the project's), words of ``problems``."""
+def node_texts(nodes: int) -> list[str]:
+    """Every arrow ``a->b`` and path step ``a ->`` between nodes ``0 .. nodes-1``, so the vocabulary does not depend
+    on which arrows a sample of problems happens to contain."""
+    arrows = [f"{ARROW}".join((str(a), str(b))) for a in range(nodes) for b in range(nodes) if a != b]
+    return [" ".join(arrows), " ".join(f"{a} {ARROW}" for a in range(nodes))]
+
+
+def toy_tokenizer(
+    problems: Iterable[ToyProblem], templates: PromptTemplates | None = None, *, nodes: int | None = None
+) -> PreTrainedTokenizerFast:
+    """The toy world's tokenizer: phrases of ``templates`` (default: the project's), words of ``problems`` and,
+    given ``nodes``, every arrow and path step of a world with that many nodes."""
     templates = templates or PromptTemplates()
-    return build_tokenizer(template_phrases(templates), world_texts(problems))
+    texts = world_texts(problems) + (node_texts(nodes) if nodes else [])
+    return build_tokenizer(template_phrases(templates), texts)

@@ -1,29 +1,35 @@
-"""The toy world: chains of variable definitions, listed out of order, where planning is the hard part.
+"""The toy world: pointer chasing through a small shuffled graph, where every reasoning step is one lookup.
 
-A level-k problem defines k + 1 variables: one is a number, each other one is the previous variable plus or minus
-a number, and the definitions are shuffled (``shuffle=False`` lists them in dependency order)::
+A level-k problem lists the arrows of a random functional graph (each node has at most one outgoing arrow), in
+shuffled order, and asks where k steps from a start node end::
 
-    Let c = b + 4. Let a = 7. Let b = a - 2. What is c?
+    Arrows: 7->3 5->2 8->1 3->8 1->6 2->9 0->5 4->0. Start at 7 and follow 3 arrows. Where do you end?
 
-Answering directly means following k hops and doing k additions in one go — which a tiny model cannot do on
-high levels. The gold plan puts the steps in dependency order and works out every intermediate value, but stops
-short of the final one (the planner must not reveal the answer)::
+The path from the start visits k + 1 distinct nodes (7 → 3 → 8 → 1); its last node always has an arrow too
+(1->6), so "the node where the arrows run out" is never the answer and the step count matters; the other arrows
+are distractors. Every question lists the same number of arrows, so its length says nothing about the level.
+Nodes are the numbers ``0 .. nodes-1``; the tokenizer makes each arrow ``7->3`` and each path step ``7 ->`` one
+token, so a question is ~15 tokens.
 
-    b = 7 - 2 = 5. c = 5 + 4.
+Why this world: each step is a single attention lookup (find the arrow out of the current node), which a tiny
+causal model learns in a few hundred steps; answering directly needs k lookups chained inside one forward pass,
+which the 3-layer executor does not learn (it stays near chance at every level). The gold plan is the path so
+far, stopping short of the answer (the planner must not reveal it)::
 
-Each step has its source's value substituted, so an executor given the plan has exactly one addition left, right
-there in the last step — reading a plan is easy, writing one is the work. The chain of thought is the plan with
-the final value filled in. Values stay in ``[0, value_range)`` (no step leaves that range), so numbers are single
-tokens.
+    Path: 7 -> 3 -> 8 ->
+
+An executor given the plan has one lookup left and writes it out before the box (``Last step: 8 -> 1.
+\\boxed{1}``, see :attr:`ToyProblem.last_step`). The chain of thought is the whole path, then the boxed answer:
+``Path: 7 -> 3 -> 8 -> 1. \\boxed{1}``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import re
-import string
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
@@ -33,10 +39,14 @@ from latent_darm.pipelines.prompts import PromptTemplates
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 # Bump when the generator, the text formats or the training recipe change meaning: old caches then go stale.
-WORLD_VERSION = "toy-chains-2"
+WORLD_VERSION = "toy-pointers-1"
 # Share of the question space (by hash of the question text) that each split may draw from.
 _SPLIT_SHARES = {"test": (0, 10), "validation": (10, 20), "train": (20, 100)}
-_NAMES = string.ascii_lowercase
+ARROW = "->"
+PLAN_PREFIX = "Path:"
+STEP_PREFIX = "Last step:"
+# The fixed stretches of the world's texts; the tokenizer makes each a single token (short sequences train fast).
+QUESTION_PHRASES = ("Arrows:", ". Start at", " and follow", " arrows. Where do you end?", PLAN_PREFIX, STEP_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ class Mixture:
     plan: float = 0.0  # planner prompt → plan
     execute: float = 0.0  # text-executor prompt with the gold plan → \boxed{answer}
     direct: float = 0.0  # direct prompt → \boxed{answer}
-    cot: float = 0.0  # chain-of-thought prompt → worked steps, then \boxed{answer}
+    cot: float = 0.0  # chain-of-thought prompt → the full path, then \boxed{answer}
 
 
 @dataclass(frozen=True)
@@ -62,39 +72,58 @@ class ModelSpec:
     batch_size: int
     lr: float
     mixture: Mixture = field(default_factory=Mixture)
-    # Causal models only: weight of the loss on prompt tokens. From-scratch models learn the world's arithmetic much
-    # sooner with language-model signal on the plans and questions they read; 0 is plain SFT.
+    # Causal models only: weight of the loss on prompt tokens (0 is plain SFT). The world's prompts are mostly
+    # random arrows, so there is little to gain from it here.
     prompt_loss_weight: float = 0.0
+    warmup_steps: int = 30
+    # Std of the fresh weights. Larger than GPT's 0.02: with 0.02 the tiny models sit on a plateau for the whole
+    # budget before any lookup head forms; with 0.1 the executor learns its lookups in a few hundred steps.
+    init_std: float = 0.1
+
+
+PlannerInit = Literal["executor", "scratch"]
 
 
 @dataclass(frozen=True)
 class WorldConfig:
     """Everything that decides the toy world's data and models; its fingerprint keys the build cache.
 
-    ``plan_length`` is the planner's response canvas in training and the ``gen_length`` to sample plans with;
-    ``answer_length`` the canvas for the planner's short answers (when it acts as executor).
+    ``nodes`` is the number of node names, ``arrows`` the number of arrows every question lists (at least
+    ``max(levels) + 1``: the path and the arrow out of its end). ``plan_length`` is the planner's response canvas
+    in training and the ``gen_length`` to sample plans with; ``answer_length`` the canvas for the planner's short
+    answers (when it acts as executor).
+
+    ``planner_init="executor"`` starts the planner from the trained executor's weights (the same Llama block
+    without the causal mask, as Dream and DiffuLLaMA start from autoregressive checkpoints), plus
+    ``planner.layers - executor.layers`` extra blocks that start as the identity; the planner's other sizes must
+    then equal the executor's. A diffusion model trained from scratch has to discover a two-stage circuit (read
+    the previous plan step, then look up its arrow), which takes far longer than the CPU budget; the executor
+    already looks up the arrow out of a path step, so the planner only has to learn to use that one position
+    later. ``"scratch"`` trains it from random weights (documented, not recommended).
     """
 
     levels: tuple[int, ...] = (1, 2, 3, 4, 5)
-    train_per_level: int = 3000
+    train_per_level: int = 4000
     validation_per_level: int = 20
     test_per_level: int = 40
-    value_range: int = 10
+    nodes: int = 10
+    arrows: int = 8
     shuffle: bool = True
     seed: int = 0
-    plan_length: int = 40
-    answer_length: int = 16
+    plan_length: int = 8
+    answer_length: int = 8
     block_length: int = 8
+    planner_init: PlannerInit = "executor"
     planner: ModelSpec = field(
         default_factory=lambda: ModelSpec(
-            d_model=96, layers=3, heads=4, kv_heads=4, mlp_hidden=256, steps=1200, batch_size=32, lr=3e-3,
-            mixture=Mixture(plan=1.0, execute=0.5, direct=0.25),
+            d_model=96, layers=4, heads=4, kv_heads=2, mlp_hidden=256, steps=800, batch_size=32, lr=1e-3,
+            mixture=Mixture(plan=1.0, execute=0.5, direct=0.1),
         )
     )  # fmt: skip
     executor: ModelSpec = field(
         default_factory=lambda: ModelSpec(
-            d_model=96, layers=3, heads=4, kv_heads=2, mlp_hidden=256, steps=1200, batch_size=32, lr=3e-3,
-            mixture=Mixture(plan=0.5, execute=1.0, direct=0.5, cot=1.0), prompt_loss_weight=0.5,
+            d_model=96, layers=3, heads=4, kv_heads=2, mlp_hidden=256, steps=600, batch_size=32, lr=3e-3,
+            mixture=Mixture(plan=0.5, execute=1.0, direct=0.5, cot=1.0),
         )
     )  # fmt: skip
 
@@ -103,12 +132,19 @@ class WorldConfig:
             raise ConfigError(f"levels must be positive integers, got {self.levels!r}")
         if len(set(self.levels)) != len(self.levels):
             raise ConfigError(f"levels must not repeat, got {self.levels!r}")
-        if max(self.levels) + 1 > len(_NAMES):
-            raise ConfigError(f"level {max(self.levels)} needs more than {len(_NAMES)} variable names")
-        if not 3 <= self.value_range <= 100:
-            raise ConfigError(f"value_range must be in [3, 100], got {self.value_range}")
+        check_graph(max(self.levels), self.nodes, self.arrows)
         if self.plan_length % self.block_length:
             raise ConfigError(f"plan_length {self.plan_length} is not divisible by block_length {self.block_length}")
+        if self.planner_init not in ("executor", "scratch"):
+            raise ConfigError(f"planner_init must be 'executor' or 'scratch', got {self.planner_init!r}")
+        if self.planner_init == "executor":
+            p, e = self.planner, self.executor
+            sizes = ("d_model", "heads", "kv_heads", "mlp_hidden")
+            if any(getattr(p, n) != getattr(e, n) for n in sizes) or p.layers < e.layers:
+                raise ConfigError(
+                    "planner_init='executor' needs the planner's d_model, heads, kv_heads and mlp_hidden equal to "
+                    "the executor's and at least as many layers"
+                )
 
     def fingerprint(self) -> str:
         """Stable hash of the settings, the world version and the default prompt templates (the models learn
@@ -123,31 +159,41 @@ class WorldConfig:
 
 
 def quick_config(seed: int = 0) -> WorldConfig:
-    """A small world for tests and ``--quick``: three levels, small models, a few seconds of training each."""
+    """A small world for tests and ``--quick``: three levels, small models, a few seconds of training each (they
+    need not learn the world, only show every loss going down)."""
     return WorldConfig(
         levels=(1, 2, 3),
-        train_per_level=400,
+        train_per_level=300,
         validation_per_level=8,
         test_per_level=8,
-        value_range=6,
+        nodes=8,
+        arrows=6,
         seed=seed,
-        plan_length=24,
-        answer_length=16,
+        plan_length=8,
+        answer_length=8,
         block_length=8,
         planner=ModelSpec(
-            d_model=64, layers=2, heads=4, kv_heads=4, mlp_hidden=128, steps=60, batch_size=16, lr=3e-3,
-            mixture=Mixture(plan=1.0, execute=0.5, direct=0.25),
+            d_model=32, layers=3, heads=2, kv_heads=1, mlp_hidden=64, steps=100, batch_size=16, lr=3e-3,
+            mixture=Mixture(plan=1.0, execute=0.5, direct=0.1), warmup_steps=5,
         ),
         executor=ModelSpec(
-            d_model=64, layers=2, heads=4, kv_heads=2, mlp_hidden=128, steps=60, batch_size=16, lr=3e-3,
-            mixture=Mixture(plan=0.5, execute=1.0, direct=0.5, cot=1.0), prompt_loss_weight=0.5,
+            d_model=32, layers=2, heads=2, kv_heads=1, mlp_hidden=64, steps=100, batch_size=16, lr=3e-3,
+            mixture=Mixture(plan=0.5, execute=1.0, direct=0.5, cot=1.0), warmup_steps=5,
         ),
     )  # fmt: skip
 
 
+def check_graph(max_level: int, nodes: int, arrows: int) -> None:
+    """Refuse sizes that cannot hold a level-``max_level`` path, the arrow out of its end and distinct sources."""
+    if arrows < max_level + 1:
+        raise ConfigError(f"arrows must be ≥ max level + 1 = {max_level + 1}, got {arrows}")
+    if nodes < max(arrows, max_level + 2) or nodes > 100:
+        raise ConfigError(f"nodes must be in [max(arrows, max level + 2), 100], got {nodes}")
+
+
 @dataclass(frozen=True)
 class ToyProblem:
-    """One problem. ``plan`` stops short of the final value; ``chain_of_thought`` is the full worked solution."""
+    """One problem. ``plan`` is the path stopping short of the answer; ``chain_of_thought`` the whole path."""
 
     id: str
     level: int
@@ -156,66 +202,43 @@ class ToyProblem:
     answer: int
     chain_of_thought: str
 
+    @property
+    def last_step(self) -> str:
+        """What an executor given the plan writes: the step the plan left out, then the boxed answer
+        (``Last step: 8 -> 1. \\boxed{1}``)."""
+        last = self.plan.removesuffix(f" {ARROW}").rsplit(" ", 1)[-1]
+        return f"{STEP_PREFIX} {last} {ARROW} {self.answer}. \\boxed{{{self.answer}}}"
+
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class _Step:
-    name: str
-    source: str | None  # the variable this one is computed from; None for the starting number
-    start: int  # the source's value (the number itself for the starting step)
-    op: str  # "+" or "-" ("" for the starting number)
-    operand: int
-    value: int
-
-    def definition(self) -> str:
-        """As the question states it: ``b = a - 2``."""
-        return (
-            f"{self.name} = {self.start}"
-            if self.source is None
-            else f"{self.name} = {self.source} {self.op} {self.operand}"
-        )
-
-    def worked(self, with_value: bool = True) -> str:
-        """As a plan states it, the source's value substituted: ``b = 7 - 2 = 5.`` (or ``b = 7 - 2.``)."""
-        if self.source is None:
-            return f"{self.name} = {self.start}."
-        text = f"{self.name} = {self.start} {self.op} {self.operand}"
-        return f"{text} = {self.value}." if with_value else f"{text}."
+def path_text(path: list[int], stop_short: bool) -> str:
+    """``Path: 7 -> 3 -> 8 ->`` (stopping short: the last node left out) or ``Path: 7 -> 3 -> 8 -> 1.``"""
+    nodes = path[:-1] if stop_short else path
+    steps = f" {ARROW} ".join(str(n) for n in nodes)
+    return f"{PLAN_PREFIX} {steps} {ARROW}" if stop_short else f"{PLAN_PREFIX} {steps}."
 
 
-def _chain(rng: random.Random, level: int, value_range: int) -> list[_Step]:
-    names = rng.sample(_NAMES, level + 1)
-    value = rng.randrange(value_range)
-    steps = [_Step(names[0], None, value, "", 0, value)]
-    for name in names[1:]:
-        # The next value is uniform over the other values, so answers are uniform and no step leaves the range.
-        target = rng.choice([v for v in range(value_range) if v != value])
-        op, operand = ("+", target - value) if target > value else ("-", value - target)
-        steps.append(_Step(name, steps[-1].name, value, op, operand, target))
-        value = target
-    return steps
+def question_text(edges: list[tuple[int, int]], start: int, steps: int) -> str:
+    listed = " ".join(f"{a}{ARROW}{b}" for a, b in edges)
+    return f"Arrows: {listed}. Start at {start} and follow {steps} arrows. Where do you end?"
 
 
-def _texts(steps: list[_Step], order: list[int]) -> tuple[str, str, str]:
-    """(question, plan, chain of thought) for a chain whose definitions are listed in ``order``. The starting number
-    is in the question already, so plans and chains of thought begin with the first step that computes."""
-    definitions = " ".join(f"Let {steps[i].definition()}." for i in order)
-    question = f"{definitions} What is {steps[-1].name}?"
-    plan = " ".join([s.worked() for s in steps[1:-1]] + [steps[-1].worked(with_value=False)])
-    return question, plan, " ".join(s.worked() for s in steps[1:])
-
-
-def make_problem(rng: random.Random, level: int, value_range: int, shuffle: bool = True) -> ToyProblem:
+def make_problem(rng: random.Random, level: int, nodes: int, arrows: int, shuffle: bool = True) -> ToyProblem:
     """A fresh random problem of ``level`` steps (the id is filled in by :func:`generate_split`); ``shuffle``
-    lists the definitions out of order (else in dependency order)."""
-    steps = _chain(rng, level, value_range)
-    order = list(range(len(steps)))
+    lists the arrows out of order (else the path's arrows first, in order)."""
+    check_graph(level, nodes, arrows)
+    order = rng.sample(range(nodes), nodes)
+    path, rest = order[: level + 1], order[level + 1 :]
+    # The end of the path always has an arrow out, to a node off the path (the chain never revisits a node).
+    edges = [*itertools.pairwise(path), (path[-1], rest[0])]
+    for source in rest[: arrows - len(edges)]:  # distractors: distinct sources, targets anywhere but themselves
+        edges.append((source, rng.choice([n for n in range(nodes) if n != source])))
     if shuffle:
-        rng.shuffle(order)
-    question, plan, cot = _texts(steps, order)
-    return ToyProblem("", level, question, plan, steps[-1].value, cot)
+        rng.shuffle(edges)
+    cot = f"{path_text(path, stop_short=False)} \\boxed{{{path[-1]}}}"
+    return ToyProblem("", level, question_text(edges, path[0], level), path_text(path, True), path[-1], cot)
 
 
 def split_of(question: str, seed: int) -> Split:
@@ -225,7 +248,13 @@ def split_of(question: str, seed: int) -> Split:
 
 
 def generate_split(
-    split: Split, n_per_level: int, levels: tuple[int, ...], seed: int, value_range: int = 10, shuffle: bool = True
+    split: Split,
+    n_per_level: int,
+    levels: tuple[int, ...],
+    seed: int,
+    nodes: int = 10,
+    arrows: int = 8,
+    shuffle: bool = True,
 ) -> list[ToyProblem]:
     """``n_per_level`` distinct problems per level for ``split``, ordered by level; same seed → same problems."""
     if split not in SPLITS:
@@ -239,7 +268,7 @@ def generate_split(
             attempts += 1
             if attempts > 200 * n_per_level + 1000:
                 raise ConfigError(f"level {level}: cannot find {n_per_level} distinct {split} problems")
-            problem = make_problem(rng, level, value_range, shuffle)
+            problem = make_problem(rng, level, nodes, arrows, shuffle)
             if problem.question in seen or split_of(problem.question, seed) != split:
                 continue
             seen.add(problem.question)
@@ -251,86 +280,68 @@ def generate_world(config: WorldConfig) -> dict[Split, list[ToyProblem]]:
     """All three splits of ``config``'s world."""
     return {
         split: generate_split(
-            split, config.split_size(split), config.levels, config.seed, config.value_range, config.shuffle
+            split, config.split_size(split), config.levels, config.seed, config.nodes, config.arrows, config.shuffle
         )
         for split in SPLITS
     }
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checking: solve questions and execute plans from their text alone
+# Checking: solve questions and follow plans from their text alone
 # ----------------------------------------------------------------------------------------------------------------
 
-_STATEMENT = re.compile(r"^([a-z]) = (?:(\d+)|([a-z])) ?(?:([+-]) (\d+))?(?: = (\d+))?$")
+_QUESTION = re.compile(r"Arrows: (.*)\. Start at (\d+) and follow (\d+) arrows\. Where do you end\?")
+_EDGE = re.compile(r"(\d+)->(\d+)")
+_PATH = re.compile(r"Path: (\d+(?: -> \d+)*)( ->|\.)")
 
 
-def _parse(statement: str, where: str) -> tuple[str, str, str, int, int | None]:
-    """``x = y + 3 = 5`` → (name, left operand text, op or "", right operand, stated value or None)."""
-    match = _STATEMENT.match(statement.strip())
-    if match is None:
-        raise DataError(f"{where}: cannot parse {statement.strip()!r}")
-    name, number, source, op, operand, stated = match.groups()
-    if op is None and source is not None:
-        raise DataError(f"{where}: cannot parse {statement.strip()!r}")
-    return name, number or source, op or "", int(operand or 0), None if stated is None else int(stated)
-
-
-def _statements(text: str) -> list[str]:
-    return [s for s in text.strip().split(".") if s.strip()]
-
-
-def _apply(value: int, op: str, operand: int) -> int:
-    return value - operand if op == "-" else value + operand
-
-
-def _definitions(question: str) -> tuple[dict[str, tuple[str, str, int]], str]:
-    match = re.fullmatch(r"(.*) What is ([a-z])\?", question.strip())
+def parse_question(question: str) -> tuple[dict[int, int], int, int]:
+    """(arrows as source → target, start node, steps) of a toy question."""
+    match = _QUESTION.fullmatch(question.strip())
     if match is None:
         raise DataError(f"not a toy question: {question!r}")
-    body, target = match.groups()
-    definitions = {}
-    for statement in _statements(body):
-        name, left, op, operand, _ = _parse(statement.strip().removeprefix("Let "), "question")
-        definitions[name] = (left, op, operand)
-    return definitions, target
+    body, start, steps = match.groups()
+    edges = _EDGE.findall(body)
+    if " ".join(f"{a}->{b}" for a, b in edges) != body:
+        raise DataError(f"cannot parse the arrows of {question!r}")
+    graph: dict[int, int] = {}
+    for a, b in edges:
+        if int(a) in graph:
+            raise DataError(f"node {a} has two arrows out in {question!r}")
+        graph[int(a)] = int(b)
+    return graph, int(start), int(steps)
+
+
+def _step(graph: dict[int, int], node: int) -> int:
+    if node not in graph:
+        raise DataError(f"node {node} has no arrow out")
+    return graph[node]
 
 
 def solve_question(question: str) -> int:
-    """The answer to a toy question, by resolving its definitions (no plan involved)."""
-    definitions, target = _definitions(question)
-
-    def value(name: str, depth: int = 0) -> int:
-        if name not in definitions or depth > len(definitions):
-            raise DataError(f"question does not define {name!r} (or defines it in a cycle)")
-        left, op, operand = definitions[name]
-        return int(left) if left.isdigit() else _apply(value(left, depth + 1), op, operand)
-
-    return value(target)
+    """The answer to a toy question, by following its arrows (no plan involved)."""
+    graph, node, steps = parse_question(question)
+    for _ in range(steps):
+        node = _step(graph, node)
+    return node
 
 
 def execute_plan(plan: str, question: str) -> int:
-    """Check a plan (or chain of thought) against its question and return the value of its last variable.
+    """Check a plan (or chain of thought) against its question and return where it leads.
 
-    Every statement must be the question's definition of that variable with the source's value — worked out by an
-    earlier statement — substituted, and every stated value must be right; otherwise :class:`DataError`.
+    The path must start at the question's start node and follow its arrows; a plan ending in ``->`` takes one
+    more step (the one it leaves to the executor). Anything else is a :class:`DataError`. Only the first path in
+    the text counts (a chain of thought's boxed answer after it is ignored).
     """
-    definitions, _ = _definitions(question)
-    values = {name: int(left) for name, (left, op, _) in definitions.items() if not op}
-    last = None
-    for statement in _statements(plan):
-        name, left, op, operand, stated = _parse(statement, "plan")
-        if name not in definitions:
-            raise DataError(f"plan defines {name!r}, which the question does not")
-        source, source_op, source_operand = definitions[name]
-        if source_op and source not in values:
-            raise DataError(f"plan computes {name!r} before {source!r}")
-        expected = str(values[source]) if source_op else source
-        if left != expected or (op, operand) != (source_op, source_operand):
-            raise DataError(f"plan step {statement.strip()!r} does not match the question's definition of {name}")
-        value = _apply(int(left), op, operand) if op else int(left)
-        if stated is not None and stated != value:
-            raise DataError(f"plan states {name} = {stated}, but it is {value}")
-        values[name], last = value, name
-    if last is None:
-        raise DataError("empty plan")
-    return values[last]
+    graph, start, _ = parse_question(question)
+    match = _PATH.match(plan.strip())
+    if match is None:
+        raise DataError(f"cannot parse the plan {plan.strip()!r}")
+    body, end = match.groups()
+    path = [int(n) for n in body.split(" -> ")]
+    if path[0] != start:
+        raise DataError(f"plan starts at {path[0]}, but the question starts at {start}")
+    for a, b in itertools.pairwise(path):
+        if graph.get(a) != b:
+            raise DataError(f"plan steps {a} -> {b}, which is not an arrow of the question")
+    return _step(graph, path[-1]) if end.strip() == ARROW else path[-1]
