@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import pytest
 import torch
@@ -24,16 +23,6 @@ from latent_darm.toy.tokenizer import toy_tokenizer
 from latent_darm.toy.world import generate_split, generate_world, quick_config
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("toy-cache")
-
-
-@pytest.fixture(scope="module")
-def artifacts(cache):
-    return build_world(quick_config(), cache, progress=False)
-
-
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -47,7 +36,6 @@ def test_quick_build_trains_both_models(artifacts):
         assert len(losses) == getattr(artifacts.config, role).steps
         assert _mean(losses[-10:]) < 0.7 * _mean(losses[:10]), role
     assert set(artifacts.timings) >= {"data", "planner", "executor", "total"}
-    assert artifacts.timings["total"] < 60  # about 10-20 s on two loaded CPU cores
 
 
 def test_data_on_disk_is_the_configs_world(artifacts):
@@ -75,10 +63,9 @@ def test_checkpoints_open_through_the_public_loaders(artifacts):
     assert out.shape[1] <= batch["input_ids"].shape[1] + 4
 
 
-def test_second_build_reuses_the_cache(artifacts, cache):
-    started = time.perf_counter()
-    again = build_world(quick_config(), cache, progress=False)
-    assert again.reused and time.perf_counter() - started < 5
+def test_second_build_reuses_the_cache(artifacts, toy_cache):
+    again = build_world(quick_config(), toy_cache, progress=False)
+    assert again.reused
     assert again.directory == artifacts.directory and again.timings == artifacts.timings
     first, second = load_llada(artifacts.planner_dir), load_llada(again.planner_dir)
     assert all(
@@ -109,8 +96,9 @@ def test_a_corrupt_manifest_is_reported(tmp_path):
 
 def test_test_split_registers_as_benchmarks_per_level(artifacts):
     names = register_toy_benchmarks(artifacts)
-    assert names == ["toy1", "toy2", "toy3", "toy_train"]
+    assert names == ["toy", "toy1", "toy2", "toy3", "toy_train"]
     test = artifacts.problems("test")
+    assert [(e.id, e.meta["level"]) for e in load_benchmark("toy")] == [(p.id, p.level) for p in test]
     for level in artifacts.config.levels:
         examples = load_benchmark(f"toy{level}")
         assert [e.question for e in examples] == [p.question for p in test if p.level == level]

@@ -12,7 +12,14 @@ from transformers import AutoTokenizer
 
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.pipelines.prompts import PromptTemplates
-from latent_darm.toy.mixtures import TASKS, chat_text, executor_examples, planner_examples, prompt_and_reply
+from latent_darm.toy.mixtures import (
+    TASKS,
+    chat_text,
+    executor_examples,
+    plan_canvas,
+    planner_examples,
+    prompt_and_reply,
+)
 from latent_darm.toy.tokenizer import template_phrases, toy_tokenizer
 from latent_darm.toy.world import (
     SPLITS,
@@ -179,9 +186,31 @@ def test_mixtures_pad_diffusion_replies_and_end_every_reply_with_eot(world, toy_
         assert len(example.response_ids) == (16 if example.task in ("plan", "cot") else 8)
         assert eot in example.response_ids
         assert set(example.response_ids[example.response_ids.index(eot) + 1 :]) <= {toy_tok.eos_token_id}
-    examples = executor_examples(problems, toy_tok, everything)
+    with pytest.raises(ConfigError, match="plan_length"):
+        executor_examples(problems, toy_tok, Mixture(latent=1))
+    examples = executor_examples(
+        problems, toy_tok, Mixture(plan=1, execute=1, direct=1, cot=1, latent=1), plan_length=8
+    )
     assert {e.task for e in examples} == set(TASKS)
     assert all(e.response_ids[-1] == eot for e in examples)
+    # The latent task: the plan canvas (plan, end of turn, EOS padding to plan_length) sits before the chat prompt
+    # of the latent executor, where the latent pipeline splices the projected latents.
+    latent = [e for e in examples if e.task == "latent"]
+    assert len(latent) == len(problems)
+    for example, problem in zip(latent, problems, strict=True):
+        plan_ids = toy_tok(problem.plan, add_special_tokens=False)["input_ids"]
+        canvas = plan_canvas(toy_tok, problem.plan, 8)
+        assert canvas == [*plan_ids, eot] + [toy_tok.eos_token_id] * (8 - len(plan_ids) - 1)
+        chat = toy_tok(
+            chat_text(toy_tok, PromptTemplates().latent_executor_prompt(problem.question, "integer")),
+            add_special_tokens=False,
+        )["input_ids"]
+        chat_with_system = toy_tok(
+            chat_text(toy_tok, PromptTemplates().latent_executor_prompt(problem.question, "integer"), system=True),
+            add_special_tokens=False,
+        )["input_ids"]
+        assert list(example.prompt_ids) in ([*canvas, *chat], [*canvas, *chat_with_system])
+        assert toy_tok.decode(list(example.response_ids), skip_special_tokens=True) == problem.last_step
     with pytest.raises(ConfigError, match="does not fit"):
         planner_examples(world["train"][-5:], toy_tok, Mixture(plan=1), plan_length=4, answer_length=8)
 
@@ -204,5 +233,7 @@ def test_prompt_and_reply_use_the_project_templates(world):
     assert prompt == templates.direct_prompt(problem.question, "integer", chain_of_thought=True)
     assert reply == problem.chain_of_thought and reply.startswith(problem.plan)
     assert prompt_and_reply(problem, "direct", templates)[1] == f"\\boxed{{{problem.answer}}}"
+    prompt, reply = prompt_and_reply(problem, "latent", templates)
+    assert (prompt, reply) == (templates.latent_executor_prompt(problem.question, "integer"), problem.last_step)
     with pytest.raises(ConfigError, match="unknown task"):
         prompt_and_reply(problem, "dance", templates)

@@ -272,8 +272,8 @@ def write_report(directories: Sequence[str | Path], out_dir: str | Path) -> list
             levels_path = out_dir / f"{name}_levels.csv"
             write_csv(levels_path, levels)
             written.append(levels_path)
-            level_cells = [[r.label, str(r.level), *r.markdown_cells()[1:4]] for r in levels]
-            headers = ["configuration", "level", "n", "accuracy %", "95% CI"]
+            level_cells = [[r.label, str(r.level), *r.markdown_cells()[1:]] for r in levels]
+            headers = [MARKDOWN_HEADERS[0], "level", *MARKDOWN_HEADERS[1:]]
             sections += ["### By level", "", markdown_table(headers, level_cells), ""]
         sections += [f"![accuracy against tokens]({png_path.name})", ""]
     report_path = out_dir / "report.md"

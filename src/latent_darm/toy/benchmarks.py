@@ -1,6 +1,7 @@
 """The toy world's splits as benchmarks, so ``darm eval`` / ``darm report`` grade them like any other.
 
-``toy1`` … ``toyN`` are the test split by level (level k = k arrows to follow); ``toy_train`` is the whole train
+``toy`` is the whole test split (every level; each example carries ``meta.level``, so reports break it down),
+``toy1`` … ``toyN`` the test split by level (level k = k arrows to follow); ``toy_train`` is the whole train
 split (for checking what the models fit, never for reporting). Registration is per built world: the loaders read
 that world's data files, so two worlds (another seed, ``--quick``) re-register the names over each other.
 """
@@ -13,6 +14,7 @@ from latent_darm.evaluation.benchmarks import BenchmarkSpec, Example, register_b
 from latent_darm.toy.build import WorldArtifacts
 from latent_darm.toy.world import Split, ToyProblem
 
+TEST_BENCHMARK = "toy"
 TRAIN_BENCHMARK = "toy_train"
 
 
@@ -32,8 +34,8 @@ def _loader(artifacts: WorldArtifacts, split: Split, level: int | None) -> Calla
 
 
 def register_toy_benchmarks(artifacts: WorldArtifacts, *, replace: bool = True) -> list[str]:
-    """Register ``toy<k>`` for every level of ``artifacts``' world (its test split) and ``toy_train``; returns the
-    names. ``replace=False`` refuses to overwrite names already registered."""
+    """Register ``toy`` and ``toy<k>`` for every level of ``artifacts``' world (its test split) and ``toy_train``;
+    returns the names. ``replace=False`` refuses to overwrite names already registered."""
     names = []
     for level in artifacts.config.levels:
         name = benchmark_name(level)
@@ -41,7 +43,12 @@ def register_toy_benchmarks(artifacts: WorldArtifacts, *, replace: bool = True) 
         spec = BenchmarkSpec(name, "integer", loader=_loader(artifacts, "test", level), description=description)
         register_benchmark(spec, replace=replace)
         names.append(name)
+    description = f"toy world {artifacts.config.fingerprint()}: test split, all levels"
+    register_benchmark(
+        BenchmarkSpec(TEST_BENCHMARK, "integer", loader=_loader(artifacts, "test", None), description=description),
+        replace=replace,
+    )
     description = f"toy world {artifacts.config.fingerprint()}: train split, all levels"
     spec = BenchmarkSpec(TRAIN_BENCHMARK, "integer", loader=_loader(artifacts, "train", None), description=description)
     register_benchmark(spec, replace=replace)
-    return [*names, TRAIN_BENCHMARK]
+    return [TEST_BENCHMARK, *names, TRAIN_BENCHMARK]

@@ -155,7 +155,9 @@ def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[st
 
     started = time.perf_counter()
     train = _training_problems(splits["train"], config.executor, config.seed + 1)
-    examples = executor_examples(train, tokenizer, config.executor.mixture, seed=config.seed)
+    examples = executor_examples(
+        train, tokenizer, config.executor.mixture, plan_length=config.plan_length, seed=config.seed
+    )
     executor = new_executor(config.executor, tokenizer, seed=config.seed + 1)
     history = train_causal_sft(
         executor,

@@ -10,14 +10,20 @@ models learn exactly the prompts the pipelines will send. Tasks:
   pass — a two-stage circuit the tiny executor had not learned after 1500 steps (about 0.3–0.5 accuracy); written
   out, each token is one fetch or one lookup and the executor is exact within 600 steps;
 * ``direct``  — direct prompt → ``\\boxed{answer}``;
-* ``cot``     — chain-of-thought prompt → the whole path, then ``\\boxed{answer}``.
+* ``cot``     — chain-of-thought prompt → the whole path, then ``\\boxed{answer}``;
+* ``latent``  — (executor only) the planner's plan canvas as token ids *before* the chat-templated latent-executor
+  prompt, exactly where the latent pipeline puts the projected latents, → the step the plan left out, then the
+  box. The executor thereby knows how to read a plan placed as a prefix; the projector, trained later with the
+  executor frozen, only has to map planner latents onto something the executor can read there. (Llama-3.2
+  Instruct, the paper's executor, brings a general ability to read soft prefixes from pretraining; a tiny model
+  trained on this world alone does not have one.)
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from transformers import PreTrainedTokenizerBase
 
@@ -45,6 +51,8 @@ def prompt_and_reply(problem: ToyProblem, task: str, templates: PromptTemplates)
         return templates.direct_prompt(q, "integer"), answer
     if task == "cot":
         return templates.direct_prompt(q, "integer", chain_of_thought=True), problem.chain_of_thought
+    if task == "latent":
+        return templates.latent_executor_prompt(q, "integer"), problem.last_step
     raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
 
@@ -112,22 +120,37 @@ def planner_examples(
     return encode_pairs(tokenizer, pairs, lengths)
 
 
+def plan_canvas(tokenizer: PreTrainedTokenizerBase, plan: str, plan_length: int) -> list[int]:
+    """The ids a planner trained on this world writes for ``plan``: the plan, end of turn, EOS up to
+    ``plan_length`` (the positions whose latents the latent pipeline projects)."""
+    (example,) = encode_pairs(tokenizer, [("plan", "", plan)], [plan_length])
+    return list(example.response_ids)
+
+
 def executor_examples(
     problems: Sequence[ToyProblem],
     tokenizer: PreTrainedTokenizerBase,
     mixture: Mixture,
     *,
+    plan_length: int | None = None,
     seed: int = 0,
     system_share: float = 0.5,
     templates: PromptTemplates | None = None,
 ) -> list[SFTExample]:
     """Causal SFT examples; a ``system_share`` of prompts carry an empty system turn, so the executor answers the
-    same with or without one."""
+    same with or without one. The ``latent`` task needs ``plan_length`` (the planner's canvas)."""
+    if mixture.latent and plan_length is None:
+        raise ConfigError("the executor's 'latent' task needs plan_length")
     templates = templates or PromptTemplates()
     rng = random.Random(f"executor:{seed}")
-    pairs = []
+    pairs, canvases = [], []
     for problem in problems:
         for task in draw_tasks(mixture, rng):
             prompt, reply = prompt_and_reply(problem, task, templates)
             pairs.append((task, chat_text(tokenizer, prompt, system=rng.random() < system_share), reply))
-    return encode_pairs(tokenizer, pairs)
+            canvases.append(plan_canvas(tokenizer, problem.plan, plan_length) if task == "latent" else [])
+    examples = encode_pairs(tokenizer, pairs)
+    return [
+        replace(e, prompt_ids=(*canvas, *e.prompt_ids)) if canvas else e
+        for e, canvas in zip(examples, canvases, strict=True)
+    ]

@@ -25,13 +25,19 @@ from latent_darm.pipelines.prompts import AnswerType
 
 @dataclass(frozen=True)
 class TrainingExample:
-    """One training pair. ``target`` is the gold answer itself; :func:`format_target` makes the reply text."""
+    """One training pair. ``target`` is the gold answer itself (what grading compares with); the executor learns to
+    reply :func:`format_target` of it, or ``reply`` when one is given (a world whose executor writes a short
+    derivation before the box, as the toy world's does)."""
 
     id: str
     question: str
     target: str
     answer_type: AnswerType
     source: str
+    reply: str | None = None
+
+    def reply_text(self) -> str:
+        return self.reply if self.reply is not None else format_target(self.target, self.answer_type)
 
 
 def format_target(target: str, answer_type: AnswerType) -> str:

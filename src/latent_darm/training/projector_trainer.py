@@ -2,8 +2,8 @@
 
 One step: latents [B, L, d_planner] from the :class:`LatentCache` → projector → soft tokens [B, L, d_executor],
 placed exactly as at inference (the executor's own ``plan_segments`` and ``splice``; prefix placement gives
-``[soft ; chat prompt with assistant header]``), followed by the target reply (``format_target`` and the chat
-template's end of turn). Rows are right-padded and positions count real inputs from 0, as in the left-padded
+``[soft ; chat prompt with assistant header]``), followed by the target reply (``TrainingExample.reply_text`` and
+the chat template's end of turn). Rows are right-padded and positions count real inputs from 0, as in the left-padded
 inference batch. Labels are -100 on the soft tokens, the prompt and the padding and the target ids on the target's
 own positions (Hugging Face shifts them inside the loss); the authors' code appended the ignored labels at the end
 instead, which shifts every label by L.
@@ -46,7 +46,7 @@ from latent_darm.models.executor import CausalExecutor
 from latent_darm.pipelines.factory import ADAPTER_DIR
 from latent_darm.pipelines.latent import add_latent_noise
 from latent_darm.pipelines.prompts import PromptTemplates
-from latent_darm.training.data import TrainingExample, format_target
+from latent_darm.training.data import TrainingExample
 from latent_darm.training.latent_cache import LatentCache
 
 IGNORE_INDEX = -100
@@ -168,7 +168,7 @@ def encode_examples(
     for example in examples:
         prompt = templates.latent_executor_prompt(example.question, example.answer_type)
         before, after = executor.plan_segments(prompt, placement)
-        target = executor.reply_ids(prompt, format_target(example.target, example.answer_type))
+        target = executor.reply_ids(prompt, example.reply_text())
         length = len(before) + plan_length + len(after) + len(target)
         if limit is not None and length > limit:
             raise ConfigError(

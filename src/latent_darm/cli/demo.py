@@ -1,0 +1,102 @@
+"""``darm demo``: train (or reuse) the toy world's planner, executor and projector, evaluate every pipeline of the
+method on its test split, and write the report. Tables go to stdout, progress to stderr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from latent_darm.cli.app import app
+from latent_darm.cli.common import console
+from latent_darm.evaluation.report import Run, level_rows, make_row
+from latent_darm.toy.demo import DemoOutcome, demo_settings, run_demo
+
+
+def default_out(seed: int, quick: bool) -> Path:
+    return Path(f"darm-demo-seed{seed}{'-quick' if quick else ''}")
+
+
+def summary_table(runs: list[Run]) -> Table:
+    """One row per configuration: accuracy per level and overall, then the mean cost per question."""
+    levels = sorted({row.level for run in runs for row in level_rows(run)}, key=str)
+    table = Table(title="Toy world, test split: accuracy % by level, mean cost per question")
+    table.add_column("configuration")
+    for level in levels:
+        table.add_column(f"L{level}", justify="right")
+    for header in ("all", "planner tok", "executor tok", "fwd passes P/E", "s/question"):
+        table.add_column(header, justify="right")
+    for run in runs:
+        by_level = {row.level: row.summary.accuracy for row in level_rows(run)}
+        s = make_row(run.label, run.records).summary
+        table.add_row(
+            run.label,
+            *(f"{100 * by_level[level]:.0f}" if level in by_level else "–" for level in levels),
+            f"{100 * s.accuracy:.1f}",
+            f"{s.mean_planner_tokens:.1f}",
+            f"{s.mean_executor_tokens:.1f}",
+            f"{s.mean_planner_forward_passes:.1f} / {s.mean_executor_forward_passes:.1f}",
+            f"{s.seconds_per_question:.4f}",
+        )
+    return table
+
+
+def level_table(runs: list[Run]) -> Table:
+    """One row per configuration and level, with that level's cost."""
+    table = Table(title="By configuration and level")
+    for header in ("configuration", "level", "n", "accuracy %", "planner tok", "executor tok", "fwd P/E", "s/q"):
+        table.add_column(header, justify="left" if header == "configuration" else "right")
+    for run in runs:
+        for row in level_rows(run):
+            s = row.summary
+            table.add_row(
+                run.label,
+                str(row.level),
+                str(s.n),
+                f"{100 * s.accuracy:.1f}",
+                f"{s.mean_planner_tokens:.1f}",
+                f"{s.mean_executor_tokens:.1f}",
+                f"{s.mean_planner_forward_passes:.1f} / {s.mean_executor_forward_passes:.1f}",
+                f"{s.seconds_per_question:.4f}",
+            )
+    return table
+
+
+def print_outcome(outcome: DemoOutcome, by_level: bool) -> None:
+    stdout = Console(width=160)
+    stdout.print(summary_table(outcome.runs))
+    if by_level:
+        stdout.print(level_table(outcome.runs))
+    phases = ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in outcome.seconds.items())
+    console.print(f"seconds: {phases} (world {'reused' if outcome.world.reused else 'built'})", highlight=False)
+    console.print(
+        f"results: {outcome.out_dir}/ — report.md, toy.csv, toy_levels.csv, toy_accuracy_vs_tokens.png, "
+        f"runs/<configuration>/results.jsonl",
+        highlight=False,
+    )
+
+
+@app.command("demo")
+def demo_command(
+    seed: int = typer.Option(0, help="Seed of the world's data and of every model's training."),
+    out: Path | None = typer.Option(None, help="Output directory (default ./darm-demo-seed<SEED>[-quick])."),
+    quick: bool = typer.Option(False, "--quick", help="A small world in seconds (its models learn little)."),
+    cache_dir: Path | None = typer.Option(
+        None, help="Where trained worlds are cached (default $LATENT_DARM_CACHE/toy or ~/.cache/latent-darm/toy)."
+    ),
+    levels: bool = typer.Option(False, "--levels", help="Also print every configuration's cost per level."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
+) -> None:
+    """The whole method on a laptop CPU: train or reuse the toy planner, executor and projector; evaluate the
+    executor alone (direct, CoT), the planner alone, the four text pairings, latent DDLM→ARM and a planner step
+    sweep; write JSONL results, a Markdown report and the accuracy-against-tokens plot."""
+    settings = demo_settings(quick=quick, seed=seed)
+    out_dir = out if out is not None else default_out(seed, quick)
+
+    def log(message: str) -> None:
+        console.print(message, highlight=False)
+
+    outcome = run_demo(settings, out_dir, cache_dir=cache_dir, progress=progress, log=log)
+    print_outcome(outcome, levels)

@@ -1,0 +1,136 @@
+"""``darm demo --quick`` end to end: every model trained (every loss fell), the executor beats chance, every
+configuration graded an answer for every test question, the report is written, and a rerun reuses everything."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from latent_darm.evaluation.grading import grade
+from latent_darm.models.executor import CausalExecutor
+from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.toy.demo import DEMO_FILE, demo_configurations, demo_settings, run_demo
+from latent_darm.training.projector_trainer import HISTORY_FILE
+from tests.evaluation.test_report import assert_png
+
+EXPECTED_LABELS = {
+    "ARM direct",
+    "ARM CoT",
+    "DDLM alone",
+    "text DDLM→ARM",
+    "text ARM→DDLM",
+    "text ARM→ARM",
+    "text DDLM→DDLM",
+    "latent DDLM→ARM",
+    "text DDLM→ARM, 4 steps",
+    "latent DDLM→ARM, 4 steps",
+}
+
+
+@pytest.fixture(scope="module")
+def outcome(artifacts, toy_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return run_demo(demo_settings(quick=True), out, cache_dir=toy_cache, progress=False)
+
+
+def _mean(values):
+    return sum(values) / len(values)
+
+
+def test_every_configuration_answered_and_graded_every_test_question(outcome):
+    test = outcome.world.problems("test")
+    assert {run.label for run in outcome.runs} == EXPECTED_LABELS
+    for run in outcome.runs:
+        records = {r["id"]: r for r in run.records}
+        assert set(records) == {p.id for p in test}, run.label
+        for problem in test:
+            record = records[problem.id]
+            assert record["gold"] == str(problem.answer) and record["meta"] == {"level": problem.level}
+            assert isinstance(record["correct"], bool)
+            assert record["correct"] == grade(record["output"], record["gold"], "integer").correct
+    summaries = outcome.summaries
+    assert all(s.n == len(test) and s.computed == len(test) for s in summaries.values())
+
+
+def test_the_accounting_follows_the_pipelines(outcome):
+    c = outcome.world.config
+    s = outcome.summaries
+    assert s["ARM direct"].mean_planner_tokens == 0 and s["DDLM alone"].mean_planner_tokens == 0
+    assert s["DDLM alone"].mean_executor_tokens == c.answer_length  # the diffusion canvas, every position counted
+    for label in ("text DDLM→ARM", "latent DDLM→ARM"):
+        assert s[label].mean_planner_tokens == c.plan_length
+        assert s[label].mean_planner_forward_passes == c.plan_length  # one token per step
+        assert s[f"{label}, 4 steps"].mean_planner_forward_passes == 4
+    for summary in s.values():
+        assert summary.mean_total_tokens == pytest.approx(summary.mean_planner_tokens + summary.mean_executor_tokens)
+
+
+def test_every_loss_fell(outcome):
+    for role, history in outcome.world.histories().items():
+        losses = history["losses"]
+        assert _mean(losses[-10:]) < 0.7 * _mean(losses[:10]), role
+    history = [json.loads(line) for line in (outcome.projector_dir.parent / HISTORY_FILE).read_text().splitlines()]
+    train = [r["train_loss"] for r in history if "train_loss" in r]
+    held_out = [r["val_loss"] for r in history if "val_loss" in r]
+    assert train[-1] < train[0]
+    assert min(held_out[1:]) < held_out[0]  # the untrained projector is the first point
+
+
+def test_the_trained_executor_beats_chance_given_the_gold_plan(outcome):
+    """The chance of naming the end node is 1/nodes; the quick executor learns the lookup well above it."""
+    world = outcome.world
+    executor = CausalExecutor.from_pretrained(world.executor_dir)
+    test = world.problems("test")
+    templates = PromptTemplates()
+    prompts = [templates.text_executor_prompt(p.question, p.plan, "integer") for p in test]
+    answers = executor.generate(prompts, max_new_tokens=16, batch_size=64)
+    accuracy = _mean([grade(a.text, str(p.answer), "integer").correct for a, p in zip(answers, test, strict=True)])
+    assert accuracy > 2 / world.config.nodes
+
+
+def test_report_and_record_are_written(outcome):
+    out = outcome.out_dir
+    report = (out / "report.md").read_text()
+    assert all(label in report for label in EXPECTED_LABELS)
+    assert "### By level" in report
+    assert_png(out / "toy_accuracy_vs_tokens.png")
+    assert (out / "toy_levels.csv").read_text().count("\n") == 1 + len(EXPECTED_LABELS) * 3
+    record = json.loads((out / DEMO_FILE).read_text())
+    assert record["world"]["directory"] == str(outcome.world.directory)
+    assert set(record["summaries"]) == EXPECTED_LABELS
+    for run in outcome.runs:
+        assert (run.directory / "results.jsonl").exists()
+
+
+def test_a_rerun_reuses_the_world_the_projector_and_the_results(outcome, toy_cache):
+    again = run_demo(demo_settings(quick=True), outcome.out_dir, cache_dir=toy_cache, progress=False)
+    assert again.world.reused and again.projector_dir == outcome.projector_dir
+    assert all(s.computed == 0 for s in again.summaries.values())
+    assert {k: v.accuracy for k, v in again.summaries.items()} == {k: v.accuracy for k, v in outcome.summaries.items()}
+
+
+def test_the_configurations_cover_every_pairing(artifacts, tmp_path):
+    configurations = demo_configurations(artifacts, tmp_path / "projector", demo_settings(quick=True))
+    pairings = {
+        (c.spec["kind"], (c.spec["planner"] or {}).get("kind"), c.spec["executor"]["kind"]) for c in configurations
+    }
+    assert pairings == {
+        ("arm", None, "arm"),
+        ("ddlm", None, "ddlm"),
+        ("text", "ddlm", "arm"),
+        ("text", "arm", "ddlm"),
+        ("text", "arm", "arm"),
+        ("text", "ddlm", "ddlm"),
+        ("latent", "ddlm", "arm"),
+    }
+    assert len({c.slug for c in configurations}) == len(configurations)
+
+
+def test_cli_demo_prints_the_table_and_names_the_output(darm, outcome, toy_cache, tmp_path):
+    out = tmp_path / "cli-demo"
+    code, stdout, stderr = darm("demo", "--quick", "--out", str(out), "--cache-dir", str(toy_cache), "--no-progress")
+    assert code == 0, stderr
+    assert all(label in stdout for label in EXPECTED_LABELS)
+    assert str(out) in stderr
+    assert (out / "report.md").exists()
