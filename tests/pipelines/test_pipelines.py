@@ -178,6 +178,9 @@ def test_python_api_matches_the_pipeline(llada_dir, executor_dir, projector_dir,
     one = darm(QUESTIONS[0])
     assert one.output == build_pipeline(specs["latent"], models).run(QUESTIONS[:1], "math")[0].output
     assert len(darm(QUESTIONS)) == 3
+    import latent_darm
+
+    assert latent_darm.LatentDARM is LatentDARM  # the documented top-level import
 
 
 def test_darm_solve(darm, llada_dir, executor_dir, projector_dir):

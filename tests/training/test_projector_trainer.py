@@ -10,6 +10,7 @@ back onto what the executor reads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -24,7 +25,7 @@ from latent_darm.models.executor import CausalExecutor
 from latent_darm.models.tiny import random_llama, train_bpe_tokenizer
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.pipelines.prompts import PromptTemplates
-from latent_darm.training.data import TrainingExample, example_id
+from latent_darm.training.data import TrainingExample, example_id, format_target
 from latent_darm.training.latent_cache import LatentCache
 from latent_darm.training.projector_trainer import (
     IGNORE_INDEX,
@@ -370,3 +371,16 @@ def test_bad_input(tmp_path, task, reader):
         train_projector(
             _projector(reader, placement="inline"), reader, cache, train[:4], [], tmp_path, config, templates=TEMPLATES
         )
+
+
+def test_a_given_reply_is_the_target_and_the_gold_stays_the_answer(task, reader):
+    """``TrainingExample.reply`` replaces the formatted answer as the executor's target (the toy world trains on
+    its derivation); without one, the target is the formatted gold."""
+    train, _, _ = task
+    plain = train[0]
+    derived = dataclasses.replace(plain, reply=f"I think so. Answer: {plain.target}")
+    items = encode_examples(reader, [plain, derived], TEMPLATES, "prefix", PLAN)
+    prompt = TEMPLATES.latent_executor_prompt(plain.question, plain.answer_type)
+    assert list(items[0].target) == reader.reply_ids(prompt, format_target(plain.target, plain.answer_type))
+    assert list(items[1].target) == reader.reply_ids(prompt, derived.reply)
+    assert items[1].example.target == plain.target and items[0].target != items[1].target

@@ -4,6 +4,7 @@ method on its test split, and write the report. Tables go to stdout, progress to
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -12,7 +13,9 @@ from rich.table import Table
 from latent_darm.cli.app import app
 from latent_darm.cli.common import console
 from latent_darm.evaluation.report import Run, level_rows, make_row
-from latent_darm.toy.demo import DemoOutcome, demo_settings, run_demo
+
+if TYPE_CHECKING:
+    from latent_darm.toy.demo import DemoOutcome
 
 
 def default_out(seed: int, quick: bool) -> Path:
@@ -71,10 +74,11 @@ def print_outcome(outcome: DemoOutcome, by_level: bool) -> None:
         stdout.print(level_table(outcome.runs))
     phases = ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in outcome.seconds.items())
     console.print(f"seconds: {phases} (world {'reused' if outcome.world.reused else 'built'})", highlight=False)
+    console.print(f"results in {outcome.out_dir}/", highlight=False, soft_wrap=True)
     console.print(
-        f"results: {outcome.out_dir}/ — report.md, toy.csv, toy_levels.csv, toy_accuracy_vs_tokens.png, "
-        f"runs/<configuration>/results.jsonl",
+        "  report.md, toy.csv, toy_levels.csv, toy_accuracy_vs_tokens.png, demo.json, runs/<configuration>/",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -92,11 +96,13 @@ def demo_command(
     """The whole method on a laptop CPU: train or reuse the toy planner, executor and projector; evaluate the
     executor alone (direct, CoT), the planner alone, the four text pairings, latent DDLM→ARM and a planner step
     sweep; write JSONL results, a Markdown report and the accuracy-against-tokens plot."""
+    from latent_darm.toy.demo import demo_settings, run_demo  # heavy; loaded only when the command runs
+
     settings = demo_settings(quick=quick, seed=seed)
     out_dir = out if out is not None else default_out(seed, quick)
 
     def log(message: str) -> None:
-        console.print(message, highlight=False)
+        console.print(message, highlight=False, soft_wrap=True)
 
     outcome = run_demo(settings, out_dir, cache_dir=cache_dir, progress=progress, log=log)
     print_outcome(outcome, levels)

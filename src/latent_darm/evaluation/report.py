@@ -3,7 +3,7 @@
 For each benchmark, one row per configuration: accuracy with a 95% Wilson interval (honest at the small n of the
 paper's 200-question protocol, and never outside [0, 1]), mean planner / executor / total tokens, mean forward
 passes and seconds per question; a per-level table when the examples carry ``meta.level`` (DART-1…5); and a PNG of
-accuracy against mean total tokens on a log axis (the paper's Figure 1).
+accuracy against mean total tokens on a log axis (the paper's Figure 1), beside accuracy against forward passes.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -221,25 +222,49 @@ def slug(text: str) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def plot_accuracy_vs_tokens(rows: Sequence[Row], path: Path, title: str) -> None:
-    """Accuracy (with its 95% interval) against mean total tokens per question, log-x: the paper's Figure 1."""
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    for row in rows:
-        x = row.summary.mean_total_tokens
-        y = 100 * row.summary.accuracy
+MARKERS = "osD^vP*Xhp<>"
+
+
+def _cost_axes(axes: Any, rows: Sequence[Row], cost: Callable[[Row], float], label: str) -> None:
+    """One panel: accuracy with its 95% interval against a cost per question, log-x when every cost is > 0."""
+    colours = matplotlib.colormaps["tab20"].colors
+    for i, row in enumerate(rows):
+        x, y = cost(row), 100 * row.summary.accuracy
         low, high = (100 * v for v in row.interval)
-        axes.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", capsize=3, label=row.label)
-    positive = all(row.summary.mean_total_tokens > 0 for row in rows)
-    axes.set_xscale("log" if positive else "symlog")
-    axes.set_xlabel("mean total tokens per question (planner + executor)")
-    axes.set_ylabel("accuracy (%)")
-    axes.set_ylim(0, 100)
-    axes.set_title(title)
+        axes.errorbar(
+            [x],
+            [y],
+            yerr=[[y - low], [high - y]],
+            fmt=MARKERS[i % len(MARKERS)],
+            color=colours[(2 * i) % 20 + (i // 10) % 2],
+            capsize=3,
+            label=row.label,
+        )
+    axes.set_xscale("log" if all(cost(row) > 0 for row in rows) else "symlog")
+    axes.set_xlabel(label)
+    axes.set_ylim(-2, 102)  # points at 0 or 100 % stay whole
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize="small", loc="best")
-    figure.savefig(path, dpi=120)
+
+
+def plot_accuracy_vs_tokens(rows: Sequence[Row], path: Path, title: str) -> None:
+    """Accuracy (with its 95% interval) against mean total tokens per question, log-x: the paper's Figure 1; and
+    beside it against forward passes, the cost a planner step budget changes (its token count does not)."""
+    figure = Figure(figsize=(12, 4.8), layout="constrained")
+    FigureCanvasAgg(figure)
+    tokens, passes = figure.subplots(1, 2, sharey=True)
+    _cost_axes(
+        tokens, rows, lambda r: r.summary.mean_total_tokens, "mean total tokens per question (planner + executor)"
+    )
+    _cost_axes(
+        passes,
+        rows,
+        lambda r: r.summary.mean_planner_forward_passes + r.summary.mean_executor_forward_passes,
+        "mean forward passes per question (planner + executor)",
+    )
+    tokens.set_ylabel("accuracy (%)")
+    figure.suptitle(title)
+    passes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    figure.savefig(path, dpi=110)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -141,6 +141,7 @@ def train_demo_projector(artifacts: WorldArtifacts, settings: DemoSettings, *, p
         planner, train + held_out, run_dir / "latents", sampler, templates, batch_size=settings.batch_size
     )
     executor = CausalExecutor.from_pretrained(artifacts.executor_dir)
+    torch.manual_seed(settings.projector.seed)  # the projector's initial weights: same settings, same projector
     projector = Projector.for_pair(
         planner,
         executor,
