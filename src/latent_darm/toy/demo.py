@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from latent_darm.bridge.projector import Projector
 from latent_darm.evaluation.benchmarks import Example, load_benchmark
@@ -112,20 +114,16 @@ def training_example(problem: ToyProblem) -> TrainingExample:
     )
 
 
-def plan_sampler(artifacts: WorldArtifacts, steps: int | None = None) -> SamplerConfig:
-    """The planner's sampler (exact mode) with ``steps`` denoising steps (default one token per step)."""
-    c = artifacts.config
-    return SamplerConfig(
-        gen_length=c.plan_length, block_length=c.block_length, steps=steps or c.plan_length, hidden_layer=LATENT_LAYER
-    )
+def latent_sampler(artifacts: WorldArtifacts) -> SamplerConfig:
+    """The planner's own sampler (exact, one token per step) returning last-layer latents."""
+    return SamplerConfig(**{**artifacts.plan_sampler().to_dict(), "hidden_layer": LATENT_LAYER})
 
 
 def train_demo_projector(artifacts: WorldArtifacts, settings: DemoSettings, *, progress: bool = True) -> Path:
     """Train (or resume, or reuse) the projector for ``artifacts``' planner/executor pair; returns its directory.
 
     Training pairs are a seeded sample of ``projector_questions`` from the train split (every level; the splits
-    never share a question);
-    the validation split is the held-out set that picks the best checkpoint.
+    never share a question); the validation split is the held-out set that picks the best checkpoint.
     """
     run_dir = artifacts.directory / f"projector-{settings.projector_key()}"
     pool = artifacts.problems("train")  # ordered by level: draw a seeded sample across all levels
@@ -135,11 +133,28 @@ def train_demo_projector(artifacts: WorldArtifacts, settings: DemoSettings, *, p
     train = [training_example(p) for p in picked]
     held_out = [training_example(p) for p in artifacts.problems("validation")]
     planner = artifacts.load_planner()
-    sampler = plan_sampler(artifacts)
+    sampler = latent_sampler(artifacts)
     templates = PromptTemplates()
-    cache = build_latent_cache(
-        planner, train + held_out, run_dir / "latents", sampler, templates, batch_size=settings.batch_size
+    everything = train + held_out
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not progress,
     )
+    with bar:
+        task = bar.add_task("planner latents", total=len(everything))
+        cache = build_latent_cache(
+            planner,
+            everything,
+            run_dir / "latents",
+            sampler,
+            templates,
+            batch_size=settings.batch_size,
+            on_progress=lambda n: bar.advance(task, n),
+        )
     executor = CausalExecutor.from_pretrained(artifacts.executor_dir)
     torch.manual_seed(settings.projector.seed)  # the projector's initial weights: same settings, same projector
     projector = Projector.for_pair(
