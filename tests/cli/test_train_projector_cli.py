@@ -4,6 +4,10 @@ by rerunning, and one-line refusals (no data, an evaluation set in the training 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -176,3 +180,41 @@ def test_bf16_autocast_on_cpu_when_asked(darm, tmp_path, data, llada_dir, execut
     assert code == 0, stderr
     weights = Projector.from_pretrained(tmp_path / "out/projector").state_dict()
     assert all(w.dtype == torch.float32 for w in weights.values())  # master weights stay fp32
+
+
+def test_two_processes_train_the_same_projector_as_one(tmp_path, llada_dir, executor_dir):
+    """Two processes (torchrun, CPU, gloo): each process takes half of every batch of 8 and the
+    gradients are averaged, so the weights follow the single-process run with batch 8. Here the 16 training pairs
+    fill whole batches and every target has the same number of tokens (one-digit answers), so the mean over a batch
+    is exactly the mean of its halves' means."""
+    from safetensors.torch import load_file
+
+    pairs = tmp_path / "pairs.jsonl"
+    questions = [f"What is {a} plus {a + 3}, modulo ten?" for a in range(18)]  # 2 held out, 16 for training
+    pairs.write_text(
+        "".join(json.dumps({"question": q, "answer": str((2 * a + 3) % 10)}) + "\n" for a, q in enumerate(questions))
+    )
+    at = TINY.index("--batch-size")
+    settings = TINY[:at] + TINY[at + 2 :]  # the batch differs between the two runs
+    common = ["--planner", str(llada_dir), "--executor", str(executor_dir), "--data", str(pairs)]
+    common += ["--answer-type", "integer", *settings]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    # torchrun sets RANK/WORLD_SIZE; accelerate then runs data-parallel over gloo on CPU (``accelerate launch
+    # --cpu --num_processes 2`` would start a single process).
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    runs = {
+        "two": [*launch, "-m", "latent_darm.cli.app", "train-projector", *common, "--batch-size", "4"],
+        "one": [sys.executable, "-m", "latent_darm.cli.app", "train-projector", *common, "--batch-size", "8"],
+    }
+    weights = {}
+    for name, command in runs.items():
+        out = tmp_path / name
+        done = subprocess.run([*command, "--out", str(out)], env=env, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout.strip().splitlines()[-1])["steps"] == 3
+        weights[name] = load_file(out / "checkpoints/step-3/model.safetensors")
+    assert weights["one"].keys() == weights["two"].keys()
+    moved = load_file(tmp_path / "one/checkpoints/step-2/model.safetensors")
+    for key, value in weights["one"].items():
+        torch.testing.assert_close(weights["two"][key], value, rtol=1e-4, atol=1e-5)
+    assert any(not torch.equal(moved[k], v) for k, v in weights["one"].items())  # it did train between checkpoints
