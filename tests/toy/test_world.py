@@ -16,7 +16,7 @@ from latent_darm.toy.mixtures import (
     TASKS,
     chat_text,
     executor_examples,
-    plan_canvas,
+    plan_canvases,
     planner_examples,
     prompt_and_reply,
 )
@@ -199,7 +199,7 @@ def test_mixtures_pad_diffusion_replies_and_end_every_reply_with_eot(world, toy_
     assert len(latent) == len(problems)
     for example, problem in zip(latent, problems, strict=True):
         plan_ids = toy_tok(problem.plan, add_special_tokens=False)["input_ids"]
-        canvas = plan_canvas(toy_tok, problem.plan, 8)
+        (canvas,) = plan_canvases(toy_tok, [problem.plan], 8)
         assert canvas == [*plan_ids, eot] + [toy_tok.eos_token_id] * (8 - len(plan_ids) - 1)
         chat = toy_tok(
             chat_text(toy_tok, PromptTemplates().latent_executor_prompt(problem.question, "integer")),

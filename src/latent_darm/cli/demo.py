@@ -12,7 +12,7 @@ from rich.table import Table
 
 from latent_darm.cli.app import app
 from latent_darm.cli.common import console
-from latent_darm.evaluation.report import Run, level_rows, make_row
+from latent_darm.evaluation.report import MARKDOWN_HEADERS, Run, level_rows, make_row
 
 if TYPE_CHECKING:
     from latent_darm.toy.demo import DemoOutcome
@@ -23,52 +23,35 @@ def default_out(seed: int, quick: bool) -> Path:
 
 
 def summary_table(runs: list[Run]) -> Table:
-    """One row per configuration: accuracy per level and overall, then the mean cost per question."""
+    """One row per configuration: accuracy per level, then the report's overall cells (accuracy, 95% interval,
+    mean cost per question)."""
     levels = sorted({row.level for run in runs for row in level_rows(run)}, key=str)
     table = Table(title="Toy world, test split: accuracy % by level, mean cost per question")
     table.add_column("configuration")
-    for level in levels:
-        table.add_column(f"L{level}", justify="right")
-    for header in ("all", "planner tok", "executor tok", "fwd passes P/E", "s/question"):
+    for header in [*(f"L{level}" for level in levels), *MARKDOWN_HEADERS[2:]]:
         table.add_column(header, justify="right")
     for run in runs:
         by_level = {row.level: row.summary.accuracy for row in level_rows(run)}
-        s = make_row(run.label, run.records).summary
-        table.add_row(
-            run.label,
-            *(f"{100 * by_level[level]:.0f}" if level in by_level else "–" for level in levels),
-            f"{100 * s.accuracy:.1f}",
-            f"{s.mean_planner_tokens:.1f}",
-            f"{s.mean_executor_tokens:.1f}",
-            f"{s.mean_planner_forward_passes:.1f} / {s.mean_executor_forward_passes:.1f}",
-            f"{s.seconds_per_question:.4f}",
-        )
+        overall = make_row(run.label, run.records).markdown_cells()
+        levels_cells = [f"{100 * by_level[level]:.0f}" if level in by_level else "–" for level in levels]
+        table.add_row(run.label, *levels_cells, *overall[2:])
     return table
 
 
 def level_table(runs: list[Run]) -> Table:
-    """One row per configuration and level, with that level's cost."""
+    """One row per configuration and level, with the report's cells for that level."""
     table = Table(title="By configuration and level")
-    for header in ("configuration", "level", "n", "accuracy %", "planner tok", "executor tok", "fwd P/E", "s/q"):
-        table.add_column(header, justify="left" if header == "configuration" else "right")
+    for header in [MARKDOWN_HEADERS[0], "level", *MARKDOWN_HEADERS[1:]]:
+        table.add_column(header, justify="left" if header == MARKDOWN_HEADERS[0] else "right")
     for run in runs:
         for row in level_rows(run):
-            s = row.summary
-            table.add_row(
-                run.label,
-                str(row.level),
-                str(s.n),
-                f"{100 * s.accuracy:.1f}",
-                f"{s.mean_planner_tokens:.1f}",
-                f"{s.mean_executor_tokens:.1f}",
-                f"{s.mean_planner_forward_passes:.1f} / {s.mean_executor_forward_passes:.1f}",
-                f"{s.seconds_per_question:.4f}",
-            )
+            cells = row.markdown_cells()
+            table.add_row(cells[0], str(row.level), *cells[1:])
     return table
 
 
 def print_outcome(outcome: DemoOutcome, by_level: bool) -> None:
-    stdout = Console(width=160)
+    stdout = Console(width=200)
     stdout.print(summary_table(outcome.runs))
     if by_level:
         stdout.print(level_table(outcome.runs))

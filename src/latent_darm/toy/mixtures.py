@@ -120,11 +120,11 @@ def planner_examples(
     return encode_pairs(tokenizer, pairs, lengths)
 
 
-def plan_canvas(tokenizer: PreTrainedTokenizerBase, plan: str, plan_length: int) -> list[int]:
-    """The ids a planner trained on this world writes for ``plan``: the plan, end of turn, EOS up to
-    ``plan_length`` (the positions whose latents the latent pipeline projects)."""
-    (example,) = encode_pairs(tokenizer, [("plan", "", plan)], [plan_length])
-    return list(example.response_ids)
+def plan_canvases(tokenizer: PreTrainedTokenizerBase, plans: Sequence[str], plan_length: int) -> list[list[int]]:
+    """The ids a planner trained on this world writes for each plan: the plan, end of turn, EOS up to
+    ``plan_length`` (the positions whose latents the latent pipeline projects). One batched tokenizer call."""
+    examples = encode_pairs(tokenizer, [("plan", "", plan) for plan in plans], [plan_length] * len(plans))
+    return [list(e.response_ids) for e in examples]
 
 
 def executor_examples(
@@ -143,14 +143,16 @@ def executor_examples(
         raise ConfigError("the executor's 'latent' task needs plan_length")
     templates = templates or PromptTemplates()
     rng = random.Random(f"executor:{seed}")
-    pairs, canvases = [], []
+    pairs, plans = [], []
     for problem in problems:
         for task in draw_tasks(mixture, rng):
             prompt, reply = prompt_and_reply(problem, task, templates)
             pairs.append((task, chat_text(tokenizer, prompt, system=rng.random() < system_share), reply))
-            canvases.append(plan_canvas(tokenizer, problem.plan, plan_length) if task == "latent" else [])
+            if task == "latent":
+                plans.append((len(pairs) - 1, problem.plan))
     examples = encode_pairs(tokenizer, pairs)
-    return [
-        replace(e, prompt_ids=(*canvas, *e.prompt_ids)) if canvas else e
-        for e, canvas in zip(examples, canvases, strict=True)
-    ]
+    # Each latent example's prompt starts with its plan canvas.
+    canvases = plan_canvases(tokenizer, [plan for _, plan in plans], plan_length)
+    for (index, _), canvas in zip(plans, canvases, strict=True):
+        examples[index] = replace(examples[index], prompt_ids=(*canvas, *examples[index].prompt_ids))
+    return examples
