@@ -6,6 +6,7 @@ The cache entry is ``<cache_dir>/<config.fingerprint()>/``::
     data/{train,validation,test}.jsonl
     executor/                config.json, model.safetensors, generation_config.json, tokenizer, training_history.json
     planner/                 config.json, model.safetensors, tokenizer, training_history.json
+    prefix-executor/         (``prefix_executor``) like executor/, trained with the plan at the latent slots
 
 The executor is trained first: by default the planner starts from its weights (see ``WorldConfig.planner_init``).
 Training runs on one CPU thread: on a small shared machine, two threads were many times slower than one.
@@ -50,6 +51,7 @@ from latent_darm.training.diffusion_sft import train_diffusion_sft
 from latent_darm.training.sft import SFTConfig, TrainHistory
 
 HISTORY_FILE = "training_history.json"
+PREFIX_EXECUTOR = "prefix-executor"
 MANIFEST = "world.json"
 
 
@@ -78,6 +80,11 @@ class WorldArtifacts:
     def executor_dir(self) -> Path:
         return self.directory / "executor"
 
+    @property
+    def prefix_executor_dir(self) -> Path | None:
+        """The plan-prefix executor (trained with the gold plan where the latents go), if the world has one."""
+        return self.directory / PREFIX_EXECUTOR if self.config.prefix_executor else None
+
     def problems(self, split: Split) -> list[ToyProblem]:
         return [ToyProblem(**record) for _, record in read_jsonl(self.directory / "data" / f"{split}.jsonl")]
 
@@ -99,9 +106,8 @@ class WorldArtifacts:
         return model, load_tokenizer(self.executor_dir)
 
     def histories(self) -> dict[str, dict[str, Any]]:
-        return {
-            role: json.loads((self.directory / role / HISTORY_FILE).read_text()) for role in ("planner", "executor")
-        }
+        roles = ["planner", "executor", *([PREFIX_EXECUTOR] if self.config.prefix_executor else [])]
+        return {role: json.loads((self.directory / role / HISTORY_FILE).read_text()) for role in roles}
 
 
 def _sft_config(spec: ModelSpec, seed: int) -> SFTConfig:
@@ -154,22 +160,7 @@ def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[st
     timings["data"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    train = _training_problems(splits["train"], config.executor, config.seed + 1)
-    examples = executor_examples(
-        train, tokenizer, config.executor.mixture, plan_length=config.plan_length, seed=config.seed
-    )
-    executor = new_executor(config.executor, tokenizer, seed=config.seed + 1)
-    history = train_causal_sft(
-        executor,
-        examples,
-        _sft_config(config.executor, config.seed + 1),
-        prompt_loss_weight=config.executor.prompt_loss_weight,
-        progress=progress,
-        description="executor",
-    )
-    executor.save_pretrained(directory / "executor")
-    tokenizer.save_pretrained(directory / "executor")
-    _write_history(directory / "executor", history, config.executor)
+    executor = _train_executor(config, config.executor, splits["train"], tokenizer, directory / "executor", progress)
     timings["executor"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -193,7 +184,38 @@ def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[st
     tokenizer.save_pretrained(directory / "planner")
     _write_history(directory / "planner", history, config.planner)
     timings["planner"] = time.perf_counter() - started
+    if config.prefix_executor:
+        started = time.perf_counter()
+        spec = config.prefix_executor_spec
+        _train_executor(config, spec, splits["train"], tokenizer, directory / PREFIX_EXECUTOR, progress)
+        timings["prefix_executor"] = time.perf_counter() - started
     return timings
+
+
+def _train_executor(
+    config: WorldConfig,
+    spec: ModelSpec,
+    problems: list[ToyProblem],
+    tokenizer: PreTrainedTokenizerBase,
+    directory: Path,
+    progress: bool,
+) -> PreTrainedModel:
+    """Train one causal executor on ``spec``'s mixture and save it (with the tokenizer) under ``directory``."""
+    train = _training_problems(problems, spec, config.seed + 1)
+    examples = executor_examples(train, tokenizer, spec.mixture, plan_length=config.plan_length, seed=config.seed)
+    executor = new_executor(spec, tokenizer, seed=config.seed + 1)
+    history = train_causal_sft(
+        executor,
+        examples,
+        _sft_config(spec, config.seed + 1),
+        prompt_loss_weight=spec.prompt_loss_weight,
+        progress=progress,
+        description=directory.name,
+    )
+    executor.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    _write_history(directory, history, spec)
+    return executor
 
 
 def build_world(config: WorldConfig, cache_dir: str | Path | None = None, *, progress: bool = True) -> WorldArtifacts:
