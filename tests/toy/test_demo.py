@@ -32,7 +32,7 @@ EXPECTED_LABELS = {
     "text ARM→ARM",
     "text DDLM→DDLM",
     *(f"{stem}{suffix}" for stem in SERIES for suffix in SWEEP),
-}
+} - {"latent DDLM→ARM, denoised 0.5 of 8 steps"}  # partly denoised plans: mixture projectors only
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,8 @@ def test_the_accounting_follows_the_pipelines(outcome):
         assert s[label].mean_planner_tokens == c.plan_length
         assert s[label].mean_planner_forward_passes == c.plan_length  # one token per step
         assert s[f"{label}, 4 steps"].mean_planner_forward_passes == 4
-        assert s[f"{label}, denoised 0.5 of 8 steps"].mean_planner_forward_passes == 4
+        if f"{label}, denoised 0.5 of 8 steps" in s:
+            assert s[f"{label}, denoised 0.5 of 8 steps"].mean_planner_forward_passes == 4
     for summary in s.values():
         assert summary.mean_total_tokens == pytest.approx(summary.mean_planner_tokens + summary.mean_executor_tokens)
 
@@ -87,7 +88,7 @@ def test_every_loss_fell(outcome):
 def test_the_projectors_are_trained_for_their_sampler_settings_and_executor(outcome):
     settings = demo_settings(quick=True)
     assert set(outcome.projectors) == {r.name for r in settings.recipes()}
-    assert {"matched-s8", "matched-s4", "matched-s8-f0.5", "mixture", "lora", "prefix"} == set(outcome.projectors)
+    assert {"matched-s8", "matched-s4", "mixture", "lora", "prefix"} == set(outcome.projectors)
     for recipe in settings.recipes():
         directory = outcome.projectors[recipe.name]
         training = json.loads((directory / "config.json").read_text())["training"]

@@ -72,10 +72,13 @@ class DemoSettings:
         return [PlanSetting(s) for s in self.step_budgets] + [PlanSetting(full, f) for f in self.denoise_fractions]
 
     def recipes(self) -> list[ProjectorRecipe]:
-        """One projector per setting (``matched``), one on the mixture of settings, and on that mixture: LoRA on
-        the executor, and the plan-prefix executor's projector (when the world has that executor)."""
+        """One projector per step budget (``matched``), one on the mixture of every setting (step budgets and
+        partly denoised plans), and on that mixture: LoRA on the executor, and the plan-prefix executor's projector
+        (when the world has that executor). Partly denoised plans have no matched projector of their own (CPU
+        budget): the mixture projectors were trained on their latents."""
         settings = tuple(self.plan_settings())
-        recipes = [ProjectorRecipe(f"{MATCHED}-{s.key}", "executor", False, (s,)) for s in settings]
+        steps = [s for s in settings if s.denoise_fraction == 1.0]
+        recipes = [ProjectorRecipe(f"{MATCHED}-{s.key}", "executor", False, (s,)) for s in steps]
         recipes.append(ProjectorRecipe(MIXTURE, "executor", False, settings))
         if self.lora_projector is not None:
             recipes.append(ProjectorRecipe(LORA, "executor", True, settings))

@@ -9,7 +9,7 @@ The path from the start visits k + 1 distinct nodes (7 → 3 → 8 → 1); its l
 (1->6), so "the node where the arrows run out" is never the answer and the step count matters; the other arrows
 are distractors. Every question lists the same number of arrows, so its length says nothing about the level.
 Nodes are the numbers ``0 .. nodes-1``; the tokenizer makes each arrow ``7->3`` and each path step ``7 ->`` one
-token, so a question is ~15 tokens.
+token, so a question is ``arrows + 6`` tokens (14 in the default world: 10 nodes, 8 arrows, levels 1–7).
 
 Why this world: each step is a single attention lookup (find the arrow out of the current node), which a tiny
 causal model learns in a few hundred steps; answering directly needs k lookups chained inside one forward pass,
@@ -21,6 +21,11 @@ far, stopping short of the answer (the planner must not reveal it)::
 An executor given the plan has one lookup left and writes it out before the box (``Last step: 8 -> 1.
 \\boxed{1}``, see :attr:`ToyProblem.last_step`). The chain of thought is the whole path, then the boxed answer:
 ``Path: 7 -> 3 -> 8 -> 1. \\boxed{1}``.
+
+The plan budget: a plan is written on the planner's canvas of ``plan_length`` positions (``Path:``, the nodes,
+end of turn), so it shows at most ``plan_length - 2`` nodes. In the default world (``plan_length`` 8, levels up
+to 7) the plans of level 7 are cut after 6 nodes and the executor takes the remaining 2 steps itself
+(``Last step: 2 -> 1 -> 4. \\boxed{4}``), as in the paper, where 64 planner tokens never hold a whole solution.
 """
 
 from __future__ import annotations
@@ -103,12 +108,12 @@ class WorldConfig:
     later. ``"scratch"`` trains it from random weights (documented, not recommended).
     """
 
-    levels: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
+    levels: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
     train_per_level: int = 4000
     validation_per_level: int = 16
     test_per_level: int = 30
-    nodes: int = 16
-    arrows: int = 12
+    nodes: int = 10
+    arrows: int = 8
     shuffle: bool = True
     seed: int = 0
     plan_length: int = 8
@@ -377,8 +382,9 @@ def execute_plan(plan: str, question: str) -> int:
     """Check a plan (or chain of thought) against its question and return where it leads.
 
     The path must start at the question's start node and follow its arrows; a plan ending in ``->`` is followed
-    on to the question's step count (the steps it leaves to the executor: one, or more for a plan cut short). Anything else is a :class:`DataError`. Only the first path in
-    the text counts (a chain of thought's boxed answer after it is ignored).
+    on to the question's step count (the steps it leaves to the executor: one, or more for a plan cut short).
+    Anything else is a :class:`DataError`. Only the first path in the text counts (a chain of thought's boxed
+    answer after it is ignored).
     """
     graph, start, steps = parse_question(question)
     match = _PATH.match(plan.strip())
