@@ -101,16 +101,18 @@ def test_the_projectors_are_trained_for_their_sampler_settings_and_executor(outc
     assert specs["latent DDLM→ARM, 4 steps"]["planner"]["steps"] == 4
     assert specs["latent DDLM→ARM + LoRA, 4 steps"]["projector"] == str(outcome.projectors["lora"])
     prefix = specs["latent DDLM→ARM, plan-prefix executor"]
-    assert prefix["executor"]["model"] == str(outcome.world.prefix_executor_dir)
+    assert prefix["executor"]["model"] == str(outcome.world.prefix_executor_dir(settings.prefix_steps))
     assert specs["latent DDLM→ARM"]["executor"]["model"] == str(outcome.world.executor_dir)
 
 
 def test_the_paper_setting_executor_never_saw_the_latent_slots(outcome):
     """The default executor's training mixture has no ``latent`` task; only the plan-prefix executor's has."""
-    histories = outcome.world.histories()
-    assert histories["executor"]["spec"]["mixture"]["latent"] == 0
-    assert histories["prefix-executor"]["spec"]["mixture"]["latent"] == 1.0
-    assert histories["executor"]["spec"]["mixture"]["execute"] > 0  # question + plan text → answer
+    executor = outcome.world.histories()["executor"]
+    assert executor["spec"]["mixture"]["latent"] == 0
+    assert executor["spec"]["mixture"]["execute"] > 0  # question + plan text → answer
+    prefix_dir = outcome.world.prefix_executor_dir(demo_settings(quick=True).prefix_steps)
+    prefix = json.loads((prefix_dir / "training_history.json").read_text())
+    assert prefix["spec"]["mixture"]["latent"] == 1.0 and prefix["spec"]["steps"] == 50
 
 
 def test_the_trained_executor_beats_chance_given_the_gold_plan(outcome):

@@ -138,7 +138,7 @@ def test_config_fingerprint_is_stable_and_sensitive():
         WorldConfig(levels=tuple(range(1, 13)))
     with pytest.raises(ConfigError, match="latent"):
         WorldConfig(executor=dataclasses.replace(WorldConfig().executor, mixture=Mixture(execute=1, latent=1)))
-    assert WorldConfig().prefix_executor_spec.mixture.latent == 1.0
+    assert WorldConfig().prefix_executor_spec(100).mixture.latent == 1.0
     assert WorldConfig(prefix_executor=False).fingerprint() != WorldConfig().fingerprint()
     with pytest.raises(ConfigError, match="planner_init"):
         WorldConfig(planner=dataclasses.replace(WorldConfig().planner, d_model=64))

@@ -32,7 +32,13 @@ from latent_darm.io import atomic_write_json
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.toy.benchmarks import TEST_BENCHMARK, register_toy_benchmarks
-from latent_darm.toy.build import WorldArtifacts, build_world, single_thread
+from latent_darm.toy.build import (
+    PREFIX_EXECUTOR,
+    WorldArtifacts,
+    build_prefix_executor,
+    build_world,
+    single_thread,
+)
 from latent_darm.toy.figure import plot_accuracy_vs_forward_passes
 from latent_darm.toy.projectors import PlanSetting, ProjectorRecipe, recipe_key, train_recipe
 from latent_darm.toy.world import WorldConfig, quick_config
@@ -65,6 +71,7 @@ class DemoSettings:
     answer_tokens: int = 16
     cot_tokens: int = 32
     batch_size: int = 64
+    prefix_steps: int = 150  # fine-tuning steps of the plan-prefix executor (when the world has one)
 
     def plan_settings(self) -> list[PlanSetting]:
         """Every planner setting of the sweep: the step budgets, then the partly denoised full budget."""
@@ -83,8 +90,13 @@ class DemoSettings:
         if self.lora_projector is not None:
             recipes.append(ProjectorRecipe(LORA, "executor", True, settings))
         if self.world.prefix_executor:
-            recipes.append(ProjectorRecipe(PREFIX, "prefix-executor", False, settings))
+            recipes.append(ProjectorRecipe(PREFIX, self.prefix_executor_name, False, settings))
         return recipes
+
+    @property
+    def prefix_executor_name(self) -> str:
+        """The plan-prefix executor's directory in the world's cache entry."""
+        return f"{PREFIX_EXECUTOR}-{self.prefix_steps}"
 
     def training_config(self, recipe: ProjectorRecipe) -> ProjectorTrainingConfig:
         if recipe.lora:
@@ -137,6 +149,7 @@ def demo_settings(*, quick: bool = False, seed: int = 0) -> DemoSettings:
             projector_hidden=64,
             step_budgets=(8, 4),
             denoise_fractions=(0.5,),
+            prefix_steps=50,
         )
     training = ProjectorTrainingConfig(
         lr=1e-3, warmup_steps=30, epochs=2, batch_size=32, eval_every=100, save_every=100,
@@ -232,7 +245,7 @@ SERIES = {
     "latent DDLM→ARM": (MATCHED, "executor"),
     "latent DDLM→ARM, mixture projector": (MIXTURE, "executor"),
     "latent DDLM→ARM + LoRA": (LORA, "executor"),
-    "latent DDLM→ARM, plan-prefix executor": (PREFIX, "prefix-executor"),
+    "latent DDLM→ARM, plan-prefix executor": (PREFIX, PREFIX_EXECUTOR),
 }
 
 
@@ -259,6 +272,7 @@ def demo_configurations(
     for setting in settings.plan_settings():
         planner = _ddlm(ddlm, c.plan_length, c.block_length, setting)
         for stem, (recipe, role) in SERIES.items():
+            role = settings.prefix_executor_name if role == PREFIX_EXECUTOR else role
             executor = _arm(artifacts.directory / role, settings.answer_tokens)
             label = f"{stem}{setting.suffix(full)}"
             if recipe is None:
@@ -333,6 +347,11 @@ def run_demo(
         seconds["world"] = time.perf_counter() - started
         log(f"world {'reused from' if world.reused else 'built in'} {world.directory}")
         register_toy_benchmarks(world)
+
+        if world.config.prefix_executor:
+            started = time.perf_counter()
+            build_prefix_executor(world, settings.prefix_steps, progress=progress)
+            seconds["prefix_executor"] = time.perf_counter() - started
 
         started = time.perf_counter()
         projectors = train_demo_projectors(world, settings, progress=progress)

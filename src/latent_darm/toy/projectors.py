@@ -18,7 +18,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -37,7 +37,6 @@ from latent_darm.training.latent_cache import LatentCache, build_latent_cache
 from latent_darm.training.projector_trainer import ProjectorTrainingConfig, train_projector
 
 LATENT_LAYER = -1  # the paper's latents: last layer, after the final norm
-ExecutorRole = Literal["executor", "prefix-executor"]
 
 
 @dataclass(frozen=True)
@@ -71,10 +70,11 @@ class PlanSetting:
 
 @dataclass(frozen=True)
 class ProjectorRecipe:
-    """One projector to train: for which executor, with or without LoRA, on which sampler settings' latents."""
+    """One projector to train: for which executor (its directory in the world's entry), with or without LoRA, on
+    which sampler settings' latents."""
 
     name: str
-    executor: ExecutorRole
+    executor: str
     lora: bool
     settings: tuple[PlanSetting, ...]
 

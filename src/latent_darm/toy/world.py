@@ -132,8 +132,9 @@ class WorldConfig:
             mixture=Mixture(plan=0.5, execute=1.0, direct=0.5, cot=1.0),
         )
     )  # fmt: skip
-    # Also build the plan-prefix executor: the executor's recipe plus the ``latent`` task (the gold plan's tokens
-    # where the latent pipeline splices the projected latents). Not the paper's setting: reported on its own.
+    # The world has a plan-prefix executor: the trained executor fine-tuned on its mixture plus the ``latent`` task
+    # (the gold plan's tokens where the latent pipeline splices the projected latents), built on first use (see
+    # ``build_prefix_executor``). Not the paper's setting: reported on its own.
     prefix_executor: bool = True
 
     def __post_init__(self) -> None:
@@ -170,10 +171,11 @@ class WorldConfig:
         the executor takes the remaining steps itself."""
         return self.plan_length - 2
 
-    @property
-    def prefix_executor_spec(self) -> ModelSpec:
-        """The plan-prefix executor: the executor's spec with the ``latent`` task added."""
-        return replace(self.executor, mixture=replace(self.executor.mixture, latent=1.0))
+    def prefix_executor_spec(self, steps: int) -> ModelSpec:
+        """The plan-prefix executor's fine-tuning: the executor's mixture with the ``latent`` task added, for
+        ``steps`` at a third of the executor's learning rate."""
+        mixture = replace(self.executor.mixture, latent=1.0)
+        return replace(self.executor, mixture=mixture, steps=steps, lr=self.executor.lr / 3, warmup_steps=steps // 10)
 
     def fingerprint(self) -> str:
         """Stable hash of the settings, the world version and the default prompt templates (the models learn
