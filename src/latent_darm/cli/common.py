@@ -1,39 +1,44 @@
-"""Shared CLI plumbing: error reporting, the stderr console, dtype/device options."""
+"""Shared CLI plumbing: error reporting, the stderr console, dtype/device options.
+
+Nothing here imports torch at module level: ``darm --help`` must answer at once.
+"""
 
 from __future__ import annotations
 
+import re
 import traceback
+from typing import TYPE_CHECKING
 
 import click
-import torch
 import typer
 from rich.console import Console
 
+from latent_darm.dtypes import canonical_dtype, resolve_dtype_name, torch_dtype
 from latent_darm.errors import DarmError
+
+if TYPE_CHECKING:
+    import torch
 
 DEBUG = False
 # Progress and messages go to stderr so stdout stays machine-readable (``--json``, ``darm grade``).
 console = Console(stderr=True)
 
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-
 
 def parse_dtype(name: str) -> torch.dtype:
-    try:
-        return DTYPES[name.lower()]
-    except KeyError:
-        raise DarmError(f"--dtype must be one of {', '.join(sorted(DTYPES))}; got {name!r}") from None
+    """A non-auto ``--dtype`` (aliases such as bf16 accepted) as a torch dtype."""
+    return torch_dtype(canonical_dtype(str(name)))
+
+
+def resolve_dtype(name: str, device: str) -> str:
+    """``--dtype`` for a resolved device, as the canonical name a spec stores: ``auto`` is float32 on CPU and
+    bfloat16 on CUDA, in every command."""
+    return resolve_dtype_name(str(name), str(device))
 
 
 def resolve_device(name: str) -> str:
     """``auto`` picks CUDA when present; an unavailable CUDA request is a clear error, not a crash later."""
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -50,6 +55,13 @@ def run_app(app: typer.Typer) -> int:
             traceback.print_exc()
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
+    except click.exceptions.BadParameter as exc:
+        choice = choice_error(exc)
+        if choice is None:
+            exc.show()
+            return exc.exit_code
+        console.print(f"[bold red]error:[/] {choice}", highlight=False, soft_wrap=True)
+        return 2
     except click.exceptions.Abort:
         console.print("aborted")
         return 130
@@ -59,3 +71,15 @@ def run_app(app: typer.Typer) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     return 0
+
+
+def choice_error(exc: click.exceptions.BadParameter) -> str | None:
+    """A value outside an enum option's choices as the project's one-line error (``--dtype must be one of …; got
+    'int8'``), like the checks the commands make themselves; None for any other bad parameter."""
+    param = exc.param
+    if param is None or not isinstance(param.type, click.Choice) or not param.opts:
+        return None
+    name = max(param.opts, key=len)
+    choices = ", ".join(str(c) for c in param.type.choices)
+    got = re.match(r"^'(.*)' is not one of", exc.message)
+    return f"{name} must be one of {choices}" + (f"; got {got.group(1)!r}" if got else "")

@@ -22,6 +22,7 @@ from typing import Any
 
 from latent_darm.errors import DataError
 from latent_darm.evaluation.grading import MC_LETTERS, check_answer_type, last_boxed
+from latent_darm.extras import require
 from latent_darm.io import read_jsonl
 from latent_darm.pipelines.prompts import AnswerType
 
@@ -165,9 +166,8 @@ def _load_hub(spec: BenchmarkSpec) -> list[Example]:
     if spec.hf_id is None:
         raise DataError(f"benchmark {spec.name!r} has no hub source; set {DATA_ENV} or pass data_dir")
     where = f"{spec.hf_id} split {spec.hf_split}"
+    datasets = require("datasets", f"benchmark {spec.name!r} from the Hugging Face hub")
     try:
-        import datasets
-
         rows: list[Mapping[str, Any]] = []
         for config in spec.hf_configs:
             rows.extend(datasets.load_dataset(spec.hf_id, config, split=spec.hf_split))

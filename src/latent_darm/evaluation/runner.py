@@ -22,14 +22,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import Example
 from latent_darm.evaluation.grading import MATH_VERIFY_TIMEOUT_S, grade
 from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text
 from latent_darm.pipelines.base import Pipeline, PipelineResult
+from latent_darm.progress import progress_bar
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -305,18 +303,6 @@ def _batches(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:
         yield batch
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-
-
 def _check_ids(examples: Sequence[Example]) -> None:
     seen: set[str] = set()
     for example in examples:
@@ -400,7 +386,7 @@ def _exclusive(out_dir: Path, take: bool) -> Iterator[None]:
 def _answer(pipeline: Pipeline, examples: list[Example], path: Path, batch_size: int, show: bool) -> int:
     """Run the pipeline batch by batch, appending each graded item as soon as its batch returns."""
     done = 0
-    with _progress(show) as bar:
+    with progress_bar(show) as bar:
         name = getattr(pipeline, "name", type(pipeline).__name__)
         task = bar.add_task(f"answering ({name})", total=len(examples))
         for batch in _batches(examples, batch_size):

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from latent_darm.errors import ConfigError
+from latent_darm.extras import require
 from latent_darm.models.executor import CausalExecutor
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.base import Pipeline
@@ -60,9 +61,8 @@ class ModelCache:
 
 
 def merge_adapter(executor: CausalExecutor, adapter: str) -> CausalExecutor:
-    from peft import PeftModel
-
-    model = PeftModel.from_pretrained(executor.model, adapter).merge_and_unload()
+    peft = require("peft", "a projector trained with LoRA")
+    model = peft.PeftModel.from_pretrained(executor.model, adapter).merge_and_unload()
     return CausalExecutor(model.eval(), executor.tokenizer, name_or_path=executor.name_or_path)
 
 
