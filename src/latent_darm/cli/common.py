@@ -5,6 +5,7 @@ Nothing here imports torch at module level: ``darm --help`` must answer at once.
 
 from __future__ import annotations
 
+import importlib
 import re
 import traceback
 from typing import TYPE_CHECKING
@@ -55,7 +56,7 @@ def run_app(app: typer.Typer) -> int:
             traceback.print_exc()
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.BadParameter as exc:
+    except BAD_PARAMETER as exc:
         choice = choice_error(exc)
         if choice is None:
             exc.show()
@@ -65,7 +66,7 @@ def run_app(app: typer.Typer) -> int:
     except click.exceptions.Abort:
         console.print("aborted")
         return 130
-    except click.exceptions.ClickException as exc:
+    except CLICK_ERRORS as exc:
         exc.show()
         return exc.exit_code
     except click.exceptions.Exit as exc:
@@ -73,13 +74,28 @@ def run_app(app: typer.Typer) -> int:
     return 0
 
 
-def choice_error(exc: click.exceptions.BadParameter) -> str | None:
+def _click_classes(name: str) -> tuple[type[Exception], ...]:
+    """click's exception class ``name`` and, where typer vendors its own click (typer ≥ 0.2x), typer's too."""
+    classes: list[type[Exception]] = [getattr(click.exceptions, name)]
+    try:
+        vendored = importlib.import_module("typer._click.exceptions")
+    except ImportError:
+        return tuple(classes)
+    return (*classes, getattr(vendored, name))
+
+
+BAD_PARAMETER = _click_classes("BadParameter")
+CLICK_ERRORS = _click_classes("ClickException")
+_NOT_A_CHOICE = re.compile(r"'(.*)' is not one of ((?:'[^']*'(?:, )?)+)")
+
+
+def choice_error(exc: Exception) -> str | None:
     """A value outside an enum option's choices as the project's one-line error (``--dtype must be one of …; got
     'int8'``), like the checks the commands make themselves; None for any other bad parameter."""
-    param = exc.param
-    if param is None or not isinstance(param.type, click.Choice) or not param.opts:
+    param = getattr(exc, "param", None)
+    found = _NOT_A_CHOICE.search(getattr(exc, "message", "") or str(exc))
+    if param is None or not getattr(param, "opts", None) or found is None:
         return None
     name = max(param.opts, key=len)
-    choices = ", ".join(str(c) for c in param.type.choices)
-    got = re.match(r"^'(.*)' is not one of", exc.message)
-    return f"{name} must be one of {choices}" + (f"; got {got.group(1)!r}" if got else "")
+    choices = ", ".join(re.findall(r"'([^']*)'", found.group(2)))
+    return f"{name} must be one of {choices}; got {found.group(1)!r}"

@@ -17,7 +17,6 @@ import typer
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, PipelineKind, complete_benchmark, complete_device
 from latent_darm.cli.common import console, resolve_device, resolve_dtype
-from latent_darm.dtypes import canonical_dtype
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import DATA_ENV, PAPER_PROTOCOL, benchmark_names, load_benchmark
 from latent_darm.evaluation.runner import (
@@ -87,9 +86,11 @@ def build_spec(
     chain_of_thought: bool = False,
     latent_noise: float = 0.0,
     prompts: str | None = None,
-    dtype: str = "bfloat16",
+    dtype: str = "auto",
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError."""
+    """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError.
+    ``device`` (not stored: a run may resume elsewhere) only resolves ``dtype`` auto."""
     if pipeline not in PIPELINES:
         raise ConfigError(f"--pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
     for name, value in (("planner-kind", planner_kind), ("executor-kind", executor_kind)):
@@ -152,7 +153,7 @@ def build_spec(
         "chain_of_thought": chain_of_thought,
         "latent_noise": latent_noise,
         "prompts": prompts,
-        "dtype": canonical_dtype(dtype),
+        "dtype": resolve_dtype(dtype, device),
     }
 
 
@@ -248,7 +249,8 @@ def eval_command(
         chain_of_thought=chain_of_thought,
         latent_noise=latent_noise,
         prompts=None if prompts is None else str(prompts),
-        dtype=resolve_dtype(dtype, run_device),
+        dtype=dtype.value,
+        device=run_device,
     )
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")

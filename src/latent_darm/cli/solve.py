@@ -8,7 +8,7 @@ import typer
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, PipelineKind, complete_device
-from latent_darm.cli.common import console, resolve_device, resolve_dtype
+from latent_darm.cli.common import console, resolve_device
 from latent_darm.cli.eval import build_spec
 from latent_darm.errors import DataError
 from latent_darm.evaluation.grading import check_answer_type, extract_answer
@@ -48,7 +48,7 @@ def solve(
         executor_kind=executor_kind, gen_length=gen_length, steps=steps, block_length=block_length,
         threshold=threshold, cache=cache.value, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
         chain_of_thought=chain_of_thought, latent_noise=latent_noise, prompts=prompts,
-        dtype=resolve_dtype(dtype, run_device),
+        dtype=dtype.value, device=run_device,
     )  # fmt: skip
     from latent_darm.pipelines.factory import build_pipeline
 

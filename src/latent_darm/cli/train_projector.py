@@ -28,6 +28,7 @@ from latent_darm.evaluation.benchmarks import (
     resolve_data_dir,
 )
 from latent_darm.evaluation.grading import check_answer_type
+from latent_darm.extras import require
 from latent_darm.progress import progress_bar
 from latent_darm.training.data import (
     TrainingExample,
@@ -167,6 +168,9 @@ def train_projector_command(
     )
 
     # Everything that can be checked without a model, first.
+    require("matplotlib", "darm train-projector (its training curve)")
+    if lora:
+        require("peft", "--lora")
     check_answer_type(answer_type)
     if held_out_per_source < 0:
         raise ConfigError(f"--held-out-per-source must be >= 0, got {held_out_per_source}")
