@@ -29,6 +29,15 @@ MATH_VERIFY_TIMEOUT_S = 3
 T = TypeVar("T")
 
 
+def format_choices(question: str, choices: list[str]) -> str:
+    """The MC prompt body: the question, then one "A. option" line per choice (the letters the grader reads back);
+    used by benchmarks and training data alike."""
+    if not 2 <= len(choices) <= len(MC_LETTERS):
+        raise ValueError(f"expected 2..{len(MC_LETTERS)} choices, got {len(choices)}")
+    lines = [f"{MC_LETTERS[i]}. {str(choice).strip()}" for i, choice in enumerate(choices)]
+    return question.strip() + "\n" + "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Grade:
     """Whether a prediction is right, and the answer that was read from it (None when nothing was found)."""

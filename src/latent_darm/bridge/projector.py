@@ -23,10 +23,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from latent_darm.bridge.splice import PLACEMENTS
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.models.executor import tokenizer_fingerprint
 from latent_darm.models.hub import resolve_checkpoint
+from latent_darm.models.splice import PLACEMENTS
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from latent_darm.dtypes import canonical_dtype, resolve_dtype_name, torch_dtype
 from latent_darm.errors import DarmError
@@ -54,7 +55,8 @@ def run_app(app: typer.Typer) -> int:
     except DarmError as exc:
         if DEBUG:
             traceback.print_exc()
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # Escaped: a message may hold brackets (``latent-darm[plot]``, tensor shapes) that are not rich markup.
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except BAD_PARAMETER as exc:
         choice = choice_error(exc)

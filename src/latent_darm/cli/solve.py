@@ -11,7 +11,7 @@ from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, PipelineKind, com
 from latent_darm.cli.common import console, resolve_device
 from latent_darm.cli.eval import build_spec
 from latent_darm.errors import DataError
-from latent_darm.evaluation.grading import check_answer_type, extract_answer
+from latent_darm.grading import check_answer_type, extract_answer
 
 
 @app.command()

@@ -27,8 +27,8 @@ from latent_darm.evaluation.benchmarks import (
     load_benchmark,
     resolve_data_dir,
 )
-from latent_darm.evaluation.grading import check_answer_type
 from latent_darm.extras import require
+from latent_darm.grading import check_answer_type
 from latent_darm.progress import progress_bar
 from latent_darm.training.data import (
     TrainingExample,

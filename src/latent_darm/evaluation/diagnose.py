@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from latent_darm.config_diff import COSMETIC_KEYS
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import Example
 from latent_darm.evaluation.report import Run, load_run
 from latent_darm.evaluation.runner import (
-    COSMETIC_KEYS,
     check_config,
     current_processes,
     evaluate,

@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from latent_darm.config_diff import first_difference, short
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import Example
-from latent_darm.evaluation.grading import MATH_VERIFY_TIMEOUT_S, grade
+from latent_darm.grading import MATH_VERIFY_TIMEOUT_S, grade
 from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text
 from latent_darm.pipelines.base import Pipeline, PipelineResult
 from latent_darm.progress import progress_bar
@@ -37,8 +38,6 @@ RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
 RANK_PATTERN = "results.rank*.jsonl"
 LOCK_FILE = ".lock"
-# Keys that name a run without changing its answers: a new value is accepted on resume.
-COSMETIC_KEYS = frozenset({"label"})
 GRADING = {"grader": "latent_darm.evaluation.grading", "math_verify_timeout_s": MATH_VERIFY_TIMEOUT_S}
 
 
@@ -160,34 +159,6 @@ def examples_fingerprint(examples: Sequence[Example]) -> dict[str, Any]:
     return {"n": len(examples), "sha256": digest[:16]}
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix: value}
-
-
-_ABSENT = object()
-
-
-def first_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> tuple[str, Any, Any] | None:
-    """The first dotted key (in ``wanted``'s order) whose value differs, with both values; cosmetic keys skipped."""
-    old, new = _flatten(stored), _flatten(wanted)
-    for key in [*new, *(k for k in old if k not in new)]:
-        if key.split(".")[0] in COSMETIC_KEYS:
-            continue
-        if old.get(key, _ABSENT) != new.get(key, _ABSENT):
-            return key, old.get(key, _ABSENT), new.get(key, _ABSENT)
-    return None
-
-
-def _short(value: Any) -> str:
-    text = "(absent)" if value is _ABSENT else json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def read_config(out_dir: Path) -> dict[str, Any] | None:
     path = out_dir / CONFIG_FILE
     if not path.exists():
@@ -215,7 +186,7 @@ def check_config(out_dir: Path, config: dict[str, Any], *, partial: bool = False
     if difference is not None:
         key, old, new = difference
         raise ConfigError(
-            f"{out_dir} holds results of another configuration ({key}: {_short(old)} there, {_short(new)} now); "
+            f"{out_dir} holds results of another configuration ({key}: {short(old)} there, {short(new)} now); "
             "use another --out directory"
         )
     return stored

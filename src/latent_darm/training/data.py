@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from latent_darm.errors import DataError
-from latent_darm.evaluation.benchmarks import format_choices
-from latent_darm.evaluation.grading import MC_LETTERS
 from latent_darm.extras import require
+from latent_darm.grading import MC_LETTERS, format_choices
 from latent_darm.io import read_jsonl
 from latent_darm.pipelines.prompts import AnswerType
 

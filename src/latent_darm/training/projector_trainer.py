@@ -36,14 +36,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import get_cosine_schedule_with_warmup
 
 from latent_darm.bridge.projector import Projector
-from latent_darm.bridge.splice import position_ids_from_mask, splice
+from latent_darm.config_diff import first_difference, short
 from latent_darm.errors import ConfigError, DataError
-from latent_darm.evaluation.grading import grade
-from latent_darm.evaluation.runner import first_difference
 from latent_darm.extras import require
 from latent_darm.figures import agg_figure
+from latent_darm.grading import grade
 from latent_darm.io import atomic_write_json, atomic_write_text
 from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.splice import position_ids_from_mask, splice
 from latent_darm.pipelines.factory import ADAPTER_DIR
 from latent_darm.pipelines.latent import add_latent_noise
 from latent_darm.pipelines.prompts import PromptTemplates
@@ -414,7 +414,7 @@ def _refuse_other(out: Path, identity: dict[str, Any], partial: bool = False) ->
     if difference is not None:
         key, old, new = difference
         raise ConfigError(
-            f"{out} was made with a different '{key}' ({_short(old)} there, {_short(new)} now); "
+            f"{out} was made with a different '{key}' ({short(old)} there, {short(new)} now); "
             "use another --out directory"
         )
     return True
@@ -434,11 +434,6 @@ def check_run(out: Path, identity: dict[str, Any], accelerator: Accelerator) -> 
     if not _refuse_other(out, identity) and accelerator.is_main_process:
         atomic_write_json(out / RUN_FILE, identity)
     accelerator.wait_for_everyone()
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (int, float, str, bool, type(None), list, dict)) else "(absent)"
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def checkpoint_path(out: Path, step: int) -> Path:
