@@ -13,12 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-
 from latent_darm.evaluation.report import Run, make_row
+from latent_darm.extras import require
+from latent_darm.figures import agg_figure, colormap
 
 if TYPE_CHECKING:
     from latent_darm.toy.demo import DemoConfiguration
@@ -40,10 +37,10 @@ def plot_accuracy_vs_forward_passes(
         low, high = (100 * v for v in row.interval)
         point = (configuration.setting.forward_passes, partial, 100 * row.summary.accuracy, low, high)
         series.setdefault(configuration.series, []).append(point)
-    figure = Figure(figsize=(7.5, 4.8), layout="constrained")
-    FigureCanvasAgg(figure)
+    purpose = "the demo's forward-pass figure"
+    figure = agg_figure(purpose, figsize=(7.5, 4.8), layout="constrained")
     axes = figure.subplots()
-    colours = matplotlib.colormaps["tab10"].colors
+    colours = colormap("tab10", purpose).colors
     xs: set[int] = set()
     for i, (name, points) in enumerate(series.items()):
         colour = colours[i % len(colours)]
@@ -76,7 +73,8 @@ def plot_accuracy_vs_forward_passes(
     axes.set_ylim(-2, 102)
     axes.grid(True, alpha=0.3)
     handles, labels = axes.get_legend_handles_labels()
-    handles.append(Line2D([], [], marker="o", color="grey", markerfacecolor="white", linestyle="none"))
+    line = require("matplotlib.lines", purpose).Line2D
+    handles.append(line([], [], marker="o", color="grey", markerfacecolor="white", linestyle="none"))
     labels.append("hollow: full budget, partly denoised")
     axes.legend(handles, labels, fontsize="small", loc="best")
     axes.set_title(title)

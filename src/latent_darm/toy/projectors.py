@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from latent_darm.bridge.projector import Projector
 from latent_darm.errors import ConfigError
 from latent_darm.models.executor import CausalExecutor
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.progress import progress_bar
 from latent_darm.sampling import SamplerConfig
 from latent_darm.toy.build import WorldArtifacts
 from latent_darm.toy.world import ToyProblem
@@ -130,17 +129,6 @@ class MixedLatentCache:
         return torch.cat([cache.load([example]) for cache, example in map(self._split, keys)])
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-
-
 def latent_cache(
     artifacts: WorldArtifacts,
     planner: DiffusionPlanner,
@@ -156,7 +144,7 @@ def latent_cache(
     examples = [training_example(p) for p in problems]
     ids = hashlib.sha256("\n".join(e.id for e in examples).encode()).hexdigest()[:12]
     directory = artifacts.directory / "latents" / f"{setting.key}-{ids}"
-    with _progress(progress) as bar:
+    with progress_bar(progress, remaining=False) as bar:
         task = bar.add_task(f"planner latents {setting.key}", total=len(examples))
         return build_latent_cache(
             planner,
