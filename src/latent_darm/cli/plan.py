@@ -13,8 +13,14 @@ from latent_darm.cli.app import app
 from latent_darm.cli.common import console, parse_dtype, resolve_device
 from latent_darm.errors import DataError
 from latent_darm.io import read_jsonl
+from latent_darm.models.family import family_of_directory, sampler_config
+from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.planner import DiffusionPlanner
-from latent_darm.sampling import SamplerConfig
+
+REMASKING_HELP = (
+    "Which masked positions to reveal. LLaDA: low_confidence (default) | random. "
+    "Dream: maskgit_plus (default) | topk_margin | entropy | origin."
+)
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -48,10 +54,19 @@ def plan(
     prompts_file: Path = typer.Option(None, "--prompts-file", help='JSONL file, one {"prompt": ...} per line.'),
     chat: bool = typer.Option(True, "--chat/--no-chat", help="Wrap prompts in the tokenizer's chat template."),
     gen_length: int = typer.Option(64, help="Tokens to generate."),
-    steps: int = typer.Option(64, help="Denoising steps in total (divisible by the number of blocks)."),
-    block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
-    temperature: float = typer.Option(0.0, help="Gumbel-max temperature (0 = greedy)."),
-    remasking: str = typer.Option("low_confidence", help="low_confidence | random."),
+    steps: int = typer.Option(64, help="Denoising steps in total (LLaDA: divisible by the number of blocks; Dream: ≤ gen length)."),
+    block_length: int = typer.Option(
+        None, help="Semi-autoregressive block length (LLaDA only, default 32; Dream denoises the whole canvas)."
+    ),
+    temperature: float = typer.Option(0.0, help="Sampling temperature; 0 = greedy (our default for every family)."),
+    top_p: float = typer.Option(
+        None, help="Dream: nucleus filtering before sampling (default none). The official default is none too."
+    ),
+    top_k: int = typer.Option(
+        None, help="Dream: top-k filtering (default none; the official sampler, called bare, uses 50 at temperature 1)."
+    ),
+    alg_temp: float = typer.Option(None, help="Dream: draw positions from softmax(confidence / alg_temp) (default none)."),
+    remasking: str = typer.Option(None, help=REMASKING_HELP),
     cfg_scale: float = typer.Option(0.0, help="Classifier-free guidance scale."),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
     cache: str = typer.Option("none", help="Fast mode: none | prefix | dual block KV cache."),
@@ -63,22 +78,27 @@ def plan(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per prompt on stdout, in input order."),
 ) -> None:
-    """Sample plans from a LLaDA-family planner."""
+    """Sample plans from a diffusion planner (LLaDA, Dream, DiffusionGemma: picked from its config.json)."""
     if bool(prompt) == (prompts_file is not None):
         raise DataError("give exactly one of --prompt or --prompts-file")
     prompts = list(prompt) if prompt else read_prompts(prompts_file)
     if any(not p.strip() for p in prompts):
         raise DataError("--prompt must not be empty")
-    config = SamplerConfig(
+    directory = resolve_checkpoint(planner, "planner")
+    config = sampler_config(
+        family_of_directory(directory),
         gen_length=gen_length,
         block_length=block_length,
         steps=steps,
         temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        alg_temp=alg_temp,
         remasking=remasking,
-        cfg_scale=cfg_scale,
+        cfg_scale=cfg_scale or None,
         threshold=threshold,
         cache=cache,
-        early_stop=early_stop,
+        early_stop=early_stop or None,
     )
     resolved_device = resolve_device(device)
     model = DiffusionPlanner.from_pretrained(
