@@ -19,7 +19,7 @@ from latent_darm.models.planner import DiffusionPlanner
 
 REMASKING_HELP = (
     "Which masked positions to reveal. LLaDA: low_confidence (default) | random. "
-    "Dream: maskgit_plus (default) | topk_margin | entropy | origin."
+    "Dream: maskgit_plus (default) | topk_margin | entropy | origin. DiffusionGemma: entropy_bound (its own)."
 )
 
 

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from latent_darm.errors import ConfigError
 
-Remasking = Literal["low_confidence", "random", "maskgit_plus", "topk_margin", "entropy", "origin"]
+Remasking = Literal["low_confidence", "random", "maskgit_plus", "topk_margin", "entropy", "origin", "entropy_bound"]
 # Every family's position-choice rules; each planner family accepts its own subset (models/<family>/family.py).
-REMASKING_RULES = ("low_confidence", "random", "maskgit_plus", "topk_margin", "entropy", "origin")
+REMASKING_RULES = ("low_confidence", "random", "maskgit_plus", "topk_margin", "entropy", "origin", "entropy_bound")
 LatentRows = Literal["plan", "predictor"]
 CacheMode = Literal["none", "prefix", "dual"]
 
