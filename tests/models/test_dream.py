@@ -266,3 +266,15 @@ def test_bad_checkpoints(dream_dir, tmp_path, dream_tokenizer):
     (missing / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match="lm_head.weight"):
         DiffusionPlanner.from_pretrained(missing)
+
+
+def test_planner_forward_is_the_same_contract_for_llada(llada_dir):
+    """LLaDA's logits already score their own rows; position ids pass through to the network."""
+    llada = DiffusionPlanner.from_pretrained(llada_dir)
+    ids = torch.randint(0, 300, (2, 9))
+    out = llada.forward(ids, output_hidden=True)
+    direct = llada.model(ids, hidden_layer=-1)
+    torch.testing.assert_close(out.logits, direct.logits)
+    assert out.hidden is not None and torch.equal(out.hidden, direct.hidden)
+    shifted = llada.forward(ids, position_ids=torch.arange(3, 12))
+    torch.testing.assert_close(shifted.logits, llada.model(ids, position_ids=torch.arange(3, 12)).logits)

@@ -51,9 +51,7 @@ class LLaDAFamily:
         output_hidden: bool = False,
     ) -> PlannerForward:
         """LLaDA scores each position from its own row: no shift."""
-        if position_ids is not None:
-            raise ConfigError("position_ids are not supported by this LLaDA forward")
-        out = model(input_ids, attention_mask, hidden_layer=-1 if output_hidden else None)
+        out = model(input_ids, attention_mask, hidden_layer=-1 if output_hidden else None, position_ids=position_ids)
         assert out.logits is not None
         return PlannerForward(out.logits, out.hidden)
 
