@@ -48,7 +48,7 @@ from latent_darm.sampling import SamplerConfig, SpecialIds, generate_exact, gene
 from latent_darm.sampling.config import CacheMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import sampler_dream  # noqa: E402  (bench/ is not a package; the Dream pieces live beside this script)
+import sampler_dream
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -93,7 +93,7 @@ def darm(capsys, monkeypatch) -> Callable[..., tuple[int, str, str]]:
 
 @pytest.fixture(scope="session")
 def dream_tokenizer():
-    """Byte-level BPE with Dream-v0's special tokens (``<|mask|>``, ``<|endoftext|>`` = bos/eos/pad) and chat template."""
+    """Byte-level BPE with Dream-v0's special tokens (``<|mask|>``; ``<|endoftext|>`` = bos/eos/pad), chat template."""
     from latent_darm.models.dream.tiny import train_dream_tokenizer
 
     return train_dream_tokenizer(CORPUS, vocab_size=400)

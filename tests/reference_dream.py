@@ -41,7 +41,7 @@ class ReferenceDream:
         if position_ids is None:
             position_ids = torch.arange(q_len).unsqueeze(0)
         inv_freq = 1.0 / (c.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
-        freqs = (inv_freq[None, :, None].float().expand(position_ids.shape[0], -1, 1) @ position_ids[:, None, :].float())
+        freqs = inv_freq[None, :, None].float().expand(position_ids.shape[0], -1, 1) @ position_ids[:, None, :].float()
         emb = torch.cat((freqs.transpose(1, 2),) * 2, dim=-1)
         cos, sin = emb.cos().to(h.dtype)[:, None], emb.sin().to(h.dtype)[:, None]
         for i in range(self.layers):
@@ -168,9 +168,7 @@ def reference_diffusion_generate(
             else:
                 raise RuntimeError(f"Unknown alg: {alg}")
             num_mask_token = mask_index.sum() / mask_index.shape[0]
-            number_transfer_tokens = (
-                int(num_mask_token * (1 - s / t)) if i < steps - 1 else int(num_mask_token)
-            )
+            number_transfer_tokens = int(num_mask_token * (1 - s / t)) if i < steps - 1 else int(num_mask_token)
             full_confidence = torch.full_like(x, -torch.inf, dtype=logits.dtype)
             full_confidence[mask_index] = confidence
             if number_transfer_tokens > 0:

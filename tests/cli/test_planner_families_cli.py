@@ -47,13 +47,16 @@ def test_plan_on_dream_equals_the_api(darm, dream_dir):
         ("dream", ["--steps", "20"], "steps 20 exceeds gen_length 16"),
         ("dream", ["--steps", "0"], "steps must be a positive integer, got 0"),
         ("dream", ["--cache", "dual"], "cache 'dual' is not available for Dream; valid: none, prefix"),
-        ("llada", ["--remasking", "entropy"], "remasking 'entropy' is not known to LLaDA; valid: low_confidence, random"),
+        ("llada", ["--remasking", "entropy"], "remasking 'entropy' is not known to LLaDA; valid: low_confidence, "
+         "random"),
         ("llada", ["--top-k", "5"], "top_k is a Dream sampler setting"),
     ],
 )  # fmt: skip
 def test_settings_a_family_does_not_know(darm, dream_dir, llada_dir, family, args, message):
     planner, length = (dream_dir, "16") if family == "dream" else (llada_dir, "32")
-    code, out, err = darm("plan", "--planner", planner, "--prompt", "hi", "--gen-length", length, "--steps", length, *args)
+    code, out, err = darm(
+        "plan", "--planner", planner, "--prompt", "hi", "--gen-length", length, "--steps", length, *args
+    )
     assert code == 2 and out == ""
     assert message in err and len(err.strip().splitlines()) == 1
 
@@ -82,7 +85,9 @@ def test_train_projector_with_both_latent_alignments(darm, tmp_path, dream_dir, 
     predictor rows are the plan rows moved one to the right (same plans, same last pass)."""
     questions = [f"What is {a} plus {a + 3}?" for a in range(10)]
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"question": q, "answer": str(2 * a + 3)}) + "\n" for a, q in enumerate(questions)))
+    pairs.write_text(
+        "".join(json.dumps({"question": q, "answer": str(2 * a + 3)}) + "\n" for a, q in enumerate(questions))
+    )
     (tmp_path / "benchmarks").mkdir()
     latents = {}
     for rows in ("plan", "predictor"):

@@ -242,7 +242,9 @@ def test_bad_checkpoints(dream_dir, tmp_path, dream_tokenizer):
     unknown = copy("unknown")
     raw = json.loads((unknown / "config.json").read_text())
     (unknown / "config.json").write_text(json.dumps({**raw, "model_type": "qwen2"}))
-    with pytest.raises(CheckpointError, match=r"model_type 'qwen2' is not a supported planner family; supported: llada, Dream"):
+    with pytest.raises(
+        CheckpointError, match=r"model_type 'qwen2' is not a supported planner family; supported: llada, Dream"
+    ):
         DiffusionPlanner.from_pretrained(unknown)
 
     no_mask = copy("no_mask")

@@ -14,7 +14,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 from latent_darm.models.dream.modeling import DreamModel
 from latent_darm.models.dream.register import register as register_dream
 from latent_darm.models.llada.checkpoint import load_llada
-from latent_darm.models.llada.hf import LLaDAForMaskedLM, register as register_llada
+from latent_darm.models.llada.hf import LLaDAForMaskedLM
+from latent_darm.models.llada.hf import register as register_llada
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -97,7 +98,9 @@ def test_dream_round_trip_and_official_layout_without_remote_code(dream_model, d
     """The official config.json names remote code in ``auto_map``; the Auto classes use ours without it."""
     assert "auto_map" in json.loads((dream_dir / "config.json").read_text())
     official = AutoModel.from_pretrained(dream_dir)
-    assert type(official) is DreamModel and official.dtype == torch.bfloat16  # config's torch_dtype, as transformers does
+    assert (
+        type(official) is DreamModel and official.dtype == torch.bfloat16
+    )  # config's torch_dtype, as transformers does
     official = AutoModel.from_pretrained(dream_dir, dtype=torch.float32)
     expected = dream_model(_ids()).logits
     assert torch.equal(official(_ids()).logits, expected)

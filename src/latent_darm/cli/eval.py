@@ -46,7 +46,9 @@ def diffusion_role(
     family when ``model`` is a local checkpoint; ``block_length`` None = the family's default (LLaDA: 32)."""
     family = local_family(model)
     if family is not None and not family.uses_blocks:
-        sampler_config(family, gen_length=gen_length, block_length=block_length, steps=steps, threshold=threshold, cache=cache)
+        sampler_config(
+            family, gen_length=gen_length, block_length=block_length, steps=steps, threshold=threshold, cache=cache
+        )
         block_length = None
     else:
         block_length = DEFAULT_BLOCK_LENGTH if block_length is None else block_length

@@ -54,7 +54,9 @@ def plan(
     prompts_file: Path = typer.Option(None, "--prompts-file", help='JSONL file, one {"prompt": ...} per line.'),
     chat: bool = typer.Option(True, "--chat/--no-chat", help="Wrap prompts in the tokenizer's chat template."),
     gen_length: int = typer.Option(64, help="Tokens to generate."),
-    steps: int = typer.Option(64, help="Denoising steps in total (LLaDA: divisible by the number of blocks; Dream: ≤ gen length)."),
+    steps: int = typer.Option(
+        64, help="Denoising steps in total (LLaDA: divisible by the number of blocks; Dream: ≤ gen length)."
+    ),
     block_length: int = typer.Option(
         None, help="Semi-autoregressive block length (LLaDA only, default 32; Dream denoises the whole canvas)."
     ),
@@ -65,7 +67,9 @@ def plan(
     top_k: int = typer.Option(
         None, help="Dream: top-k filtering (default none; the official sampler, called bare, uses 50 at temperature 1)."
     ),
-    alg_temp: float = typer.Option(None, help="Dream: draw positions from softmax(confidence / alg_temp) (default none)."),
+    alg_temp: float = typer.Option(
+        None, help="Dream: draw positions from softmax(confidence / alg_temp) (default none)."
+    ),
     remasking: str = typer.Option(None, help=REMASKING_HELP),
     cfg_scale: float = typer.Option(0.0, help="Classifier-free guidance scale."),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),

@@ -88,8 +88,7 @@ def get_family(model_type: str | None, source: str = "config.json") -> PlannerFa
     """The family registered for ``model_type``; a one-line error listing the supported ones otherwise."""
     if model_type not in FAMILIES:
         raise CheckpointError(
-            f"{source}: model_type {model_type!r} is not a supported planner family; "
-            f"supported: {', '.join(FAMILIES)}"
+            f"{source}: model_type {model_type!r} is not a supported planner family; supported: {', '.join(FAMILIES)}"
         )
     return importlib.import_module(FAMILIES[model_type]).FAMILY
 

@@ -156,11 +156,17 @@ class DiffusionGemmaFamily:
         sequences = out.sequences[:, : prompt_length + config.gen_length]
         if sequences.shape[1] < prompt_length + config.gen_length:  # every row stopped early: pad the rest
             pad = model.config.text_config.pad_token_id or ids.eos
-            sequences = torch.nn.functional.pad(sequences, (0, prompt_length + config.gen_length - sequences.shape[1]), value=pad)
+            sequences = torch.nn.functional.pad(
+                sequences, (0, prompt_length + config.gen_length - sequences.shape[1]), value=pad
+            )
         hidden = None
         if config.hidden_layer is not None:
-            mask = torch.ones_like(sequences) if attention_mask is None else torch.cat(
-                (attention_mask, attention_mask.new_ones((sequences.shape[0], config.gen_length))), dim=1
+            mask = (
+                torch.ones_like(sequences)
+                if attention_mask is None
+                else torch.cat(
+                    (attention_mask, attention_mask.new_ones((sequences.shape[0], config.gen_length))), dim=1
+                )
             )
             hidden = self.plan_latents(model, sequences, mask, prompt_length)
         # generate reports tokens per decoder pass per row (non-pad tokens / passes); recover the passes from it.

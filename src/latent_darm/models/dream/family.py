@@ -48,7 +48,9 @@ class DreamFamily:
     remasking = ALGS
     uses_blocks = False
 
-    def load(self, directory: Path, *, dtype: torch.dtype, device: str | torch.device, strict_config: bool) -> DreamModel:
+    def load(
+        self, directory: Path, *, dtype: torch.dtype, device: str | torch.device, strict_config: bool
+    ) -> DreamModel:
         """``DreamModel.from_pretrained`` on the checked config; any missing, unexpected or misshapen tensor is an
         error (transformers would otherwise initialise it at random and only log a warning)."""
         register()
@@ -74,7 +76,9 @@ class DreamFamily:
     def save(self, model: DreamModel, directory: Path) -> None:
         model.save_pretrained(directory)
 
-    def special_ids(self, model: DreamModel, tokenizer: PreTrainedTokenizerBase, mask_token_id: int | None) -> SpecialIds:
+    def special_ids(
+        self, model: DreamModel, tokenizer: PreTrainedTokenizerBase, mask_token_id: int | None
+    ) -> SpecialIds:
         mask = model.config.mask_token_id if mask_token_id is None else mask_token_id
         if tokenizer.mask_token_id is None:
             raise CheckpointError("the planner's tokenizer has no mask token (tokenizer_config.json 'mask_token')")

@@ -15,6 +15,7 @@ states are always returned (the plan latents).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -153,7 +154,7 @@ class DreamPreTrainedModel(PreTrainedModel):
     config_class = DreamConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["DreamDecoderLayer"]
+    _no_split_modules: ClassVar[list[str]] = ["DreamDecoderLayer"]
     _supports_sdpa = True
 
     @torch.no_grad()

@@ -69,9 +69,7 @@ def propose(
     return confidence, tokens
 
 
-def padding_inputs(
-    attention_mask: torch.Tensor | None, total: int
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def padding_inputs(attention_mask: torch.Tensor | None, total: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Canvas-wide key mask and position ids for left-padded prompts (``None`` when there is no padding)."""
     if attention_mask is None or bool(attention_mask.all()):
         return None, None
@@ -122,19 +120,31 @@ class Canvas:
         if use_cache and self.cache is None:
             # Full pass that also keeps the prompt's keys/values (all but its last token, whose row scores column P).
             self.cache = PrefixCache(self.prompt_length - 1)
-            out = self.model(self.tokens, self.key_mask, self.positions, cache=self.cache, fill_cache=True,
-                             logits_slice=slice(max(first - 1, 0), total - 1))
+            out = self.model(
+                self.tokens,
+                self.key_mask,
+                self.positions,
+                cache=self.cache,
+                fill_cache=True,
+                logits_slice=slice(max(first - 1, 0), total - 1),
+            )
             offset = 0
         elif use_cache:
             assert self.cache is not None
             offset = self.cache.length
             positions = None if self.positions is None else self.positions[:, offset:]
-            out = self.model(self.tokens[:, offset:], self.key_mask, positions, cache=self.cache,
-                             logits_slice=slice(max(first - 1, 0) - offset, total - 1 - offset))
+            out = self.model(
+                self.tokens[:, offset:],
+                self.key_mask,
+                positions,
+                cache=self.cache,
+                logits_slice=slice(max(first - 1, 0) - offset, total - 1 - offset),
+            )
         else:
             offset = 0
-            out = self.model(self.tokens, self.key_mask, self.positions,
-                             logits_slice=slice(max(first - 1, 0), total - 1))
+            out = self.model(
+                self.tokens, self.key_mask, self.positions, logits_slice=slice(max(first - 1, 0), total - 1)
+            )
         self.nfe += 1
         self.row_nfe += active.long()
         self._keep_latents(out, offset)

@@ -11,7 +11,7 @@ reader (``load_llada``, strict about every field) opens what ``save_pretrained``
 from __future__ import annotations
 
 from dataclasses import MISSING, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -72,7 +72,7 @@ class LLaDAPreTrainedModel(PreTrainedModel):
     config_class = LLaDAPretrainedConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["LLaDABlock"]
+    _no_split_modules: ClassVar[list[str]] = ["LLaDABlock"]
     _supports_sdpa = True
 
     @torch.no_grad()
