@@ -10,6 +10,7 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 
+from latent_darm.api import LatentDARM
 from latent_darm.bridge.projector import Projector
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.factory import build_pipeline
@@ -114,5 +115,22 @@ def test_train_projector_with_both_latent_alignments(darm, tmp_path, dream_dir, 
         pipeline = build_pipeline(spec)
         assert pipeline.sampler.latent_rows == rows and pipeline.sampler.hidden_layer == -1
         assert pipeline.run([questions[0]], "math")[0].accounting.planner_tokens == 8
+        api = LatentDARM.from_pretrained(dream_dir, executor_dir, out / "projector", steps=4)
+        assert api.pipeline.sampler.latent_rows == rows and api.pipeline.sampler.block_length == 8
     torch.testing.assert_close(latents["predictor"][:, 1:], latents["plan"][:, :-1])
     assert not torch.allclose(latents["predictor"], latents["plan"])
+
+
+def test_solve_with_a_dream_planner(darm, dream_dir, executor_dir):
+    code, out, err = darm(
+        "solve", "What is 3 + 4?", "--pipeline", "text", "--planner", dream_dir, "--executor", executor_dir,
+        "--gen-length", "8", "--steps", "4", "--max-new-tokens", "4", "--json", "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["planner_tokens"] == 8 and result["plan"] is not None
+    code, _, err = darm(
+        "solve", "What is 3 + 4?", "--pipeline", "text", "--planner", dream_dir, "--executor", executor_dir,
+        "--gen-length", "8", "--block-length", "4",
+    )  # fmt: skip
+    assert code == 2 and "block_length is not used by Dream" in err

@@ -76,9 +76,15 @@ def merge_adapter(executor: CausalExecutor, adapter: str) -> CausalExecutor:
 
 
 def sampler_from_role(role: dict[str, Any], planner: DiffusionPlanner | None = None) -> SamplerConfig:
-    """The role's sampler settings; with the loaded ``planner``, checked against (and defaulted by) its family."""
+    """The role's sampler settings; with the loaded ``planner``, checked against (and defaulted by) its family. A
+    family without blocks ignores the role's ``block_length`` (specs name one for LLaDA's sake; the commands refuse
+    an explicit one for such a family before any spec is written)."""
     values = {k: role[k] for k in SAMPLER_KEYS if role.get(k) is not None}
-    return SamplerConfig(**values) if planner is None else planner.sampler_config(**values)
+    if planner is None:
+        return SamplerConfig(**values)
+    if not planner.family.uses_blocks:
+        values.pop("block_length", None)
+    return planner.sampler_config(**values)
 
 
 def writer_from_role(role: dict[str, Any], models: ModelCache) -> Writer:
