@@ -73,7 +73,9 @@ def plan(
     remasking: str = typer.Option(None, help=REMASKING_HELP),
     cfg_scale: float = typer.Option(0.0, help="Classifier-free guidance scale."),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
-    cache: str = typer.Option("none", help="Fast mode: none | prefix | dual block KV cache."),
+    cache: str = typer.Option(
+        "none", help="Fast mode: none | prefix | dual block KV cache (Dream: none | prefix, the prompt's keys/values)."
+    ),
     early_stop: bool = typer.Option(False, help="Fast mode: after an all-EOS block, the rest is EOS."),
     seed: int = typer.Option(0, help="Random seed (temperature > 0 or random remasking)."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
