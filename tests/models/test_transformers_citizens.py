@@ -66,9 +66,9 @@ def test_llada_dtype_and_device_map(llada_model, llada_dir):
 def _grads(model, checkpointing: bool) -> dict[str, torch.Tensor]:
     model.zero_grad()
     if checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     else:
-        model.gradient_checkpointing_disable()
+        model.activation_checkpointing_disable()
     model.train()
     logits = model(_ids()).logits
     logits.float().logsumexp(-1).mean().backward()

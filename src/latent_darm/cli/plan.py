@@ -53,7 +53,9 @@ def plan(
     top_k: int = typer.Option(
         None, help="Dream: top-k filtering (default none; the official sampler, called bare, uses 50 at temperature 1)."
     ),
-    alg_temp: float = typer.Option(None, help="Dream: draw positions from softmax(confidence / alg_temp) (default none)."),
+    alg_temp: float = typer.Option(
+        None, help="Dream: draw positions from softmax(confidence / alg_temp) (default none)."
+    ),
     remasking: Remasking = typer.Option(None, help=REMASKING_HELP),
     cfg_scale: float = typer.Option(0.0, help="Classifier-free guidance scale."),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),

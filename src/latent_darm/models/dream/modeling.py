@@ -25,21 +25,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from latent_darm.models.dream.configuration import DreamConfig
-
-
-class DreamRMSNorm(nn.Module):
-    """RMSNorm in float32, cast back, then scaled (Qwen2's)."""
-
-    def __init__(self, size: int, eps: float) -> None:
-        super().__init__()
-        self.variance_epsilon = eps
-        self.weight = nn.Parameter(torch.ones(size))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * x32.to(dtype)
+from latent_darm.models.norm import RMSNorm  # Qwen2's: float32 RMS, cast back, then scaled
 
 
 def rotary_tables(
@@ -123,8 +109,8 @@ class DreamDecoderLayer(GradientCheckpointingLayer):
         super().__init__()
         self.self_attn = DreamAttention(config)
         self.mlp = DreamMLP(config)
-        self.input_layernorm = DreamRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.post_attention_layernorm = DreamRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(
         self,
@@ -166,7 +152,7 @@ class DreamPreTrainedModel(PreTrainedModel):
                 module.bias.zero_()
         elif isinstance(module, nn.Embedding):
             module.weight.normal_(0.0, std)
-        elif isinstance(module, DreamRMSNorm):
+        elif isinstance(module, RMSNorm):
             module.weight.fill_(1.0)
 
 
@@ -177,7 +163,7 @@ class DreamBaseModel(DreamPreTrainedModel):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DreamDecoderLayer(config) for _ in range(config.num_hidden_layers))
-        self.norm = DreamRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.gradient_checkpointing = False
         self.post_init()
 
