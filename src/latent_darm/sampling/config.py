@@ -19,6 +19,10 @@ class SamplerConfig:
     reference sampler. ``hidden_layer`` picks the plan latents (-1 = after the final norm; k = output of the
     first k blocks). ``denoise_fraction`` < 1 stops after that share of the steps (later positions stay masked),
     for the paper's "latents after P% of denoising" ablation.
+
+    ``confidence_eos_eot_inf`` drops EoT from the confidence at every temperature and EOS only at temperature 0,
+    as the reference does (at temperature > 0 it writes EOS's -inf into noisy logits it no longer reads);
+    ``confidence_eos_every_temperature`` drops EOS at every temperature too (a deviation, opt-in).
     """
 
     gen_length: int = 64
@@ -29,6 +33,7 @@ class SamplerConfig:
     cfg_scale: float = 0.0
     logits_eos_inf: bool = False
     confidence_eos_eot_inf: bool = False
+    confidence_eos_every_temperature: bool = False
     threshold: float | None = None
     cache: CacheMode = "none"
     early_stop: bool = False
