@@ -114,14 +114,16 @@ class Denoiser:
         rows: torch.Tensor | None = None,
         *,
         visible_end: int | None = None,
+        columns: torch.Tensor | None = None,
         span: tuple[int, int] | None = None,
         fill_cache: bool = False,
     ) -> Predictions:
         """Logits at the masked positions of ``window`` for the canvas ``rows`` (all rows when ``None``).
 
-        ``visible_end`` truncates the canvas (fewer masked positions in the pass); ``fill_cache`` runs the visible
-        canvas and keeps its keys/values; ``span`` then recomputes only ``[start, end)`` against them (the rows of
-        such a pass must be among those that filled the cache).
+        ``visible_end`` truncates the canvas (fewer masked positions in the pass); ``columns`` (sorted canvas
+        positions, all of ``[0, window end)`` among them) runs only those, at their true position ids (latent
+        tokens); ``fill_cache`` runs the visible canvas and keeps its keys/values; ``span`` then recomputes only
+        ``[start, end)`` against them (the rows of such a pass must be among those that filled the cache).
         """
         every_row = rows is None
         row_index = torch.arange(self.batch, device=canvas.device) if rows is None else rows
@@ -130,8 +132,11 @@ class Denoiser:
         mask = self.attention_mask
         if mask is not None:
             mask = mask[:, :end] if every_row else mask[row_index, :end]
+        prompt_index = self.prompt_index[:, :end] if every_row else self.prompt_index[row_index, :end]
+        if columns is not None:
+            inputs, prompt_index = inputs[:, columns], prompt_index[:, columns]
+            mask = None if mask is None else mask[:, columns]
         if self.guided:
-            prompt_index = self.prompt_index[:, :end] if every_row else self.prompt_index[row_index, :end]
             inputs = torch.cat((inputs, inputs.masked_fill(prompt_index, self.ids.mask)), dim=0)
             mask = None if mask is None else torch.cat((mask, mask), dim=0)
         offset = 0
@@ -149,11 +154,12 @@ class Denoiser:
             span=span,
             hidden_layer=self.config.hidden_layer,
             logits_slice=None,
+            position_ids=columns,
         )
         masked = canvas[row_index, window[0] : window[1]] == self.ids.mask
-        local, columns = masked.nonzero(as_tuple=True)
+        local, in_window = masked.nonzero(as_tuple=True)
         states = output.last_hidden_state
-        at = columns + (window[0] - offset)
+        at = in_window + (window[0] - offset)
         if self.guided:
             both = self.model.lm_head(torch.cat((states[local, at], states[local + len(row_index), at])))
             conditional, unconditional = both.chunk(2, dim=0)
@@ -164,8 +170,11 @@ class Denoiser:
         self.nfe += evaluations
         self.row_nfe[row_index[masked.any(dim=1)].cpu()] += evaluations
         if output.hidden is not None:
-            self._keep_hidden(output.hidden[: len(row_index)], row_index, offset)
-        return Predictions(logits, row_index[local], columns)
+            hidden = output.hidden[: len(row_index)]
+            if columns is None:
+                columns = torch.arange(offset, offset + hidden.shape[1], device=hidden.device)
+            self._keep_hidden(hidden, row_index, columns)
+        return Predictions(logits, row_index[local], in_window)
 
     def _cache_index(self, rows: torch.Tensor) -> torch.Tensor | None:
         """Positions of ``rows`` in the cache (both CFG halves), or ``None`` when the pass covers every cached row."""
@@ -175,15 +184,15 @@ class Denoiser:
         index = torch.searchsorted(self.cache_rows, rows)
         return torch.cat((index, index + len(self.cache_rows))) if self.guided else index
 
-    def _keep_hidden(self, hidden: torch.Tensor, rows: torch.Tensor, offset: int) -> None:
-        """Store the hidden states of the generated positions this pass computed, for the rows it computed."""
+    def _keep_hidden(self, hidden: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> None:
+        """Store the hidden states [R, C, d] of the generated positions this pass computed (canvas ``columns``), for
+        the rows it computed."""
         if self.hidden is None:
             gen_length = self.config.gen_length
             self.hidden = hidden.new_zeros((self.batch, gen_length, hidden.shape[-1]))
-        first = max(offset, self.prompt_length)
-        last = offset + hidden.shape[1]
-        if last > first:
-            self.hidden[rows, first - self.prompt_length : last - self.prompt_length] = hidden[:, first - offset :]
+        generated = columns >= self.prompt_length
+        positions = columns[generated] - self.prompt_length
+        self.hidden[rows[:, None], positions[None, :]] = hidden[:, generated]
 
     def output(self, canvas: torch.Tensor) -> SampleOutput:
         return SampleOutput(canvas, self.prompt_length, self.nfe, self.row_nfe, self.hidden)
@@ -209,6 +218,26 @@ def blocks(config: SamplerConfig, prompt_length: int) -> list[tuple[int, int]]:
     """Canvas ranges of the semi-autoregressive blocks, left to right."""
     starts = range(prompt_length, prompt_length + config.gen_length, config.block_length)
     return [(start, start + config.block_length) for start in starts]
+
+
+def held_columns(
+    config: SamplerConfig,
+    block: tuple[int, int],
+    length: int,
+    device: torch.device,
+    generator: torch.Generator | None,
+) -> torch.Tensor | None:
+    """``latent_tokens``: the canvas columns a pass holds — everything up to the block's end, then n of the masked
+    positions after it (the nearest, or drawn uniformly) — or ``None`` for the whole canvas."""
+    if config.latent_tokens is None:
+        return None
+    after = length - block[1]
+    n = min(config.latent_tokens, after)
+    if config.latent_choice == "nearest" or n == after:
+        chosen = torch.arange(block[1], block[1] + n, device=device)
+    else:
+        chosen = block[1] + torch.randperm(after, generator=generator, device=device)[:n].sort().values
+    return torch.cat((torch.arange(block[1], device=device), chosen))
 
 
 def visible_end(config: SamplerConfig, block: tuple[int, int], length: int) -> int:

@@ -7,8 +7,9 @@ model proposed the mask token there), and the softmax runs in float32. Random dr
 canvas, then the random-remasking draw) are made as the reference makes them, so a seeded run gives its tokens.
 
 Latents: each position's hidden state from the last forward pass, an uncached pass over the canvas as it was
-before the last step. Two knobs keep the same loop: ``lookahead`` (fewer masked positions after the block in each
-pass) and ``early_stop`` (after an all-EOS block the rest of the row is EOS; once no row has a mask left, no
+before the last step. Three knobs keep the same loop: ``latent_tokens`` (each pass holds only n of the masked
+positions after the block, at their true positions), ``lookahead`` (the canvas ends n positions after the block)
+and ``early_stop`` (after an all-EOS block the rest of the row is EOS; once no row has a mask left, no
 further pass runs).
 """
 
@@ -25,6 +26,7 @@ from latent_darm.sampling.denoiser import (
     blocks,
     candidate_window,
     fill_after_eos_blocks,
+    held_columns,
     pick,
     reveal,
     start_canvas,
@@ -54,7 +56,9 @@ def generate_exact(
             if steps_left == 0:
                 return denoise.output(canvas)
             window = candidate_window(canvas, block, prompt_length, ids.mask)
-            predictions = denoise(canvas, window, visible_end=visible_end(config, block, length))
+            visible = visible_end(config, block, length)
+            columns = held_columns(config, block, visible, canvas.device, generator)
+            predictions = denoise(canvas, window, visible_end=visible, columns=columns)
             uniform = None
             if config.temperature > 0:  # the reference's noise: the whole canvas, every vocabulary entry
                 shape = (batch, length, predictions.logits.shape[-1])

@@ -19,6 +19,7 @@ from latent_darm.sampling.denoiser import (
     blocks,
     candidate_window,
     fill_after_eos_blocks,
+    held_columns,
     local_draws,
     pick,
     reveal,
@@ -51,7 +52,9 @@ def generate_threshold(
             if steps_left == 0:
                 return denoise.output(canvas)
             window = candidate_window(canvas, block, prompt_length, ids.mask)
-            predictions = denoise(canvas, window, rows_to_decode(canvas, window, ids.mask), visible_end=visible)
+            columns = held_columns(config, block, visible, canvas.device, generator)
+            rows = rows_to_decode(canvas, window, ids.mask)
+            predictions = denoise(canvas, window, rows, visible_end=visible, columns=columns)
             uniform, remask_draw = local_draws(predictions.logits, canvas.shape[0], visible, config, generator)
             tokens, confidence = pick(predictions, canvas, window, config, ids, uniform, remask_draw)
             reveal(canvas, window, tokens, above_threshold(confidence, config.threshold))
