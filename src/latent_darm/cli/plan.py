@@ -15,6 +15,7 @@ from latent_darm.errors import DataError
 from latent_darm.io import read_jsonl
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.sampling import SamplerConfig
+from latent_darm.sampling.config import parse_latent_tokens
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -56,6 +57,12 @@ def plan(
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
     cache: str = typer.Option("none", help="Fast mode: none | prefix | dual block KV cache."),
     early_stop: bool = typer.Option(False, help="Fast mode: after an all-EOS block, the rest is EOS."),
+    latent_tokens: str = typer.Option(
+        "all",
+        help="Masked positions after the block each pass computes, at their true positions ('all' = exact mode; "
+        "N above gen-length - block-length is refused; not with --cache).",
+    ),
+    latent_choice: str = typer.Option("nearest", help="Which N: nearest (after the block) | random (each step)."),
     seed: int = typer.Option(0, help="Random seed (temperature > 0 or random remasking)."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
     mask_token_id: int = typer.Option(None, help="Override the config's mask token id."),
@@ -79,6 +86,8 @@ def plan(
         threshold=threshold,
         cache=cache,
         early_stop=early_stop,
+        latent_tokens=parse_latent_tokens(latent_tokens),
+        latent_choice=latent_choice,
     )
     resolved_device = resolve_device(device)
     model = DiffusionPlanner.from_pretrained(

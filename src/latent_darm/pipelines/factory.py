@@ -7,7 +7,7 @@ Spec::
      "projector": str | None, "chain_of_thought": bool, "latent_noise": float,
      "prompts": str | None, "dtype": "bfloat16" | "float16" | "float32", "device": "cpu" | "cuda" ...}
     role = {"kind": "ddlm", "model", "gen_length", "steps", "block_length", "threshold", "cache",
-            ["denoise_fraction", "early_stop"]}
+            ["denoise_fraction", "early_stop", "latent_tokens"]}
          | {"kind": "arm", "model", "max_new_tokens", "repetition_penalty"}
 
 Each checkpoint is loaded once per process even when two roles name it (an ARM planning for itself). A projector
@@ -33,7 +33,16 @@ from latent_darm.pipelines.writers import AutoregressiveWriter, DiffusionWriter,
 from latent_darm.sampling import SamplerConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SAMPLER_KEYS = ("gen_length", "steps", "block_length", "threshold", "cache", "denoise_fraction", "early_stop")
+SAMPLER_KEYS = (
+    "gen_length",
+    "steps",
+    "block_length",
+    "threshold",
+    "cache",
+    "denoise_fraction",
+    "early_stop",
+    "latent_tokens",
+)
 ADAPTER_DIR = "adapter"  # inside a projector directory: the executor's LoRA adapter, when one was trained
 
 

@@ -120,3 +120,15 @@ class SamplerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def parse_latent_tokens(value: str | int | None) -> int | None:
+    """``--latent-tokens``: a count, or ``all`` (also ``None``) for every masked position (exact mode)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if not text.lstrip("-").isdigit():
+        raise ConfigError(f"--latent-tokens must be a non-negative integer or 'all', got {value!r}")
+    return int(text)
