@@ -251,6 +251,29 @@ def fill_after_eos_blocks(canvas: torch.Tensor, block: tuple[int, int], ids: Spe
     canvas[finished, block[1] :] = ids.eos
 
 
+def reference_uniform(
+    predictions: Predictions,
+    window: tuple[int, int],
+    canvas_shape: tuple[int, int],
+    device: torch.device,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """The reference's Gumbel noise (uniform u over the whole canvas and vocabulary, float64) at the predicted
+    positions [N, V]. On CPU it is drawn one row at a time — the same numbers as one [B, T, V] draw, with a B times
+    smaller peak; on other devices in one draw, as the reference does."""
+    batch, length = canvas_shape
+    vocab = predictions.logits.shape[-1]
+    positions = predictions.columns + window[0]
+    if device.type != "cpu":
+        noise = torch.rand((batch, length, vocab), dtype=torch.float64, device=device, generator=generator)
+        return noise[predictions.rows, positions]
+    parts = []
+    for row in range(batch):
+        noise = torch.rand((length, vocab), dtype=torch.float64, generator=generator)
+        parts.append(noise[positions[predictions.rows == row]])
+    return torch.cat(parts)
+
+
 def local_draws(
     logits: torch.Tensor, batch: int, visible: int, config: SamplerConfig, generator: torch.Generator | None
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -28,6 +28,7 @@ from latent_darm.sampling.denoiser import (
     fill_after_eos_blocks,
     held_columns,
     pick,
+    reference_uniform,
     reveal,
     start_canvas,
     visible_end,
@@ -60,10 +61,8 @@ def generate_exact(
             columns = held_columns(config, block, visible, canvas.device, generator)
             predictions = denoise(canvas, window, visible_end=visible, columns=columns)
             uniform = None
-            if config.temperature > 0:  # the reference's noise: the whole canvas, every vocabulary entry
-                shape = (batch, length, predictions.logits.shape[-1])
-                noise = torch.rand(shape, dtype=torch.float64, device=canvas.device, generator=generator)
-                uniform = noise[predictions.rows, predictions.columns + window[0]]
+            if config.temperature > 0:
+                uniform = reference_uniform(predictions, window, (batch, length), canvas.device, generator)
             remask_draw = None
             if config.remasking == "random":
                 remask_draw = torch.rand((batch, length), device=canvas.device, generator=generator)
