@@ -7,7 +7,7 @@ Spec::
      "projector": str | None, "chain_of_thought": bool, "latent_noise": float,
      "prompts": str | None, "dtype": "bfloat16" | "float16" | "float32", "device": "cpu" | "cuda" ...}
     role = {"kind": "ddlm", "model", "gen_length", "steps", "block_length", "threshold", "cache",
-            ["denoise_fraction", "early_stop"]}
+            ["denoise_fraction", "early_stop", "latent_tokens"]}
          | {"kind": "arm", "model", "max_new_tokens", "repetition_penalty"}
 
 Each checkpoint is loaded once per process even when two roles name it (an ARM planning for itself). A projector
@@ -43,6 +43,7 @@ SAMPLER_KEYS = (
     "denoise_fraction",
     "early_stop",
     "remasking",
+    "latent_tokens",
 )
 ADAPTER_DIR = "adapter"  # inside a projector directory: the executor's LoRA adapter, when one was trained
 
