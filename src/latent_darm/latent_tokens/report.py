@@ -29,6 +29,7 @@ HEADERS = (
     "s / puzzle",
 )
 COLORS = {"mdm": "C0", "sidm": "C1", "scdm": "C2", "ar": "C3", "ar-mtp": "C4", "ar-ntp": "C5"}
+DIFFUSION = ("mdm", "sidm", "scdm")
 NAMES = {"mdm": "MDM", "sidm": "SIDM", "scdm": "SCDM", "ar": "AR", "ar-mtp": "AR+MTP", "ar-ntp": "AR-NTP"}
 
 
@@ -65,28 +66,50 @@ def _errors(rows: list[dict[str, Any]]) -> list[list[float]]:
     return [[100 * (r["accuracy"] - r["ci_low"]) for r in rows], [100 * (r["ci_high"] - r["accuracy"]) for r in rows]]
 
 
+def _points(ax, rows: list[dict[str, Any]], xs: list[float], variant: str) -> None:
+    ys = [100 * r["accuracy"] for r in rows]
+    style = "-o" if len(rows) > 1 else "s" if variant in ("sidm", "mdm") else "D"
+    ax.errorbar(xs, ys, yerr=_errors(rows), fmt=style, color=COLORS[variant], label=NAMES[variant], capsize=3,
+                markersize=8 if len(rows) == 1 else 5, alpha=0.9)  # fmt: skip
+
+
 def latent_figure(records: list[dict[str, Any]], path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    most = max(r["latent_tokens"] for r in records)
-    for variant in ("scdm", "ar-mtp", "sidm", "mdm", "ar", "ar-ntp"):
+    """Left: diffusion — SCDM against n, SIDM at n = 0 and MDM at n = all. Right: autoregressive — AR+MTP against
+    the window w, AR-NTP at w = all, AR (no latent tokens) as a dashed line."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for variant in ("scdm", "sidm", "mdm"):
         rows = _series(records, variant)
-        if not rows:
-            continue
-        xs = [r["latent_tokens"] for r in rows]
-        ys = [100 * r["accuracy"] for r in rows]
-        style = "-o" if len(rows) > 1 else "s" if variant in ("sidm", "mdm") else "D"
-        ax.errorbar(xs, ys, yerr=_errors(rows), fmt=style, color=COLORS[variant], label=NAMES[variant], capsize=3,
-                    markersize=7 if len(rows) == 1 else 5, alpha=0.9)  # fmt: skip
-    ticks = sorted({r["latent_tokens"] for r in records})
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"all ({t})" if t == most else str(t) for t in ticks])
-    ax.set_xlabel("latent tokens per decoding step (SCDM: n; AR+MTP: window w − 1)")
-    ax.set_ylabel("test accuracy % (95% Wilson interval)")
-    ax.set_ylim(-2, 102)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+        if rows:
+            _points(left, rows, [r["latent_tokens"] for r in rows], variant)
+    ticks = sorted({r["latent_tokens"] for r in records if r["variant"] in DIFFUSION})
+    most = max([r["latent_tokens"] for r in records], default=0)
+    left.set_xscale("symlog", linthresh=1)
+    left.set_xticks(ticks)
+    left.set_xticklabels([f"all\n({t})" if t == most else str(t) for t in ticks])
+    left.set_xlabel("latent tokens per step n (masked positions computed besides the decoded one)")
+    left.set_ylabel("test accuracy % (95% Wilson interval)")
+    left.set_title("diffusion: SIDM = SCDM(0) … MDM = all", fontsize=10)
+    windows = {r["value"]: r["latent_tokens"] + 1 for r in records if r["variant"] in ("ar-mtp", "ar-ntp")}
+    for variant in ("ar-mtp", "ar-ntp"):
+        rows = _series(records, variant)
+        if rows:
+            _points(right, rows, [r["latent_tokens"] + 1 for r in rows], variant)
+    for r in _series(records, "ar"):
+        right.axhline(100 * r["accuracy"], color=COLORS["ar"], linestyle="--", label="AR (causal)")
+        right.axhspan(100 * r["ci_low"], 100 * r["ci_high"], color=COLORS["ar"], alpha=0.1)
+    if windows:
+        right.set_xscale("log", base=2)
+        right.set_xticks(sorted(set(windows.values())))
+        right.set_xticklabels([f"all\n({w})" if w == most + 1 else str(w) for w in sorted(set(windows.values()))])
+        right.minorticks_off()
+    right.set_xlabel("window w (MASK positions in the input; w − 1 latent tokens)")
+    right.set_title("autoregressive: AR, AR+MTP(w), AR-NTP", fontsize=10)
+    for ax in (left, right):
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

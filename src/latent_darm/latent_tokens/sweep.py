@@ -87,7 +87,7 @@ class RunSettings:
             values = self.latent_values if self.latent_values is not None else powers_below(answer - self.decode.k, 0)
             return [("n", v) for v in values]
         if variant == "ar-mtp":
-            return [("w", v) for v in (self.windows if self.windows is not None else powers_below(answer, 1))]
+            return [("w", v) for v in (self.windows if self.windows is not None else powers_below(answer - 1, 1))]
         return [{"mdm": ("n", None), "sidm": ("n", 0), "ar-ntp": ("w", None)}.get(variant, (None, None))]
 
     def to_dict(self) -> dict[str, Any]:
