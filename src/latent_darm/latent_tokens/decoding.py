@@ -13,7 +13,7 @@ Diffusion variants take ``steps = answer length / k`` steps. Each step, with m m
 
 ``ar`` decodes left to right over the prefix (causal); ``ar-mtp`` / ``ar-ntp`` decode left to right over the
 prefix and the next ``window`` MASK positions (``None``: all remaining), full attention. Committed tokens are
-the argmax.
+the argmax over the vocabulary without [MASK].
 """
 
 from __future__ import annotations
@@ -61,6 +61,15 @@ class Decoded:
     tokens: int
 
 
+def _committable(logits: torch.Tensor, model: LLaDAModelLM) -> torch.Tensor:
+    """float32 logits with [MASK] and the embedding rows past the vocabulary ruled out: a committed [MASK] would
+    look undecoded, and padding rows are not tokens."""
+    logits = logits.float()
+    logits[..., model.config.vocab_size :] = float("-inf")
+    logits[..., model.config.mask_token_id] = float("-inf")
+    return logits
+
+
 @torch.no_grad()
 def decode_diffusion(
     model: LLaDAModelLM,
@@ -104,7 +113,7 @@ def decode_diffusion(
             logits_slice=slice(-n_cand, None),
         ).logits
         assert logits is not None
-        confidence, values = logits.float().softmax(-1).max(-1)
+        confidence, values = _committable(logits, model).softmax(-1).max(-1)
         if settings.selection == "random":
             pick = torch.arange(k, device=device).expand(batch, -1)
         else:
@@ -140,7 +149,7 @@ def decode_autoregressive(
             visible = here + (answer_length - step if window is None else min(window, answer_length - step))
             out = model(canvas[:, :visible], logits_slice=slice(here, here + 1))
         assert out.logits is not None
-        canvas[:, prompt_length + step] = out.logits[:, 0].argmax(-1)
+        canvas[:, prompt_length + step] = _committable(out.logits[:, 0], model).argmax(-1)
         passes += 1
         tokens += out.last_hidden_state.shape[1]
     return Decoded(canvas[:, prompt_length:].cpu(), passes, tokens)
