@@ -14,7 +14,10 @@ from latent_darm.latent_tokens.sweep import RESULTS_FILE
 @pytest.mark.slow
 def test_quick_run_writes_every_file_and_a_rerun_reuses_it(darm, tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    code, stdout, err = darm("latent-tokens", "--quick", "--out", out, "--cache-dir", cache, "--no-progress")
+    variants = "mdm,sidm,scdm,ar,ar-mtp,ar-ntp"
+    code, stdout, err = darm(
+        "latent-tokens", "--quick", "--out", out, "--cache-dir", cache, "--no-progress", "--variants", variants
+    )
     assert code == 0, err
     for name in (RESULTS_FILE, TABLE_FILE, LATENT_FIGURE, SECONDS_FIGURE, "run.json"):
         assert (out / name).stat().st_size > 0, name
@@ -27,7 +30,9 @@ def test_quick_run_writes_every_file_and_a_rerun_reuses_it(darm, tmp_path):
     # scdm's cost grows with n: tokens per pass at n=0 < n=8 < n=all
     cost = {r["value"]: r["tokens_per_pass"] for r in records if r["variant"] == "scdm"}
     assert cost["0"] < cost["8"] < cost["all"]
-    again = darm("latent-tokens", "--quick", "--out", out, "--cache-dir", cache, "--no-progress")
+    again = darm(
+        "latent-tokens", "--quick", "--out", out, "--cache-dir", cache, "--no-progress", "--variants", variants
+    )
     assert again[0] == 0
     run = json.loads((out / "run.json").read_text())
     assert sorted(run["reused_models"]) == sorted(["mdm", "sidm", "scdm", "ar", "ar-mtp", "ar-ntp"])

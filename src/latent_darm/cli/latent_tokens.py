@@ -48,7 +48,7 @@ def latent_tokens_command(
     preset: str = typer.Option("cpu", help="cpu (minutes on a laptop) or paper (6 layers × 512, batch 512, EMA)."),
     quick: bool = typer.Option(False, "--quick", help="A tiny run in seconds (its models learn little; for tests)."),
     variants: str = typer.Option(
-        "mdm,sidm,scdm,ar,ar-mtp,ar-ntp", help="Comma-separated variants: mdm sidm scdm ar ar-mtp ar-ntp."
+        "mdm,sidm,scdm,ar,ar-mtp", help="Comma-separated variants: mdm sidm scdm ar ar-mtp, and the ar-ntp control."
     ),
     latent: str | None = typer.Option(
         None, "--latent-tokens", help="SCDM's n values, e.g. 0,1,2,4,all (default 0, 1, 2, 4, … and all)."

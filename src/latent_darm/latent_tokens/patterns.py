@@ -22,6 +22,7 @@ from latent_darm.errors import ConfigError
 DIFFUSION_VARIANTS = ("mdm", "sidm", "scdm")
 AR_VARIANTS = ("ar", "ar-mtp", "ar-ntp")
 VARIANTS = DIFFUSION_VARIANTS + AR_VARIANTS
+DEFAULT_VARIANTS = ("mdm", "sidm", "scdm", "ar", "ar-mtp")  # the five; ar-ntp is the opt-in control
 
 
 def check_variant(name: str) -> str:

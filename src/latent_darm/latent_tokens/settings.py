@@ -8,7 +8,7 @@ from latent_darm.latent_tokens.tasks import WorldConfig
 from latent_darm.latent_tokens.train import TrainSettings
 
 # task → (size, difficulty) of the default world
-DEFAULT_WORLD = {"sudoku": (4, 5), "countdown": (3, 9)}
+DEFAULT_WORLD = {"sudoku": (4, 10), "countdown": (3, 9)}
 
 
 def run_settings(
@@ -24,7 +24,7 @@ def run_settings(
     size = default_size if size is None else size
     if difficulty is None:
         # a Sudoku of another side keeps about the default's share of givens
-        difficulty = default_difficulty if size == default_size or task != "sudoku" else round(size * size * 0.35)
+        difficulty = default_difficulty if size == default_size or task != "sudoku" else round(size * size * 0.5)
     if quick:
         world = WorldConfig(task=task, size=size, difficulty=difficulty, train_size=200, test_size=16, seed=seed)
         train = TrainSettings(layers=1, d_model=32, heads=2, steps=8, batch_size=16, warmup_steps=2, seed=seed,
@@ -35,7 +35,7 @@ def run_settings(
         train = TrainSettings(layers=6, d_model=512, heads=8, steps=20_000, batch_size=512, lr=3e-4,
                               warmup_steps=2500, ema=0.9999, seed=seed, checkpoint_every=1000)  # fmt: skip
         return RunSettings(world=world, train=train, eval_batch=256)
-    world = WorldConfig(task=task, size=size, difficulty=difficulty, train_size=4000, test_size=256, seed=seed)
-    train = TrainSettings(layers=3, d_model=64, heads=4, steps=400, batch_size=64, lr=2e-3, warmup_steps=40,
+    world = WorldConfig(task=task, size=size, difficulty=difficulty, train_size=4000, test_size=128, seed=seed)
+    train = TrainSettings(layers=3, d_model=64, heads=4, steps=600, batch_size=32, lr=3e-3, warmup_steps=40,
                           seed=seed, checkpoint_every=100)  # fmt: skip
-    return RunSettings(world=world, train=train, eval_batch=256)
+    return RunSettings(world=world, train=train, eval_batch=128)

@@ -32,7 +32,7 @@ from latent_darm.errors import ConfigError
 from latent_darm.evaluation.report import wilson_interval
 from latent_darm.io import append_jsonl, atomic_write_json, read_jsonl
 from latent_darm.latent_tokens.decoding import DecodeSettings, decode_autoregressive, decode_diffusion
-from latent_darm.latent_tokens.patterns import DIFFUSION_VARIANTS, VARIANTS, check_variant
+from latent_darm.latent_tokens.patterns import DEFAULT_VARIANTS, DIFFUSION_VARIANTS, check_variant
 from latent_darm.latent_tokens.tasks import (
     Puzzle,
     WorldConfig,
@@ -56,7 +56,7 @@ class RunSettings:
 
     world: WorldConfig
     train: TrainSettings
-    variants: tuple[str, ...] = VARIANTS
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
     latent_values: tuple[Knob, ...] | None = None  # SCDM's n; None = 0, 1, 2, 4, … below the answer, and all
     windows: tuple[Knob, ...] | None = None  # AR+MTP's w; None = 1, 2, 4, … below the answer, and all
     decode: DecodeSettings = field(default_factory=DecodeSettings)
