@@ -43,15 +43,16 @@ def test_quick_run_writes_every_file_and_a_rerun_reuses_it(darm, tmp_path):
     ("args", "message"),
     [
         (["--variants", "mdm,bogus"], "unknown variant 'bogus'"),
-        (["--task", "chess"], "unknown task 'chess'"),
+        (["--task", "chess"], "--task must be one of sudoku, countdown; got 'chess'"),
         (["--latent-tokens", "0,-1"], "--latent-tokens: -1 must be ≥ 0"),
         (["--latent-tokens", "two"], "--latent-tokens: 'two' is not an integer"),
         (["--windows", "0"], "--windows: 0 must be ≥ 1"),
         (["--latent-tokens", "99"], "n=99 latent tokens exceeds the 16 masked positions"),
         (["--windows", "40"], "window w=40 exceeds the answer length 17"),
-        (["--selection", "best"], "unknown selection 'best'"),
+        (["--selection", "best"], "--selection must be one of random, confidence; got 'best'"),
         (["--k", "0"], "k (tokens per step) must be at least 1, got 0"),
         (["--preset", "huge"], "--preset must be one of cpu, paper; got 'huge'"),
+        (["--dtype", "int8"], "--dtype must be one of"),
     ],
 )
 def test_bad_settings_are_one_line_errors(darm, tmp_path, args, message):

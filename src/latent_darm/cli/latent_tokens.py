@@ -3,15 +3,30 @@ puzzles with one budget, sweep the number of latent tokens, write results JSONL,
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import typer
 
 from latent_darm.cli.app import app
-from latent_darm.cli.common import console, parse_dtype, resolve_device
+from latent_darm.cli.choices import DEVICE_HELP, Dtype, complete_device
+from latent_darm.cli.common import console, parse_dtype, resolve_device, resolve_dtype
 from latent_darm.errors import ConfigError
 
-PRESETS = ("cpu", "paper")
+
+class Task(StrEnum):
+    sudoku = "sudoku"
+    countdown = "countdown"
+
+
+class Preset(StrEnum):
+    cpu = "cpu"
+    paper = "paper"
+
+
+class Selection(StrEnum):
+    random = "random"
+    confidence = "confidence"
 
 
 def parse_knobs(text: str | None, name: str, minimum: int) -> tuple[int | None, ...] | None:
@@ -36,16 +51,22 @@ def parse_knobs(text: str | None, name: str, minimum: int) -> tuple[int | None, 
 
 @app.command("latent-tokens")
 def latent_tokens_command(
-    task: str = typer.Option("sudoku", help="Puzzle task: sudoku or countdown."),
+    task: Task = typer.Option(Task.sudoku, case_sensitive=False, help="Puzzle task."),
     size: int | None = typer.Option(None, help="Sudoku side (4, 6, 9) or the count of Countdown numbers."),
     difficulty: int | None = typer.Option(
         None, help="Sudoku: number of givens (fewer = harder); Countdown: largest number."
     ),
     seed: int = typer.Option(0, help="Seed of the puzzles, the models and decoding."),
     out: Path | None = typer.Option(None, help="Output directory (default ./darm-latent-tokens-<task>-seed<SEED>)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 …"),
-    dtype: str = typer.Option("float32", help="Model dtype for evaluation (training autocasts to it on GPU)."),
-    preset: str = typer.Option("cpu", help="cpu (minutes on a laptop) or paper (6 layers × 512, batch 512, EMA)."),
+    device: str = typer.Option("auto", help=DEVICE_HELP, autocompletion=complete_device),
+    dtype: Dtype = typer.Option(
+        Dtype.auto,
+        case_sensitive=False,
+        help="Evaluation dtype (training autocasts to it on a GPU); auto: float32 on CPU, bfloat16 on a GPU.",
+    ),
+    preset: Preset = typer.Option(
+        Preset.cpu, case_sensitive=False, help="cpu (a laptop) or paper (6 layers × 512, batch 512, EMA 0.9999)."
+    ),
     quick: bool = typer.Option(False, "--quick", help="A tiny run in seconds (its models learn little; for tests)."),
     variants: str = typer.Option(
         "mdm,sidm,scdm,ar,ar-mtp", help="Comma-separated variants: mdm sidm scdm ar ar-mtp, and the ar-ntp control."
@@ -55,7 +76,9 @@ def latent_tokens_command(
     ),
     windows: str | None = typer.Option(None, help="AR+MTP's w values, e.g. 1,2,4,all (default 1, 2, 4, … and all)."),
     k: int = typer.Option(1, "--k", help="Answer tokens committed per diffusion step."),
-    selection: str = typer.Option("random", help="random (uniform order) or confidence (top of 8 candidates)."),
+    selection: Selection = typer.Option(
+        Selection.random, case_sensitive=False, help="random (uniform order) or confidence (top of 8 candidates)."
+    ),
     steps: int | None = typer.Option(None, help="Training steps per variant (overrides the preset)."),
     test_file: Path | None = typer.Option(
         None, help="Evaluate on these puzzles (JSONL with 'puzzle', optional 'solution') instead of the test split."
@@ -77,22 +100,20 @@ def latent_tokens_command(
     from latent_darm.latent_tokens.sweep import RESULTS_FILE, RunSettings, run
     from latent_darm.latent_tokens.tasks import check_task, load_puzzle_file
 
-    if preset not in PRESETS:
-        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}; got {preset!r}")
-    check_task(task)
-    base = run_settings(task=task, size=size, difficulty=difficulty, seed=seed, quick=quick, preset=preset)
+    task_name = check_task(str(task))
+    base = run_settings(task=task_name, size=size, difficulty=difficulty, seed=seed, quick=quick, preset=str(preset))
     settings = RunSettings(
         world=base.world,
         train=base.train if steps is None else replace(base.train, steps=steps),
         variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
         latent_values=parse_knobs(latent, "--latent-tokens", 0),
         windows=parse_knobs(windows, "--windows", 1),
-        decode=DecodeSettings(k=k, selection=selection),
+        decode=DecodeSettings(k=k, selection=str(selection)),
         eval_batch=base.eval_batch,
     )
     device = resolve_device(device)
-    torch_dtype = parse_dtype(dtype)
-    out_dir = out if out is not None else Path(f"darm-latent-tokens-{task}-seed{seed}{'-quick' if quick else ''}")
+    torch_dtype = parse_dtype(resolve_dtype(dtype, device))
+    out_dir = out if out is not None else Path(f"darm-latent-tokens-{task_name}-seed{seed}{'-quick' if quick else ''}")
     test = load_puzzle_file(test_file, settings.world) if test_file is not None else None
 
     def log(message: str) -> None:
@@ -112,7 +133,8 @@ def latent_tokens_command(
     atomic_write_json(
         out_dir / "run.json",
         {"settings": settings.to_dict(), "seconds": outcome.seconds, "device": device, "dtype": dtype,
-         "world_cache": str(outcome.world_dir), "reused_models": outcome.reused_models},
+         "dtype_resolved": str(torch_dtype).removeprefix("torch."), "world_cache": str(outcome.world_dir),
+         "reused_models": outcome.reused_models},
     )  # fmt: skip
     typer.echo(markdown_table(outcome.records))
     phases = ", ".join(f"{phase} {sec:.0f} s" for phase, sec in outcome.seconds.items())

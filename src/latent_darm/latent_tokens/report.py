@@ -7,11 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
+from latent_darm.figures import agg_figure
 from latent_darm.io import atomic_write_text
 
 TABLE_FILE = "results.md"
@@ -76,7 +72,8 @@ def _points(ax, rows: list[dict[str, Any]], xs: list[float], variant: str) -> No
 def latent_figure(records: list[dict[str, Any]], path: Path, title: str) -> None:
     """Left: diffusion — SCDM against n, SIDM at n = 0 and MDM at n = all. Right: autoregressive — AR+MTP against
     the window w, AR-NTP at w = all, AR (no latent tokens) as a dashed line."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    fig = agg_figure("darm latent-tokens figures", figsize=(11, 4.5))
+    left, right = fig.subplots(1, 2, sharey=True)
     for variant in ("scdm", "sidm", "mdm"):
         rows = _series(records, variant)
         if rows:
@@ -112,11 +109,11 @@ def latent_figure(records: list[dict[str, Any]], path: Path, title: str) -> None
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def seconds_figure(records: list[dict[str, Any]], path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig = agg_figure("darm latent-tokens figures", figsize=(7.5, 4.5))
+    ax = fig.subplots()
     for variant in ("scdm", "ar-mtp", "sidm", "mdm", "ar", "ar-ntp"):
         rows = sorted((r for r in records if r["variant"] == variant), key=lambda r: r["seconds_per_puzzle"])
         if not rows:
@@ -137,7 +134,6 @@ def seconds_figure(records: list[dict[str, Any]], path: Path, title: str) -> Non
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def write_report(records: list[dict[str, Any]], out_dir: Path, title: str) -> list[Path]:

@@ -22,11 +22,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from latent_darm.errors import ConfigError
 from latent_darm.evaluation.report import wilson_interval
@@ -44,6 +42,10 @@ from latent_darm.latent_tokens.tasks import (
 )
 from latent_darm.latent_tokens.tokenizer import puzzle_tokenizer
 from latent_darm.latent_tokens.train import TrainSettings, is_trained, train_variant
+from latent_darm.progress import progress_bar
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 RESULTS_FILE = "results.jsonl"
 ALL = "all"
@@ -126,14 +128,7 @@ def default_cache_dir() -> Path:
 
 
 def _bar(progress: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not progress,
-    )
+    return progress_bar(progress)
 
 
 @contextmanager
