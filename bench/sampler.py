@@ -14,6 +14,12 @@ hits every mode alike. On CUDA everything runs in this process and the allocator
     python bench/sampler.py --quick              # tiny model, gen 32: a smoke run of a few seconds
     python bench/sampler.py --planner DIR        # a trained LLaDA-layout checkpoint instead of random weights
     python bench/sampler.py --device cuda --dtype bfloat16 --shape 8b   # the LLaDA-8B shape, random bf16 weights
+    python bench/sampler.py --family dream       # a random Dream-shaped model: official loop, exact, τ, prefix cache
+    python bench/sampler.py --modes exact dual --baseline-src /tmp/old/src   # before/after a change, interleaved
+
+``--baseline-src DIR`` adds a "(before)" copy of every selected mode (but the naive loop) that runs the
+``latent_darm`` package found in DIR (e.g. ``git archive main src | tar -x -C /tmp/old``) in its own worker, so
+old and new code are measured in one run under the same load.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -43,8 +49,11 @@ from rich.table import Table
 
 from latent_darm.models.llada.configuration import LLaDAConfig
 from latent_darm.models.llada.modeling import LLaDAModelLM
-from latent_darm.sampling import SamplerConfig, SpecialIds, generate_exact, generate_fast
+from latent_darm.sampling import SamplerConfig, SpecialIds, diffusion_generate
 from latent_darm.sampling.config import CacheMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sampler_dream
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,6 +95,8 @@ class Mode:
     threshold: float | None = None
     cache: CacheMode = "none"
     naive: bool = False
+    key: str = ""
+    baseline: str | None = None  # a source directory whose latent_darm package runs this mode instead
 
     def sampler_config(self, gen_length: int, block_length: int) -> SamplerConfig:
         return SamplerConfig(
@@ -97,16 +108,31 @@ class Mode:
         )
 
 
-def benchmark_modes(threshold: float) -> list[Mode]:
-    return [
-        Mode("naive loop", naive=True),
-        Mode("exact"),
-        Mode(f"τ {threshold:g}", threshold=threshold),
-        Mode("prefix", cache="prefix"),
-        Mode(f"prefix + τ {threshold:g}", threshold=threshold, cache="prefix"),
-        Mode("dual", cache="dual"),
-        Mode(f"dual + τ {threshold:g}", threshold=threshold, cache="dual"),
+MODE_KEYS = ("naive", "exact", "threshold", "prefix", "prefix+threshold", "dual", "dual+threshold")
+DREAM_MODE_KEYS = ("naive", "exact", "threshold", "prefix", "prefix+threshold")  # no blocks, so no dual cache
+
+
+def benchmark_modes(
+    threshold: float, keys: Sequence[str] = MODE_KEYS, baseline: str | None = None, family: str = "llada"
+) -> list[Mode]:
+    if family == "dream":
+        keys = [key for key in keys if key in DREAM_MODE_KEYS]
+    modes = [
+        Mode("naive loop", naive=True, key="naive"),
+        Mode("exact", key="exact"),
+        Mode(f"τ {threshold:g}", threshold=threshold, key="threshold"),
+        Mode("prefix", cache="prefix", key="prefix"),
+        Mode(f"prefix + τ {threshold:g}", threshold=threshold, cache="prefix", key="prefix+threshold"),
+        Mode("dual", cache="dual", key="dual"),
+        Mode(f"dual + τ {threshold:g}", threshold=threshold, cache="dual", key="dual+threshold"),
     ]
+    chosen = [mode for mode in modes if mode.key in keys]
+    if baseline is not None:
+        before = [replace(m, name=f"{m.name} (before)", baseline=baseline) for m in chosen if not m.naive]
+        chosen = [m for pair in zip(before, [m for m in chosen if not m.naive], strict=True) for m in pair] + [
+            m for m in chosen if m.naive
+        ]
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -123,6 +149,7 @@ class WorkloadSpec:
     init_std: float | None
     prompts_file: str | None
     threads: int | None
+    family: str = "llada"
 
 
 @dataclass
@@ -169,6 +196,8 @@ def random_std(spec: WorkloadSpec, config: LLaDAConfig) -> float:
 
 def describe(spec: WorkloadSpec) -> dict[str, Any]:
     """The workload's model, for the report, without materialising any weights."""
+    if spec.family == "dream":
+        return sampler_dream.describe(spec.shape, spec.init_std)
     if spec.planner is not None:
         config = LLaDAConfig.from_json_file(Path(spec.planner) / "config.json")
         source: dict[str, Any] = {"source": spec.planner}
@@ -187,6 +216,13 @@ def build_workload(spec: WorkloadSpec) -> Workload:
     device, dtype = torch.device(spec.device), getattr(torch, spec.dtype)
     if spec.planner is not None:
         return _planner_workload(spec, device, dtype)
+    if spec.family == "dream":
+        dream = sampler_dream.random_model(spec.shape, device, dtype, spec.seed, spec.init_std)
+        dream_ids = sampler_dream.special_ids(dream)
+        generator = torch.Generator().manual_seed(spec.seed + 1)
+        low = min(dream_ids.mask, dream_ids.eos)
+        prompts = torch.randint(0, low, (spec.max_batch, spec.prompt_length), generator=generator)
+        return Workload(dream, prompts.to(device), None, dream_ids, describe(spec))
     config = random_config(spec.shape)
     model = random_model(config, device, dtype, spec.seed, random_std(spec, config))
     ids = SpecialIds(mask=config.mask_token_id, eos=config.eos_token_id)
@@ -321,14 +357,21 @@ def measure(workload: Workload, mode: Mode, gen_length: int, block_length: int, 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     _synchronize(device)
     cpu_start, started = time.process_time(), time.perf_counter()
-    if mode.naive:
+    dream = workload.info.get("family") == "dream"
+    if mode.naive and dream:
+        generated, nfe = sampler_dream.run_naive(workload.model, workload.prompts[:batch], gen_length, workload.ids)
+        row_nfe = nfe / batch
+    elif dream:
+        config = sampler_dream.sampler_config(gen_length, mode.threshold, mode.cache)
+        out = sampler_dream.sample(workload.model, workload.prompts[:batch], None, config, workload.ids)
+        generated, nfe, row_nfe = out.generated, out.nfe, float(out.row_nfe.float().mean())
+    elif mode.naive:
         generated, nfe = run_naive(workload, gen_length, block_length, batch)
         row_nfe = nfe / batch
     else:
         config = mode.sampler_config(gen_length, block_length)
-        sampler = generate_exact if config.is_exact else generate_fast
         mask = None if workload.attention_mask is None else workload.attention_mask[:batch]
-        out = sampler(workload.model, workload.prompts[:batch], mask, config, workload.ids)
+        out = diffusion_generate(workload.model, workload.prompts[:batch], mask, config, workload.ids)
         generated, nfe, row_nfe = out.generated, out.nfe, float(out.row_nfe.float().mean())
     _synchronize(device)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_start
@@ -363,6 +406,8 @@ class InProcessRunner:
 def _worker_main(spec: WorkloadSpec, mode: Mode, args: tuple[int, int, int], conn: Connection) -> None:
     """Body of a worker process: build the workload, then answer each ``True`` with one measurement."""
     try:
+        if mode.baseline is not None:
+            _use_baseline(mode.baseline)
         workload = build_workload(spec)
         warm_up(workload, args[1])
         conn.send({"ready": True})
@@ -372,6 +417,22 @@ def _worker_main(spec: WorkloadSpec, mode: Mode, args: tuple[int, int, int], con
         conn.send({"error": traceback.format_exc()})
     finally:
         conn.close()
+
+
+def _use_baseline(source: str) -> None:
+    """Swap this worker's ``latent_darm`` for the one in ``source`` and rebind the names this module uses."""
+    for name in [name for name in sys.modules if name == "latent_darm" or name.startswith("latent_darm.")]:
+        del sys.modules[name]
+    sys.path.insert(0, source)
+    import latent_darm.models.llada.configuration as configuration
+    import latent_darm.models.llada.modeling as modeling
+    import latent_darm.sampling as sampling
+
+    assert Path(sampling.__file__).resolve().is_relative_to(Path(source).resolve()), sampling.__file__
+    names = globals()
+    names.update(LLaDAConfig=configuration.LLaDAConfig, LLaDAModelLM=modeling.LLaDAModelLM)
+    names.update(SamplerConfig=sampling.SamplerConfig, SpecialIds=sampling.SpecialIds)
+    names.update(diffusion_generate=sampling.diffusion_generate)
 
 
 class WorkerRunner:
@@ -525,10 +586,10 @@ def build_table(rows: Sequence[Row], threshold: float) -> tuple[Table, list[dict
         groups.setdefault((row.gen_length, row.batch), []).append(row)
     for (gen_length, batch), group in groups.items():
         by_name = {row.mode.name: row for row in group}
-        naive = next(row for row in group if row.mode.naive)
-        exact = by_name["exact"]
+        naive = next((row for row in group if row.mode.naive), None)
+        exact = by_name.get("exact", group[0])
         for row in group:
-            speedup = naive.best_seconds / row.best_seconds
+            speedup = math.nan if naive is None else naive.best_seconds / row.best_seconds
             agree = agreement(row.tokens, exact.tokens)
             table.add_row(
                 str(gen_length),
@@ -565,6 +626,17 @@ def build_table(rows: Sequence[Row], threshold: float) -> tuple[Table, list[dict
                     "deterministic_across_repeats": row.deterministic,
                 }
             )
+        for row in group:
+            before = by_name.get(f"{row.mode.name} (before)")
+            if before is not None:
+                same = "same tokens" if torch.equal(before.tokens, row.tokens) else "DIFFERENT tokens"
+                checks.append(
+                    f"gen {gen_length} batch {batch}: {row.mode.name} now vs before: "
+                    f"{before.best_seconds / row.best_seconds:.2f}× as fast, {same}, "
+                    f"row NFE {row.runs[0].row_nfe:.1f} vs {before.runs[0].row_nfe:.1f}"
+                )
+        if naive is None or "exact" not in by_name:
+            continue
         equal = torch.equal(exact.tokens, naive.tokens)
         mismatches = int((exact.tokens != naive.tokens).sum())
         checks.append(
@@ -614,7 +686,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="do not repeat a configuration whose first run took longer than this",
     )
     parser.add_argument("--quick", action="store_true", help="tiny model and gen 32: a smoke run")
-    parser.add_argument("--shape", choices=sorted(SHAPES), default=None, help="random-model shape (default small)")
+    parser.add_argument("--family", choices=["llada", "dream"], default="llada", help="random model's family")
+    parser.add_argument(
+        "--shape",
+        choices=sorted({*SHAPES, *sampler_dream.SHAPES}),
+        default=None,
+        help="random-model shape (default small; 8b is LLaDA's, 7b Dream's)",
+    )
+    parser.add_argument("--modes", nargs="+", choices=MODE_KEYS, default=list(MODE_KEYS), help="modes to run")
+    parser.add_argument("--baseline-src", default=None, help="also run each mode with the latent_darm found here")
     parser.add_argument("--planner", default=None, help="a LLaDA-layout checkpoint directory instead of random weights")
     parser.add_argument("--prompts-file", default=None, help="JSONL with a 'prompt' per line (with --planner)")
     parser.add_argument("--device", default="cpu")
@@ -624,12 +704,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
+    if args.baseline_src is not None and args.device != "cpu":
+        parser.error("--baseline-src needs worker processes, i.e. --device cpu")
     if args.gen_lengths is None:
         args.gen_lengths = [32] if args.quick else [64, 256]
     if args.shape is None:
         args.shape = "tiny" if args.quick else "small"
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
+    shapes = sampler_dream.SHAPES if args.family == "dream" else SHAPES
+    if args.shape not in shapes:
+        parser.error(f"--shape {args.shape} is not a {args.family} shape; choose from {', '.join(sorted(shapes))}")
     return args
 
 
@@ -668,8 +753,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         init_std=args.init_std,
         prompts_file=args.prompts_file,
         threads=args.threads,
+        family=args.family,
     )
-    modes = benchmark_modes(args.threshold)
+    modes = benchmark_modes(args.threshold, args.modes, args.baseline_src, args.family)
     shared: Workload | None = None
     if device.type == "cuda":
         shared = build_workload(spec)
