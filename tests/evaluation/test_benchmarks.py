@@ -288,7 +288,9 @@ def test_paper_protocol_picks_the_same_200_as_the_authors_datasets_shuffle(tmp_p
 
 def test_training_sources_are_train_splits_only(tmp_path, monkeypatch):
     write_jsonl(tmp_path / "gsm8k" / "test.jsonl", [{"question": "test q", "answer": "#### 1"}])
-    with pytest.raises(DataError, match=r"gsm8k/train.jsonl: no train split of benchmark 'gsm8k'"):
+    with pytest.raises(
+        DataError, match=r"gsm8k/train.jsonl: file not found; benchmark 'gsm8k' has no local train split"
+    ):
         load_training_split("gsm8k", data_dir=tmp_path)
     write_jsonl(tmp_path / "gsm8k" / "train.jsonl", [{"question": "train q", "answer": "#### 2"}])
     assert [e.question for e in load_training_split("gsm8k", data_dir=tmp_path)] == ["train q"]

@@ -146,12 +146,14 @@ def load_training_split(name: str, *, data_dir: Path | str | None = None) -> lis
     root = resolve_data_dir(data_dir)
     if root is not None:
         path = root / (spec.folder or spec.name) / TRAIN_FILE
-        if not path.is_file():
-            hub = (
-                f"; without a data directory its hub train split ({spec.hf_id}) is used" if spec.hf_train_splits else ""
-            )
-            raise DataError(f"{path}: no train split of benchmark {name!r} (only the test split is local){hub}")
-        return _load_local(spec, path)
+        if path.is_file():
+            return _load_local(spec, path)
+        if not spec.hf_train_splits:
+            raise DataError(refusal)
+        raise DataError(
+            f"{path}: file not found; benchmark {name!r} has no local train split (without a data directory, the "
+            f"train split of {spec.hf_id} is used)"
+        )
     if not spec.hf_train_splits:
         raise DataError(refusal)
     return _load_hub(spec, spec.hf_train_splits)
