@@ -28,7 +28,8 @@ from tests.evaluation.test_report import assert_png
 from tests.evaluation.test_runner import FakePipeline, Killed, make_examples, number_in
 
 TEXT_SPEC = build_spec(pipeline="text", planner="llada", executor="llama", gen_length=64)
-LATENT_SPEC = build_spec(pipeline="latent", planner="llada", executor="llama", projector="proj", gen_length=64)
+# build_spec reads a latent run's settings from its projector directory; this fake run has none.
+LATENT_SPEC = {**TEXT_SPEC, "kind": "latent", "projector": "proj"}
 FIXED_BY = {PLANNER_SWAP: {0, 3}, EXECUTOR_SWAP: {3, 6}}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from latent_darm.bridge.projector import Projector
+from latent_darm.bridge.projector import Projector, planner_role_for_projector
 from latent_darm.cli.app import app
 from latent_darm.cli.common import console, parse_dtype, resolve_device
 from latent_darm.errors import ConfigError, DataError
@@ -28,6 +28,7 @@ from latent_darm.evaluation.runner import (
 )
 from latent_darm.pipelines.prompts import load_templates
 from latent_darm.sampling import SamplerConfig
+from latent_darm.sampling.config import SAMPLER_KEYS
 
 PIPELINES = ("arm", "ddlm", "text", "latent")
 WRITER_KINDS = ("ddlm", "arm")
@@ -51,6 +52,17 @@ def diffusion_role(
         "threshold": threshold,
         "cache": cache,
     }
+
+
+def latent_planner_role(
+    model: str, projector: str, explicit: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The latent planner's settings: those given explicitly, the rest as the projector was trained with (checked
+    now), and the explicit ones that differ from its training."""
+    given = {"kind": "ddlm", "model": model, **{k: v for k, v in explicit.items() if v is not None}}
+    role, differs = planner_role_for_projector(given, Projector.stored_config(projector))
+    SamplerConfig(**{k: role[k] for k in SAMPLER_KEYS if role.get(k) is not None})
+    return role, differs
 
 
 def autoregressive_role(model: str, max_new_tokens: int, repetition_penalty: float) -> dict[str, Any]:
@@ -77,9 +89,10 @@ def build_spec(
     executor_kind: str | None = None,
     gen_length: int | None = None,
     steps: int | None = None,
-    block_length: int = 32,
+    block_length: int | None = None,
     threshold: float | None = None,
-    cache: str = "none",
+    cache: str | None = None,
+    denoise_fraction: float | None = None,
     max_new_tokens: int | None = None,
     repetition_penalty: float = 1.0,
     chain_of_thought: bool = False,
@@ -87,7 +100,9 @@ def build_spec(
     prompts: str | None = None,
     dtype: str = "bfloat16",
 ) -> dict[str, Any]:
-    """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError."""
+    """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError.
+    Sampler options left as None mean: for the latent planner, what the projector was trained with; elsewhere the
+    defaults (blocks of 32, no cache, steps = gen-length)."""
     if pipeline not in PIPELINES:
         raise ConfigError(f"--pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
     for name, value in (("planner-kind", planner_kind), ("executor-kind", executor_kind)):
@@ -96,21 +111,22 @@ def build_spec(
     if pipeline != "text":
         _unused(pipeline, planner_kind=planner_kind, executor_kind=executor_kind)
     if pipeline != "latent":
-        _unused(pipeline, projector=projector, latent_noise=latent_noise)
+        _unused(pipeline, projector=projector, latent_noise=latent_noise, denoise_fraction=denoise_fraction)
     if pipeline in ("text", "latent"):
         _unused(pipeline, chain_of_thought=chain_of_thought)
     if latent_noise < 0:
         raise ConfigError(f"--latent-noise must be >= 0, got {latent_noise}")
+    given_block = block_length
+    sampler_differs: dict[str, Any] = {}
 
     def diffusion(model: str, length: int, block: int) -> dict[str, Any]:
-        return diffusion_role(model, length, steps or length, block, threshold, cache)
+        return diffusion_role(model, length, steps or length, block, threshold, cache or "none")
 
     def autoregressive(model: str, budget: int) -> dict[str, Any]:
         return autoregressive_role(model, budget, repetition_penalty)
 
-    if gen_length is None and pipeline == "latent" and projector:
-        gen_length = Projector.stored_config(projector).plan_length  # the plan length it was trained on
     plan_length = gen_length or DEFAULT_GEN_LENGTH.get(pipeline, 256)
+    block_length = block_length or 32
     budget_key = "cot" if chain_of_thought else pipeline
     answer_budget = max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(budget_key, 32)
     roles: dict[str, dict[str, Any] | None]
@@ -127,11 +143,17 @@ def build_spec(
         executor_model = _need(executor, "executor", pipeline)
         planner_kind, executor_kind = planner_kind or "ddlm", executor_kind or "arm"
         if pipeline == "latent":
-            _need(projector, "projector", pipeline)
+            explicit = dict(gen_length=gen_length, steps=steps, block_length=given_block, threshold=threshold)
+            explicit |= dict(cache=cache, denoise_fraction=denoise_fraction)
+            planner_role, sampler_differs = latent_planner_role(
+                planner_model, _need(projector, "projector", pipeline), explicit
+            )
+        elif planner_kind == "ddlm":
+            planner_role = diffusion(planner_model, plan_length, block_length)
+        else:
+            planner_role = autoregressive(planner_model, plan_length)
         roles = {
-            "planner": diffusion(planner_model, plan_length, block_length)
-            if planner_kind == "ddlm"
-            else autoregressive(planner_model, plan_length),
+            "planner": planner_role,
             # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
             "executor": diffusion(
                 executor_model, answer_budget, block_length if answer_budget % block_length == 0 else answer_budget
@@ -144,6 +166,7 @@ def build_spec(
     return {
         "kind": pipeline,
         **roles,
+        **({"sampler_differs_from_training": sampler_differs} if sampler_differs else {}),
         "projector": projector,
         "chain_of_thought": chain_of_thought,
         "latent_noise": latent_noise,
@@ -205,10 +228,17 @@ def eval_command(
     out: Path = typer.Option(..., help="Results directory (created; rerun the same command to resume)."),
     batch_size: int = typer.Option(8, help="Questions per pipeline call."),
     gen_length: int = typer.Option(None, help="Plan length (default: latent, the projector's; text / ddlm 256)."),
-    steps: int = typer.Option(None, help="Denoising steps (default: gen-length, one token per step)."),
-    block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
+    steps: int = typer.Option(
+        None, help="Denoising steps (default: latent, the projector's training setting; else gen-length)."
+    ),
+    block_length: int = typer.Option(
+        None, help="Semi-autoregressive block length (default: latent, the projector's training setting; else 32)."
+    ),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
-    cache: str = typer.Option("none", help="Fast mode: none | prefix | dual block KV cache."),
+    cache: str = typer.Option(None, help="Fast mode: none | prefix | dual block KV cache (default none)."),
+    denoise_fraction: float = typer.Option(
+        None, help="Take plan latents after this share of the denoising steps (latent; default: as trained, else 1)."
+    ),
     max_new_tokens: int = typer.Option(None, help="Answer budget (default 16 latent, 32 direct, 1024 CoT)."),
     repetition_penalty: float = typer.Option(1.0, help="Autoregressive decoding repetition penalty."),
     chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first."),
@@ -232,6 +262,7 @@ def eval_command(
         block_length=block_length,
         threshold=threshold,
         cache=cache,
+        denoise_fraction=denoise_fraction,
         max_new_tokens=max_new_tokens,
         repetition_penalty=repetition_penalty,
         chain_of_thought=chain_of_thought,

@@ -302,6 +302,7 @@ def train_projector_command(
         plan_length=gen_length,
         latent_layer=latent_layer,
         placement=placement,
+        planner_sampler=sampler.to_dict(),
     )
     provenance: dict[str, Any] = {
         "planner": planner,

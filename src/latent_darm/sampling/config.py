@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from latent_darm.errors import ConfigError
@@ -83,3 +83,7 @@ class SamplerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# Every setting a pipeline role may carry (the latent layer belongs to the projector, not the role).
+SAMPLER_KEYS = tuple(f.name for f in fields(SamplerConfig) if f.name != "hidden_layer")

@@ -163,6 +163,7 @@ def train_demo_projector(artifacts: WorldArtifacts, settings: DemoSettings, *, p
         hidden_dim=settings.projector_hidden,
         plan_length=sampler.gen_length,
         latent_layer=LATENT_LAYER,
+        planner_sampler=sampler.to_dict(),
     )
     provenance = {"world": artifacts.config.fingerprint(), "sampler": sampler.to_dict(), "data": "toy train split"}
     summary = train_projector(

@@ -393,7 +393,8 @@ def run_identity(
     spec = json.dumps(cache.spec, sort_keys=True)
     return {
         "training": run_identity_settings(config),
-        "projector": {k: v for k, v in projector.config.to_dict().items() if k != "training"},
+        # The sampler settings are part of the latents' identity already (an earlier run did not record them here).
+        "projector": {k: v for k, v in projector.config.to_dict().items() if k not in ("training", "planner_sampler")},
         "latents": hashlib.sha256(spec.encode()).hexdigest()[:16],
         "train": _fingerprint(train),
         "held_out": _fingerprint(held_out),
