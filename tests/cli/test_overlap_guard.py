@@ -85,7 +85,7 @@ def test_paper_preset_without_a_data_dir_does_not_train_on_the_dart_pool(darm, t
 
 def test_no_overlap_check_is_explicit_and_recorded(darm, tmp_path, pairs, monkeypatch, llada_dir, executor_dir):
     fake_hub(monkeypatch, {})
-    code, out, err = darm(
+    code, _, err = darm(
         "train-projector", "--planner", llada_dir, "--executor", executor_dir, "--out", tmp_path / "out",
         "--data", pairs, "--no-overlap-check", "--gen-length", "8", "--block-length", "8", "--hidden-dim", "8",
         "--max-steps", "1", "--held-out-per-source", "0", "--dtype", "float32", "--device", "cpu", "--no-progress",
