@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -38,7 +39,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from latent_darm.bridge.projector import Projector
 from latent_darm.bridge.splice import position_ids_from_mask, splice
-from latent_darm.errors import ConfigError, DataError
+from latent_darm.errors import CheckpointError, ConfigError, DataError
 from latent_darm.evaluation.grading import grade
 from latent_darm.evaluation.runner import first_difference
 from latent_darm.io import atomic_write_json, atomic_write_text
@@ -48,6 +49,8 @@ from latent_darm.pipelines.latent import add_latent_noise
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.training.data import TrainingExample
 from latent_darm.training.latent_cache import LatentCache
+
+logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 RUN_FILE = "run.json"
@@ -448,10 +451,25 @@ def _step_of(path: Path) -> int:
     return int(path.name.removeprefix("step-"))
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    """The complete checkpoint with the most steps (a checkpoint is complete once its state file exists)."""
-    done = [p.parent for p in (out / CHECKPOINTS_DIR).glob(f"step-*/{STATE_FILE}")]
-    return max(done, key=_step_of, default=None)
+def load_latest_good_checkpoint(accelerator: Accelerator, out: Path, strict: bool) -> tuple[Path, TrainerState] | None:
+    """Load the newest checkpoint that reads back whole; a damaged one (a truncated file, say: a full disk, a copy
+    cut short) is skipped with a warning for the one before it. None when there is no checkpoint; an error when
+    every checkpoint is damaged (starting afresh silently would hide the damage)."""
+    complete = sorted((p.parent for p in (out / CHECKPOINTS_DIR).glob(f"step-*/{STATE_FILE}")), key=_step_of)
+    reasons = []
+    for path in reversed(complete):
+        try:
+            state = TrainerState.read(path / STATE_FILE)
+            accelerator.load_state(str(path), strict=strict)
+        except Exception as exc:  # torch, safetensors, pickle and JSON each raise their own types for a bad file
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            reasons.append(f"{path.name}: {reason}")
+            logger.warning("checkpoint %s is unreadable (%s); falling back to the previous one", path, reason)
+            continue
+        return path, state
+    if reasons:
+        raise CheckpointError(f"{out / CHECKPOINTS_DIR}: no readable checkpoint ({'; '.join(reasons)})")
+    return None
 
 
 def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainerState, keep: int) -> None:
@@ -626,10 +644,10 @@ class ProjectorTrainer:
         self.adapter = None if lora is None else accelerator.unwrap_model(self.executor_model)
         self.params = [p for m in self.trainables for p in m.parameters() if p.requires_grad]
         self.state = TrainerState()
-        self.latest = latest_checkpoint(out)
-        if self.latest is not None:
-            accelerator.load_state(str(self.latest), strict=lora is None)
-            self.state = TrainerState.read(self.latest / STATE_FILE)
+        loaded = load_latest_good_checkpoint(accelerator, out, strict=lora is None)
+        self.latest = None if loaded is None else loaded[0]
+        if loaded is not None:
+            self.state = loaded[1]
         self.window = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # loss sum, micro-batches
 
     def step(self, batch: dict[str, torch.Tensor], epoch: int) -> torch.Tensor:
