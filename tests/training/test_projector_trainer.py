@@ -30,10 +30,12 @@ from latent_darm.training.data import TrainingExample, example_id, format_target
 from latent_darm.training.latent_cache import LatentCache
 from latent_darm.training.projector_trainer import (
     IGNORE_INDEX,
+    ProjectorTrainer,
     ProjectorTrainingConfig,
     answer_loss,
     build_batch,
     encode_examples,
+    make_accelerator,
     train_projector,
 )
 
@@ -428,3 +430,18 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, 
     fresh_accelerate_state_between_processes()
     with pytest.raises(CheckpointError, match="no readable checkpoint"):
         run(tmp_path / "cut")
+
+
+@pytest.mark.parametrize("decay_all", [False, True])
+def test_weight_decay_spares_biases_and_norms_as_the_authors_trainer_did(tmp_path, task, reader, decay_all):
+    train, held_out, cache = task
+    projector = _projector(reader)
+    config = ProjectorTrainingConfig(weight_decay=0.1, decay_biases_and_norms=decay_all, **QUICK)
+    trainer = ProjectorTrainer(
+        projector, reader, cache, train[:4], held_out[:2], tmp_path, config, TEMPLATES, make_accelerator(config), {}
+    )
+    decay = {id(p): group["weight_decay"] for group in trainer.optimizer.param_groups for p in group["params"]}
+    names = {name: decay[id(p)] for name, p in projector.named_parameters()}
+    assert names == {name: 0.1 if (p.dim() == 2 or decay_all) else 0.0 for name, p in projector.named_parameters()}
+    assert sorted(n for n, d in names.items() if d == 0.0) == ([] if decay_all else ["layers.0.bias", "layers.2.bias",
+                                                                                     "layers.3.weight"])  # fmt: skip

@@ -73,10 +73,13 @@ COSMETIC = frozenset({"eval_batch_size", "log_every", "keep_checkpoints"})
 class ProjectorTrainingConfig:
     """Stage-2 settings; defaults are the paper's. The effective batch is ``batch_size`` (per process and
     micro-step) × ``grad_accum`` × processes. ``latent_noise`` > 0 is the noised-latents control (Gaussian noise
-    relative to the latents' RMS, also applied in validation). LoRA on the executor is an ablation, off by default."""
+    relative to the latents' RMS, also applied in validation). LoRA on the executor is an ablation, off by default.
+    Weight decay applies to the projector's matrices only, as in the authors' Hugging Face ``Trainer`` (which exempts
+    biases and norm weights); ``decay_biases_and_norms`` decays them too."""
 
     lr: float = 3e-4
     weight_decay: float = 1e-3
+    decay_biases_and_norms: bool = False
     warmup_steps: int = 300
     epochs: int = 3
     batch_size: int = 8
@@ -617,7 +620,12 @@ class ProjectorTrainer:
         freeze(executor.model)
         executor.model.to(accelerator.device)
         lora = add_lora(executor, config) if config.lora else None
-        groups = [{"params": list(projector.parameters()), "lr": config.lr}]
+        # Matrices decay; biases and norm scales (1-D) do not unless asked, as in the authors' Trainer.
+        exempt = [p for p in projector.parameters() if p.dim() < 2 and not config.decay_biases_and_norms]
+        decayed = [p for p in projector.parameters() if all(p is not q for q in exempt)]
+        groups: list[dict[str, Any]] = [{"params": decayed, "lr": config.lr}]
+        if exempt:
+            groups.append({"params": exempt, "lr": config.lr, "weight_decay": 0.0})
         if lora is not None:
             groups.append({"params": [p for p in lora.parameters() if p.requires_grad], "lr": config.lora_lr})
         optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
