@@ -107,3 +107,25 @@ def test_solve_and_eval_with_a_plan_length_8_projector_need_no_block_length(
 def test_an_old_projector_config_still_loads():
     config = ProjectorConfig.from_dict({"planner_dim": 4, "executor_dim": 4, "plan_length": 8})
     assert config.planner_sampler == {}
+
+
+def test_the_lora_adapter_of_a_hub_id_projector_is_loaded(tmp_path, monkeypatch, llada_dir, executor_dir):
+    """A projector named by hub id is resolved to its downloaded directory before looking for ``adapter/``."""
+    import huggingface_hub
+    from peft import LoraConfig, get_peft_model
+
+    local = save_projector(tmp_path / "snapshot", llada_dir, executor_dir, None)
+    lora = get_peft_model(
+        CausalExecutor.from_pretrained(executor_dir).model, LoraConfig(r=2, target_modules=["q_proj"])
+    )
+    torch.nn.init.normal_(lora.base_model.model.model.layers[0].self_attn.q_proj.lora_B.default.weight)
+    lora.save_pretrained(local / "adapter")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kwargs: str(local))
+    models = ModelCache(torch.float32, "cpu")
+    planner = {"kind": "ddlm", "model": str(llada_dir), "gen_length": 8, "steps": 8, "block_length": 8}
+    spec = {"kind": "latent", "planner": planner, "projector": "someone/projector",
+            "executor": {"kind": "arm", "model": str(executor_dir), "max_new_tokens": 4}}  # fmt: skip
+    pipeline = build_pipeline(spec, models)
+    assert ("arm+adapter", f"{executor_dir}|{local / 'adapter'}") in models.loaded
+    plain = CausalExecutor.from_pretrained(executor_dir).model.model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(pipeline.executor.model.model.layers[0].self_attn.q_proj.weight, plain)
