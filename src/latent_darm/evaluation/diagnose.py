@@ -20,24 +20,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
+from latent_darm.config_diff import COSMETIC_KEYS
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import Example
 from latent_darm.evaluation.report import Run, load_run
 from latent_darm.evaluation.runner import (
-    COSMETIC_KEYS,
     check_config,
     current_processes,
     evaluate,
     load_results,
     read_config,
 )
+from latent_darm.figures import agg_figure
 from latent_darm.io import atomic_write_json, atomic_write_text
 from latent_darm.pipelines.base import Pipeline
-from latent_darm.pipelines.text import TextPipeline
-from latent_darm.pipelines.writers import Written
 
 PLANNER_SWAP = "planner_swap"  # Setup X
 EXECUTOR_SWAP = "executor_swap"  # Setup Y
@@ -179,7 +175,9 @@ class RecordedPlans:
     records: dict[str, dict[str, Any]]
     kind: str = "ddlm"
 
-    def write(self, prompts: Sequence[str], batch_size: int) -> list[Written]:
+    def write(self, prompts: Sequence[str], batch_size: int) -> list[Any]:
+        from latent_darm.pipelines.writers import Written
+
         written = []
         for prompt in prompts:
             record = self.records.get(prompt)
@@ -195,6 +193,8 @@ class RecordedPlans:
 
 def with_recorded_plans(pipeline: Pipeline, run: Run) -> Pipeline:
     """A text pipeline whose planner is replaced by the plans ``run`` recorded (other pipelines unchanged)."""
+    from latent_darm.pipelines.text import TextPipeline
+
     if not isinstance(pipeline, TextPipeline):
         return pipeline
     records = {pipeline.templates.planner_prompt(r["question"]): r for r in run.records if "question" in r}
@@ -305,8 +305,8 @@ def _item(
 
 def plot_attribution(diagnoses: Sequence[Diagnosis], path: Path) -> None:
     """Grouped bars per configuration: planner, executor and unresolved errors as a share of its failures."""
-    figure = Figure(figsize=(max(6.0, 3.0 * len(diagnoses) + 1.5), 5.0), layout="constrained")
-    FigureCanvasAgg(figure)
+    size = (max(6.0, 3.0 * len(diagnoses) + 1.5), 5.0)
+    figure = agg_figure("the diagnosis chart", figsize=size, layout="constrained")
     axes = figure.add_subplot()
     width = 0.8 / len(ATTRIBUTIONS)
     positions = range(len(diagnoses))
