@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, overload
 
+from latent_darm.errors import ConfigError
+from latent_darm.models.family import local_family
 from latent_darm.pipelines.base import PipelineResult
 from latent_darm.pipelines.factory import build_pipeline
 from latent_darm.pipelines.latent import LatentPipeline
@@ -46,6 +48,9 @@ class LatentDARM:
         """Load the three parts. Planner sampler settings left as None are those the projector was trained with
         (a different value is used, warned about and recorded in ``describe()``). ``force`` accepts a projector
         trained for other tokenizers (never other hidden sizes)."""
+        family = local_family(planner)
+        if family is not None and not family.uses_blocks and block_length is not None:
+            raise ConfigError(f"block_length is not used by {family.name} (it denoises the whole canvas at once)")
         settings = dict(gen_length=gen_length, steps=steps, block_length=block_length, threshold=threshold)
         settings |= dict(cache=cache, denoise_fraction=denoise_fraction)
         spec: dict[str, Any] = {

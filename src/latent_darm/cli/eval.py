@@ -32,17 +32,28 @@ PIPELINES = ("arm", "ddlm", "text", "latent")
 WRITER_KINDS = ("ddlm", "arm")
 # Plan lengths of the paper: 64 latent positions; 256 tokens (8 blocks of 32) for a text plan or a DDLM answer.
 DEFAULT_GEN_LENGTH = {"latent": 64, "text": 256, "ddlm": 256}
+DEFAULT_BLOCK_LENGTH = 32  # LLaDA's; families without blocks (Dream) ignore it
 # Answer budgets: the latent executor writes ~5 tokens; a direct answer a short \boxed{}; chain of thought more.
 DEFAULT_MAX_NEW_TOKENS = {"latent": 16, "text": 32, "arm": 32, "cot": 1024}
 
 
 def diffusion_role(
-    model: str, gen_length: int, steps: int, block_length: int, threshold: float | None, cache: str
+    model: str, gen_length: int, steps: int, block_length: int | None, threshold: float | None, cache: str
 ) -> dict[str, Any]:
-    """A DDLM writer's settings, checked now (so a bad setting fails before any model loads)."""
+    """A DDLM writer's settings, checked now (so a bad setting fails before any model loads) against the planner
+    family when ``model`` is a local checkpoint; ``block_length`` None = the family's default (LLaDA: 32)."""
+    from latent_darm.models.family import local_family, sampler_config
     from latent_darm.sampling import SamplerConfig
 
-    SamplerConfig(gen_length=gen_length, block_length=block_length, steps=steps, threshold=threshold, cache=cache)
+    family = local_family(model)
+    if family is not None and not family.uses_blocks:
+        sampler_config(
+            family, gen_length=gen_length, block_length=block_length, steps=steps, threshold=threshold, cache=cache
+        )
+        block_length = None
+    else:
+        block_length = DEFAULT_BLOCK_LENGTH if block_length is None else block_length
+        SamplerConfig(gen_length=gen_length, block_length=block_length, steps=steps, threshold=threshold, cache=cache)
     return {
         "kind": "ddlm",
         "model": model,
@@ -125,14 +136,13 @@ def build_spec(
     given_block = block_length
     sampler_differs: dict[str, Any] = {}
 
-    def diffusion(model: str, length: int, block: int) -> dict[str, Any]:
+    def diffusion(model: str, length: int, block: int | None) -> dict[str, Any]:
         return diffusion_role(model, length, steps or length, block, threshold, cache or "none")
 
     def autoregressive(model: str, budget: int) -> dict[str, Any]:
         return autoregressive_role(model, budget, repetition_penalty)
 
     plan_length = gen_length or DEFAULT_GEN_LENGTH.get(pipeline, 256)
-    block_length = block_length or 32
     budget_key = "cot" if chain_of_thought else pipeline
     answer_budget = max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(budget_key, 32)
     roles: dict[str, dict[str, Any] | None]
@@ -162,7 +172,9 @@ def build_spec(
             "planner": planner_role,
             # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
             "executor": diffusion(
-                executor_model, answer_budget, block_length if answer_budget % block_length == 0 else answer_budget
+                executor_model,
+                answer_budget,
+                block_length if answer_budget % (block_length or DEFAULT_BLOCK_LENGTH) == 0 else answer_budget,
             )
             if executor_kind == "ddlm"
             else autoregressive(executor_model, answer_budget),
@@ -242,7 +254,7 @@ def eval_command(
         None, help="Denoising steps (default: latent, the projector's training setting; else gen-length)."
     ),
     block_length: int = typer.Option(
-        None, help="Semi-autoregressive block length (default: latent, the projector's training setting; else 32)."
+        None, help="Block length (LLaDA only; default: latent, as the projector was trained; else 32)."
     ),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
     cache: Cache = typer.Option(None, help="Fast mode: block KV cache (default: latent, as trained; else none)."),

@@ -29,7 +29,7 @@ def solve(
         None, help="Denoising steps (default: latent, as the projector was trained; else gen-length)."
     ),
     block_length: int = typer.Option(
-        None, help="Semi-autoregressive block length (default: latent, as the projector was trained; else 32)."
+        None, help="Block length (LLaDA only; default: latent, as the projector was trained; else 32)."
     ),
     threshold: float = typer.Option(None, help="Fast mode: confidence threshold τ."),
     cache: Cache = typer.Option(None, help="Fast mode: block KV cache (default: latent, as trained; else none)."),

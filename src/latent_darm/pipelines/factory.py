@@ -73,8 +73,16 @@ def merge_adapter(executor: CausalExecutor, adapter: str) -> CausalExecutor:
     return CausalExecutor(model.eval(), executor.tokenizer, name_or_path=executor.name_or_path)
 
 
-def sampler_from_role(role: dict[str, Any]) -> SamplerConfig:
-    return SamplerConfig(**{k: role[k] for k in SAMPLER_KEYS if role.get(k) is not None})
+def sampler_from_role(role: dict[str, Any], planner: DiffusionPlanner | None = None) -> SamplerConfig:
+    """The role's sampler settings; with the loaded ``planner``, checked against (and defaulted by) its family. A
+    family without blocks ignores the role's ``block_length`` (specs name one for LLaDA's sake; the commands refuse
+    an explicit one for such a family before any spec is written)."""
+    values = {k: role[k] for k in SAMPLER_KEYS if role.get(k) is not None}
+    if planner is None:
+        return SamplerConfig(**values)
+    if not planner.family.uses_blocks:
+        values.pop("block_length", None)
+    return planner.sampler_config(**values)
 
 
 def warn_sampler_differs(projector: str, differs: dict[str, dict[str, Any]]) -> None:
@@ -88,7 +96,8 @@ def warn_sampler_differs(projector: str, differs: dict[str, dict[str, Any]]) -> 
 def writer_from_role(role: dict[str, Any], models: ModelCache) -> Writer:
     kind = role.get("kind")
     if kind == "ddlm":
-        return DiffusionWriter(models.diffusion(role["model"]), sampler_from_role(role))
+        planner = models.diffusion(role["model"])
+        return DiffusionWriter(planner, sampler_from_role(role, planner))
     if kind == "arm":
         return AutoregressiveWriter(
             models.autoregressive(role["model"]), role["max_new_tokens"], role.get("repetition_penalty", 1.0)
@@ -136,7 +145,7 @@ def build_pipeline(spec: dict[str, Any], models: ModelCache | None = None) -> Pi
             planner=diffusion,
             projector=projector,
             executor=autoregressive,
-            sampler=sampler_from_role(planner),
+            sampler=sampler_from_role(planner, diffusion),
             sampler_differs_from_training=differs,
             max_new_tokens=executor["max_new_tokens"],
             repetition_penalty=executor.get("repetition_penalty", 1.0),
