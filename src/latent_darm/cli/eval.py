@@ -87,6 +87,21 @@ def diffusion_role(
     }
 
 
+def latent_planner_role(
+    model: str, projector: str, explicit: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The latent planner's settings: those given explicitly, the rest as the projector was trained with (checked
+    now), and the explicit ones that differ from its training."""
+    from latent_darm.bridge.projector import Projector, planner_role_for_projector
+    from latent_darm.sampling import SamplerConfig
+    from latent_darm.sampling.config import SAMPLER_KEYS
+
+    given = {"kind": "ddlm", "model": model, **{k: v for k, v in explicit.items() if v is not None}}
+    role, differs = planner_role_for_projector(given, Projector.stored_config(projector))
+    SamplerConfig(**{k: role[k] for k in SAMPLER_KEYS if role.get(k) is not None})
+    return role, differs
+
+
 def autoregressive_role(model: str, max_new_tokens: int, repetition_penalty: float) -> dict[str, Any]:
     if max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
@@ -113,8 +128,9 @@ def build_spec(
     steps: int | None = None,
     block_length: int | None = None,
     threshold: float | None = None,
-    cache: str = "none",
+    cache: str | None = None,
     latent_tokens: str | int | None = None,
+    denoise_fraction: float | None = None,
     max_new_tokens: int | None = None,
     repetition_penalty: float = 1.0,
     chain_of_thought: bool = False,
@@ -124,7 +140,9 @@ def build_spec(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError.
-    ``device`` (not stored: a run may resume elsewhere) only resolves ``dtype`` auto."""
+    Sampler options left as None mean: for the latent planner, what the projector was trained with; elsewhere the
+    defaults (blocks of 32, no cache, steps = gen-length). ``device`` (not stored: a run may resume elsewhere) only
+    resolves ``dtype`` auto."""
     if pipeline not in PIPELINES:
         raise ConfigError(f"--pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
     for name, value in (("planner-kind", planner_kind), ("executor-kind", executor_kind)):
@@ -133,11 +151,13 @@ def build_spec(
     if pipeline != "text":
         _unused(pipeline, planner_kind=planner_kind, executor_kind=executor_kind)
     if pipeline != "latent":
-        _unused(pipeline, projector=projector, latent_noise=latent_noise)
+        _unused(pipeline, projector=projector, latent_noise=latent_noise, denoise_fraction=denoise_fraction)
     if pipeline in ("text", "latent"):
         _unused(pipeline, chain_of_thought=chain_of_thought)
     if latent_noise < 0:
         raise ConfigError(f"--latent-noise must be >= 0, got {latent_noise}")
+    given_block = block_length
+    sampler_differs: dict[str, Any] = {}
 
     from latent_darm.sampling.config import parse_latent_tokens
 
@@ -146,15 +166,11 @@ def build_spec(
         raise ConfigError("--latent-tokens is not used by --pipeline arm")
 
     def diffusion(model: str, length: int, block: int | None) -> dict[str, Any]:
-        return diffusion_role(model, length, steps or length, block, threshold, cache, held)
+        return diffusion_role(model, length, steps or length, block, threshold, cache or "none", held)
 
     def autoregressive(model: str, budget: int) -> dict[str, Any]:
         return autoregressive_role(model, budget, repetition_penalty)
 
-    if gen_length is None and pipeline == "latent" and projector:
-        from latent_darm.bridge.projector import Projector
-
-        gen_length = Projector.stored_config(projector).plan_length  # the plan length it was trained on
     plan_length = gen_length or DEFAULT_GEN_LENGTH.get(pipeline, 256)
     budget_key = "cot" if chain_of_thought else pipeline
     answer_budget = max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(budget_key, 32)
@@ -172,11 +188,17 @@ def build_spec(
         executor_model = _need(executor, "executor", pipeline)
         planner_kind, executor_kind = planner_kind or "ddlm", executor_kind or "arm"
         if pipeline == "latent":
-            _need(projector, "projector", pipeline)
+            explicit = dict(gen_length=gen_length, steps=steps, block_length=given_block, threshold=threshold)
+            explicit |= dict(cache=cache, denoise_fraction=denoise_fraction)
+            planner_role, sampler_differs = latent_planner_role(
+                planner_model, _need(projector, "projector", pipeline), explicit
+            )
+        elif planner_kind == "ddlm":
+            planner_role = diffusion(planner_model, plan_length, block_length)
+        else:
+            planner_role = autoregressive(planner_model, plan_length)
         roles = {
-            "planner": diffusion(planner_model, plan_length, block_length)
-            if planner_kind == "ddlm"
-            else autoregressive(planner_model, plan_length),
+            "planner": planner_role,
             # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
             "executor": diffusion(
                 executor_model,
@@ -191,6 +213,7 @@ def build_spec(
     return {
         "kind": pipeline,
         **roles,
+        **({"sampler_differs_from_training": sampler_differs} if sampler_differs else {}),
         "projector": projector,
         "chain_of_thought": chain_of_thought,
         "latent_noise": latent_noise,
@@ -256,12 +279,17 @@ def eval_command(
     out: Path = typer.Option(..., help="Results directory (created; rerun the same command to resume)."),
     batch_size: int = typer.Option(8, help="Questions per pipeline call."),
     gen_length: int = typer.Option(None, help="Plan length (default: latent, the projector's; text / ddlm 256)."),
-    steps: int = typer.Option(None, help="Denoising steps (default: gen-length, one token per step)."),
+    steps: int = typer.Option(
+        None, help="Denoising steps (default: latent, the projector's training setting; else gen-length)."
+    ),
     block_length: int = typer.Option(
-        None, help="Semi-autoregressive block length (LLaDA only, default 32; Dream denoises the whole canvas)."
+        None, help="Block length (LLaDA only; default: latent, as the projector was trained; else 32)."
     ),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
-    cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache."),
+    cache: Cache = typer.Option(None, help="Fast mode: block KV cache (default: latent, as trained; else none)."),
+    denoise_fraction: float = typer.Option(
+        None, help="Take plan latents after this share of the denoising steps (latent; default: as trained, else 1)."
+    ),
     latent_tokens: str = typer.Option(
         "all",
         help="DDLM planner: masked positions after the block each pass computes (the nearest N; 'all' = exact mode; "
@@ -292,8 +320,9 @@ def eval_command(
         steps=steps,
         block_length=block_length,
         threshold=threshold,
-        cache=cache.value,
+        cache=None if cache is None else cache.value,
         latent_tokens=latent_tokens,
+        denoise_fraction=denoise_fraction,
         max_new_tokens=max_new_tokens,
         repetition_penalty=repetition_penalty,
         chain_of_thought=chain_of_thought,

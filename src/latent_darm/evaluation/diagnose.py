@@ -1,8 +1,8 @@
 """``darm diagnose``: the paper's error attribution (Figures 4–5) on the failed items of a results directory.
 
 Setup X swaps the diffusion planner for an autoregressive one (same executor): a failure it fixes is the planner's.
-Setup Y swaps the autoregressive executor for a diffusion one (same planner, hence the same plan, since the
-planner decodes greedily): a failure it fixes is the executor's. X is checked first, as in the paper; a failure
+Setup Y swaps the autoregressive executor for a diffusion one reading the same plan — the plan the run recorded in
+its results, not a re-sampled one: a failure it fixes is the executor's. X is checked first, as in the paper; a failure
 neither swap fixes is "unresolved". For a latent run both swaps go through text space, because the projector only
 fits the original planner/executor pair.
 
@@ -16,7 +16,7 @@ import gc
 import json
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from latent_darm.pipelines.base import Pipeline
 PLANNER_SWAP = "planner_swap"  # Setup X
 EXECUTOR_SWAP = "executor_swap"  # Setup Y
 ATTRIBUTIONS = ("planner", "executor", "unresolved")
+RECORDED_PLANS = "recorded"  # setup Y's plans: read from the run's results
 BuildPipeline = Callable[[dict[str, Any]], Pipeline]
 
 
@@ -93,7 +94,7 @@ def executor_swap_spec(
         "threshold": planner.get("threshold"),
         "cache": planner.get("cache", "none"),
     }
-    return _as_text_pairing(spec, executor=role)
+    return {**_as_text_pairing(spec, executor=role), "plans": RECORDED_PLANS}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -165,6 +166,41 @@ def failed_examples(run: Run) -> list[Example]:
     return examples
 
 
+@dataclass
+class RecordedPlans:
+    """Setup Y's planner: each question's plan as the original run wrote it (its ``plan`` and planner cost), looked
+    up by planner prompt. Re-sampling could give another plan (a sampler setting, a seed, a fast mode) and costs a
+    planner pass per failure."""
+
+    records: dict[str, dict[str, Any]]
+    kind: str = "ddlm"
+
+    def write(self, prompts: Sequence[str], batch_size: int) -> list[Any]:
+        from latent_darm.pipelines.writers import Written
+
+        written = []
+        for prompt in prompts:
+            record = self.records.get(prompt)
+            if record is None or not isinstance(record.get("plan"), str):
+                raise DataError(f"setup Y: no recorded plan for planner prompt {prompt[:60]!r}")
+            tokens, passes = record.get("planner_tokens", 0), record.get("planner_forward_passes", 0)
+            written.append(Written(record["plan"], int(tokens), int(passes), 0.0))
+        return written
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "plans": RECORDED_PLANS}
+
+
+def with_recorded_plans(pipeline: Pipeline, run: Run) -> Pipeline:
+    """A text pipeline whose planner is replaced by the plans ``run`` recorded (other pipelines unchanged)."""
+    from latent_darm.pipelines.text import TextPipeline
+
+    if not isinstance(pipeline, TextPipeline):
+        return pipeline
+    records = {pipeline.templates.planner_prompt(r["question"]): r for r in run.records if "question" in r}
+    return replace(pipeline, planner=RecordedPlans(records, kind=pipeline.planner.kind))
+
+
 def _already_done(directory: Path, config: dict[str, Any], ids: Sequence[str]) -> bool:
     """A finished swap with the same settings is read back without loading any model."""
     stored = read_config(directory)
@@ -199,6 +235,8 @@ def run_setup(
     if not _already_done(directory, config, [e.id for e in examples]):
         check_config(directory, config, partial=True)  # refuse other swap settings before loading any model
         pipeline = build_pipeline_fn({**spec, **runtime})
+        if spec.get("plans") == RECORDED_PLANS:
+            pipeline = with_recorded_plans(pipeline, run)
         evaluate(pipeline, examples, directory, config=config, **evaluate_options)
         del pipeline  # free this setup's models before the next setup loads its own
         _release_memory()

@@ -7,8 +7,12 @@ Spec::
      "projector": str | None, "chain_of_thought": bool, "latent_noise": float,
      "prompts": str | None, "dtype": "bfloat16" | "float16" | "float32", "device": "cpu" | "cuda" ...}
     role = {"kind": "ddlm", "model", "gen_length", "steps", "block_length", "threshold", "cache",
-            ["denoise_fraction", "early_stop", "latent_tokens"]}
+            [any other SamplerConfig field: "denoise_fraction", "latent_tokens", "temperature", "remasking", ...]}
          | {"kind": "arm", "model", "max_new_tokens", "repetition_penalty"}
+
+The latent pipeline's planner settings default to those the projector was trained with (its ``planner_sampler``):
+a setting the role leaves out (or sets to None) is taken from there; one that differs is used, logged once as a
+warning and recorded in the pipeline's ``describe()`` under ``sampler_differs_from_training``.
 
 Each checkpoint is loaded once per process even when two roles name it (an ARM planning for itself). A projector
 directory trained with LoRA on the executor holds the adapter in ``adapter/``; the latent pipeline's executor then
@@ -17,7 +21,7 @@ gets it merged in (a separate copy, so other roles keep the plain model).
 
 from __future__ import annotations
 
-from pathlib import Path
+import logging
 from typing import Any
 
 import torch
@@ -26,6 +30,7 @@ from latent_darm.dtypes import CANONICAL_DTYPES, torch_dtype
 from latent_darm.errors import ConfigError
 from latent_darm.extras import require
 from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.base import Pipeline
 from latent_darm.pipelines.prompts import load_templates
@@ -33,18 +38,10 @@ from latent_darm.pipelines.single import SingleModelPipeline
 from latent_darm.pipelines.text import TextPipeline
 from latent_darm.pipelines.writers import AutoregressiveWriter, DiffusionWriter, Writer
 from latent_darm.sampling import SamplerConfig
+from latent_darm.sampling.config import SAMPLER_KEYS
 
-SAMPLER_KEYS = (
-    "gen_length",
-    "steps",
-    "block_length",
-    "threshold",
-    "cache",
-    "denoise_fraction",
-    "early_stop",
-    "remasking",
-    "latent_tokens",
-)
+logger = logging.getLogger(__name__)
+
 ADAPTER_DIR = "adapter"  # inside a projector directory: the executor's LoRA adapter, when one was trained
 
 
@@ -88,6 +85,14 @@ def sampler_from_role(role: dict[str, Any], planner: DiffusionPlanner | None = N
     return planner.sampler_config(**values)
 
 
+def warn_sampler_differs(projector: str, differs: dict[str, dict[str, Any]]) -> None:
+    """One warning naming every setting that differs from the projector's training."""
+    if differs:
+        changes = ", ".join(f"{k} {v['used']!r} (trained with {v['trained']!r})" for k, v in differs.items())
+        logger.warning("projector %s is fed latents from other sampler settings than it was trained on: %s",
+                       projector, changes)  # fmt: skip
+
+
 def writer_from_role(role: dict[str, Any], models: ModelCache) -> Writer:
     kind = role.get("kind")
     if kind == "ddlm":
@@ -121,7 +126,7 @@ def build_pipeline(spec: dict[str, Any], models: ModelCache | None = None) -> Pi
     if kind == "text":
         return TextPipeline(writer_from_role(planner, models), writer_from_role(executor, models), templates)
     if kind == "latent":
-        from latent_darm.bridge.projector import Projector
+        from latent_darm.bridge.projector import Projector, planner_role_for_projector
         from latent_darm.pipelines.latent import LatentPipeline
 
         if planner.get("kind") != "ddlm" or executor.get("kind") != "arm":
@@ -129,16 +134,19 @@ def build_pipeline(spec: dict[str, Any], models: ModelCache | None = None) -> Pi
         if not spec.get("projector"):
             raise ConfigError("the latent pipeline needs a 'projector'")
         diffusion = models.diffusion(planner["model"])
-        adapter = Path(spec["projector"]) / ADAPTER_DIR
+        adapter = resolve_checkpoint(spec["projector"], "projector") / ADAPTER_DIR
         autoregressive = models.autoregressive(executor["model"], str(adapter) if adapter.is_dir() else None)
         projector = Projector.from_pretrained(
             spec["projector"], planner=diffusion, executor=autoregressive, force=bool(spec.get("force_projector"))
         ).to(autoregressive.device)
+        planner, differs = planner_role_for_projector(planner, projector.config)
+        warn_sampler_differs(spec["projector"], differs)
         return LatentPipeline(
             planner=diffusion,
             projector=projector,
             executor=autoregressive,
             sampler=sampler_from_role(planner, diffusion),
+            sampler_differs_from_training=differs,
             max_new_tokens=executor["max_new_tokens"],
             repetition_penalty=executor.get("repetition_penalty", 1.0),
             latent_noise=float(spec.get("latent_noise") or 0.0),

@@ -198,8 +198,15 @@ def train_recipe(
         held_out = [training_example(p, s) for p in held_problems for s in recipe.settings]
     executor = CausalExecutor.from_pretrained(executor_dir)
     torch.manual_seed(config.seed)  # the projector's initial weights: same settings, same projector
+    # One sampler setting: the projector remembers it, so eval/solve feed it latents made the same way.
+    stored_sampler = recipe.settings[0].sampler(artifacts).to_dict() if len(recipe.settings) == 1 else {}
     projector = Projector.for_pair(
-        planner, executor, hidden_dim=hidden_dim, plan_length=artifacts.config.plan_length, latent_layer=LATENT_LAYER
+        planner,
+        executor,
+        hidden_dim=hidden_dim,
+        plan_length=artifacts.config.plan_length,
+        latent_layer=LATENT_LAYER,
+        planner_sampler=stored_sampler,
     )
     provenance = {
         "world": artifacts.config.fingerprint(),

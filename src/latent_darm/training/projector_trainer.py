@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -37,7 +38,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from latent_darm.bridge.projector import Projector
 from latent_darm.config_diff import first_difference, short
-from latent_darm.errors import ConfigError, DataError
+from latent_darm.errors import CheckpointError, ConfigError, DataError
 from latent_darm.extras import require
 from latent_darm.figures import agg_figure
 from latent_darm.grading import grade
@@ -50,6 +51,8 @@ from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.progress import progress_bar
 from latent_darm.training.data import TrainingExample
 from latent_darm.training.latent_cache import LatentCache
+
+logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 RUN_FILE = "run.json"
@@ -72,10 +75,13 @@ COSMETIC = frozenset({"eval_batch_size", "log_every", "keep_checkpoints"})
 class ProjectorTrainingConfig:
     """Stage-2 settings; defaults are the paper's. The effective batch is ``batch_size`` (per process and
     micro-step) × ``grad_accum`` × processes. ``latent_noise`` > 0 is the noised-latents control (Gaussian noise
-    relative to the latents' RMS, also applied in validation). LoRA on the executor is an ablation, off by default."""
+    relative to the latents' RMS, also applied in validation). LoRA on the executor is an ablation, off by default.
+    Weight decay applies to the projector's matrices only, as in the authors' Hugging Face ``Trainer`` (which exempts
+    biases and norm weights); ``decay_biases_and_norms`` decays them too."""
 
     lr: float = 3e-4
     weight_decay: float = 1e-3
+    decay_biases_and_norms: bool = False
     warmup_steps: int = 300
     epochs: int = 3
     batch_size: int = 8
@@ -395,7 +401,8 @@ def run_identity(
     spec = json.dumps(cache.spec, sort_keys=True)
     return {
         "training": run_identity_settings(config),
-        "projector": {k: v for k, v in projector.config.to_dict().items() if k != "training"},
+        # The sampler settings are part of the latents' identity already (an earlier run did not record them here).
+        "projector": {k: v for k, v in projector.config.to_dict().items() if k not in ("training", "planner_sampler")},
         "latents": hashlib.sha256(spec.encode()).hexdigest()[:16],
         "train": _fingerprint(train),
         "held_out": _fingerprint(held_out),
@@ -444,10 +451,25 @@ def _step_of(path: Path) -> int:
     return int(path.name.removeprefix("step-"))
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    """The complete checkpoint with the most steps (a checkpoint is complete once its state file exists)."""
-    done = [p.parent for p in (out / CHECKPOINTS_DIR).glob(f"step-*/{STATE_FILE}")]
-    return max(done, key=_step_of, default=None)
+def load_latest_good_checkpoint(accelerator: Accelerator, out: Path, strict: bool) -> tuple[Path, TrainerState] | None:
+    """Load the newest checkpoint that reads back whole; a damaged one (a truncated file, say: a full disk, a copy
+    cut short) is skipped with a warning for the one before it. None when there is no checkpoint; an error when
+    every checkpoint is damaged (starting afresh silently would hide the damage)."""
+    complete = sorted((p.parent for p in (out / CHECKPOINTS_DIR).glob(f"step-*/{STATE_FILE}")), key=_step_of)
+    reasons = []
+    for path in reversed(complete):
+        try:
+            state = TrainerState.read(path / STATE_FILE)
+            accelerator.load_state(str(path), strict=strict)
+        except Exception as exc:  # torch, safetensors, pickle and JSON each raise their own types for a bad file
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            reasons.append(f"{path.name}: {reason}")
+            logger.warning("checkpoint %s is unreadable (%s); falling back to the previous one", path, reason)
+            continue
+        return path, state
+    if reasons:
+        raise CheckpointError(f"{out / CHECKPOINTS_DIR}: no readable checkpoint ({'; '.join(reasons)})")
+    return None
 
 
 def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainerState, keep: int) -> None:
@@ -578,7 +600,12 @@ class ProjectorTrainer:
         freeze(executor.model)
         executor.model.to(accelerator.device)
         lora = add_lora(executor, config) if config.lora else None
-        groups = [{"params": list(projector.parameters()), "lr": config.lr}]
+        # Matrices decay; biases and norm scales (1-D) do not unless asked, as in the authors' Trainer.
+        exempt = [p for p in projector.parameters() if p.dim() < 2 and not config.decay_biases_and_norms]
+        decayed = [p for p in projector.parameters() if all(p is not q for q in exempt)]
+        groups: list[dict[str, Any]] = [{"params": decayed, "lr": config.lr}]
+        if exempt:
+            groups.append({"params": exempt, "lr": config.lr, "weight_decay": 0.0})
         if lora is not None:
             groups.append({"params": [p for p in lora.parameters() if p.requires_grad], "lr": config.lora_lr})
         optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
@@ -605,10 +632,10 @@ class ProjectorTrainer:
         self.adapter = None if lora is None else accelerator.unwrap_model(self.executor_model)
         self.params = [p for m in self.trainables for p in m.parameters() if p.requires_grad]
         self.state = TrainerState()
-        self.latest = latest_checkpoint(out)
-        if self.latest is not None:
-            accelerator.load_state(str(self.latest), strict=lora is None)
-            self.state = TrainerState.read(self.latest / STATE_FILE)
+        loaded = load_latest_good_checkpoint(accelerator, out, strict=lora is None)
+        self.latest = None if loaded is None else loaded[0]
+        if loaded is not None:
+            self.state = loaded[1]
         self.window = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # loss sum, micro-batches
 
     def step(self, batch: dict[str, torch.Tensor], epoch: int) -> torch.Tensor:
