@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from latent_darm.bridge.projector import Projector
+from latent_darm.errors import ConfigError
 from latent_darm.pipelines.base import PipelineResult
 from latent_darm.pipelines.factory import build_pipeline
 from latent_darm.pipelines.latent import LatentPipeline
@@ -45,14 +46,17 @@ class LatentDARM:
     ) -> LatentDARM:
         """Load the three parts; ``gen_length`` defaults to the plan length the projector was trained on.
         ``force`` accepts a projector trained for other tokenizers (never other hidden sizes)."""
-        length = gen_length or Projector.stored_config(projector).plan_length
+        for name, value in (("gen_length", gen_length), ("steps", steps), ("max_new_tokens", max_new_tokens)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        length = Projector.stored_config(projector).plan_length if gen_length is None else gen_length
         spec: dict[str, Any] = {
             "kind": "latent",
             "planner": {
                 "kind": "ddlm",
                 "model": str(planner),
                 "gen_length": length,
-                "steps": steps or length,
+                "steps": length if steps is None else steps,
                 "block_length": min(block_length, length),
                 "threshold": threshold,
                 "cache": cache,

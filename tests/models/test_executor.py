@@ -51,6 +51,7 @@ def test_bad_directories_are_one_line_checkpoint_errors(tmp_path, executor_dir):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    (bad / "model.safetensors").write_bytes((executor_dir / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="cannot load") as info:
         CausalExecutor.from_pretrained(bad)
     assert "\n" not in str(info.value)

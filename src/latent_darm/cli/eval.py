@@ -16,7 +16,7 @@ import typer
 
 from latent_darm.bridge.projector import Projector
 from latent_darm.cli.app import app
-from latent_darm.cli.common import console, parse_dtype, resolve_device
+from latent_darm.cli.common import check_output_dir, check_positive, console, parse_dtype, resolve_device
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import DATA_ENV, PAPER_PROTOCOL, load_benchmark
 from latent_darm.evaluation.runner import (
@@ -26,6 +26,7 @@ from latent_darm.evaluation.runner import (
     evaluate,
     examples_fingerprint,
 )
+from latent_darm.models.fingerprint import reference_fingerprint
 from latent_darm.pipelines.prompts import load_templates
 from latent_darm.sampling import SamplerConfig
 
@@ -101,18 +102,22 @@ def build_spec(
         _unused(pipeline, chain_of_thought=chain_of_thought)
     if latent_noise < 0:
         raise ConfigError(f"--latent-noise must be >= 0, got {latent_noise}")
+    # 0 is a value, not "use the default": refuse it here instead of letting `x or default` swallow it.
+    for name, value in (("gen-length", gen_length), ("steps", steps), ("max-new-tokens", max_new_tokens)):
+        check_positive(name, value)
+    check_positive("block-length", block_length)
 
     def diffusion(model: str, length: int, block: int) -> dict[str, Any]:
-        return diffusion_role(model, length, steps or length, block, threshold, cache)
+        return diffusion_role(model, length, length if steps is None else steps, block, threshold, cache)
 
     def autoregressive(model: str, budget: int) -> dict[str, Any]:
         return autoregressive_role(model, budget, repetition_penalty)
 
     if gen_length is None and pipeline == "latent" and projector:
         gen_length = Projector.stored_config(projector).plan_length  # the plan length it was trained on
-    plan_length = gen_length or DEFAULT_GEN_LENGTH.get(pipeline, 256)
+    plan_length = DEFAULT_GEN_LENGTH.get(pipeline, 256) if gen_length is None else gen_length
     budget_key = "cot" if chain_of_thought else pipeline
-    answer_budget = max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(budget_key, 32)
+    answer_budget = DEFAULT_MAX_NEW_TOKENS.get(budget_key, 32) if max_new_tokens is None else max_new_tokens
     roles: dict[str, dict[str, Any] | None]
     if pipeline == "arm":
         _unused(pipeline, planner=planner)
@@ -167,6 +172,14 @@ def subset(limit: int | None, seed: int | None, paper_protocol: bool) -> dict[st
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     return {"limit": limit, "seed": seed}
+
+
+def weights_of(spec: dict[str, Any]) -> dict[str, str]:
+    """{role: weights fingerprint} of every model the spec names, recorded so a resume with other weights fails."""
+    references = {role: (spec.get(role) or {}).get("model") for role in ("planner", "executor")}
+    references["projector"] = spec.get("projector")
+    fingerprints = {role: reference_fingerprint(ref) for role, ref in references.items() if ref}
+    return {role: value for role, value in fingerprints.items() if value is not None}
 
 
 def runtime_device(device: str) -> str:
@@ -241,6 +254,8 @@ def eval_command(
     )
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    resolved_device = runtime_device(device)
+    check_output_dir(out)
     selection = subset(limit, seed, paper_protocol)
     examples = load_benchmark(benchmark, data_dir=data_dir, **selection)
     if not examples:
@@ -250,13 +265,14 @@ def eval_command(
         "subset": selection,
         "examples": examples_fingerprint(examples),
         "spec": spec,
+        "weights": weights_of(spec),
     }
     if label:
         config["label"] = label
     check_config(out, config, partial=True)  # refuse a foreign directory before loading any model
     from latent_darm.pipelines.factory import build_pipeline
 
-    built = build_pipeline({**spec, "device": runtime_device(device)})
+    built = build_pipeline({**spec, "device": resolved_device})
     summary = evaluate(built, examples, out, batch_size=batch_size, config=config, progress=progress)
     if accelerate_state().is_main_process:
         console.print(summary_line(benchmark, summary, out), highlight=False, soft_wrap=True)

@@ -19,7 +19,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from latent_darm.cli.app import app
-from latent_darm.cli.common import console, parse_dtype
+from latent_darm.cli.common import check_output_dir, check_positive, console, parse_dtype
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import (
     DATA_ENV,
@@ -185,10 +185,12 @@ def train_projector_command(
         raise ConfigError(f"--held-out-per-source must be >= 0, got {held_out_per_source}")
     if plan_batch_size < 1:
         raise ConfigError(f"--plan-batch-size must be >= 1, got {plan_batch_size}")
+    check_positive("steps", steps)
+    check_output_dir(out)
     sampler = SamplerConfig(
         gen_length=gen_length,
         block_length=min(block_length, gen_length),
-        steps=steps or gen_length,
+        steps=gen_length if steps is None else steps,
         threshold=threshold,
         cache=cache,  # type: ignore[arg-type]
         hidden_layer=latent_layer,

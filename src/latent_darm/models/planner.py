@@ -57,6 +57,11 @@ class DiffusionPlanner:
         mask_token_id: int | None = None,
     ) -> None:
         self.model, self.tokenizer, self.name_or_path = model, tokenizer, name_or_path
+        vocabulary = model.config.embedding_size or model.config.vocab_size
+        if mask_token_id is not None and not 0 <= mask_token_id < vocabulary:
+            raise ConfigError(
+                f"mask token id {mask_token_id} is outside the planner's vocabulary (0..{vocabulary - 1})"
+            )
         eot = next((tokenizer.convert_tokens_to_ids(t) for t in EOT_TOKENS if t in tokenizer.get_vocab()), None)
         self.ids = SpecialIds(
             mask=model.config.mask_token_id if mask_token_id is None else mask_token_id,

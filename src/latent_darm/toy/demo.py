@@ -202,7 +202,7 @@ def _ddlm(model: Path, length: int, block: int, steps: int | None = None) -> dic
         "kind": "ddlm",
         "model": str(model),
         "gen_length": length,
-        "steps": steps or length,
+        "steps": length if steps is None else steps,
         "block_length": block,
         "threshold": None,
         "cache": "none",
