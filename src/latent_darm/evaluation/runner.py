@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from latent_darm.errors import ConfigError, DataError, DiskFullError
 from latent_darm.evaluation.benchmarks import Example
 from latent_darm.evaluation.grading import MATH_VERIFY_TIMEOUT_S, grade
-from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text
+from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text, is_disk_full
 from latent_darm.pipelines.base import Pipeline, PipelineResult
 
 if TYPE_CHECKING:
@@ -387,7 +387,9 @@ def evaluate(
         mine = shard_items(pending, processes.rank, processes.world)
         try:
             _answer(pipeline, mine, own_file, batch_size, progress and processes.is_main)
-        except DiskFullError:
+        except (DiskFullError, OSError) as exc:
+            if isinstance(exc, OSError) and not is_disk_full(exc):
+                raise
             kept = len(load_results(out_dir))
             raise DiskFullError(
                 f"disk full while writing results to {own_file}; the {kept} results finished before it are kept: "

@@ -1,29 +1,51 @@
 """A cheap fingerprint of a checkpoint's weights, so a results directory can tell which weights produced it.
 
-Hashing every byte of an 8B checkpoint takes minutes; this reads a few hundred KiB per file instead: for every
-weight file (``*.safetensors``, ``*.gguf``, and the safetensors index) its size, its header (for safetensors: the
-tensor names, dtypes, shapes and offsets) and sixteen 4 KiB samples spread evenly over the tensor data. Two
-checkpoints of one architecture share headers and sizes, but a retrained or fine-tuned model differs in nearly
-every weight, so the samples tell them apart. ``config.json`` is hashed too (a changed layer count is a different
-model). A hub id is fingerprinted through its cached snapshot.
+Hashing every byte of an 8B checkpoint takes minutes; this reads a few hundred KiB per file instead. For every
+weight file (``*.safetensors``, ``*.gguf``, at any depth) it hashes the file's size, for safetensors its header (the
+tensor names, dtypes, shapes and offsets) and 64 bytes at four places inside *every tensor*, and for any file
+sixteen 4 KiB samples spread evenly over it. Two checkpoints of one architecture share headers and sizes, but
+training or fine-tuning changes every element of the tensors it touches, so the per-tensor samples tell them apart.
+``config.json`` and the shard index are hashed too (a changed layer count is a different model). A hub id is
+fingerprinted through its cached snapshot.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from latent_darm.errors import CheckpointError
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf")
 EXTRA_FILES = ("config.json", "model.safetensors.index.json")
-SAMPLES = 16
-SAMPLE_BYTES = 4096
+SAMPLES, SAMPLE_BYTES = 16, 4096  # spread over the whole file
+TENSOR_SAMPLES, TENSOR_SAMPLE_BYTES = 4, 64  # inside every safetensors tensor
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
 
-def _file_digest(path: Path, name: str, digest: hashlib._Hash) -> None:
+def _read_at(handle: BinaryIO, offset: int, size: int) -> bytes:
+    handle.seek(offset)
+    return handle.read(size)
+
+
+def _tensor_spans(header: bytes) -> list[tuple[int, int]]:
+    """(begin, end) data offsets of every tensor in a safetensors header; [] if it cannot be read."""
+    try:
+        entries = json.loads(header)
+    except (ValueError, RecursionError):
+        return []
+    spans = []
+    for name in sorted(entries) if isinstance(entries, dict) else []:
+        offsets: Any = entries[name].get("data_offsets") if isinstance(entries[name], dict) else None
+        if isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets):
+            spans.append((offsets[0], offsets[1]))
+    return spans
+
+
+def _file_digest(path: Path, name: str, digest: Any) -> None:
     size = path.stat().st_size
     digest.update(f"{name}\0{size}\0".encode())
     with path.open("rb") as handle:
@@ -31,12 +53,15 @@ def _file_digest(path: Path, name: str, digest: hashlib._Hash) -> None:
         if path.suffix == ".safetensors" and size >= 8:
             (header_len,) = struct.unpack("<Q", handle.read(8))
             start = 8 + min(header_len, MAX_HEADER_BYTES, size - 8)
-            handle.seek(0)
-            digest.update(handle.read(start))
+            header = _read_at(handle, 8, start - 8)
+            digest.update(header)
+            for begin, end in _tensor_spans(header):
+                for i in range(TENSOR_SAMPLES):
+                    offset = begin + max(end - begin - TENSOR_SAMPLE_BYTES, 0) * i // (TENSOR_SAMPLES - 1)
+                    digest.update(_read_at(handle, start + offset, min(TENSOR_SAMPLE_BYTES, end - begin)))
         span = size - start
         for i in range(SAMPLES if span > 0 else 0):
-            handle.seek(start + (span * i) // SAMPLES)
-            digest.update(handle.read(SAMPLE_BYTES))
+            digest.update(_read_at(handle, start + span * i // SAMPLES, SAMPLE_BYTES))
 
 
 def weights_fingerprint(path: str | Path) -> str:
