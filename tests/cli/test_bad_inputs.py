@@ -556,3 +556,14 @@ def test_bad_input_is_one_line_and_exit_2(name, env):
     assert code == 2 and "Traceback" not in err, f"exit {code}:\n{err}"
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert re.search(culprit, lines[0]), f"{culprit!r} not in {lines[0]!r}"
+
+
+def test_help_states_the_error_contract(darm):
+    code, out, _ = darm("--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0
+    assert "one line naming the culprit, with exit code 2; --debug shows the traceback" in text
+    code, out, _ = darm("eval", "--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert "any model's weights (fingerprinted in OUT/config.json) changed" in text
+    assert "0 is refused, not read as the default" in text

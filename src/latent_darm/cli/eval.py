@@ -232,7 +232,10 @@ def eval_command(
     label: str = typer.Option(None, help="Name of this configuration in reports."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
-    """Evaluate a pipeline on a benchmark: graded results stream to OUT/results.jsonl; rerun to resume."""
+    """Evaluate a pipeline on a benchmark: graded results stream to OUT/results.jsonl; rerun to resume.
+
+    A resume is refused if the settings or any model's weights (fingerprinted in OUT/config.json) changed.
+    --gen-length, --steps and --max-new-tokens must be >= 1 when given (0 is refused, not read as the default)."""
     spec = build_spec(
         pipeline=pipeline,
         planner=planner,

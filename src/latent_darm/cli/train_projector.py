@@ -118,7 +118,7 @@ def train_projector_command(
     out: Path = typer.Option(..., help="Run directory (rerun the same command to resume)."),
     data: list[Path] = typer.Option(None, "--data", help="JSONL file of training pairs (repeatable)."),
     question_field: str = typer.Option("question", help="--data: field holding the question."),
-    target_field: str = typer.Option("answer", help="--data: field holding the gold answer."),
+    target_field: str = typer.Option("answer", help="--data: field holding the gold answer (a string or number)."),
     answer_type: str = typer.Option("math", help="--data: math | integer | mc."),
     benchmark_train: list[str] = typer.Option(None, help="Registered benchmark used as a training pool (repeatable)."),
     preset: str = typer.Option(None, help="paper: ARC-Easy, ARC-Challenge and DART-1…5 from the hub."),
