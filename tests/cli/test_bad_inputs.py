@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -418,6 +419,15 @@ def _(env: Env):
     return evaluate(env, out=locked / "run"), r"--out .*locked/run is not writable"
 
 
+@row("eval-out-in-an-unwritable-directory")
+def _(env: Env):
+    """sysfs refuses new directories even to root, so this case runs where the read-only one cannot."""
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("needs Linux sysfs")
+    env.forbid_loading()
+    return evaluate(env, out=Path("/sys/darm-results")), r"--out /sys/darm-results is not writable"
+
+
 @row("eval-prompts-malformed-yaml")
 def _(env: Env):
     env.forbid_loading()
@@ -551,7 +561,9 @@ def env(tmp_path, llada_dir, sharded_llada_dir, executor_dir, monkeypatch, darm)
 @pytest.mark.parametrize("name", list(ROWS))
 def test_bad_input_is_one_line_and_exit_2(name, env):
     argv, culprit = ROWS[name](env)
-    code, _, err = env.darm(*argv)
+    with warnings.catch_warnings():  # library deprecation warnings are not the command's output
+        warnings.simplefilter("ignore")
+        code, _, err = env.darm(*argv)
     lines = err.strip().splitlines()
     assert code == 2 and "Traceback" not in err, f"exit {code}:\n{err}"
     assert len(lines) == 1 and lines[0].startswith("error: "), err
