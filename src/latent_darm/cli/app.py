@@ -20,7 +20,7 @@ app = typer.Typer(
     "reported as one line naming the culprit, with exit code 2; --debug shows the traceback.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # darm --install-completion: shells complete commands, options and their choices
 )
 
 

@@ -1,39 +1,44 @@
-"""Shared CLI plumbing: error reporting, the stderr console, dtype/device/output-directory checks."""
+"""Shared CLI plumbing: error reporting, the stderr console, dtype/device/count/output-directory checks.
+
+Nothing here imports torch at module level: ``darm --help`` must answer at once.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import tempfile
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from latent_darm.dtypes import canonical_dtype, resolve_dtype_name, torch_dtype
 from latent_darm.errors import ConfigError, DarmError
 from latent_darm.io import is_disk_full
+
+if TYPE_CHECKING:
+    import torch
 
 DEBUG = False
 # Progress and messages go to stderr so stdout stays machine-readable (``--json``, ``darm grade``).
 console = Console(stderr=True)
 
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-
 
 def parse_dtype(name: str) -> torch.dtype:
-    try:
-        return DTYPES[name.lower()]
-    except KeyError:
-        raise DarmError(f"--dtype must be one of {', '.join(sorted(DTYPES))}; got {name!r}") from None
+    """A non-auto ``--dtype`` (aliases such as bf16 accepted) as a torch dtype."""
+    return torch_dtype(canonical_dtype(str(name)))
+
+
+def resolve_dtype(name: str, device: str) -> str:
+    """``--dtype`` for a resolved device, as the canonical name a spec stores: ``auto`` is float32 on CPU and
+    bfloat16 on CUDA, in every command."""
+    return resolve_dtype_name(str(name), str(device))
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -41,6 +46,8 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 def resolve_device(name: str) -> str:
     """``auto`` picks CUDA when present; an unknown or unavailable device is a clear error, not a crash later."""
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -75,9 +82,7 @@ def check_output_dir(path: Path, option: str = "--out") -> None:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".darm-probe-"):
             pass
-    except FileExistsError:
-        raise ConfigError(f"{option} {path}: a parent of it is a file") from None
-    except NotADirectoryError:
+    except (FileExistsError, NotADirectoryError):
         raise ConfigError(f"{option} {path}: a parent of it is a file") from None
     except OSError as exc:
         raise ConfigError(f"{option} {path} is not writable ({exc.strerror or exc})") from None
@@ -92,7 +97,15 @@ def run_app(app: typer.Typer) -> int:
     except DarmError as exc:
         if DEBUG:
             traceback.print_exc()
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # Escaped: a message may hold brackets (``latent-darm[plot]``, tensor shapes) that are not rich markup.
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return 2
+    except BAD_PARAMETER as exc:
+        choice = choice_error(exc)
+        if choice is None:
+            exc.show()
+            return exc.exit_code
+        console.print(f"[bold red]error:[/] {choice}", highlight=False, soft_wrap=True)
         return 2
     except OSError as exc:
         if not is_disk_full(exc):
@@ -101,8 +114,8 @@ def run_app(app: typer.Typer) -> int:
             traceback.print_exc()
         where = f" while writing {exc.filename}" if exc.filename else ""
         console.print(
-            f"[bold red]error:[/] disk full{where}; files finished before it are kept (long jobs write atomically): "
-            "free space and rerun the same command to resume",
+            f"[bold red]error:[/] disk full{escape(where)}; files finished before it are kept (long jobs write "
+            "atomically): free space and rerun the same command to resume",
             highlight=False,
             soft_wrap=True,
         )
@@ -110,9 +123,36 @@ def run_app(app: typer.Typer) -> int:
     except click.exceptions.Abort:
         console.print("aborted")
         return 130
-    except click.exceptions.ClickException as exc:
+    except CLICK_ERRORS as exc:
         exc.show()
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     return 0
+
+
+def _click_classes(name: str) -> tuple[type[Exception], ...]:
+    """click's exception class ``name`` and, where typer vendors its own click (typer ≥ 0.2x), typer's too."""
+    classes: list[type[Exception]] = [getattr(click.exceptions, name)]
+    try:
+        vendored = importlib.import_module("typer._click.exceptions")
+    except ImportError:
+        return tuple(classes)
+    return (*classes, getattr(vendored, name))
+
+
+BAD_PARAMETER = _click_classes("BadParameter")
+CLICK_ERRORS = _click_classes("ClickException")
+_NOT_A_CHOICE = re.compile(r"'(.*)' is not one of ((?:'[^']*'(?:, )?)+)")
+
+
+def choice_error(exc: Exception) -> str | None:
+    """A value outside an enum option's choices as the project's one-line error (``--dtype must be one of …; got
+    'int8'``), like the checks the commands make themselves; None for any other bad parameter."""
+    param = getattr(exc, "param", None)
+    found = _NOT_A_CHOICE.search(getattr(exc, "message", "") or str(exc))
+    if param is None or not getattr(param, "opts", None) or found is None:
+        return None
+    name = max(param.opts, key=len)
+    choices = ", ".join(re.findall(r"'([^']*)'", found.group(2)))
+    return f"{name} must be one of {choices}; got {found.group(1)!r}"

@@ -21,21 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latent_darm.models.llada.configuration import LLaDAConfig
-
-
-class RMSNorm(nn.Module):
-    """RMSNorm computed in float32, cast back, then scaled (as LLaDA's ``RMSLayerNorm``)."""
-
-    def __init__(self, size: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(size))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
+from latent_darm.models.norm import RMSNorm  # computed in float32, cast back, then scaled (LLaDA's RMSLayerNorm)
 
 
 def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
