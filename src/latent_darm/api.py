@@ -12,6 +12,7 @@ from typing import Any, overload
 
 from latent_darm.bridge.projector import Projector
 from latent_darm.errors import ConfigError
+from latent_darm.models.family import local_family
 from latent_darm.pipelines.base import PipelineResult
 from latent_darm.pipelines.factory import build_pipeline
 from latent_darm.pipelines.latent import LatentPipeline
@@ -35,7 +36,7 @@ class LatentDARM:
         device: str = "cpu",
         gen_length: int | None = None,
         steps: int | None = None,
-        block_length: int = 32,
+        block_length: int | None = None,
         threshold: float | None = None,
         cache: str = "none",
         max_new_tokens: int = 16,
@@ -50,6 +51,9 @@ class LatentDARM:
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         length = Projector.stored_config(projector).plan_length if gen_length is None else gen_length
+        family = local_family(planner)
+        if family is not None and not family.uses_blocks and block_length is not None:
+            raise ConfigError(f"block_length is not used by {family.name} (it denoises the whole canvas at once)")
         spec: dict[str, Any] = {
             "kind": "latent",
             "planner": {
@@ -57,7 +61,7 @@ class LatentDARM:
                 "model": str(planner),
                 "gen_length": length,
                 "steps": length if steps is None else steps,
-                "block_length": min(block_length, length),
+                "block_length": min(block_length or 32, length),  # LLaDA's default; other families ignore it
                 "threshold": threshold,
                 "cache": cache,
             },
