@@ -534,10 +534,16 @@ for _kind, _target in (("list", ["4"]), ("object", {"value": 4}), ("boolean", Tr
     )
 
 
-@row("train-projector-steps-0")
-def _(env: Env):
-    env.forbid_loading()
-    return _train(env, "--steps", "0"), r"--steps must be >= 1, got 0"
+def _train_zero(option: str) -> Row:
+    def build(env: Env) -> tuple[list[Any], str]:
+        env.forbid_loading()
+        return _train(env, option, "0"), rf"{option} must be >= 1, got 0"
+
+    return build
+
+
+for _option in ("--steps", "--block-length", "--max-steps"):
+    ROWS[f"train-projector{_option}-0"] = _train_zero(_option)
 
 
 @row("train-projector-out-is-a-file")

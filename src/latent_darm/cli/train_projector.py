@@ -184,7 +184,8 @@ def train_projector_command(
         raise ConfigError(f"--held-out-per-source must be >= 0, got {held_out_per_source}")
     if plan_batch_size < 1:
         raise ConfigError(f"--plan-batch-size must be >= 1, got {plan_batch_size}")
-    check_positive("steps", steps)
+    for name, value in (("steps", steps), ("block-length", block_length), ("max-steps", max_steps)):
+        check_positive(name, value)
     check_output_dir(out)
     family = local_family(planner)
     sampler_options: dict[str, Any] = {
