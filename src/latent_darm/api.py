@@ -48,6 +48,9 @@ class LatentDARM:
         """Load the three parts. Planner sampler settings left as None are those the projector was trained with
         (a different value is used, warned about and recorded in ``describe()``). ``force`` accepts a projector
         trained for other tokenizers (never other hidden sizes)."""
+        for name, value in (("gen_length", gen_length), ("steps", steps), ("max_new_tokens", max_new_tokens)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         family = local_family(planner)
         if family is not None and not family.uses_blocks and block_length is not None:
             raise ConfigError(f"block_length is not used by {family.name} (it denoises the whole canvas at once)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 
@@ -16,7 +17,7 @@ from latent_darm.models.executor import (
     count_generated_tokens,
     tokenizer_fingerprint,
 )
-from latent_darm.models.tiny import random_llama
+from latent_darm.models.tiny import random_llama, train_bpe_tokenizer
 from tests.conftest import CORPUS
 
 PROMPTS = [
@@ -45,6 +46,22 @@ def test_opens_a_saved_llama_with_its_tokenizer(executor, executor_dir, tokenize
     assert len(executor.tokenizer_fingerprint()) == 16
 
 
+def test_tokenizer_fingerprint_changes_with_the_vocabulary_and_specials_but_not_the_pad(tokenizer):
+    """Compared with other tokenizers, not with itself: a constant fingerprint would fail here."""
+    base = tokenizer_fingerprint(tokenizer)
+    other_vocab = train_bpe_tokenizer(["a quite different corpus of words"] * 20, vocab_size=300)
+    assert tokenizer_fingerprint(other_vocab) != base
+    added = copy.deepcopy(tokenizer)
+    added.add_tokens(["<|new_token|>"])
+    assert tokenizer_fingerprint(added) != base
+    other_eos = copy.deepcopy(tokenizer)
+    other_eos.eos_token = "<|eot_id|>"
+    assert tokenizer_fingerprint(other_eos) != base
+    other_pad = copy.deepcopy(tokenizer)
+    other_pad.pad_token = "<|eot_id|>"
+    assert tokenizer_fingerprint(other_pad) == base  # a runtime choice, not something a model learned
+
+
 def test_bad_directories_are_one_line_checkpoint_errors(tmp_path, executor_dir):
     with pytest.raises(CheckpointError, match="not found"):
         CausalExecutor.from_pretrained(tmp_path / "missing")
@@ -53,6 +70,7 @@ def test_bad_directories_are_one_line_checkpoint_errors(tmp_path, executor_dir):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    (bad / "model.safetensors").write_bytes((executor_dir / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="cannot load") as info:
         CausalExecutor.from_pretrained(bad)
     assert "\n" not in str(info.value)

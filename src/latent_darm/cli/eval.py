@@ -16,7 +16,7 @@ import typer
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, PipelineKind, complete_benchmark, complete_device
-from latent_darm.cli.common import console, resolve_device, resolve_dtype
+from latent_darm.cli.common import check_output_dir, check_positive, console, resolve_device, resolve_dtype
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import DATA_ENV, PAPER_PROTOCOL, benchmark_names, load_benchmark
 from latent_darm.evaluation.runner import (
@@ -26,6 +26,7 @@ from latent_darm.evaluation.runner import (
     evaluate,
     examples_fingerprint,
 )
+from latent_darm.models.fingerprint import reference_fingerprint
 from latent_darm.pipelines.prompts import load_templates
 
 PIPELINES = ("arm", "ddlm", "text", "latent")
@@ -158,6 +159,10 @@ def build_spec(
         raise ConfigError(f"--latent-noise must be >= 0, got {latent_noise}")
     given_block = block_length
     sampler_differs: dict[str, Any] = {}
+    # 0 is a value, not "use the default": refuse it here instead of letting `x or default` swallow it.
+    for name, value in (("gen-length", gen_length), ("steps", steps), ("max-new-tokens", max_new_tokens)):
+        check_positive(name, value)
+    check_positive("block-length", block_length)
 
     from latent_darm.sampling.config import parse_latent_tokens
 
@@ -166,14 +171,16 @@ def build_spec(
         raise ConfigError("--latent-tokens is not used by --pipeline arm")
 
     def diffusion(model: str, length: int, block: int | None) -> dict[str, Any]:
-        return diffusion_role(model, length, steps or length, block, threshold, cache or "none", held)
+        return diffusion_role(
+            model, length, length if steps is None else steps, block, threshold, cache or "none", held
+        )
 
     def autoregressive(model: str, budget: int) -> dict[str, Any]:
         return autoregressive_role(model, budget, repetition_penalty)
 
-    plan_length = gen_length or DEFAULT_GEN_LENGTH.get(pipeline, 256)
+    plan_length = DEFAULT_GEN_LENGTH.get(pipeline, 256) if gen_length is None else gen_length
     budget_key = "cot" if chain_of_thought else pipeline
-    answer_budget = max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(budget_key, 32)
+    answer_budget = DEFAULT_MAX_NEW_TOKENS.get(budget_key, 32) if max_new_tokens is None else max_new_tokens
     roles: dict[str, dict[str, Any] | None]
     if pipeline == "arm":
         _unused(pipeline, planner=planner)
@@ -189,7 +196,7 @@ def build_spec(
         planner_kind, executor_kind = planner_kind or "ddlm", executor_kind or "arm"
         if pipeline == "latent":
             explicit = dict(gen_length=gen_length, steps=steps, block_length=given_block, threshold=threshold)
-            explicit |= dict(cache=cache, denoise_fraction=denoise_fraction)
+            explicit |= dict(cache=cache, denoise_fraction=denoise_fraction, latent_tokens=held)
             planner_role, sampler_differs = latent_planner_role(
                 planner_model, _need(projector, "projector", pipeline), explicit
             )
@@ -237,6 +244,14 @@ def subset(limit: int | None, seed: int | None, paper_protocol: bool) -> dict[st
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     return {"limit": limit, "seed": seed}
+
+
+def weights_of(spec: dict[str, Any]) -> dict[str, str]:
+    """{role: weights fingerprint} of every model the spec names, recorded so a resume with other weights fails."""
+    references = {role: (spec.get(role) or {}).get("model") for role in ("planner", "executor")}
+    references["projector"] = spec.get("projector")
+    fingerprints = {role: reference_fingerprint(ref) for role, ref in references.items() if ref}
+    return {role: value for role, value in fingerprints.items() if value is not None}
 
 
 def runtime_device(device: str) -> str:
@@ -307,7 +322,10 @@ def eval_command(
     label: str = typer.Option(None, help="Name of this configuration in reports."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
-    """Evaluate a pipeline on a benchmark: graded results stream to OUT/results.jsonl; rerun to resume."""
+    """Evaluate a pipeline on a benchmark: graded results stream to OUT/results.jsonl; rerun to resume.
+
+    A resume is refused if the settings or any model's weights (fingerprinted in OUT/config.json) changed.
+    --gen-length, --steps and --max-new-tokens must be >= 1 when given (0 is refused, not read as the default)."""
     run_device = runtime_device(device)
     spec = build_spec(
         pipeline=pipeline.value,
@@ -333,6 +351,7 @@ def eval_command(
     )
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    check_output_dir(out)
     selection = subset(limit, seed, paper_protocol)
     examples = load_benchmark(benchmark, data_dir=data_dir, **selection)
     if not examples:
@@ -342,6 +361,7 @@ def eval_command(
         "subset": selection,
         "examples": examples_fingerprint(examples),
         "spec": spec,
+        "weights": weights_of(spec),
     }
     if label:
         config["label"] = label

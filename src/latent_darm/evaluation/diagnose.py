@@ -81,7 +81,7 @@ def executor_swap_spec(
     model = diffusion_executor or (planner.get("model") if planner.get("kind") == "ddlm" else None)
     if not model:
         raise ConfigError("setup Y needs a diffusion executor: pass --diffusion-executor")
-    length = gen_length or executor["max_new_tokens"]
+    length = executor["max_new_tokens"] if gen_length is None else gen_length
     if length < 1:
         raise ConfigError(f"--diffusion-gen-length must be >= 1, got {length}")
     block = planner.get("block_length") or length

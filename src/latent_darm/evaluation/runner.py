@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latent_darm.config_diff import first_difference, short
-from latent_darm.errors import ConfigError, DataError
+from latent_darm.errors import ConfigError, DataError, DiskFullError
 from latent_darm.evaluation.benchmarks import Example
 from latent_darm.grading import MATH_VERIFY_TIMEOUT_S, grade
-from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text
+from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text, is_disk_full
 from latent_darm.pipelines.base import Pipeline, PipelineResult
 from latent_darm.progress import progress_bar
 
@@ -38,6 +38,9 @@ RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
 RANK_PATTERN = "results.rank*.jsonl"
 LOCK_FILE = ".lock"
+# {role: fingerprint} of the weights behind the results (models.fingerprint); compared role by role on resume, and
+# absent from directories written before fingerprints were recorded (those resume unchecked).
+WEIGHTS_KEY = "weights"
 GRADING = {"grader": "latent_darm.evaluation.grading", "math_verify_timeout_s": MATH_VERIFY_TIMEOUT_S}
 
 
@@ -181,8 +184,11 @@ def check_config(out_dir: Path, config: dict[str, Any], *, partial: bool = False
         if any(path.exists() for path in result_files(out_dir)):
             raise DataError(f"{out_dir}: has results but no {CONFIG_FILE}; use another --out directory")
         return None
+    _check_weights(out_dir, stored, config)
     compared = {key: value for key, value in stored.items() if key in config} if partial else stored
-    difference = first_difference(compared, json.loads(json.dumps(config)))
+    compared = {key: value for key, value in compared.items() if key != WEIGHTS_KEY}
+    wanted = {key: value for key, value in json.loads(json.dumps(config)).items() if key != WEIGHTS_KEY}
+    difference = first_difference(compared, wanted)
     if difference is not None:
         key, old, new = difference
         raise ConfigError(
@@ -190,6 +196,21 @@ def check_config(out_dir: Path, config: dict[str, Any], *, partial: bool = False
             "use another --out directory"
         )
     return stored
+
+
+def _check_weights(out_dir: Path, stored: dict[str, Any], config: dict[str, Any]) -> None:
+    """Refuse to resume when a model's weights differ from those that produced the stored results."""
+    old, new = stored.get(WEIGHTS_KEY), config.get(WEIGHTS_KEY)
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return
+    for role, fingerprint in new.items():
+        if role in old and old[role] != fingerprint:
+            spec = config.get("spec") or {}
+            model = spec.get(role) if role == "projector" else (spec.get(role) or {}).get("model")
+            raise ConfigError(
+                f"{out_dir} holds results of other {role} weights: {model or role} changed since they were written "
+                f"(fingerprint {old[role]} there, {fingerprint} now); use another --out directory"
+            )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -321,7 +342,17 @@ def evaluate(
 
         pending = [e for e in examples if e.id not in finished]
         mine = shard_items(pending, processes.rank, processes.world)
-        _answer(pipeline, mine, own_file, batch_size, progress and processes.is_main)
+        try:
+            _answer(pipeline, mine, own_file, batch_size, progress and processes.is_main)
+        except (DiskFullError, OSError) as exc:
+            if isinstance(exc, OSError) and not is_disk_full(exc):
+                raise
+            kept = len(load_results(out_dir))
+            raise DiskFullError(
+                f"disk full while writing results to {own_file}; the {kept} results finished before it are kept: "
+                "free space and rerun the same command to resume",
+                own_file,
+            ) from None
 
         processes.barrier()
         if processes.is_main:

@@ -34,8 +34,11 @@ import transformers
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from latent_darm.errors import CheckpointError, ConfigError
+from latent_darm.io import read_json_file
+from latent_darm.models.config_checks import check_hf_config
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.planner import load_tokenizer
+from latent_darm.models.safetensors_files import checked_weight_files
 from latent_darm.models.splice import PLACEMENTS, PLAN_MARKER, left_pad, splice
 
 EOT_TOKENS = ("<|eot_id|>", "<|im_end|>")
@@ -89,6 +92,61 @@ def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> tup
     return tuple(sorted(ids))
 
 
+def _first(keys: Any) -> tuple[str, int]:
+    names = sorted(keys or ())
+    return (names[0] if names else "", len(names))
+
+
+def load_causal_lm(directory: Path, dtype: torch.dtype) -> PreTrainedModel:
+    """``AutoModelForCausalLM`` from safetensors only, strictly: the config and every weight file are checked
+    first, and a checkpoint whose tensors do not match the config (missing, unexpected or misshapen) is refused
+    instead of being filled with random weights."""
+    config_path = directory / "config.json"
+    raw = read_json_file(config_path, CheckpointError)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object")
+    check_hf_config(raw, str(config_path))
+    checked_weight_files(directory)
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            # Mismatched shapes are reported below by name (transformers' own error points at a silenced log).
+            directory,
+            dtype=dtype,
+            use_safetensors=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"executor {directory}: cannot load a causal LM ({reason})") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
+    for kind, hint in (("missing", "left at random values"), ("unexpected", "not used by the model")):
+        name, count = _first(info.get(f"{kind}_keys"))
+        if count:
+            raise CheckpointError(
+                f"executor {directory}: {count} {kind} tensor(s), first '{name}' ({hint}); config.json does not "
+                "match the weights (layer count or architecture) or the checkpoint is incomplete"
+            )
+    mismatched = sorted(info.get("mismatched_keys") or (), key=str)
+    if mismatched:
+        first = mismatched[0]
+        described = (
+            f"'{first[0]}' has shape {list(first[1])}, config.json implies {list(first[2])}"
+            if isinstance(first, tuple) and len(first) == 3
+            else repr(first)
+        )
+        raise CheckpointError(
+            f"executor {directory}: {len(mismatched)} tensor(s) do not fit config.json, first {described}"
+        )
+    return model
+
+
 class CausalExecutor:
     """Causal LM + tokenizer + stop ids; greedy answers from prompt strings or from soft tokens + prompts."""
 
@@ -115,18 +173,7 @@ class CausalExecutor:
         directory = resolve_checkpoint(reference, "executor")
         if not (directory / "config.json").is_file():
             raise CheckpointError(f"executor {directory}: no config.json")
-        verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-        try:
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"executor {directory}: cannot load a causal LM ({reason})") from None
-        finally:
-            transformers.logging.set_verbosity(verbosity)
-            if bars:
-                transformers.logging.enable_progress_bar()
+        model = load_causal_lm(directory, dtype)
         return cls(model.to(device), load_tokenizer(directory), name_or_path=str(reference))
 
     def save_pretrained(self, directory: str | Path) -> None:

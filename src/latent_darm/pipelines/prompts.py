@@ -8,12 +8,12 @@ arrives as soft tokens).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
 from latent_darm.errors import ConfigError
+from latent_darm.io import parse_json
 
 AnswerType = Literal["math", "integer", "mc"]
 
@@ -68,18 +68,23 @@ def load_templates(path: str | Path | None) -> PromptTemplates:
         return PromptTemplates()
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"prompt file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"prompt file {path}: not UTF-8 text") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        overrides = yaml.safe_load(text)
-    else:
         try:
-            overrides = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"prompt file {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            overrides = yaml.safe_load(text)
+        except (yaml.YAMLError, RecursionError) as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"prompt file {path}: not valid YAML ({problem}{where})") from None
+    else:
+        overrides = parse_json(text, f"prompt file {path}", ConfigError)
     if not isinstance(overrides, dict):
         raise ConfigError(f"prompt file {path}: expected a mapping of template names to strings")
     known = {f.name for f in fields(PromptTemplates)}
