@@ -37,7 +37,7 @@ class LatentDARM:
         block_length: int = 32,
         threshold: float | None = None,
         cache: str = "none",
-        max_new_tokens: int = 16,
+        max_new_tokens: int = 64,
         repetition_penalty: float = 1.0,
         latent_noise: float = 0.0,
         prompts: str | Path | None = None,

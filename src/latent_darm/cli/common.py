@@ -25,11 +25,22 @@ DTYPES = {
 }
 
 
-def parse_dtype(name: str) -> torch.dtype:
+AUTO_DTYPE_HELP = "auto (float32 on CPU, bfloat16 on GPU) | float32 | bfloat16 | float16."
+
+
+def auto_dtype(device: str | torch.device) -> torch.dtype:
+    """The one default everywhere: float32 on CPU (exact, batch-independent answers), bfloat16 on a GPU."""
+    return torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
+
+
+def parse_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
+    """``--dtype`` value → torch dtype; ``auto`` resolves for ``device`` (see :func:`auto_dtype`)."""
+    if name.lower() == "auto":
+        return auto_dtype(device)
     try:
         return DTYPES[name.lower()]
     except KeyError:
-        raise DarmError(f"--dtype must be one of {', '.join(sorted(DTYPES))}; got {name!r}") from None
+        raise DarmError(f"--dtype must be one of auto, {', '.join(sorted(DTYPES))}; got {name!r}") from None
 
 
 def resolve_device(name: str) -> str:

@@ -16,7 +16,7 @@ import typer
 
 from latent_darm.bridge.projector import Projector
 from latent_darm.cli.app import app
-from latent_darm.cli.common import console, parse_dtype, resolve_device
+from latent_darm.cli.common import AUTO_DTYPE_HELP, console, parse_dtype, resolve_device
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import DATA_ENV, PAPER_PROTOCOL, load_benchmark
 from latent_darm.evaluation.runner import (
@@ -33,8 +33,9 @@ PIPELINES = ("arm", "ddlm", "text", "latent")
 WRITER_KINDS = ("ddlm", "arm")
 # Plan lengths of the paper: 64 latent positions; 256 tokens (8 blocks of 32) for a text plan or a DDLM answer.
 DEFAULT_GEN_LENGTH = {"latent": 64, "text": 256, "ddlm": 256}
-# Answer budgets: the latent executor writes ~5 tokens; a direct answer a short \boxed{}; chain of thought more.
-DEFAULT_MAX_NEW_TOKENS = {"latent": 16, "text": 32, "arm": 32, "cot": 1024}
+# Answer budgets: a direct answer is a short \boxed{}; chain of thought more. The paper's latent executor writes ~5
+# tokens, but a real instruct model phrases it ("The answer is \boxed{12}."): 16 cut such answers, so 64.
+DEFAULT_MAX_NEW_TOKENS = {"latent": 64, "text": 32, "arm": 32, "cot": 1024}
 
 
 def diffusion_role(
@@ -85,9 +86,15 @@ def build_spec(
     chain_of_thought: bool = False,
     latent_noise: float = 0.0,
     prompts: str | None = None,
-    dtype: str = "bfloat16",
+    dtype: str = "auto",
+    device: str = "cpu",
+    system_prompt: str | None = None,
+    no_system_turn: bool = False,
+    force_projector: bool = False,
 ) -> dict[str, Any]:
-    """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError."""
+    """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError.
+    ``device`` only resolves ``dtype="auto"`` (float32 on CPU, bfloat16 on GPU); the spec stores the result.
+    ``system_prompt`` / ``no_system_turn`` override the templates' system turn (default: an empty one)."""
     if pipeline not in PIPELINES:
         raise ConfigError(f"--pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
     for name, value in (("planner-kind", planner_kind), ("executor-kind", executor_kind)):
@@ -96,7 +103,7 @@ def build_spec(
     if pipeline != "text":
         _unused(pipeline, planner_kind=planner_kind, executor_kind=executor_kind)
     if pipeline != "latent":
-        _unused(pipeline, projector=projector, latent_noise=latent_noise)
+        _unused(pipeline, projector=projector, latent_noise=latent_noise, force_projector=force_projector)
     if pipeline in ("text", "latent"):
         _unused(pipeline, chain_of_thought=chain_of_thought)
     if latent_noise < 0:
@@ -141,6 +148,13 @@ def build_spec(
         }
     if prompts is not None:
         load_templates(prompts)  # a bad prompt file fails now, not after the models load
+    system: dict[str, str | None] = {}
+    if no_system_turn and system_prompt is not None:
+        raise ConfigError("give --system-prompt or --no-system-turn, not both")
+    if no_system_turn or system_prompt is not None:
+        system["system_prompt"] = None if no_system_turn else system_prompt
+    if force_projector:
+        system["force_projector"] = True
     return {
         "kind": pipeline,
         **roles,
@@ -148,7 +162,8 @@ def build_spec(
         "chain_of_thought": chain_of_thought,
         "latent_noise": latent_noise,
         "prompts": prompts,
-        "dtype": str(parse_dtype(dtype)).removeprefix("torch."),
+        "dtype": str(parse_dtype(dtype, device)).removeprefix("torch."),
+        **system,
     }
 
 
@@ -183,7 +198,7 @@ def summary_line(benchmark: str, summary: EvalSummary, out: Path) -> str:
     return (
         f"{benchmark}: accuracy {s.accuracy:.1%} ({s.correct}/{s.n}), tokens/question planner "
         f"{s.mean_planner_tokens:.1f} + executor {s.mean_executor_tokens:.1f} = {s.mean_total_tokens:.1f}, "
-        f"{s.seconds_per_question:.2f} s/question, {s.computed} new → {out}"
+        f"{s.seconds_per_question:.2f} s/question, truncated {s.truncation_rate:.1%}, {s.computed} new → {out}"
     )
 
 
@@ -209,17 +224,25 @@ def eval_command(
     block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
     cache: str = typer.Option("none", help="Fast mode: none | prefix | dual block KV cache."),
-    max_new_tokens: int = typer.Option(None, help="Answer budget (default 16 latent, 32 direct, 1024 CoT)."),
+    max_new_tokens: int = typer.Option(None, help="Answer budget (default 64 latent, 32 direct, 1024 CoT)."),
     repetition_penalty: float = typer.Option(1.0, help="Autoregressive decoding repetition penalty."),
     chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first."),
     latent_noise: float = typer.Option(0.0, help="Latent: Gaussian noise relative to the latents' RMS (control)."),
     prompts: Path = typer.Option(None, help="JSON/YAML file overriding prompt templates."),
-    dtype: str = typer.Option("bfloat16", help="float32 | bfloat16 | float16."),
+    system_prompt: str = typer.Option(None, help="ARM chat prompts: this system turn (default: an empty one)."),
+    no_system_turn: bool = typer.Option(
+        False, "--no-system-turn", help="ARM chat prompts: no system turn (the chat template's own default applies)."
+    ),
+    dtype: str = typer.Option("auto", help=AUTO_DTYPE_HELP),
+    force_projector: bool = typer.Option(
+        False, "--force-projector", help="Latent: use a projector trained for another tokenizer anyway."
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N (auto: each process's GPU under accelerate)."),
     label: str = typer.Option(None, help="Name of this configuration in reports."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
     """Evaluate a pipeline on a benchmark: graded results stream to OUT/results.jsonl; rerun to resume."""
+    resolved_device = runtime_device(device)
     spec = build_spec(
         pipeline=pipeline,
         planner=planner,
@@ -238,6 +261,10 @@ def eval_command(
         latent_noise=latent_noise,
         prompts=None if prompts is None else str(prompts),
         dtype=dtype,
+        device=resolved_device,
+        system_prompt=system_prompt,
+        no_system_turn=no_system_turn,
+        force_projector=force_projector,
     )
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
@@ -250,13 +277,14 @@ def eval_command(
         "subset": selection,
         "examples": examples_fingerprint(examples),
         "spec": spec,
+        "batch_size": batch_size,  # in bfloat16 a row's answer can depend on its batch: a resume must not mix
     }
     if label:
         config["label"] = label
     check_config(out, config, partial=True)  # refuse a foreign directory before loading any model
     from latent_darm.pipelines.factory import build_pipeline
 
-    built = build_pipeline({**spec, "device": runtime_device(device)})
+    built = build_pipeline({**spec, "device": resolved_device})
     summary = evaluate(built, examples, out, batch_size=batch_size, config=config, progress=progress)
     if accelerate_state().is_main_process:
         console.print(summary_line(benchmark, summary, out), highlight=False, soft_wrap=True)

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from latent_darm.cli.app import app
-from latent_darm.cli.common import console, parse_dtype, resolve_device
+from latent_darm.cli.common import AUTO_DTYPE_HELP, console, parse_dtype, resolve_device
 from latent_darm.errors import DataError
 from latent_darm.io import read_jsonl
 from latent_darm.models.planner import DiffusionPlanner
@@ -59,7 +59,7 @@ def plan(
     seed: int = typer.Option(0, help="Random seed (temperature > 0 or random remasking)."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
     mask_token_id: int = typer.Option(None, help="Override the config's mask token id."),
-    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16."),
+    dtype: str = typer.Option("auto", help=AUTO_DTYPE_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per prompt on stdout, in input order."),
 ) -> None:
@@ -82,7 +82,7 @@ def plan(
     )
     resolved_device = resolve_device(device)
     model = DiffusionPlanner.from_pretrained(
-        planner, dtype=parse_dtype(dtype), device=resolved_device, mask_token_id=mask_token_id
+        planner, dtype=parse_dtype(dtype, resolved_device), device=resolved_device, mask_token_id=mask_token_id
     )
     torch.manual_seed(seed)
     generator = torch.Generator(device=resolved_device).manual_seed(seed)

@@ -7,7 +7,7 @@ import json
 import typer
 
 from latent_darm.cli.app import app
-from latent_darm.cli.common import console, resolve_device
+from latent_darm.cli.common import AUTO_DTYPE_HELP, console, resolve_device
 from latent_darm.cli.eval import build_spec
 from latent_darm.errors import DataError
 from latent_darm.evaluation.grading import check_answer_type, extract_answer
@@ -33,7 +33,14 @@ def solve(
     chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first."),
     latent_noise: float = typer.Option(0.0, help="Latent: noise relative to the latents' RMS (control)."),
     prompts: str = typer.Option(None, help="JSON/YAML file overriding prompt templates."),
-    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16."),
+    system_prompt: str = typer.Option(None, help="ARM chat prompts: this system turn (default: an empty one)."),
+    no_system_turn: bool = typer.Option(
+        False, "--no-system-turn", help="ARM chat prompts: no system turn (the chat template's own default applies)."
+    ),
+    dtype: str = typer.Option("auto", help=AUTO_DTYPE_HELP),
+    force_projector: bool = typer.Option(
+        False, "--force-projector", help="Latent: use a projector trained for another tokenizer anyway."
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
@@ -41,16 +48,19 @@ def solve(
     if not question.strip():
         raise DataError("the question is empty")
     check_answer_type(answer_type)
+    resolved_device = resolve_device(device)
     spec = build_spec(
         pipeline=pipeline, planner=planner, executor=executor, projector=projector, planner_kind=planner_kind,
         executor_kind=executor_kind, gen_length=gen_length, steps=steps, block_length=block_length,
         threshold=threshold, cache=cache, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
         chain_of_thought=chain_of_thought, latent_noise=latent_noise, prompts=prompts, dtype=dtype,
+        device=resolved_device, system_prompt=system_prompt, no_system_turn=no_system_turn,
+        force_projector=force_projector,
     )  # fmt: skip
     from latent_darm.pipelines.factory import build_pipeline
 
     with console.status("loading models"):
-        built = build_pipeline({**spec, "device": resolve_device(device)})
+        built = build_pipeline({**spec, "device": resolved_device})
     with console.status(f"solving with {built.name}"):
         result = built.run([question], answer_type)[0]  # type: ignore[arg-type]
     extracted = extract_answer(result.output, answer_type)

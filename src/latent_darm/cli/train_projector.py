@@ -105,10 +105,8 @@ def _bar(enabled: bool) -> Progress:
 
 
 def model_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bfloat16 on CUDA, float32 elsewhere."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return parse_dtype(name)
+    """``auto``: bfloat16 on CUDA, float32 elsewhere (the project-wide default, :func:`parse_dtype`)."""
+    return parse_dtype(name, device)
 
 
 @app.command("train-projector")
@@ -157,7 +155,7 @@ def train_projector_command(
     lora: bool = typer.Option(False, "--lora/--no-lora", help="Also train LoRA (r 8, α 32) on the executor."),
     lora_lr: float = typer.Option(5e-4, help="LoRA learning rate."),
     mixed_precision: str = typer.Option("auto", help="auto (bf16 on CUDA, none on CPU) | no | bf16."),
-    max_new_tokens: int = typer.Option(16, help="Answer budget of the held-out accuracy check."),
+    max_new_tokens: int = typer.Option(64, help="Answer budget of the held-out accuracy check."),
     prompts: Path = typer.Option(None, help="JSON/YAML file overriding prompt templates (use it at eval too)."),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16."),
     device: str = typer.Option("auto", help="auto | cpu | cuda (under accelerate: each process's GPU)."),
