@@ -199,7 +199,8 @@ def test_spec_defaults_follow_the_paper(tmp_path):
         build_spec(pipeline="latent", planner="p", executor="e", projector="j", gen_length=64)["planner"]["gen_length"]
         == 64
     )
-    assert latent["executor"]["max_new_tokens"] == 16 and latent["dtype"] == "bfloat16"
+    # 64 answer tokens (16 cut a real model's "The answer is \\boxed{…}"); dtype auto: float32 on CPU.
+    assert latent["executor"]["max_new_tokens"] == 64 and latent["dtype"] == "float32"
     text = build_spec(pipeline="text", planner="p", executor="e", dtype="fp16")
     assert (text["planner"]["gen_length"], text["executor"]["max_new_tokens"], text["dtype"]) == (256, 32, "float16")
     assert build_spec(pipeline="arm", executor="e", chain_of_thought=True)["executor"]["max_new_tokens"] == 1024

@@ -136,7 +136,8 @@ def build_spec(
         if pipeline == "latent":
             _need(projector, "projector", pipeline)
         roles = {
-            "planner": diffusion(planner_model, plan_length, block_length)
+            # A plan shorter than a block is one block (e.g. a projector trained on 8 positions).
+            "planner": diffusion(planner_model, plan_length, min(block_length, plan_length))
             if planner_kind == "ddlm"
             else autoregressive(planner_model, plan_length),
             # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.

@@ -171,7 +171,7 @@ def _latest_box(text: str) -> tuple[int, str | None] | None:
     return start, text[first:last].strip() or None
 
 
-_TOKEN_RE = re.compile(r"[^\s${}]+")
+_TOKEN_RE = re.compile(r"[^\s${}]{1,200}")  # bounded: an unbroken run after each of 20,000 boxes is quadratic
 
 
 def _box_argument(text: str, i: int, closing: dict[int, int]) -> tuple[int, int] | None:

@@ -42,6 +42,18 @@ RANK_PATTERN = "results.rank*.jsonl"
 LOCK_FILE = ".lock"
 # Keys that name a run without changing its answers: a new value is accepted on resume.
 COSMETIC_KEYS = frozenset({"label"})
+# In float32 a row's answer does not depend on the batch it is in (tested); in bfloat16/float16 it can, so there a
+# resume with another batch size is refused.
+BATCH_KEY = "batch_size"
+
+
+def cosmetic_keys(config: dict[str, Any]) -> frozenset[str]:
+    """Top-level keys whose change a resume accepts for this configuration."""
+    spec = config.get("spec")
+    exact = isinstance(spec, dict) and spec.get("dtype", "float32") == "float32"
+    return COSMETIC_KEYS | {BATCH_KEY} if exact else COSMETIC_KEYS
+
+
 GRADING = {
     "grader": "latent_darm.evaluation.grading",
     "math_verify_timeout_s": MATH_VERIFY_TIMEOUT_S,
@@ -204,11 +216,13 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 _ABSENT = object()
 
 
-def first_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> tuple[str, Any, Any] | None:
+def first_difference(
+    stored: dict[str, Any], wanted: dict[str, Any], cosmetic: frozenset[str] = COSMETIC_KEYS
+) -> tuple[str, Any, Any] | None:
     """The first dotted key (in ``wanted``'s order) whose value differs, with both values; cosmetic keys skipped."""
     old, new = _flatten(stored), _flatten(wanted)
     for key in [*new, *(k for k in old if k not in new)]:
-        if key.split(".")[0] in COSMETIC_KEYS:
+        if key.split(".")[0] in cosmetic:
             continue
         if old.get(key, _ABSENT) != new.get(key, _ABSENT):
             return key, old.get(key, _ABSENT), new.get(key, _ABSENT)
@@ -243,7 +257,7 @@ def check_config(out_dir: Path, config: dict[str, Any], *, partial: bool = False
             raise DataError(f"{out_dir}: has results but no {CONFIG_FILE}; use another --out directory")
         return None
     compared = {key: value for key, value in stored.items() if key in config} if partial else stored
-    difference = first_difference(compared, json.loads(json.dumps(config)))
+    difference = first_difference(compared, json.loads(json.dumps(config)), cosmetic_keys(config))
     if difference is not None:
         key, old, new = difference
         raise ConfigError(
