@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from latent_darm.cli.common import parse_dtype
+from latent_darm.cli.common import resolve_dtype
 from latent_darm.cli.eval import build_spec
 from latent_darm.errors import ConfigError, DarmError
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
@@ -19,13 +19,12 @@ ARM = {"pipeline": "arm", "executor": "llama"}
 
 
 def test_auto_dtype_is_float32_on_cpu_and_bfloat16_on_a_gpu():
-    assert parse_dtype("auto", "cpu") is torch.float32
-    assert parse_dtype("auto", "cuda:0") is torch.bfloat16
+    assert resolve_dtype("auto", "cpu") == "float32" and resolve_dtype("auto", "cuda:0") == "bfloat16"
     assert build_spec(**ARM)["dtype"] == "float32"  # the default, on CPU
     assert build_spec(**ARM, device="cuda")["dtype"] == "bfloat16"
     assert build_spec(**ARM, dtype="bf16")["dtype"] == "bfloat16"
-    with pytest.raises(DarmError, match="--dtype must be one of auto"):
-        parse_dtype("int8")
+    with pytest.raises(DarmError, match="--dtype must be one of"):
+        resolve_dtype("int8", "cpu")
 
 
 def test_system_turn_options():

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from latent_darm.evaluation import grading
-from latent_darm.evaluation.grading import extract_answer, grade
+from latent_darm import grading
+from latent_darm.grading import extract_answer, grade
 
 
 @pytest.mark.parametrize(

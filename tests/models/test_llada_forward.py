@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -103,3 +104,76 @@ def test_cached_span_pass_equals_full_pass_when_nothing_changed(llada_model):
         part = llada_model(ids[:, span[0] : span[1]], mask, cache=cache, span=span)
         assert torch.allclose(part.logits, full.logits[:, span[0] : span[1]], atol=1e-5)
     assert len(cache.keys) == llada_model.config.n_layers
+
+
+def _small_llada():
+    config = LLaDAConfig(
+        d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, vocab_size=90, max_sequence_length=64, mlp_hidden_size=96
+    )
+    return random_llada(config, seed=5)
+
+
+def test_default_positions_and_an_all_true_pattern_are_the_plain_forward_bit_for_bit():
+    model = _small_llada()
+    ids = torch.randint(0, 90, (2, 11), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    plain = model(ids, mask).logits
+    explicit = model(
+        ids,
+        mask,
+        position_ids=torch.arange(11).expand(2, 11),
+        attention_pattern=torch.ones(2, 11, 11, dtype=torch.bool),
+    ).logits
+    assert torch.equal(plain, explicit)
+
+
+def test_reordered_columns_with_their_true_positions_give_the_same_predictions():
+    model = _small_llada()
+    ids = torch.randint(0, 90, (2, 13), generator=torch.Generator().manual_seed(2))
+    order = torch.randperm(13, generator=torch.Generator().manual_seed(3))
+    plain = model(ids).logits
+    shuffled = model(ids[:, order], position_ids=order).logits
+    assert torch.allclose(shuffled, plain[:, order], atol=1e-5)
+    # Per-row positions: each row its own order.
+    order2 = torch.randperm(13, generator=torch.Generator().manual_seed(4))
+    rows = torch.stack((order, order2))
+    per_row = model(torch.gather(ids, 1, rows), position_ids=rows).logits
+    assert torch.allclose(per_row[1], plain[1, order2], atol=1e-5)
+
+
+def test_a_pattern_that_hides_columns_equals_dropping_them():
+    """Hiding keys from every query is the same computation as leaving those columns out (true positions kept)."""
+    model = _small_llada()
+    ids = torch.randint(0, 90, (1, 12), generator=torch.Generator().manual_seed(5))
+    keep = torch.tensor([0, 1, 2, 5, 6, 9, 11])
+    pattern = torch.zeros(12, 12, dtype=torch.bool)
+    pattern[:, keep] = True
+    hidden = model(ids, attention_pattern=pattern).logits[:, keep]
+    dropped = model(ids[:, keep], position_ids=keep).logits
+    assert torch.allclose(hidden, dropped, atol=1e-5)
+
+
+def test_a_causal_pattern_is_transformers_llama_with_its_causal_mask():
+    model = _small_llada()
+    llama = _as_bidirectional_llama(model)
+    for layer in llama.model.layers:
+        layer.self_attn.is_causal = True
+    ids = torch.randint(0, 90, (2, 10), generator=torch.Generator().manual_seed(6))
+    causal = torch.ones(10, 10, dtype=torch.bool).tril()
+    additive = torch.zeros(2, 1, 10, 10).masked_fill(~causal, float("-inf"))
+    expected = llama(input_ids=ids, attention_mask=additive).logits
+    got = model(ids, attention_pattern=causal).logits
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert not torch.allclose(got, model(ids).logits, atol=1e-3)
+
+
+def test_bad_position_ids_and_patterns_name_the_argument():
+    model = _small_llada()
+    ids = torch.zeros(2, 6, dtype=torch.long)
+    with pytest.raises(ValueError, match="position_ids"):
+        model(ids, position_ids=torch.arange(5))
+    with pytest.raises(ValueError, match="attention_pattern.*boolean"):
+        model(ids, attention_pattern=torch.ones(6, 6))
+    with pytest.raises(ValueError, match="attention_pattern has shape"):
+        model(ids, attention_pattern=torch.ones(3, 6, 6, dtype=torch.bool))

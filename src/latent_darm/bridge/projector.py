@@ -23,10 +23,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from latent_darm.bridge.splice import PLACEMENTS
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.models.executor import tokenizer_fingerprint
 from latent_darm.models.hub import resolve_checkpoint
+from latent_darm.models.norm import RMSNorm
+from latent_darm.models.splice import PLACEMENTS
 
 logger = logging.getLogger(__name__)
 
@@ -90,25 +91,16 @@ class ProjectorConfig:
             raise CheckpointError(f"{source}: {exc}") from None
 
 
-class RMSNorm(nn.Module):
-    """x / RMS(x) · weight over the last dim, computed in float32 (as Llama does), returned in x's dtype."""
-
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (normed * self.weight.float()).to(x.dtype)
+def _output_norm(dim: int, eps: float) -> RMSNorm:
+    """The executor-side RMSNorm, scaled in float32 as Llama's is."""
+    return RMSNorm(dim, eps, scale_in_float32=True)
 
 
 def build_layers(config: ProjectorConfig) -> nn.Sequential:
     """The layer stack of ``config.architecture``."""
     p, h, e = config.planner_dim, config.hidden_dim, config.executor_dim
     if config.architecture == "mlp2_gelu_rmsnorm":
-        return nn.Sequential(nn.Linear(p, h), nn.GELU("tanh"), nn.Linear(h, e), RMSNorm(e, config.norm_eps))
+        return nn.Sequential(nn.Linear(p, h), nn.GELU("tanh"), nn.Linear(h, e), _output_norm(e, config.norm_eps))
     if config.architecture == "mlp3_gelu_rmsnorm":
         return nn.Sequential(
             nn.Linear(p, h),
@@ -116,7 +108,7 @@ def build_layers(config: ProjectorConfig) -> nn.Sequential:
             nn.Linear(h, h),
             nn.GELU("tanh"),
             nn.Linear(h, e),
-            RMSNorm(e, config.norm_eps),
+            _output_norm(e, config.norm_eps),
         )
     if config.architecture == "linear":
         return nn.Sequential(nn.Linear(p, e))

@@ -17,7 +17,7 @@ app = typer.Typer(
     help="Latent-DARM: a diffusion planner and an autoregressive executor, in text or latent space.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # darm --install-completion: shells complete commands, options and their choices
 )
 
 

@@ -1,50 +1,46 @@
-"""Shared CLI plumbing: error reporting, the stderr console, dtype/device options."""
+"""Shared CLI plumbing: error reporting, the stderr console, dtype/device options.
+
+Nothing here imports torch at module level: ``darm --help`` must answer at once.
+"""
 
 from __future__ import annotations
 
+import importlib
+import re
 import traceback
+from typing import TYPE_CHECKING
 
 import click
-import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from latent_darm.dtypes import canonical_dtype, resolve_dtype_name, torch_dtype
 from latent_darm.errors import DarmError
+
+if TYPE_CHECKING:
+    import torch
 
 DEBUG = False
 # Progress and messages go to stderr so stdout stays machine-readable (``--json``, ``darm grade``).
 console = Console(stderr=True)
 
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
+
+def parse_dtype(name: str) -> torch.dtype:
+    """A non-auto ``--dtype`` (aliases such as bf16 accepted) as a torch dtype."""
+    return torch_dtype(canonical_dtype(str(name)))
 
 
-AUTO_DTYPE_HELP = "auto (float32 on CPU, bfloat16 on GPU) | float32 | bfloat16 | float16."
-
-
-def auto_dtype(device: str | torch.device) -> torch.dtype:
-    """The one default everywhere: float32 on CPU (exact, batch-independent answers), bfloat16 on a GPU."""
-    return torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
-
-
-def parse_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
-    """``--dtype`` value → torch dtype; ``auto`` resolves for ``device`` (see :func:`auto_dtype`)."""
-    if name.lower() == "auto":
-        return auto_dtype(device)
-    try:
-        return DTYPES[name.lower()]
-    except KeyError:
-        raise DarmError(f"--dtype must be one of auto, {', '.join(sorted(DTYPES))}; got {name!r}") from None
+def resolve_dtype(name: str, device: str) -> str:
+    """``--dtype`` for a resolved device, as the canonical name a spec stores: ``auto`` is float32 on CPU and
+    bfloat16 on CUDA, in every command."""
+    return resolve_dtype_name(str(name), str(device))
 
 
 def resolve_device(name: str) -> str:
     """``auto`` picks CUDA when present; an unavailable CUDA request is a clear error, not a crash later."""
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -59,14 +55,49 @@ def run_app(app: typer.Typer) -> int:
     except DarmError as exc:
         if DEBUG:
             traceback.print_exc()
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # Escaped: a message may hold brackets (``latent-darm[plot]``, tensor shapes) that are not rich markup.
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return 2
+    except BAD_PARAMETER as exc:
+        choice = choice_error(exc)
+        if choice is None:
+            exc.show()
+            return exc.exit_code
+        console.print(f"[bold red]error:[/] {choice}", highlight=False, soft_wrap=True)
         return 2
     except click.exceptions.Abort:
         console.print("aborted")
         return 130
-    except click.exceptions.ClickException as exc:
+    except CLICK_ERRORS as exc:
         exc.show()
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     return 0
+
+
+def _click_classes(name: str) -> tuple[type[Exception], ...]:
+    """click's exception class ``name`` and, where typer vendors its own click (typer ≥ 0.2x), typer's too."""
+    classes: list[type[Exception]] = [getattr(click.exceptions, name)]
+    try:
+        vendored = importlib.import_module("typer._click.exceptions")
+    except ImportError:
+        return tuple(classes)
+    return (*classes, getattr(vendored, name))
+
+
+BAD_PARAMETER = _click_classes("BadParameter")
+CLICK_ERRORS = _click_classes("ClickException")
+_NOT_A_CHOICE = re.compile(r"'(.*)' is not one of ((?:'[^']*'(?:, )?)+)")
+
+
+def choice_error(exc: Exception) -> str | None:
+    """A value outside an enum option's choices as the project's one-line error (``--dtype must be one of …; got
+    'int8'``), like the checks the commands make themselves; None for any other bad parameter."""
+    param = getattr(exc, "param", None)
+    found = _NOT_A_CHOICE.search(getattr(exc, "message", "") or str(exc))
+    if param is None or not getattr(param, "opts", None) or found is None:
+        return None
+    name = max(param.opts, key=len)
+    choices = ", ".join(re.findall(r"'([^']*)'", found.group(2)))
+    return f"{name} must be one of {choices}; got {found.group(1)!r}"

@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 
 from latent_darm.cli.app import app
-from latent_darm.cli.common import console, parse_dtype
+from latent_darm.cli.choices import Dtype
+from latent_darm.cli.common import console, parse_dtype, resolve_dtype
 from latent_darm.errors import CheckpointError
 
 
@@ -16,7 +17,9 @@ from latent_darm.errors import CheckpointError
 def convert_command(
     gguf: Path = typer.Argument(..., help="A .gguf file, or a directory holding exactly one."),
     out: Path = typer.Argument(..., help="New checkpoint directory (must not exist or be empty)."),
-    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16: the dequantized weights' dtype."),
+    dtype: Dtype = typer.Option(
+        Dtype.float32, case_sensitive=False, help="The dequantized weights' dtype (auto: float32 on this CPU)."
+    ),
 ) -> None:
     """Dequantize a GGUF causal LM into a safetensors checkpoint that every command (and transformers) opens."""
     from latent_darm.models.gguf import convert_gguf, find_gguf
@@ -27,5 +30,5 @@ def convert_command(
     if file is None:
         raise CheckpointError(f"{gguf}: not a .gguf file, nor a directory holding one (and no config.json)")
     with console.status(f"converting {file.name}"):
-        convert_gguf(file, out, parse_dtype(dtype))
+        convert_gguf(file, out, parse_dtype(resolve_dtype(dtype.value, "cpu")))
     console.print(f"wrote {out}", highlight=False)

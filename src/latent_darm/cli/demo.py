@@ -13,6 +13,7 @@ from rich.table import Table
 from latent_darm.cli.app import app
 from latent_darm.cli.common import console
 from latent_darm.evaluation.report import MARKDOWN_HEADERS, Run, level_rows, make_row
+from latent_darm.extras import require
 
 if TYPE_CHECKING:
     from latent_darm.toy.demo import DemoOutcome
@@ -79,6 +80,7 @@ def demo_command(
     """The whole method on a laptop CPU: train or reuse the toy planner, executor and projector; evaluate the
     executor alone (direct, CoT), the planner alone, the four text pairings, latent DDLM→ARM and a planner step
     sweep; write JSONL results, a Markdown report and the accuracy-against-tokens plot."""
+    require("matplotlib", "darm demo (its figures)")  # before minutes of training, not after
     from latent_darm.toy.demo import demo_settings, run_demo  # heavy; loaded only when the command runs
 
     settings = demo_settings(quick=quick, seed=seed)

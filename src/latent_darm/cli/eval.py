@@ -14,11 +14,11 @@ from typing import Any
 
 import typer
 
-from latent_darm.bridge.projector import Projector
 from latent_darm.cli.app import app
-from latent_darm.cli.common import AUTO_DTYPE_HELP, console, parse_dtype, resolve_device
+from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, PipelineKind, complete_benchmark, complete_device
+from latent_darm.cli.common import console, resolve_device, resolve_dtype
 from latent_darm.errors import ConfigError, DataError
-from latent_darm.evaluation.benchmarks import DATA_ENV, PAPER_PROTOCOL, load_benchmark
+from latent_darm.evaluation.benchmarks import DATA_ENV, PAPER_PROTOCOL, benchmark_names, load_benchmark
 from latent_darm.evaluation.runner import (
     EvalSummary,
     accelerate_state,
@@ -27,7 +27,6 @@ from latent_darm.evaluation.runner import (
     examples_fingerprint,
 )
 from latent_darm.pipelines.prompts import load_templates
-from latent_darm.sampling import SamplerConfig
 
 PIPELINES = ("arm", "ddlm", "text", "latent")
 WRITER_KINDS = ("ddlm", "arm")
@@ -42,6 +41,8 @@ def diffusion_role(
     model: str, gen_length: int, steps: int, block_length: int, threshold: float | None, cache: str
 ) -> dict[str, Any]:
     """A DDLM writer's settings, checked now (so a bad setting fails before any model loads)."""
+    from latent_darm.sampling import SamplerConfig
+
     SamplerConfig(gen_length=gen_length, block_length=block_length, steps=steps, threshold=threshold, cache=cache)
     return {
         "kind": "ddlm",
@@ -93,8 +94,8 @@ def build_spec(
     force_projector: bool = False,
 ) -> dict[str, Any]:
     """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError.
-    ``device`` only resolves ``dtype="auto"`` (float32 on CPU, bfloat16 on GPU); the spec stores the result.
-    ``system_prompt`` / ``no_system_turn`` override the templates' system turn (default: an empty one)."""
+    ``device`` (not stored: a run may resume elsewhere) only resolves ``dtype`` auto. ``system_prompt`` /
+    ``no_system_turn`` override the templates' system turn (default: an empty one)."""
     if pipeline not in PIPELINES:
         raise ConfigError(f"--pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
     for name, value in (("planner-kind", planner_kind), ("executor-kind", executor_kind)):
@@ -116,6 +117,8 @@ def build_spec(
         return autoregressive_role(model, budget, repetition_penalty)
 
     if gen_length is None and pipeline == "latent" and projector:
+        from latent_darm.bridge.projector import Projector
+
         gen_length = Projector.stored_config(projector).plan_length  # the plan length it was trained on
     plan_length = gen_length or DEFAULT_GEN_LENGTH.get(pipeline, 256)
     budget_key = "cot" if chain_of_thought else pipeline
@@ -163,7 +166,7 @@ def build_spec(
         "chain_of_thought": chain_of_thought,
         "latent_noise": latent_noise,
         "prompts": prompts,
-        "dtype": str(parse_dtype(dtype, device)).removeprefix("torch."),
+        "dtype": resolve_dtype(dtype, device),
         **system,
     }
 
@@ -205,13 +208,17 @@ def summary_line(benchmark: str, summary: EvalSummary, out: Path) -> str:
 
 @app.command("eval")
 def eval_command(
-    pipeline: str = typer.Option(..., help="arm | ddlm | text | latent."),
+    pipeline: PipelineKind = typer.Option(..., help="Which pipeline to run."),
     planner: str = typer.Option(None, help="Planner checkpoint (text, latent): directory or Hugging Face id."),
     executor: str = typer.Option(None, help="Executor checkpoint: the model that writes the answer."),
     projector: str = typer.Option(None, help="Projector checkpoint (latent)."),
     planner_kind: str = typer.Option(None, help="Text pairing: ddlm (default) | arm."),
     executor_kind: str = typer.Option(None, help="Text pairing: arm (default) | ddlm."),
-    benchmark: str = typer.Option(..., help="Benchmark name, e.g. arc_challenge, dart5, aime24, gsm8k."),
+    benchmark: str = typer.Option(
+        ...,
+        help=f"Benchmark name: {', '.join(benchmark_names())}.",
+        autocompletion=complete_benchmark,
+    ),
     data_dir: Path = typer.Option(
         None, envvar=DATA_ENV, help="Folder of <benchmark>/test.jsonl files (else the Hugging Face hub)."
     ),
@@ -224,7 +231,7 @@ def eval_command(
     steps: int = typer.Option(None, help="Denoising steps (default: gen-length, one token per step)."),
     block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
-    cache: str = typer.Option("none", help="Fast mode: none | prefix | dual block KV cache."),
+    cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache."),
     max_new_tokens: int = typer.Option(None, help="Answer budget (default 64 latent, 32 direct, 1024 CoT)."),
     repetition_penalty: float = typer.Option(1.0, help="Autoregressive decoding repetition penalty."),
     chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first."),
@@ -234,18 +241,20 @@ def eval_command(
     no_system_turn: bool = typer.Option(
         False, "--no-system-turn", help="ARM chat prompts: no system turn (the chat template's own default applies)."
     ),
-    dtype: str = typer.Option("auto", help=AUTO_DTYPE_HELP),
+    dtype: Dtype = typer.Option(Dtype.auto, case_sensitive=False, help="auto: float32 on CPU, bfloat16 on a GPU."),
     force_projector: bool = typer.Option(
         False, "--force-projector", help="Latent: use a projector trained for another tokenizer anyway."
     ),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N (auto: each process's GPU under accelerate)."),
+    device: str = typer.Option(
+        "auto", help=f"{DEVICE_HELP} Under accelerate, auto is each process's GPU.", autocompletion=complete_device
+    ),
     label: str = typer.Option(None, help="Name of this configuration in reports."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
     """Evaluate a pipeline on a benchmark: graded results stream to OUT/results.jsonl; rerun to resume."""
-    resolved_device = runtime_device(device)
+    run_device = runtime_device(device)
     spec = build_spec(
-        pipeline=pipeline,
+        pipeline=pipeline.value,
         planner=planner,
         executor=executor,
         projector=projector,
@@ -255,14 +264,14 @@ def eval_command(
         steps=steps,
         block_length=block_length,
         threshold=threshold,
-        cache=cache,
+        cache=cache.value,
         max_new_tokens=max_new_tokens,
         repetition_penalty=repetition_penalty,
         chain_of_thought=chain_of_thought,
         latent_noise=latent_noise,
         prompts=None if prompts is None else str(prompts),
-        dtype=dtype,
-        device=resolved_device,
+        dtype=dtype.value,
+        device=run_device,
         system_prompt=system_prompt,
         no_system_turn=no_system_turn,
         force_projector=force_projector,
@@ -285,7 +294,7 @@ def eval_command(
     check_config(out, config, partial=True)  # refuse a foreign directory before loading any model
     from latent_darm.pipelines.factory import build_pipeline
 
-    built = build_pipeline({**spec, "device": resolved_device})
+    built = build_pipeline({**spec, "device": run_device})
     summary = evaluate(built, examples, out, batch_size=batch_size, config=config, progress=progress)
     if accelerate_state().is_main_process:
         console.print(summary_line(benchmark, summary, out), highlight=False, soft_wrap=True)

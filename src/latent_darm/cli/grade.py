@@ -11,7 +11,7 @@ import typer
 from latent_darm.cli.app import app
 from latent_darm.cli.common import console
 from latent_darm.errors import DataError
-from latent_darm.evaluation.grading import ANSWER_TYPES, grade
+from latent_darm.grading import ANSWER_TYPES, grade
 from latent_darm.io import read_jsonl
 
 

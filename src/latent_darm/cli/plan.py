@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from latent_darm.cli.app import app
-from latent_darm.cli.common import AUTO_DTYPE_HELP, console, parse_dtype, resolve_device
+from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, Remasking, complete_device
+from latent_darm.cli.common import console, parse_dtype, resolve_device, resolve_dtype
 from latent_darm.errors import DataError
 from latent_darm.io import read_jsonl
-from latent_darm.models.planner import DiffusionPlanner
-from latent_darm.sampling import SamplerConfig
+from latent_darm.progress import progress_bar
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -30,17 +28,6 @@ def read_prompts(path: Path) -> list[str]:
     return prompts
 
 
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-
-
 @app.command()
 def plan(
     planner: str = typer.Option(..., help="Planner checkpoint: local directory or Hugging Face id."),
@@ -51,19 +38,24 @@ def plan(
     steps: int = typer.Option(64, help="Denoising steps in total (divisible by the number of blocks)."),
     block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
     temperature: float = typer.Option(0.0, help="Gumbel-max temperature (0 = greedy)."),
-    remasking: str = typer.Option("low_confidence", help="low_confidence | random."),
+    remasking: Remasking = typer.Option(Remasking.low_confidence, help="Which masked positions to reveal."),
     cfg_scale: float = typer.Option(0.0, help="Classifier-free guidance scale."),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
-    cache: str = typer.Option("none", help="Fast mode: none | prefix | dual block KV cache."),
+    cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache."),
     early_stop: bool = typer.Option(False, help="Fast mode: after an all-EOS block, the rest is EOS."),
     seed: int = typer.Option(0, help="Random seed (temperature > 0 or random remasking)."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
     mask_token_id: int = typer.Option(None, help="Override the config's mask token id."),
-    dtype: str = typer.Option("auto", help=AUTO_DTYPE_HELP),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    dtype: Dtype = typer.Option(Dtype.auto, case_sensitive=False, help="auto: float32 on CPU, bfloat16 on a GPU."),
+    device: str = typer.Option("auto", help=DEVICE_HELP, autocompletion=complete_device),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per prompt on stdout, in input order."),
 ) -> None:
     """Sample plans from a LLaDA-family planner."""
+    import torch
+
+    from latent_darm.models.planner import DiffusionPlanner
+    from latent_darm.sampling import SamplerConfig
+
     if bool(prompt) == (prompts_file is not None):
         raise DataError("give exactly one of --prompt or --prompts-file")
     prompts = list(prompt) if prompt else read_prompts(prompts_file)
@@ -74,19 +66,22 @@ def plan(
         block_length=block_length,
         steps=steps,
         temperature=temperature,
-        remasking=remasking,
+        remasking=remasking.value,
         cfg_scale=cfg_scale,
         threshold=threshold,
-        cache=cache,
+        cache=cache.value,
         early_stop=early_stop,
     )
     resolved_device = resolve_device(device)
     model = DiffusionPlanner.from_pretrained(
-        planner, dtype=parse_dtype(dtype, resolved_device), device=resolved_device, mask_token_id=mask_token_id
+        planner,
+        dtype=parse_dtype(resolve_dtype(dtype, resolved_device)),
+        device=resolved_device,
+        mask_token_id=mask_token_id,
     )
     torch.manual_seed(seed)
     generator = torch.Generator(device=resolved_device).manual_seed(seed)
-    with progress_bar() as bar:
+    with progress_bar(console=console, transient=True) as bar:
         task = bar.add_task("planning", total=len(prompts))
         plans = model.generate(
             prompts,

@@ -7,16 +7,17 @@ import json
 import typer
 
 from latent_darm.cli.app import app
-from latent_darm.cli.common import AUTO_DTYPE_HELP, console, resolve_device
+from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, PipelineKind, complete_device
+from latent_darm.cli.common import console, resolve_device
 from latent_darm.cli.eval import build_spec
 from latent_darm.errors import DataError
-from latent_darm.evaluation.grading import check_answer_type, extract_answer
+from latent_darm.grading import check_answer_type, extract_answer
 
 
 @app.command()
 def solve(
     question: str = typer.Argument(..., help="The question to answer."),
-    pipeline: str = typer.Option("latent", help="arm | ddlm | text | latent."),
+    pipeline: PipelineKind = typer.Option(PipelineKind.latent, help="Which pipeline to run."),
     planner: str = typer.Option(None, help="Planner checkpoint (text, latent)."),
     executor: str = typer.Option(None, help="Executor checkpoint."),
     projector: str = typer.Option(None, help="Projector checkpoint (latent)."),
@@ -27,7 +28,7 @@ def solve(
     steps: int = typer.Option(None, help="Denoising steps (default: gen-length)."),
     block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
     threshold: float = typer.Option(None, help="Fast mode: confidence threshold τ."),
-    cache: str = typer.Option("none", help="Fast mode: none | prefix | dual."),
+    cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache."),
     max_new_tokens: int = typer.Option(None, help="Answer budget."),
     repetition_penalty: float = typer.Option(1.0, help="Autoregressive repetition penalty."),
     chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first."),
@@ -37,39 +38,40 @@ def solve(
     no_system_turn: bool = typer.Option(
         False, "--no-system-turn", help="ARM chat prompts: no system turn (the chat template's own default applies)."
     ),
-    dtype: str = typer.Option("auto", help=AUTO_DTYPE_HELP),
+    dtype: Dtype = typer.Option(Dtype.auto, case_sensitive=False, help="auto: float32 on CPU, bfloat16 on a GPU."),
     force_projector: bool = typer.Option(
         False, "--force-projector", help="Latent: use a projector trained for another tokenizer anyway."
     ),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    device: str = typer.Option("auto", help=DEVICE_HELP, autocompletion=complete_device),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Answer QUESTION and print the plan, the answer and the token accounting."""
     if not question.strip():
         raise DataError("the question is empty")
     check_answer_type(answer_type)
-    resolved_device = resolve_device(device)
+    run_device = resolve_device(device)
     spec = build_spec(
-        pipeline=pipeline, planner=planner, executor=executor, projector=projector, planner_kind=planner_kind,
+        pipeline=pipeline.value, planner=planner, executor=executor, projector=projector, planner_kind=planner_kind,
         executor_kind=executor_kind, gen_length=gen_length, steps=steps, block_length=block_length,
-        threshold=threshold, cache=cache, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-        chain_of_thought=chain_of_thought, latent_noise=latent_noise, prompts=prompts, dtype=dtype,
-        device=resolved_device, system_prompt=system_prompt, no_system_turn=no_system_turn,
+        threshold=threshold, cache=cache.value, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+        chain_of_thought=chain_of_thought, latent_noise=latent_noise, prompts=prompts,
+        dtype=dtype.value, device=run_device, system_prompt=system_prompt, no_system_turn=no_system_turn,
         force_projector=force_projector,
     )  # fmt: skip
     from latent_darm.pipelines.factory import build_pipeline
 
     with console.status("loading models"):
-        built = build_pipeline({**spec, "device": resolved_device})
+        built = build_pipeline({**spec, "device": run_device})
     with console.status(f"solving with {built.name}"):
         result = built.run([question], answer_type)[0]  # type: ignore[arg-type]
-    extracted = extract_answer(result.output, answer_type)
+    extracted = extract_answer(result.output, answer_type, truncated=result.truncated)
     if as_json:
         typer.echo(json.dumps({"pipeline": built.name, **result.to_dict(), "extracted": extracted}, ensure_ascii=False))
         return
     a = result.accounting
     if result.plan is not None:
-        label = "plan (decoded for inspection; the executor read latents)" if pipeline == "latent" else "plan"
+        latent = pipeline is PipelineKind.latent
+        label = "plan (decoded for inspection; the executor read latents)" if latent else "plan"
         typer.echo(f"── {label}\n{result.plan}\n")
     typer.echo(f"── answer\n{result.output}\n")
     typer.echo(f"── extracted: {extracted}")

@@ -14,12 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from latent_darm.cli.app import app
-from latent_darm.cli.common import console, parse_dtype
+from latent_darm.cli.choices import Cache, Dtype, TrainDevice
+from latent_darm.cli.common import console, parse_dtype, resolve_dtype
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import (
     DATA_ENV,
@@ -28,7 +27,9 @@ from latent_darm.evaluation.benchmarks import (
     load_benchmark,
     resolve_data_dir,
 )
-from latent_darm.evaluation.grading import check_answer_type
+from latent_darm.extras import require
+from latent_darm.grading import check_answer_type
+from latent_darm.progress import progress_bar
 from latent_darm.training.data import (
     TrainingExample,
     check_no_overlap,
@@ -40,7 +41,6 @@ from latent_darm.training.data import (
 )
 
 PRESETS = ("paper",)
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def gather_examples(
@@ -99,16 +99,6 @@ def _split(names: str) -> list[str]:
     return [n.strip() for n in names.split(",") if n.strip()]
 
 
-def _bar(enabled: bool) -> Progress:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, TimeRemainingColumn(), console=console, disable=not enabled)
-
-
-def model_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bfloat16 on CUDA, float32 elsewhere (the project-wide default, :func:`parse_dtype`)."""
-    return parse_dtype(name, device)
-
-
 @app.command("train-projector")
 def train_projector_command(
     planner: str = typer.Option(..., help="Planner (LLaDA-family) checkpoint: directory or Hugging Face id."),
@@ -134,7 +124,7 @@ def train_projector_command(
     latent_layer: int = typer.Option(-1, help="Planner layer of the latents (-1: after the final norm)."),
     denoise_fraction: float = typer.Option(1.0, help="Take latents after this share of the denoising steps."),
     threshold: float = typer.Option(None, help="Planner fast mode: confidence threshold τ."),
-    cache: str = typer.Option("none", help="Planner fast mode: none | prefix | dual."),
+    cache: Cache = typer.Option(Cache.none, help="Planner fast mode: block KV cache."),
     plan_batch_size: int = typer.Option(8, help="Stage 1: questions per planner batch."),
     architecture: str = typer.Option(
         "mlp2_gelu_rmsnorm", help="mlp2_gelu_rmsnorm | mlp3_gelu_rmsnorm | linear | mlp2x_gelu."
@@ -157,11 +147,13 @@ def train_projector_command(
     mixed_precision: str = typer.Option("auto", help="auto (bf16 on CUDA, none on CPU) | no | bf16."),
     max_new_tokens: int = typer.Option(64, help="Answer budget of the held-out accuracy check."),
     prompts: Path = typer.Option(None, help="JSON/YAML file overriding prompt templates (use it at eval too)."),
-    dtype: str = typer.Option("auto", help="auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda (under accelerate: each process's GPU)."),
+    dtype: Dtype = typer.Option(Dtype.auto, case_sensitive=False, help="auto: float32 on CPU, bfloat16 on a GPU."),
+    device: TrainDevice = typer.Option(TrainDevice.auto, help="Under accelerate, auto is each process's GPU."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
 ) -> None:
     """Train the latent projector between PLANNER and EXECUTOR; the best checkpoint lands in OUT/projector."""
+    import torch
+
     from latent_darm.bridge.projector import Projector, ProjectorConfig, signature_of
     from latent_darm.models.executor import CausalExecutor
     from latent_darm.models.planner import DiffusionPlanner
@@ -176,9 +168,10 @@ def train_projector_command(
     )
 
     # Everything that can be checked without a model, first.
+    require("matplotlib", "darm train-projector (its training curve)")
+    if lora:
+        require("peft", "--lora")
     check_answer_type(answer_type)
-    if device not in DEVICES:
-        raise ConfigError(f"--device must be one of {', '.join(DEVICES)}; got {device!r}")
     if held_out_per_source < 0:
         raise ConfigError(f"--held-out-per-source must be >= 0, got {held_out_per_source}")
     if plan_batch_size < 1:
@@ -188,7 +181,7 @@ def train_projector_command(
         block_length=min(block_length, gen_length),
         steps=steps or gen_length,
         threshold=threshold,
-        cache=cache,  # type: ignore[arg-type]
+        cache=cache.value,
         hidden_layer=latent_layer,
         denoise_fraction=denoise_fraction,
     )
@@ -232,7 +225,7 @@ def train_projector_command(
             highlight=False,
             soft_wrap=True,
         )
-    weights_dtype = model_dtype(dtype, accelerator.device)
+    weights_dtype = parse_dtype(resolve_dtype(dtype, accelerator.device.type))
     # Multi-process CPU runs report "cpu:<rank>", which safetensors does not accept as a load device.
     load_device = accelerator.device if accelerator.device.type != "cpu" else torch.device("cpu")
 
@@ -244,7 +237,7 @@ def train_projector_command(
         raise ConfigError(f"--latent-layer must be -1 or 0..{layers} for this planner, got {latent_layer}")
     planner_side = signature_of(diffusion)
     everything = train + held_out
-    with _bar(show) as bar:
+    with progress_bar(show, console=console) as bar:
         # Under several processes this bar counts the main process's share only.
         shared = accelerator.num_processes > 1
         task = bar.add_task("stage 1: caching plan latents", total=None if shared else len(everything))

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from latent_darm.errors import DataError
-from latent_darm.evaluation.grading import MC_LETTERS, check_answer_type, last_boxed
+from latent_darm.extras import require
+from latent_darm.grading import MC_LETTERS, check_answer_type, format_choices, last_boxed
 from latent_darm.io import read_jsonl
 from latent_darm.pipelines.prompts import AnswerType
 
@@ -165,9 +166,8 @@ def _load_hub(spec: BenchmarkSpec) -> list[Example]:
     if spec.hf_id is None:
         raise DataError(f"benchmark {spec.name!r} has no hub source; set {DATA_ENV} or pass data_dir")
     where = f"{spec.hf_id} split {spec.hf_split}"
+    datasets = require("datasets", f"benchmark {spec.name!r} from the Hugging Face hub")
     try:
-        import datasets
-
         rows: list[Mapping[str, Any]] = []
         for config in spec.hf_configs:
             rows.extend(datasets.load_dataset(spec.hf_id, config, split=spec.hf_split))
@@ -256,12 +256,12 @@ def _meta(row: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {key: row[key] for key in keys if row.get(key) is not None}
 
 
-def format_choices(question: str, choices: list[str]) -> str:
-    """The MC prompt body: the question, then one "A. option" line per choice."""
-    if not 2 <= len(choices) <= len(MC_LETTERS):
-        raise RowError(f"expected 2..{len(MC_LETTERS)} choices, got {len(choices)}")
-    lines = [f"{MC_LETTERS[i]}. {str(choice).strip()}" for i, choice in enumerate(choices)]
-    return question.strip() + "\n" + "\n".join(lines)
+def _lettered(question: str, choices: list[str]) -> str:
+    """:func:`latent_darm.grading.format_choices`, with a bad row reported as a row error."""
+    try:
+        return format_choices(question, choices)
+    except ValueError as exc:
+        raise RowError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def parse_mmlu_row(row: Mapping[str, Any], index: int) -> Example:
     choices = _choices_list(row.get("choices"))
     gold = _mc_gold(row.get("answer"), len(choices))
     meta = _meta(row, ("subject", "type"))
-    return Example(_row_id(row, index), format_choices(question, choices), gold, "mc", meta)
+    return Example(_row_id(row, index), _lettered(question, choices), gold, "mc", meta)
 
 
 def parse_arc_row(row: Mapping[str, Any], index: int) -> Example:
@@ -362,7 +362,7 @@ def parse_arc_row(row: Mapping[str, Any], index: int) -> Example:
         raise RowError(f"answerKey {key!r} is not one of the labels {labels}")
     texts = list(choices["text"])
     gold = MC_LETTERS[labels.index(key)]
-    return Example(_row_id(row, index), format_choices(question, texts), gold, "mc", {})
+    return Example(_row_id(row, index), _lettered(question, texts), gold, "mc", {})
 
 
 def _choices_list(value: Any) -> list[str]:

@@ -20,20 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
+from latent_darm.config_diff import COSMETIC_KEYS
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import Example
 from latent_darm.evaluation.report import Run, load_run
 from latent_darm.evaluation.runner import (
-    COSMETIC_KEYS,
     check_config,
     current_processes,
     evaluate,
     load_results,
     read_config,
 )
+from latent_darm.figures import agg_figure
 from latent_darm.io import atomic_write_json, atomic_write_text
 from latent_darm.pipelines.base import Pipeline
 
@@ -269,8 +267,8 @@ def _item(
 
 def plot_attribution(diagnoses: Sequence[Diagnosis], path: Path) -> None:
     """Grouped bars per configuration: planner, executor and unresolved errors as a share of its failures."""
-    figure = Figure(figsize=(max(6.0, 3.0 * len(diagnoses) + 1.5), 5.0), layout="constrained")
-    FigureCanvasAgg(figure)
+    size = (max(6.0, 3.0 * len(diagnoses) + 1.5), 5.0)
+    figure = agg_figure("the diagnosis chart", figsize=size, layout="constrained")
     axes = figure.add_subplot()
     width = 0.8 / len(ATTRIBUTIONS)
     positions = range(len(diagnoses))

@@ -16,12 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from latent_darm.errors import DataError
 from latent_darm.evaluation.runner import EvalSummary, load_results, read_config, summarize
+from latent_darm.figures import agg_figure, colormap
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -230,7 +227,7 @@ MARKERS = "osD^vP*Xhp<>"
 
 def _cost_axes(axes: Any, rows: Sequence[Row], cost: Callable[[Row], float], label: str) -> None:
     """One panel: accuracy with its 95% interval against a cost per question, log-x when every cost is > 0."""
-    colours = matplotlib.colormaps["tab20"].colors
+    colours = colormap("tab20", "the accuracy-vs-tokens figure").colors
     for i, row in enumerate(rows):
         x, y = cost(row), 100 * row.summary.accuracy
         low, high = (100 * v for v in row.interval)
@@ -252,8 +249,7 @@ def _cost_axes(axes: Any, rows: Sequence[Row], cost: Callable[[Row], float], lab
 def plot_accuracy_vs_tokens(rows: Sequence[Row], path: Path, title: str) -> None:
     """Accuracy (with its 95% interval) against mean total tokens per question, log-x: the paper's Figure 1; and
     beside it against forward passes, the cost a planner step budget changes (its token count does not)."""
-    figure = Figure(figsize=(12, 4.8), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = agg_figure("the accuracy-vs-tokens figure", figsize=(12, 4.8), layout="constrained")
     tokens, passes = figure.subplots(1, 2, sharey=True)
     _cost_axes(
         tokens, rows, lambda r: r.summary.mean_total_tokens, "mean total tokens per question (planner + executor)"

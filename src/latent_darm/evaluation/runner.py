@@ -22,14 +22,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+from latent_darm.config_diff import COSMETIC_KEYS, first_difference, short
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import Example
-from latent_darm.evaluation.grading import ITEM_TIME_LIMIT_S, MATH_VERIFY_TIMEOUT_S, grade
+from latent_darm.grading import ITEM_TIME_LIMIT_S, MATH_VERIFY_TIMEOUT_S, grade
 from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text
 from latent_darm.pipelines.base import Pipeline, PipelineResult
+from latent_darm.progress import progress_bar
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -40,8 +39,6 @@ SUMMARY_FILE = "summary.json"
 PROMPT_FILE = "prompt.json"
 RANK_PATTERN = "results.rank*.jsonl"
 LOCK_FILE = ".lock"
-# Keys that name a run without changing its answers: a new value is accepted on resume.
-COSMETIC_KEYS = frozenset({"label"})
 # In float32 a row's answer does not depend on the batch it is in (tested); in bfloat16/float16 it can, so there a
 # resume with another batch size is refused.
 BATCH_KEY = "batch_size"
@@ -204,36 +201,6 @@ def examples_fingerprint(examples: Sequence[Example]) -> dict[str, Any]:
     return {"n": len(examples), "sha256": digest[:16]}
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and value:
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix: value}
-
-
-_ABSENT = object()
-
-
-def first_difference(
-    stored: dict[str, Any], wanted: dict[str, Any], cosmetic: frozenset[str] = COSMETIC_KEYS
-) -> tuple[str, Any, Any] | None:
-    """The first dotted key (in ``wanted``'s order) whose value differs, with both values; cosmetic keys skipped."""
-    old, new = _flatten(stored), _flatten(wanted)
-    for key in [*new, *(k for k in old if k not in new)]:
-        if key.split(".")[0] in cosmetic:
-            continue
-        if old.get(key, _ABSENT) != new.get(key, _ABSENT):
-            return key, old.get(key, _ABSENT), new.get(key, _ABSENT)
-    return None
-
-
-def _short(value: Any) -> str:
-    text = "(absent)" if value is _ABSENT else json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def read_config(out_dir: Path) -> dict[str, Any] | None:
     path = out_dir / CONFIG_FILE
     if not path.exists():
@@ -261,7 +228,7 @@ def check_config(out_dir: Path, config: dict[str, Any], *, partial: bool = False
     if difference is not None:
         key, old, new = difference
         raise ConfigError(
-            f"{out_dir} holds results of another configuration ({key}: {_short(old)} there, {_short(new)} now); "
+            f"{out_dir} holds results of another configuration ({key}: {short(old)} there, {short(new)} now); "
             "use another --out directory"
         )
     return stored
@@ -350,18 +317,6 @@ def _batches(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:
         yield batch
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-
-
 def _check_ids(examples: Sequence[Example]) -> None:
     seen: set[str] = set()
     for example in examples:
@@ -448,7 +403,7 @@ def _exclusive(out_dir: Path, take: bool) -> Iterator[None]:
 def _answer(pipeline: Pipeline, examples: list[Example], path: Path, batch_size: int, show: bool) -> int:
     """Run the pipeline batch by batch, appending each graded item as soon as its batch returns."""
     done = 0
-    with _progress(show) as bar:
+    with progress_bar(show) as bar:
         name = getattr(pipeline, "name", type(pipeline).__name__)
         task = bar.add_task(f"answering ({name})", total=len(examples))
         for batch in _batches(examples, batch_size):

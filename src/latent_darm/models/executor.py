@@ -3,7 +3,7 @@
 One greedy loop serves both inputs. A batch is left-padded, positions are counted from the attention mask (so a
 row decodes the same alone or in a batch), the prompt is encoded once and each new token costs one forward pass
 over the KV cache. Soft tokens (projected plan latents) are spliced into the embedded chat prompt by
-:mod:`latent_darm.bridge.splice`.
+:mod:`latent_darm.models.splice`.
 
 Conventions:
 
@@ -33,11 +33,11 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from latent_darm.bridge.splice import PLACEMENTS, PLAN_MARKER, left_pad, splice
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.models.gguf import find_gguf, is_gguf_model, load_gguf, plain_copy
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.planner import load_tokenizer
+from latent_darm.models.splice import PLACEMENTS, PLAN_MARKER, left_pad, splice
 
 EOT_TOKENS = ("<|eot_id|>", "<|im_end|>")
 PINNED_DATE = "26 Jul 2024"

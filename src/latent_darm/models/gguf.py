@@ -18,6 +18,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from latent_darm.errors import CheckpointError
+from latent_darm.extras import require
 
 SUFFIX = ".gguf"
 
@@ -53,10 +54,7 @@ def _no_dequantize_bar() -> Iterator[None]:
 
 
 def _quiet_load(file: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    try:
-        import gguf  # noqa: F401  (transformers needs it; say so plainly instead of its long ImportError)
-    except ImportError:
-        raise CheckpointError(f"{file}: reading GGUF files needs the 'gguf' package (pip install gguf)") from None
+    require("gguf", f"reading {file.name}")  # transformers needs it; say so in one line, not its long ImportError
     verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()

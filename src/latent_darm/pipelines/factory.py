@@ -23,7 +23,9 @@ from typing import Any
 
 import torch
 
+from latent_darm.dtypes import CANONICAL_DTYPES, torch_dtype
 from latent_darm.errors import ConfigError
+from latent_darm.extras import require
 from latent_darm.models.executor import CausalExecutor
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.base import Pipeline
@@ -33,7 +35,6 @@ from latent_darm.pipelines.text import TextPipeline
 from latent_darm.pipelines.writers import AutoregressiveWriter, DiffusionWriter, Writer
 from latent_darm.sampling import SamplerConfig
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SAMPLER_KEYS = ("gen_length", "steps", "block_length", "threshold", "cache", "denoise_fraction", "early_stop")
 ADAPTER_DIR = "adapter"  # inside a projector directory: the executor's LoRA adapter, when one was trained
 
@@ -61,9 +62,8 @@ class ModelCache:
 
 
 def merge_adapter(executor: CausalExecutor, adapter: str) -> CausalExecutor:
-    from peft import PeftModel
-
-    model = PeftModel.from_pretrained(executor.model, adapter).merge_and_unload()
+    peft = require("peft", "a projector trained with LoRA")
+    model = peft.PeftModel.from_pretrained(executor.model, adapter).merge_and_unload()
     return CausalExecutor(model.eval(), executor.tokenizer, name_or_path=executor.name_or_path)
 
 
@@ -89,9 +89,9 @@ def writer_from_role(role: dict[str, Any], models: ModelCache, templates: Prompt
 def build_pipeline(spec: dict[str, Any], models: ModelCache | None = None) -> Pipeline:
     """The pipeline a spec describes, with its models loaded."""
     dtype_name = spec.get("dtype", "float32")
-    if dtype_name not in DTYPES:
-        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype_name!r}")
-    models = models or ModelCache(DTYPES[dtype_name], spec.get("device", "cpu"))
+    if dtype_name not in CANONICAL_DTYPES:  # a stored spec holds canonical names only
+        raise ConfigError(f"dtype must be one of {', '.join(CANONICAL_DTYPES)}, got {dtype_name!r}")
+    models = models or ModelCache(torch_dtype(dtype_name), spec.get("device", "cpu"))
     templates = load_templates(spec.get("prompts"))
     if "system_prompt" in spec:  # --system-prompt / --no-system-turn
         system = spec["system_prompt"]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from latent_darm.evaluation.grading import grade
+from latent_darm.grading import grade
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.sampling import SamplerConfig

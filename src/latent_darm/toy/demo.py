@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from latent_darm.bridge.projector import Projector
 from latent_darm.evaluation.benchmarks import Example, load_benchmark
@@ -35,6 +33,7 @@ from latent_darm.io import atomic_write_json
 from latent_darm.models.executor import CausalExecutor
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.progress import progress_bar
 from latent_darm.sampling import SamplerConfig
 from latent_darm.toy.benchmarks import TEST_BENCHMARK, register_toy_benchmarks
 from latent_darm.toy.build import WorldArtifacts, build_world, single_thread
@@ -136,14 +135,7 @@ def train_demo_projector(artifacts: WorldArtifacts, settings: DemoSettings, *, p
     sampler = latent_sampler(artifacts)
     templates = PromptTemplates()
     everything = train + held_out
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not progress,
-    )
+    bar = progress_bar(progress, remaining=False)
     with bar:
         task = bar.add_task("planner latents", total=len(everything))
         cache = build_latent_cache(

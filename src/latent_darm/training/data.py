@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from latent_darm.errors import DataError
-from latent_darm.evaluation.benchmarks import format_choices
-from latent_darm.evaluation.grading import MC_LETTERS
+from latent_darm.extras import require
+from latent_darm.grading import MC_LETTERS, format_choices
 from latent_darm.io import read_jsonl
 from latent_darm.pipelines.prompts import AnswerType
 
@@ -96,9 +96,8 @@ def examples_from_hub(
     keep: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> list[TrainingExample]:
     """Pairs from a Hugging Face dataset (needs a network or the local datasets cache)."""
+    load_dataset = require("datasets", f"training source {source}").load_dataset
     try:
-        from datasets import load_dataset
-
         rows = [row for split in splits for row in load_dataset(dataset_id, config, split=split)]
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

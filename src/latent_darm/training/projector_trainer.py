@@ -31,21 +31,24 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import get_cosine_schedule_with_warmup
 
 from latent_darm.bridge.projector import Projector
-from latent_darm.bridge.splice import position_ids_from_mask, splice
+from latent_darm.config_diff import first_difference, short
 from latent_darm.errors import ConfigError, DataError
-from latent_darm.evaluation.grading import grade
-from latent_darm.evaluation.runner import first_difference
+from latent_darm.extras import require
+from latent_darm.figures import agg_figure
+from latent_darm.grading import grade
 from latent_darm.io import atomic_write_json, atomic_write_text
 from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.splice import position_ids_from_mask, splice
 from latent_darm.pipelines.factory import ADAPTER_DIR
 from latent_darm.pipelines.latent import add_latent_noise
 from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.progress import progress_bar
 from latent_darm.training.data import TrainingExample
 from latent_darm.training.latent_cache import LatentCache
 
@@ -291,9 +294,9 @@ def freeze(model: nn.Module) -> None:
 def add_lora(executor: CausalExecutor, config: ProjectorTrainingConfig) -> nn.Module:
     """Wrap the executor's model with LoRA on every attention and MLP projection (peft ``all-linear``: all linear
     layers but the LM head); only the adapter's weights train. ``executor.model`` becomes the peft model."""
-    from peft import LoraConfig, get_peft_model
+    peft = require("peft", "--lora")
 
-    lora = LoraConfig(
+    lora = peft.LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
@@ -301,7 +304,7 @@ def add_lora(executor: CausalExecutor, config: ProjectorTrainingConfig) -> nn.Mo
         bias="none",
         task_type="CAUSAL_LM",
     )
-    executor.model = get_peft_model(executor.model, lora).eval()
+    executor.model = peft.get_peft_model(executor.model, lora).eval()
     return executor.model
 
 
@@ -412,7 +415,7 @@ def _refuse_other(out: Path, identity: dict[str, Any], partial: bool = False) ->
     if difference is not None:
         key, old, new = difference
         raise ConfigError(
-            f"{out} was made with a different '{key}' ({_short(old)} there, {_short(new)} now); "
+            f"{out} was made with a different '{key}' ({short(old)} there, {short(new)} now); "
             "use another --out directory"
         )
     return True
@@ -432,11 +435,6 @@ def check_run(out: Path, identity: dict[str, Any], accelerator: Accelerator) -> 
     if not _refuse_other(out, identity) and accelerator.is_main_process:
         atomic_write_json(out / RUN_FILE, identity)
     accelerator.wait_for_everyone()
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, (int, float, str, bool, type(None), list, dict)) else "(absent)"
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def checkpoint_path(out: Path, step: int) -> Path:
@@ -497,12 +495,8 @@ def save_projector(projector: Projector, adapter: nn.Module | None, out: Path, p
 def write_history(out: Path, history: Sequence[dict[str, Any]]) -> None:
     """``history.jsonl`` and ``curve.png`` (train and held-out loss, held-out accuracy), both replaced whole."""
     atomic_write_text(out / HISTORY_FILE, "".join(json.dumps(r) + "\n" for r in history))
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 3.6))
+    figure = agg_figure("the training curve", figsize=(10, 3.6))
     figure.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.9, wspace=0.25)
-    FigureCanvasAgg(figure)
     losses, accuracy = figure.subplots(1, 2)
     train = [(r["step"], r["train_loss"]) for r in history if "train_loss" in r]
     val = [(r["step"], r["val_loss"], r["val_accuracy"]) for r in history if "val_loss" in r]
@@ -552,19 +546,6 @@ def _check_cache(cache: LatentCache, items: Sequence[EncodedExample], projector:
             f"latent cache {cache.directory} holds latents [L, d] = {list(shape)}, but the projector expects "
             f"plan_length {expected[0]} and planner_dim {expected[1]}"
         )
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  held-out {task.fields[val]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
 
 
 WARMUP_FRACTION = 0.1
@@ -672,7 +653,9 @@ class ProjectorTrainer:
 
     def run(self, progress: bool, on_step: Callable[[int], None] | None) -> TrainingSummary:
         started, state, resumed_from = time.perf_counter(), self.state, self.state.global_step
-        with _progress(progress and self.accelerator.is_main_process) as bar:
+        with progress_bar(
+            progress and self.accelerator.is_main_process, "loss {task.fields[loss]}  held-out {task.fields[val]}"
+        ) as bar:
             task = bar.add_task("training projector", total=self.total_steps, completed=resumed_from, loss="–", val="–")
             if self.latest is None:
                 self.validate(bar, task)  # the untrained projector: the curve's first point

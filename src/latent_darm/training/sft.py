@@ -15,11 +15,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
 from latent_darm.errors import ConfigError, DataError
+from latent_darm.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -121,19 +120,6 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, steps: int, seed: 
                 return
 
 
-def progress_bar(description: str, enabled: bool) -> Progress:
-    """A rich bar on stderr (disabled → renders nothing)."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    return Progress(*columns, console=Console(stderr=True), disable=not enabled, transient=False)
-
-
 def run_sft(
     model: nn.Module,
     examples: Sequence[SFTExample],
@@ -150,7 +136,7 @@ def run_sft(
     history = TrainHistory()
     started = time.perf_counter()
     model.train()
-    with progress_bar(description, progress) as bar:
+    with progress_bar(progress, "loss {task.fields[loss]:.3f}") as bar:
         task = bar.add_task(description, total=config.steps, loss=float("nan"))
         for indices in bucketed_batches([len(e) for e in examples], config.batch_size, config.steps, config.seed):
             batch = [examples[i] for i in indices]

@@ -6,6 +6,10 @@ state dict from ``model.safetensors`` loads with no renaming. Two extras serve t
 * ``span``: run only the positions ``[start, end)`` of the canvas, reading the other positions' keys and values
   from a :class:`KVCache` filled by an earlier full pass (Fast-dLLM's approximate block cache);
 * ``hidden_layer``: also return the hidden states of one layer (the plan latents).
+
+Two optional inputs serve variants that reorder or drop positions (latent tokens, attention-pattern models):
+``position_ids`` give each column its true RoPE position, ``attention_pattern`` says which query may attend to
+which key. With neither, the forward pass is exactly the published model's.
 """
 
 from __future__ import annotations
@@ -17,28 +21,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from latent_darm.models.llada.configuration import LLaDAConfig
-
-
-class RMSNorm(nn.Module):
-    """RMSNorm computed in float32, cast back, then scaled (as LLaDA's ``RMSLayerNorm``)."""
-
-    def __init__(self, size: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(size))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
+from latent_darm.models.norm import RMSNorm  # computed in float32, cast back, then scaled (LLaDA's RMSLayerNorm)
 
 
 def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables [T, head_dim] in float32 for absolute ``positions`` (rotate-half layout)."""
+    """cos/sin tables in float32 for absolute ``positions`` (rotate-half layout): [T, head_dim] for positions [T],
+    [B, 1, T, head_dim] for per-row positions [B, T] (broadcast over heads)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
-    freqs = positions.to(torch.float32)[:, None] * inv_freq[None, :]
+    freqs = positions.to(torch.float32)[..., None] * inv_freq
     angles = torch.cat((freqs, freqs), dim=-1)
+    if angles.dim() == 3:
+        angles = angles[:, None]
     return angles.cos(), angles.sin()
 
 
@@ -173,6 +166,8 @@ class LLaDAModelLM(nn.Module):
         span: tuple[int, int] | None = None,
         hidden_layer: int | None = None,
         logits_slice: slice | None = slice(None),
+        position_ids: torch.Tensor | None = None,
+        attention_pattern: torch.Tensor | None = None,
     ) -> LLaDAOutput:
         """Run the network.
 
@@ -182,15 +177,26 @@ class LLaDAModelLM(nn.Module):
         Passing an empty ``cache`` without ``span`` fills it. ``hidden_layer``: -1 = after the final norm (the
         vectors the LM head reads), k ≥ 0 = output of the first k blocks (0 = embeddings). ``logits_slice``
         selects the positions (of this call's columns) that get logits; ``None`` skips the LM head.
+
+        ``position_ids`` ([T] or [B, T], this call's columns) replace the default positions, so columns may be
+        reordered or dropped and keep their true RoPE positions. ``attention_pattern`` ([T, T] or [B, T, T],
+        bool, True = the query row may attend to the key column) restricts attention further; it is combined with
+        the padding mask, and every query must be allowed at least one key (itself, normally).
         """
         t = self.model.transformer
         start = 0 if span is None else span[0]
         length = input_ids.shape[1]
-        positions = torch.arange(start, start + length, device=input_ids.device)
+        if position_ids is None:
+            positions = torch.arange(start, start + length, device=input_ids.device)
+        else:
+            positions = _check_position_ids(position_ids, input_ids.shape)
         cos, sin = rotary_tables(positions, self.config.head_dim, self.config.rope_theta)
         attn_mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
             attn_mask = attention_mask.bool()[:, None, None, :]
+        if attention_pattern is not None:
+            pattern = _check_attention_pattern(attention_pattern, input_ids.shape)
+            attn_mask = pattern if attn_mask is None else attn_mask & pattern
         x = t.wte(input_ids)
         hidden = x if hidden_layer == 0 else None
         for i, block in enumerate(t.blocks):
@@ -202,3 +208,22 @@ class LLaDAModelLM(nn.Module):
             hidden = x
         logits = None if logits_slice is None else self.lm_head(x[:, logits_slice])
         return LLaDAOutput(logits=logits, last_hidden_state=x, hidden=hidden)
+
+
+def _check_position_ids(position_ids: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Validate ``position_ids`` against ``input_ids``' [B, T]; returns them on the input's terms."""
+    batch, length = shape
+    if position_ids.shape not in ((length,), (batch, length)):
+        raise ValueError(f"position_ids has shape {tuple(position_ids.shape)}; expected ({length},) or {batch, length}")
+    return position_ids
+
+
+def _check_attention_pattern(pattern: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Validate a boolean [T, T] or [B, T, T] pattern and shape it [B or 1, 1, T, T] for attention."""
+    batch, length = shape
+    if pattern.dtype != torch.bool:
+        raise ValueError(f"attention_pattern must be boolean, got {pattern.dtype}")
+    if pattern.shape not in ((length, length), (batch, length, length)):
+        expected = f"({length}, {length}) or {batch, length, length}"
+        raise ValueError(f"attention_pattern has shape {tuple(pattern.shape)}; expected {expected}")
+    return pattern[None, None] if pattern.dim() == 2 else pattern[:, None]
