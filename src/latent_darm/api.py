@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from latent_darm.bridge.projector import Projector
+from latent_darm.dtypes import resolve_dtype_name
 from latent_darm.pipelines.base import PipelineResult
 from latent_darm.pipelines.factory import build_pipeline
 from latent_darm.pipelines.latent import LatentPipeline
@@ -30,7 +31,7 @@ class LatentDARM:
         executor: str | Path,
         projector: str | Path,
         *,
-        dtype: str = "float32",
+        dtype: str = "auto",
         device: str = "cpu",
         gen_length: int | None = None,
         steps: int | None = None,
@@ -44,7 +45,8 @@ class LatentDARM:
         force: bool = False,
     ) -> LatentDARM:
         """Load the three parts; ``gen_length`` defaults to the plan length the projector was trained on.
-        ``force`` accepts a projector trained for other tokenizers (never other hidden sizes)."""
+        ``dtype`` ``auto`` is float32 on CPU and bfloat16 on a GPU, as in every command. ``force`` accepts a
+        projector trained for other tokenizers (never other hidden sizes)."""
         length = gen_length or Projector.stored_config(projector).plan_length
         spec: dict[str, Any] = {
             "kind": "latent",
@@ -66,7 +68,7 @@ class LatentDARM:
             "projector": str(projector),
             "latent_noise": latent_noise,
             "prompts": None if prompts is None else str(prompts),
-            "dtype": dtype,
+            "dtype": resolve_dtype_name(dtype, device),
             "device": device,
             "force_projector": force,
         }

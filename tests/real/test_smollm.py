@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from latent_darm.models.executor import CausalExecutor
+from latent_darm.pipelines.prompts import PromptTemplates
 
 QUESTIONS = [
     "What is 7 + 5?",
@@ -78,7 +79,8 @@ def test_a_gguf_file_answers_as_its_converted_checkpoint(darm, smollm_gguf, smol
     )
     assert code == 0, err
     result = json.loads(out)
-    expected = smollm.generate([question], max_new_tokens=16)[0]
+    prompt = PromptTemplates().direct_prompt(question, "math")  # what --pipeline arm asks
+    expected = smollm.generate([prompt], max_new_tokens=16)[0]
     assert result["output"] == expected.text and result["truncated"] == expected.truncated
     assert result["executor_tokens"] == len(expected.token_ids)
 
