@@ -12,6 +12,8 @@ from typing import Any, overload
 
 from latent_darm.bridge.projector import Projector
 from latent_darm.dtypes import resolve_dtype_name
+from latent_darm.errors import ConfigError
+from latent_darm.models.family import local_family
 from latent_darm.pipelines.base import PipelineResult
 from latent_darm.pipelines.factory import build_pipeline
 from latent_darm.pipelines.latent import LatentPipeline
@@ -35,7 +37,7 @@ class LatentDARM:
         device: str = "cpu",
         gen_length: int | None = None,
         steps: int | None = None,
-        block_length: int = 32,
+        block_length: int | None = None,
         threshold: float | None = None,
         cache: str = "none",
         max_new_tokens: int = 64,
@@ -48,6 +50,9 @@ class LatentDARM:
         ``dtype`` ``auto`` is float32 on CPU and bfloat16 on a GPU, as in every command. ``force`` accepts a
         projector trained for other tokenizers (never other hidden sizes)."""
         length = gen_length or Projector.stored_config(projector).plan_length
+        family = local_family(planner)
+        if family is not None and not family.uses_blocks and block_length is not None:
+            raise ConfigError(f"block_length is not used by {family.name} (it denoises the whole canvas at once)")
         spec: dict[str, Any] = {
             "kind": "latent",
             "planner": {
@@ -55,7 +60,7 @@ class LatentDARM:
                 "model": str(planner),
                 "gen_length": length,
                 "steps": steps or length,
-                "block_length": min(block_length, length),
+                "block_length": min(block_length or 32, length),  # LLaDA's default; other families ignore it
                 "threshold": threshold,
                 "cache": cache,
             },

@@ -37,7 +37,7 @@ def test_projector_trains_and_the_latent_pipeline_answers(darm, llada_dir, smoll
 
     code, stdout, err = darm(
         "solve", "What is 2 + 3?", "--pipeline", "latent", "--planner", llada_dir, "--executor", smollm_dir,
-        "--projector", out / "projector", "--max-new-tokens", "12", "--json",
+        "--projector", out / "projector", "--block-length", "8", "--max-new-tokens", "12", "--json",
     )  # fmt: skip
     assert code == 0, err
     result = json.loads(stdout)

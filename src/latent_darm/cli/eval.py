@@ -32,18 +32,29 @@ PIPELINES = ("arm", "ddlm", "text", "latent")
 WRITER_KINDS = ("ddlm", "arm")
 # Plan lengths of the paper: 64 latent positions; 256 tokens (8 blocks of 32) for a text plan or a DDLM answer.
 DEFAULT_GEN_LENGTH = {"latent": 64, "text": 256, "ddlm": 256}
+DEFAULT_BLOCK_LENGTH = 32  # LLaDA's; families without blocks (Dream) ignore it
 # Answer budgets: a direct answer is a short \boxed{}; chain of thought more. The paper's latent executor writes ~5
 # tokens, but a real instruct model phrases it ("The answer is \boxed{12}."): 16 cut such answers, so 64.
 DEFAULT_MAX_NEW_TOKENS = {"latent": 64, "text": 32, "arm": 32, "cot": 1024}
 
 
 def diffusion_role(
-    model: str, gen_length: int, steps: int, block_length: int, threshold: float | None, cache: str
+    model: str, gen_length: int, steps: int, block_length: int | None, threshold: float | None, cache: str
 ) -> dict[str, Any]:
-    """A DDLM writer's settings, checked now (so a bad setting fails before any model loads)."""
+    """A DDLM writer's settings, checked now (so a bad setting fails before any model loads) against the planner
+    family when ``model`` is a local checkpoint; ``block_length`` None = the family's default (LLaDA: 32)."""
+    from latent_darm.models.family import local_family, sampler_config
     from latent_darm.sampling import SamplerConfig
 
-    SamplerConfig(gen_length=gen_length, block_length=block_length, steps=steps, threshold=threshold, cache=cache)
+    family = local_family(model)
+    if family is not None and not family.uses_blocks:
+        sampler_config(
+            family, gen_length=gen_length, block_length=block_length, steps=steps, threshold=threshold, cache=cache
+        )
+        block_length = None
+    else:
+        block_length = DEFAULT_BLOCK_LENGTH if block_length is None else block_length
+        SamplerConfig(gen_length=gen_length, block_length=block_length, steps=steps, threshold=threshold, cache=cache)
     return {
         "kind": "ddlm",
         "model": model,
@@ -79,7 +90,7 @@ def build_spec(
     executor_kind: str | None = None,
     gen_length: int | None = None,
     steps: int | None = None,
-    block_length: int = 32,
+    block_length: int | None = None,
     threshold: float | None = None,
     cache: str = "none",
     max_new_tokens: int | None = None,
@@ -110,7 +121,7 @@ def build_spec(
     if latent_noise < 0:
         raise ConfigError(f"--latent-noise must be >= 0, got {latent_noise}")
 
-    def diffusion(model: str, length: int, block: int) -> dict[str, Any]:
+    def diffusion(model: str, length: int, block: int | None) -> dict[str, Any]:
         return diffusion_role(model, length, steps or length, block, threshold, cache)
 
     def autoregressive(model: str, budget: int) -> dict[str, Any]:
@@ -139,13 +150,14 @@ def build_spec(
         if pipeline == "latent":
             _need(projector, "projector", pipeline)
         roles = {
-            # A plan shorter than a block is one block (e.g. a projector trained on 8 positions).
-            "planner": diffusion(planner_model, plan_length, min(block_length, plan_length))
+            "planner": diffusion(planner_model, plan_length, block_length)
             if planner_kind == "ddlm"
             else autoregressive(planner_model, plan_length),
             # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
             "executor": diffusion(
-                executor_model, answer_budget, block_length if answer_budget % block_length == 0 else answer_budget
+                executor_model,
+                answer_budget,
+                block_length if answer_budget % (block_length or DEFAULT_BLOCK_LENGTH) == 0 else answer_budget,
             )
             if executor_kind == "ddlm"
             else autoregressive(executor_model, answer_budget),
@@ -229,7 +241,9 @@ def eval_command(
     batch_size: int = typer.Option(8, help="Questions per pipeline call."),
     gen_length: int = typer.Option(None, help="Plan length (default: latent, the projector's; text / ddlm 256)."),
     steps: int = typer.Option(None, help="Denoising steps (default: gen-length, one token per step)."),
-    block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
+    block_length: int = typer.Option(
+        None, help="Semi-autoregressive block length (LLaDA only, default 32; Dream denoises the whole canvas)."
+    ),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
     cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache."),
     max_new_tokens: int = typer.Option(None, help="Answer budget (default 64 latent, 32 direct, 1024 CoT)."),

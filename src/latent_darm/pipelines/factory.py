@@ -35,7 +35,16 @@ from latent_darm.pipelines.text import TextPipeline
 from latent_darm.pipelines.writers import AutoregressiveWriter, DiffusionWriter, Writer
 from latent_darm.sampling import SamplerConfig
 
-SAMPLER_KEYS = ("gen_length", "steps", "block_length", "threshold", "cache", "denoise_fraction", "early_stop")
+SAMPLER_KEYS = (
+    "gen_length",
+    "steps",
+    "block_length",
+    "threshold",
+    "cache",
+    "denoise_fraction",
+    "early_stop",
+    "remasking",
+)
 ADAPTER_DIR = "adapter"  # inside a projector directory: the executor's LoRA adapter, when one was trained
 
 
@@ -67,14 +76,23 @@ def merge_adapter(executor: CausalExecutor, adapter: str) -> CausalExecutor:
     return CausalExecutor(model.eval(), executor.tokenizer, name_or_path=executor.name_or_path)
 
 
-def sampler_from_role(role: dict[str, Any]) -> SamplerConfig:
-    return SamplerConfig(**{k: role[k] for k in SAMPLER_KEYS if role.get(k) is not None})
+def sampler_from_role(role: dict[str, Any], planner: DiffusionPlanner | None = None) -> SamplerConfig:
+    """The role's sampler settings; with the loaded ``planner``, checked against (and defaulted by) its family. A
+    family without blocks ignores the role's ``block_length`` (specs name one for LLaDA's sake; the commands refuse
+    an explicit one for such a family before any spec is written)."""
+    values = {k: role[k] for k in SAMPLER_KEYS if role.get(k) is not None}
+    if planner is None:
+        return SamplerConfig(**values)
+    if not planner.family.uses_blocks:
+        values.pop("block_length", None)
+    return planner.sampler_config(**values)
 
 
 def writer_from_role(role: dict[str, Any], models: ModelCache, templates: PromptTemplates | None = None) -> Writer:
     kind = role.get("kind")
     if kind == "ddlm":
-        return DiffusionWriter(models.diffusion(role["model"]), sampler_from_role(role))
+        planner = models.diffusion(role["model"])
+        return DiffusionWriter(planner, sampler_from_role(role, planner))
     if kind == "arm":
         system = (templates or PromptTemplates()).system_prompt
         return AutoregressiveWriter(
@@ -132,7 +150,7 @@ def build_pipeline(spec: dict[str, Any], models: ModelCache | None = None) -> Pi
             planner=diffusion,
             projector=projector,
             executor=autoregressive,
-            sampler=sampler_from_role(planner),
+            sampler=sampler_from_role(planner, diffusion),
             max_new_tokens=executor["max_new_tokens"],
             repetition_penalty=executor.get("repetition_penalty", 1.0),
             latent_noise=float(spec.get("latent_noise") or 0.0),
