@@ -213,3 +213,23 @@ def test_bad_requests(executor, prompts, kwargs, match):
 def test_prompt_longer_than_the_context(executor):
     with pytest.raises(ConfigError, match="max_position_embeddings"):
         executor.generate(["word " * 1100], max_new_tokens=4)
+
+
+def test_truncated_means_the_budget_ran_out_before_a_stop_token(executor):
+    prompts = ["What is 3x + 7 = 22?", "A train travels 60 miles per hour.", "Natalia sold clips."]
+    stops = set(executor.stop_token_ids)
+    for budget in (1, 3, 12):
+        for generation in executor.generate(prompts, max_new_tokens=budget):
+            ended = bool(generation.token_ids) and generation.token_ids[-1] in stops
+            assert generation.truncated == (not ended)
+            assert not generation.truncated or len(generation.token_ids) == budget
+
+
+def test_system_turn_setting(executor):
+    """ "" (default): the paper authors' empty system turn; None: no system turn; text: that system turn."""
+    assert executor.chat_text("Hi") == executor.chat_text("Hi", system="")
+    assert "Be brief." in executor.chat_text("Hi", system="Be brief.")
+    assert executor.chat_text("Hi", system=None) != executor.chat_text("Hi")
+    ids = executor.generate(["Hi"], max_new_tokens=4, system="Be brief.")[0].token_ids
+    embeds = executor.embed(executor.chat_ids("Hi", system="Be brief."))
+    assert executor.greedy([embeds], [[]], 4) == [ids]

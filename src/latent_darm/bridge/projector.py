@@ -333,5 +333,7 @@ class Projector(nn.Module):
                     f"{role} {actual.name!r} has {actual.fingerprint})"
                 )
                 if not force:
-                    raise CheckpointError(message + "; force=True uses it anyway")
+                    raise CheckpointError(
+                        message + "; --force-projector (darm eval / solve) or force=True (Python) uses it anyway"
+                    )
                 logger.warning("%s; used anyway (force)", message)

@@ -34,8 +34,9 @@ WRITER_KINDS = ("ddlm", "arm")
 # Plan lengths of the paper: 64 latent positions; 256 tokens (8 blocks of 32) for a text plan or a DDLM answer.
 DEFAULT_GEN_LENGTH = {"latent": 64, "text": 256, "ddlm": 256}
 DEFAULT_BLOCK_LENGTH = 32  # LLaDA's; families without blocks (Dream) ignore it
-# Answer budgets: the latent executor writes ~5 tokens; a direct answer a short \boxed{}; chain of thought more.
-DEFAULT_MAX_NEW_TOKENS = {"latent": 16, "text": 32, "arm": 32, "cot": 1024}
+# Answer budgets: a direct answer is a short \boxed{}; chain of thought more. The paper's latent executor writes ~5
+# tokens, but a real instruct model phrases it ("The answer is \boxed{12}."): 16 cut such answers, so 64.
+DEFAULT_MAX_NEW_TOKENS = {"latent": 64, "text": 32, "arm": 32, "cot": 1024}
 
 
 def diffusion_role(
@@ -139,11 +140,15 @@ def build_spec(
     prompts: str | None = None,
     dtype: str = "auto",
     device: str = "cpu",
+    system_prompt: str | None = None,
+    no_system_turn: bool = False,
+    force_projector: bool = False,
 ) -> dict[str, Any]:
     """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError.
     Sampler options left as None mean: for the latent planner, what the projector was trained with; elsewhere the
     defaults (blocks of 32, no cache, steps = gen-length). ``device`` (not stored: a run may resume elsewhere) only
-    resolves ``dtype`` auto."""
+    resolves ``dtype`` auto. ``system_prompt`` /
+    ``no_system_turn`` override the templates' system turn (default: an empty one)."""
     if pipeline not in PIPELINES:
         raise ConfigError(f"--pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
     for name, value in (("planner-kind", planner_kind), ("executor-kind", executor_kind)):
@@ -152,7 +157,13 @@ def build_spec(
     if pipeline != "text":
         _unused(pipeline, planner_kind=planner_kind, executor_kind=executor_kind)
     if pipeline != "latent":
-        _unused(pipeline, projector=projector, latent_noise=latent_noise, denoise_fraction=denoise_fraction)
+        _unused(
+            pipeline,
+            projector=projector,
+            latent_noise=latent_noise,
+            denoise_fraction=denoise_fraction,
+            force_projector=force_projector,
+        )
     if pipeline in ("text", "latent"):
         _unused(pipeline, chain_of_thought=chain_of_thought)
     if latent_noise < 0:
@@ -217,6 +228,13 @@ def build_spec(
         }
     if prompts is not None:
         load_templates(prompts)  # a bad prompt file fails now, not after the models load
+    system: dict[str, str | None] = {}
+    if no_system_turn and system_prompt is not None:
+        raise ConfigError("give --system-prompt or --no-system-turn, not both")
+    if no_system_turn or system_prompt is not None:
+        system["system_prompt"] = None if no_system_turn else system_prompt
+    if force_projector:
+        system["force_projector"] = True
     return {
         "kind": pipeline,
         **roles,
@@ -226,6 +244,7 @@ def build_spec(
         "latent_noise": latent_noise,
         "prompts": prompts,
         "dtype": resolve_dtype(dtype, device),
+        **system,
     }
 
 
@@ -268,7 +287,7 @@ def summary_line(benchmark: str, summary: EvalSummary, out: Path) -> str:
     return (
         f"{benchmark}: accuracy {s.accuracy:.1%} ({s.correct}/{s.n}), tokens/question planner "
         f"{s.mean_planner_tokens:.1f} + executor {s.mean_executor_tokens:.1f} = {s.mean_total_tokens:.1f}, "
-        f"{s.seconds_per_question:.2f} s/question, {s.computed} new → {out}"
+        f"{s.seconds_per_question:.2f} s/question, truncated {s.truncation_rate:.1%}, {s.computed} new → {out}"
     )
 
 
@@ -310,12 +329,19 @@ def eval_command(
         help="DDLM planner: masked positions after the block each pass computes (the nearest N; 'all' = exact mode; "
         "N above gen-length - block-length is refused).",
     ),
-    max_new_tokens: int = typer.Option(None, help="Answer budget (default 16 latent, 32 direct, 1024 CoT)."),
+    max_new_tokens: int = typer.Option(None, help="Answer budget (default 64 latent, 32 direct, 1024 CoT)."),
     repetition_penalty: float = typer.Option(1.0, help="Autoregressive decoding repetition penalty."),
     chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first."),
     latent_noise: float = typer.Option(0.0, help="Latent: Gaussian noise relative to the latents' RMS (control)."),
     prompts: Path = typer.Option(None, help="JSON/YAML file overriding prompt templates."),
+    system_prompt: str = typer.Option(None, help="ARM chat prompts: this system turn (default: an empty one)."),
+    no_system_turn: bool = typer.Option(
+        False, "--no-system-turn", help="ARM chat prompts: no system turn (the chat template's own default applies)."
+    ),
     dtype: Dtype = typer.Option(Dtype.auto, case_sensitive=False, help="auto: float32 on CPU, bfloat16 on a GPU."),
+    force_projector: bool = typer.Option(
+        False, "--force-projector", help="Latent: use a projector trained for another tokenizer anyway."
+    ),
     device: str = typer.Option(
         "auto", help=f"{DEVICE_HELP} Under accelerate, auto is each process's GPU.", autocompletion=complete_device
     ),
@@ -348,6 +374,9 @@ def eval_command(
         prompts=None if prompts is None else str(prompts),
         dtype=dtype.value,
         device=run_device,
+        system_prompt=system_prompt,
+        no_system_turn=no_system_turn,
+        force_projector=force_projector,
     )
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
@@ -362,6 +391,7 @@ def eval_command(
         "examples": examples_fingerprint(examples),
         "spec": spec,
         "weights": weights_of(spec),
+        "batch_size": batch_size,  # in bfloat16 a row's answer can depend on its batch: a resume must not mix
     }
     if label:
         config["label"] = label

@@ -172,7 +172,7 @@ def train_projector_command(
     lora: bool = typer.Option(False, "--lora/--no-lora", help="Also train LoRA (r 8, α 32) on the executor."),
     lora_lr: float = typer.Option(5e-4, help="LoRA learning rate."),
     mixed_precision: str = typer.Option("auto", help="auto (bf16 on CUDA, none on CPU) | no | bf16."),
-    max_new_tokens: int = typer.Option(16, help="Answer budget of the held-out accuracy check."),
+    max_new_tokens: int = typer.Option(64, help="Answer budget of the held-out accuracy check."),
     prompts: Path = typer.Option(None, help="JSON/YAML file overriding prompt templates (use it at eval too)."),
     dtype: Dtype = typer.Option(Dtype.auto, case_sensitive=False, help="auto: float32 on CPU, bfloat16 on a GPU."),
     device: TrainDevice = typer.Option(TrainDevice.auto, help="Under accelerate, auto is each process's GPU."),

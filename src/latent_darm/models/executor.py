@@ -36,6 +36,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.io import read_json_file
 from latent_darm.models.config_checks import check_hf_config
+from latent_darm.models.gguf import find_gguf, is_gguf_model, load_gguf, plain_copy
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.planner import load_tokenizer
 from latent_darm.models.safetensors_files import checked_weight_files
@@ -48,12 +49,14 @@ CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length",
 
 @dataclass
 class Generation:
-    """One greedy answer. ``seconds`` is the batch's wall time shared equally among its rows."""
+    """One greedy answer. ``seconds`` is the batch's wall time shared equally among its rows; ``truncated``: the
+    token budget ran out before a stop token (the text may be cut mid-answer)."""
 
     token_ids: list[int]
     text: str
     forward_passes: int
     seconds: float
+    truncated: bool = False
 
     @property
     def num_tokens(self) -> int:
@@ -169,7 +172,13 @@ class CausalExecutor:
     def from_pretrained(
         cls, reference: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
     ) -> CausalExecutor:
-        """Open a Hugging Face causal-LM directory (or hub id) with ``AutoModelForCausalLM``; no remote code."""
+        """Open a Hugging Face causal-LM directory (or hub id) with ``AutoModelForCausalLM``; no remote code. A
+        ``.gguf`` file, or a directory holding one and no ``config.json``, is dequantized to ``dtype``
+        (:mod:`latent_darm.models.gguf`)."""
+        gguf_file = find_gguf(reference)
+        if gguf_file is not None:
+            model, tokenizer = load_gguf(gguf_file, dtype)
+            return cls(model.to(device), tokenizer, name_or_path=str(reference))
         directory = resolve_checkpoint(reference, "executor")
         if not (directory / "config.json").is_file():
             raise CheckpointError(f"executor {directory}: no config.json")
@@ -177,7 +186,8 @@ class CausalExecutor:
         return cls(model.to(device), load_tokenizer(directory), name_or_path=str(reference))
 
     def save_pretrained(self, directory: str | Path) -> None:
-        self.model.save_pretrained(directory)
+        """A normal safetensors checkpoint, also for a model read from a GGUF file (which transformers refuses)."""
+        (plain_copy(self.model) if is_gguf_model(self.model) else self.model).save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
 
     @property
@@ -261,17 +271,22 @@ class CausalExecutor:
         text = self.chat_text(user_text, system)
         return self._tokenize(user_text, bos=True) if text is None else self._tokenize(text)
 
-    def prompt_ids(self, prompt: str, chat: bool = True) -> list[int]:
-        return self.chat_ids(prompt) if chat else self._tokenize(prompt, bos=True)
+    def prompt_ids(self, prompt: str, chat: bool = True, system: str | None = "") -> list[int]:
+        return self.chat_ids(prompt, system) if chat else self._tokenize(prompt, bos=True)
 
-    def plan_segments(self, prompt: str, placement: str) -> tuple[list[int], list[int]]:
+    def rendered_prompt(self, prompt: str, chat: bool = True, system: str | None = "") -> str:
+        """The text the model reads for ``prompt`` (the chat-templated prompt, or the raw prompt without one)."""
+        text = self.chat_text(prompt, system) if chat else None
+        return prompt if text is None else text
+
+    def plan_segments(self, prompt: str, placement: str, system: str | None = "") -> tuple[list[int], list[int]]:
         """(ids before the soft tokens, ids after them). ``prefix``: nothing before, the whole chat prompt after.
         ``inline``: the chat prompt split where the user text holds :data:`PLAN_MARKER` (exactly once)."""
         if placement == "prefix":
-            return [], self.chat_ids(prompt)
+            return [], self.chat_ids(prompt, system)
         if prompt.count(PLAN_MARKER) != 1:
             raise ConfigError(f"inline placement needs the prompt to contain {PLAN_MARKER} exactly once")
-        text = self.chat_text(prompt)
+        text = self.chat_text(prompt, system)
         if text is None:
             before, after = prompt.split(PLAN_MARKER)
             return self._tokenize(before, bos=True), self._tokenize(after)
@@ -294,10 +309,11 @@ class CausalExecutor:
         repetition_penalty: float = 1.0,
         batch_size: int = 8,
         chat: bool = True,
+        system: str | None = "",
     ) -> list[Generation]:
-        """Greedy answers to ``prompts`` in input order."""
+        """Greedy answers to ``prompts`` in input order. ``system``: the chat's system turn (None: none sent)."""
         self._check(prompts, max_new_tokens, repetition_penalty, batch_size)
-        ids = [self.prompt_ids(p, chat) for p in prompts]
+        ids = [self.prompt_ids(p, chat, system) for p in prompts]
         with torch.no_grad():
             rows = [self.embed(row) for row in ids]
         return self._generate_rows(rows, max_new_tokens, repetition_penalty, batch_size)
@@ -311,6 +327,7 @@ class CausalExecutor:
         max_new_tokens: int,
         repetition_penalty: float = 1.0,
         batch_size: int = 8,
+        system: str | None = "",
     ) -> list[Generation]:
         """Greedy answers with soft tokens spliced into each chat prompt. ``prefix_embeds``: [B, L, d] or B tensors
         [L_i, d] in the executor's embedding space (projector outputs)."""
@@ -331,7 +348,7 @@ class CausalExecutor:
                         f"soft tokens {i} have shape {tuple(soft.shape)}; expected [L, {self.hidden_size}] "
                         f"(the executor's hidden size)"
                     )
-                before, after = self.plan_segments(prompt, placement)
+                before, after = self.plan_segments(prompt, placement, system)
                 soft = soft.to(device=self.device, dtype=self.dtype)
                 rows.append(splice(soft, self.embed(before), self.embed(after)))
         return self._generate_rows(rows, max_new_tokens, repetition_penalty, batch_size)
@@ -369,7 +386,8 @@ class CausalExecutor:
             tokens = self.greedy([rows[i] for i in batch], max_new_tokens, penalty)
             seconds = (time.perf_counter() - started) / len(batch)
             for index, ids in zip(batch, tokens, strict=True):
-                results[index] = Generation(ids, self.decode(ids), len(ids), seconds)
+                truncated = not ids or ids[-1] not in self.stop_token_ids
+                results[index] = Generation(ids, self.decode(ids), len(ids), seconds, truncated)
         return [r for r in results if r is not None]
 
     def decode(self, token_ids: Sequence[int]) -> str:

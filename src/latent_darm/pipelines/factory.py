@@ -22,6 +22,7 @@ gets it merged in (a separate copy, so other roles keep the plain model).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -33,7 +34,7 @@ from latent_darm.models.executor import CausalExecutor
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.base import Pipeline
-from latent_darm.pipelines.prompts import load_templates
+from latent_darm.pipelines.prompts import PromptTemplates, load_templates
 from latent_darm.pipelines.single import SingleModelPipeline
 from latent_darm.pipelines.text import TextPipeline
 from latent_darm.pipelines.writers import AutoregressiveWriter, DiffusionWriter, Writer
@@ -93,14 +94,18 @@ def warn_sampler_differs(projector: str, differs: dict[str, dict[str, Any]]) -> 
                        projector, changes)  # fmt: skip
 
 
-def writer_from_role(role: dict[str, Any], models: ModelCache) -> Writer:
+def writer_from_role(role: dict[str, Any], models: ModelCache, templates: PromptTemplates | None = None) -> Writer:
     kind = role.get("kind")
     if kind == "ddlm":
         planner = models.diffusion(role["model"])
         return DiffusionWriter(planner, sampler_from_role(role, planner))
     if kind == "arm":
+        system = (templates or PromptTemplates()).system_prompt
         return AutoregressiveWriter(
-            models.autoregressive(role["model"]), role["max_new_tokens"], role.get("repetition_penalty", 1.0)
+            models.autoregressive(role["model"]),
+            role["max_new_tokens"],
+            role.get("repetition_penalty", 1.0),
+            system=system,
         )
     raise ConfigError(f"role kind must be 'ddlm' or 'arm', got {kind!r}")
 
@@ -112,6 +117,11 @@ def build_pipeline(spec: dict[str, Any], models: ModelCache | None = None) -> Pi
         raise ConfigError(f"dtype must be one of {', '.join(CANONICAL_DTYPES)}, got {dtype_name!r}")
     models = models or ModelCache(torch_dtype(dtype_name), spec.get("device", "cpu"))
     templates = load_templates(spec.get("prompts"))
+    if "system_prompt" in spec:  # --system-prompt / --no-system-turn
+        system = spec["system_prompt"]
+        if system is not None and not isinstance(system, str):
+            raise ConfigError(f"system_prompt must be a string or null, got {type(system).__name__}")
+        templates = replace(templates, system_prompt=system)
     kind = spec.get("kind")
     executor = spec.get("executor")
     if not isinstance(executor, dict):
@@ -119,12 +129,15 @@ def build_pipeline(spec: dict[str, Any], models: ModelCache | None = None) -> Pi
     if kind in ("arm", "ddlm"):
         if executor.get("kind") != kind:
             raise ConfigError(f"pipeline {kind!r} needs an executor of kind {kind!r}")
-        return SingleModelPipeline(writer_from_role(executor, models), bool(spec.get("chain_of_thought")), templates)
+        writer = writer_from_role(executor, models, templates)
+        return SingleModelPipeline(writer, bool(spec.get("chain_of_thought")), templates)
     planner = spec.get("planner")
     if not isinstance(planner, dict):
         raise ConfigError(f"pipeline {kind!r} needs a 'planner' role")
     if kind == "text":
-        return TextPipeline(writer_from_role(planner, models), writer_from_role(executor, models), templates)
+        return TextPipeline(
+            writer_from_role(planner, models, templates), writer_from_role(executor, models, templates), templates
+        )
     if kind == "latent":
         from latent_darm.bridge.projector import Projector, planner_role_for_projector
         from latent_darm.pipelines.latent import LatentPipeline

@@ -39,6 +39,9 @@ class PromptTemplates:
     answer_format_mc: str = 'Reply with only the letter of the correct option, as "Answer: X".'
     answer_format_cot_math: str = "Reason step by step, then give the final answer in \\boxed{}."
     answer_format_cot_mc: str = 'Reason step by step, then end with "Answer: X", where X is the option letter.'
+    # The autoregressive model's system turn. "" is the paper authors' choice: an empty system turn, which also
+    # replaces a template's own default system prompt; None sends no system turn (the template's default applies).
+    system_prompt: str | None = ""
 
     def answer_format(self, answer_type: AnswerType, chain_of_thought: bool = False) -> str:
         if answer_type == "mc":
@@ -58,7 +61,7 @@ class PromptTemplates:
         template = self.chain_of_thought if chain_of_thought else self.direct
         return template.format(question=question, answer_format=self.answer_format(answer_type, chain_of_thought))
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
 
 
@@ -91,6 +94,6 @@ def load_templates(path: str | Path | None) -> PromptTemplates:
     for key, value in overrides.items():
         if key not in known:
             raise ConfigError(f"prompt file {path}: unknown template '{key}' (known: {', '.join(sorted(known))})")
-        if not isinstance(value, str):
+        if not isinstance(value, str) and not (key == "system_prompt" and value is None):
             raise ConfigError(f"prompt file {path}: template '{key}' must be a string")
     return replace(PromptTemplates(), **overrides)

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from rich.console import Console
 from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -91,7 +92,7 @@ class ProjectorTrainingConfig:
     mixed_precision: str = "auto"
     eval_every: int = 500
     save_every: int = 500
-    max_new_tokens: int = 16
+    max_new_tokens: int = 64
     seed: int = 0
     latent_noise: float = 0.0
     lora: bool = False
@@ -354,7 +355,7 @@ def validate(
             batch_size=config.eval_batch_size,
         )
         correct = sum(
-            grade(answer.text, item.example.target, item.example.answer_type).correct
+            grade(answer.text, item.example.target, item.example.answer_type, truncated=answer.truncated).correct
             for answer, item in zip(answers, items, strict=True)
         )
         totals += torch.tensor([float(loss) * tokens, tokens, correct, len(items)], device=totals.device)
@@ -569,6 +570,17 @@ def _check_cache(cache: LatentCache, items: Sequence[EncodedExample], projector:
         )
 
 
+WARMUP_FRACTION = 0.1
+
+
+def scaled_warmup(warmup_steps: int, total_steps: int) -> int:
+    """The warm-up a run uses: as configured, unless the run is not longer than it (the paper's 300 steps would
+    never finish in a short run and the learning rate would never reach its peak); then 10% of the run."""
+    if warmup_steps < total_steps:
+        return warmup_steps
+    return max(1, round(WARMUP_FRACTION * total_steps)) if warmup_steps else 0
+
+
 class ProjectorTrainer:
     """One invocation of a run: the prepared objects, the :class:`TrainerState`, and what happens at each step.
     Build it, then :meth:`run`; :func:`train_projector` does both."""
@@ -618,7 +630,14 @@ class ProjectorTrainer:
         self.batches_per_epoch = len(self.loader)
         total = config.epochs * math.ceil(self.batches_per_epoch / config.grad_accum)
         self.total_steps = min(total, config.max_steps or total)
-        scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, self.total_steps)
+        self.warmup_steps = scaled_warmup(config.warmup_steps, self.total_steps)
+        if self.warmup_steps != config.warmup_steps and accelerator.is_main_process:
+            Console(stderr=True).print(
+                f"warm-up: {config.warmup_steps} steps would not finish in this run of {self.total_steps} steps; "
+                f"using {self.warmup_steps} ({WARMUP_FRACTION:.0%} of the run)",
+                highlight=False,
+            )
+        scheduler = get_cosine_schedule_with_warmup(optimizer, self.warmup_steps, self.total_steps)
         if lora is None:
             self.model, self.optimizer, self.scheduler = accelerator.prepare(projector, optimizer, scheduler)
             self.executor_model, self.trainables = executor.model, [self.model]
