@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+# transformers gained diffusion_gemma after 5.0 (the lowest version we allow): the family is skipped there.
+pytest.importorskip("transformers.models.diffusion_gemma", reason="this transformers has no diffusion_gemma")
+
 from latent_darm.errors import ConfigError
 from latent_darm.models.diffusion_gemma.tiny import save_tiny_diffusion_gemma, tiny_diffusion_gemma
 from latent_darm.models.planner import DiffusionPlanner

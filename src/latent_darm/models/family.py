@@ -90,7 +90,15 @@ def get_family(model_type: str | None, source: str = "config.json") -> PlannerFa
         raise CheckpointError(
             f"{source}: model_type {model_type!r} is not a supported planner family; supported: {', '.join(FAMILIES)}"
         )
-    return importlib.import_module(FAMILIES[model_type]).FAMILY
+    try:
+        return importlib.import_module(FAMILIES[model_type]).FAMILY
+    except ImportError as exc:  # e.g. DiffusionGemma on a transformers release without diffusion_gemma
+        import transformers
+
+        raise CheckpointError(
+            f"{source}: the {model_type!r} planner family needs a newer transformers than {transformers.__version__} "
+            f"({exc}); upgrade transformers"
+        ) from None
 
 
 def read_model_type(directory: Path) -> str | None:
