@@ -8,13 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import overload
 
 from latent_darm.bridge.projector import Projector
 from latent_darm.pipelines.base import PipelineResult
 from latent_darm.pipelines.factory import build_pipeline
 from latent_darm.pipelines.latent import LatentPipeline
 from latent_darm.pipelines.prompts import AnswerType
+from latent_darm.pipelines.spec import (
+    AutoregressiveRole,
+    DiffusionRole,
+    PipelineSpec,
+    ProjectorSpec,
+    SamplerSpec,
+    TemplatesSpec,
+)
 
 
 class LatentDARM:
@@ -46,30 +54,24 @@ class LatentDARM:
         """Load the three parts; ``gen_length`` defaults to the plan length the projector was trained on.
         ``force`` accepts a projector trained for other tokenizers (never other hidden sizes)."""
         length = gen_length or Projector.stored_config(projector).plan_length
-        spec: dict[str, Any] = {
-            "kind": "latent",
-            "planner": {
-                "kind": "ddlm",
-                "model": str(planner),
-                "gen_length": length,
-                "steps": steps or length,
-                "block_length": min(block_length, length),
-                "threshold": threshold,
-                "cache": cache,
-            },
-            "executor": {
-                "kind": "arm",
-                "model": str(executor),
-                "max_new_tokens": max_new_tokens,
-                "repetition_penalty": repetition_penalty,
-            },
-            "projector": str(projector),
-            "latent_noise": latent_noise,
-            "prompts": None if prompts is None else str(prompts),
-            "dtype": dtype,
-            "device": device,
-            "force_projector": force,
-        }
+        spec = PipelineSpec(
+            kind="latent",
+            planner=DiffusionRole(
+                str(planner),
+                SamplerSpec(
+                    gen_length=length,
+                    steps=steps or length,
+                    block_length=min(block_length, length),
+                    threshold=threshold,
+                    cache=cache,
+                ),
+            ),
+            executor=AutoregressiveRole(str(executor), max_new_tokens, repetition_penalty),
+            projector=ProjectorSpec(str(projector), latent_noise, force=force),
+            templates=TemplatesSpec(None if prompts is None else str(prompts)),
+            dtype=dtype,
+            device=device,
+        )
         pipeline = build_pipeline(spec)
         assert isinstance(pipeline, LatentPipeline)
         return cls(pipeline)

@@ -1,7 +1,7 @@
 """``darm eval``: run a pipeline on a benchmark into a resumable results directory.
 
-The command turns its options into a pipeline *spec* (the JSON-able layout documented in
-:mod:`latent_darm.pipelines.factory`), stores it in ``config.json`` and hands it to ``build_pipeline``;
+The command turns its options into a pipeline spec (:class:`~latent_darm.pipelines.spec.PipelineSpec`), stores its
+JSON layout in ``config.json`` and hands that to ``build_pipeline``;
 ``darm diagnose`` later derives its swapped pipelines from the same stored spec. The device is added only when
 building: it is not part of the configuration, so a run can resume on another GPU.
 """
@@ -26,7 +26,15 @@ from latent_darm.evaluation.runner import (
     evaluate,
     examples_fingerprint,
 )
-from latent_darm.pipelines.prompts import load_templates
+from latent_darm.pipelines.spec import (
+    AutoregressiveRole,
+    DiffusionRole,
+    PipelineSpec,
+    ProjectorSpec,
+    Role,
+    SamplerSpec,
+    TemplatesSpec,
+)
 
 PIPELINES = ("arm", "ddlm", "text", "latent")
 WRITER_KINDS = ("ddlm", "arm")
@@ -38,28 +46,20 @@ DEFAULT_MAX_NEW_TOKENS = {"latent": 16, "text": 32, "arm": 32, "cot": 1024}
 
 def diffusion_role(
     model: str, gen_length: int, steps: int, block_length: int, threshold: float | None, cache: str
-) -> dict[str, Any]:
+) -> DiffusionRole:
     """A DDLM writer's settings, checked now (so a bad setting fails before any model loads)."""
-    from latent_darm.sampling import SamplerConfig
-
-    SamplerConfig(gen_length=gen_length, block_length=block_length, steps=steps, threshold=threshold, cache=cache)
-    return {
-        "kind": "ddlm",
-        "model": model,
-        "gen_length": gen_length,
-        "steps": steps,
-        "block_length": block_length,
-        "threshold": threshold,
-        "cache": cache,
-    }
+    sampler = SamplerSpec(
+        gen_length=gen_length, steps=steps, block_length=block_length, threshold=threshold, cache=cache
+    )
+    return DiffusionRole(model, sampler)
 
 
-def autoregressive_role(model: str, max_new_tokens: int, repetition_penalty: float) -> dict[str, Any]:
+def autoregressive_role(model: str, max_new_tokens: int, repetition_penalty: float) -> AutoregressiveRole:
     if max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
     if repetition_penalty <= 0:
         raise ConfigError(f"--repetition-penalty must be > 0, got {repetition_penalty}")
-    return {"kind": "arm", "model": model, "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty}
+    return AutoregressiveRole(model, max_new_tokens, repetition_penalty)
 
 
 def _unused(pipeline: str, **options: Any) -> None:
@@ -68,7 +68,30 @@ def _unused(pipeline: str, **options: Any) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} is not used by --pipeline {pipeline}")
 
 
-def build_spec(
+def _check_options(pipeline: str, options: dict[str, Any]) -> None:
+    """Refuse a choice outside the lists and an option the pipeline does not read, naming the flag."""
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"--pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
+    for name in ("planner_kind", "executor_kind"):
+        value = options[name]
+        if value is not None and value not in WRITER_KINDS:
+            raise ConfigError(f"--{name.replace('_', '-')} must be ddlm or arm; got {value!r}")
+    unused = {
+        "planner_kind": pipeline != "text",
+        "executor_kind": pipeline != "text",
+        "projector": pipeline != "latent",
+        "latent_noise": pipeline != "latent",
+        "chain_of_thought": pipeline in ("text", "latent"),
+        "planner": pipeline == "arm",
+    }
+    _unused(pipeline, **{name: options[name] for name, refused in unused.items() if refused})
+    if options["latent_noise"] < 0:
+        raise ConfigError(f"--latent-noise must be >= 0, got {options['latent_noise']}")
+    if pipeline == "ddlm" and options["planner"] and options["executor"]:
+        raise ConfigError("--pipeline ddlm runs one model: give --executor (or --planner), not both")
+
+
+def pipeline_spec(
     *,
     pipeline: str,
     planner: str | None = None,
@@ -88,73 +111,51 @@ def build_spec(
     prompts: str | None = None,
     dtype: str = "auto",
     device: str = "cpu",
-) -> dict[str, Any]:
+) -> PipelineSpec:
     """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError.
     ``device`` (not stored: a run may resume elsewhere) only resolves ``dtype`` auto."""
-    if pipeline not in PIPELINES:
-        raise ConfigError(f"--pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
-    for name, value in (("planner-kind", planner_kind), ("executor-kind", executor_kind)):
-        if value is not None and value not in WRITER_KINDS:
-            raise ConfigError(f"--{name} must be ddlm or arm; got {value!r}")
-    if pipeline != "text":
-        _unused(pipeline, planner_kind=planner_kind, executor_kind=executor_kind)
-    if pipeline != "latent":
-        _unused(pipeline, projector=projector, latent_noise=latent_noise)
-    if pipeline in ("text", "latent"):
-        _unused(pipeline, chain_of_thought=chain_of_thought)
-    if latent_noise < 0:
-        raise ConfigError(f"--latent-noise must be >= 0, got {latent_noise}")
-
-    def diffusion(model: str, length: int, block: int) -> dict[str, Any]:
-        return diffusion_role(model, length, steps or length, block, threshold, cache)
-
-    def autoregressive(model: str, budget: int) -> dict[str, Any]:
-        return autoregressive_role(model, budget, repetition_penalty)
-
+    _check_options(pipeline, locals())
     if gen_length is None and pipeline == "latent" and projector:
         from latent_darm.bridge.projector import Projector
 
         gen_length = Projector.stored_config(projector).plan_length  # the plan length it was trained on
     plan_length = gen_length or DEFAULT_GEN_LENGTH.get(pipeline, 256)
-    budget_key = "cot" if chain_of_thought else pipeline
-    answer_budget = max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get(budget_key, 32)
-    roles: dict[str, dict[str, Any] | None]
-    if pipeline == "arm":
-        _unused(pipeline, planner=planner)
-        roles = {"planner": None, "executor": autoregressive(_need(executor, "executor", pipeline), answer_budget)}
-    elif pipeline == "ddlm":
-        if planner and executor:
-            raise ConfigError("--pipeline ddlm runs one model: give --executor (or --planner), not both")
-        model = _need(executor or planner, "executor", pipeline)
-        roles = {"planner": None, "executor": diffusion(model, plan_length, block_length)}
+    answer_budget = max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get("cot" if chain_of_thought else pipeline, 32)
+
+    def role(kind: str, model: str, length: int, block: int) -> Role:
+        if kind == "ddlm":
+            return diffusion_role(model, length, steps or length, block, threshold, cache)
+        return autoregressive_role(model, length, repetition_penalty)
+
+    planner_role: Role | None = None
+    if pipeline in ("arm", "ddlm"):
+        model = _need(executor or (planner if pipeline == "ddlm" else None), "executor", pipeline)
+        executor_role = role(pipeline, model, plan_length if pipeline == "ddlm" else answer_budget, block_length)
     else:
-        planner_model = _need(planner, "planner", pipeline)
-        executor_model = _need(executor, "executor", pipeline)
-        planner_kind, executor_kind = planner_kind or "ddlm", executor_kind or "arm"
+        planner_model, executor_model = _need(planner, "planner", pipeline), _need(executor, "executor", pipeline)
         if pipeline == "latent":
             _need(projector, "projector", pipeline)
-        roles = {
-            "planner": diffusion(planner_model, plan_length, block_length)
-            if planner_kind == "ddlm"
-            else autoregressive(planner_model, plan_length),
-            # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
-            "executor": diffusion(
-                executor_model, answer_budget, block_length if answer_budget % block_length == 0 else answer_budget
-            )
-            if executor_kind == "ddlm"
-            else autoregressive(executor_model, answer_budget),
-        }
+        # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
+        answer_block = block_length if answer_budget % block_length == 0 else answer_budget
+        planner_role = role(planner_kind or "ddlm", planner_model, plan_length, block_length)
+        executor_role = role(executor_kind or "arm", executor_model, answer_budget, answer_block)
+    templates = TemplatesSpec(prompts)
     if prompts is not None:
-        load_templates(prompts)  # a bad prompt file fails now, not after the models load
-    return {
-        "kind": pipeline,
-        **roles,
-        "projector": projector,
-        "chain_of_thought": chain_of_thought,
-        "latent_noise": latent_noise,
-        "prompts": prompts,
-        "dtype": resolve_dtype(dtype, device),
-    }
+        templates.load()  # a bad prompt file fails now, not after the models load
+    return PipelineSpec(
+        kind=pipeline,
+        executor=executor_role,
+        planner=planner_role,
+        projector=ProjectorSpec(projector, latent_noise) if projector else None,
+        chain_of_thought=chain_of_thought,
+        templates=templates,
+        dtype=resolve_dtype(dtype, device),
+    )
+
+
+def build_spec(**options: Any) -> dict[str, Any]:
+    """:func:`pipeline_spec` in the JSON layout ``config.json`` stores and ``build_pipeline`` reads."""
+    return pipeline_spec(**options).to_dict()
 
 
 def _need(value: str | None, name: str, pipeline: str) -> str:

@@ -1,14 +1,5 @@
-"""Build any pipeline from a JSON-able spec (the layout ``darm eval`` stores in ``config.json``).
-
-Spec::
-
-    {"kind": "arm" | "ddlm" | "text" | "latent",
-     "planner": role | None, "executor": role,
-     "projector": str | None, "chain_of_thought": bool, "latent_noise": float,
-     "prompts": str | None, "dtype": "bfloat16" | "float16" | "float32", "device": "cpu" | "cuda" ...}
-    role = {"kind": "ddlm", "model", "gen_length", "steps", "block_length", "threshold", "cache",
-            ["denoise_fraction", "early_stop"]}
-         | {"kind": "arm", "model", "max_new_tokens", "repetition_penalty"}
+"""Build any pipeline from its spec (:class:`~latent_darm.pipelines.spec.PipelineSpec`, or its JSON layout as
+``darm eval`` stores it in ``config.json``).
 
 Each checkpoint is loaded once per process even when two roles name it (an ARM planning for itself). A projector
 directory trained with LoRA on the executor holds the adapter in ``adapter/``; the latent pipeline's executor then
@@ -17,24 +8,23 @@ gets it merged in (a separate copy, so other roles keep the plain model).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from latent_darm.dtypes import CANONICAL_DTYPES, torch_dtype
-from latent_darm.errors import ConfigError
+from latent_darm.dtypes import torch_dtype
 from latent_darm.extras import require
 from latent_darm.models.executor import CausalExecutor
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.base import Pipeline
-from latent_darm.pipelines.prompts import load_templates
 from latent_darm.pipelines.single import SingleModelPipeline
+from latent_darm.pipelines.spec import AutoregressiveRole, DiffusionRole, PipelineSpec, Role
 from latent_darm.pipelines.text import TextPipeline
 from latent_darm.pipelines.writers import AutoregressiveWriter, DiffusionWriter, Writer
 from latent_darm.sampling import SamplerConfig
 
-SAMPLER_KEYS = ("gen_length", "steps", "block_length", "threshold", "cache", "denoise_fraction", "early_stop")
 ADAPTER_DIR = "adapter"  # inside a projector directory: the executor's LoRA adapter, when one was trained
 
 
@@ -66,63 +56,46 @@ def merge_adapter(executor: CausalExecutor, adapter: str) -> CausalExecutor:
     return CausalExecutor(model.eval(), executor.tokenizer, name_or_path=executor.name_or_path)
 
 
-def sampler_from_role(role: dict[str, Any]) -> SamplerConfig:
-    return SamplerConfig(**{k: role[k] for k in SAMPLER_KEYS if role.get(k) is not None})
+def sampler_from_role(role: DiffusionRole) -> SamplerConfig:
+    return role.sampler.config()
 
 
-def writer_from_role(role: dict[str, Any], models: ModelCache) -> Writer:
-    kind = role.get("kind")
-    if kind == "ddlm":
-        return DiffusionWriter(models.diffusion(role["model"]), sampler_from_role(role))
-    if kind == "arm":
-        return AutoregressiveWriter(
-            models.autoregressive(role["model"]), role["max_new_tokens"], role.get("repetition_penalty", 1.0)
-        )
-    raise ConfigError(f"role kind must be 'ddlm' or 'arm', got {kind!r}")
+def writer_from_role(role: Role, models: ModelCache) -> Writer:
+    if isinstance(role, DiffusionRole):
+        return DiffusionWriter(models.diffusion(role.model), sampler_from_role(role))
+    return AutoregressiveWriter(models.autoregressive(role.model), role.max_new_tokens, role.repetition_penalty)
 
 
-def build_pipeline(spec: dict[str, Any], models: ModelCache | None = None) -> Pipeline:
-    """The pipeline a spec describes, with its models loaded."""
-    dtype_name = spec.get("dtype", "float32")
-    if dtype_name not in CANONICAL_DTYPES:  # a stored spec holds canonical names only
-        raise ConfigError(f"dtype must be one of {', '.join(CANONICAL_DTYPES)}, got {dtype_name!r}")
-    models = models or ModelCache(torch_dtype(dtype_name), spec.get("device", "cpu"))
-    templates = load_templates(spec.get("prompts"))
-    kind = spec.get("kind")
-    executor = spec.get("executor")
-    if not isinstance(executor, dict):
-        raise ConfigError("pipeline spec needs an 'executor' role")
-    if kind in ("arm", "ddlm"):
-        if executor.get("kind") != kind:
-            raise ConfigError(f"pipeline {kind!r} needs an executor of kind {kind!r}")
-        return SingleModelPipeline(writer_from_role(executor, models), bool(spec.get("chain_of_thought")), templates)
-    planner = spec.get("planner")
-    if not isinstance(planner, dict):
-        raise ConfigError(f"pipeline {kind!r} needs a 'planner' role")
-    if kind == "text":
+def build_pipeline(spec: PipelineSpec | Mapping[str, Any], models: ModelCache | None = None) -> Pipeline:
+    """The pipeline a spec describes, with its models loaded; a JSON layout is checked first
+    (:meth:`PipelineSpec.from_dict`)."""
+    if not isinstance(spec, PipelineSpec):
+        spec = PipelineSpec.from_dict(spec)
+    models = models or ModelCache(torch_dtype(spec.dtype), spec.device)
+    templates = spec.templates.load()
+    executor, planner = spec.executor, spec.planner
+    if planner is None:
+        return SingleModelPipeline(writer_from_role(executor, models), spec.chain_of_thought, templates)
+    if spec.kind == "text":
         return TextPipeline(writer_from_role(planner, models), writer_from_role(executor, models), templates)
-    if kind == "latent":
-        from latent_darm.bridge.projector import Projector
-        from latent_darm.pipelines.latent import LatentPipeline
+    from latent_darm.bridge.projector import Projector
+    from latent_darm.pipelines.latent import LatentPipeline
 
-        if planner.get("kind") != "ddlm" or executor.get("kind") != "arm":
-            raise ConfigError("the latent pipeline pairs a ddlm planner with an arm executor")
-        if not spec.get("projector"):
-            raise ConfigError("the latent pipeline needs a 'projector'")
-        diffusion = models.diffusion(planner["model"])
-        adapter = Path(spec["projector"]) / ADAPTER_DIR
-        autoregressive = models.autoregressive(executor["model"], str(adapter) if adapter.is_dir() else None)
-        projector = Projector.from_pretrained(
-            spec["projector"], planner=diffusion, executor=autoregressive, force=bool(spec.get("force_projector"))
-        ).to(autoregressive.device)
-        return LatentPipeline(
-            planner=diffusion,
-            projector=projector,
-            executor=autoregressive,
-            sampler=sampler_from_role(planner),
-            max_new_tokens=executor["max_new_tokens"],
-            repetition_penalty=executor.get("repetition_penalty", 1.0),
-            latent_noise=float(spec.get("latent_noise") or 0.0),
-            templates=templates,
-        )
-    raise ConfigError(f"pipeline kind must be one of arm, ddlm, text, latent; got {kind!r}")
+    # The spec checked the pairing: a ddlm planner, an arm executor and a projector.
+    assert isinstance(planner, DiffusionRole) and isinstance(executor, AutoregressiveRole) and spec.projector
+    diffusion = models.diffusion(planner.model)
+    adapter = Path(spec.projector.path) / ADAPTER_DIR
+    autoregressive = models.autoregressive(executor.model, str(adapter) if adapter.is_dir() else None)
+    projector = Projector.from_pretrained(
+        spec.projector.path, planner=diffusion, executor=autoregressive, force=spec.projector.force
+    ).to(autoregressive.device)
+    return LatentPipeline(
+        planner=diffusion,
+        projector=projector,
+        executor=autoregressive,
+        sampler=sampler_from_role(planner),
+        max_new_tokens=executor.max_new_tokens,
+        repetition_penalty=executor.repetition_penalty,
+        latent_noise=spec.projector.latent_noise,
+        templates=templates,
+    )
