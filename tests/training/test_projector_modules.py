@@ -19,5 +19,5 @@ def test_every_public_name_of_the_parts_is_reexported_by_the_trainer():
         ]
         for name in public:
             assert getattr(projector_trainer, name) is getattr(part, name), f"{part.__name__}.{name}"
-            assert name in projector_trainer.__all__, name
+        assert set(public) - set(projector_trainer.__all__) <= {"ADAPTER_DIR"}  # the factory's, imported
     assert projector_trainer.train_projector.__module__ == projector_trainer.__name__
