@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 
@@ -20,6 +20,7 @@ from latent_darm.pipelines.spec import (
     SamplerSpec,
     TemplatesSpec,
 )
+from latent_darm.sampling.config import SamplerConfig
 from tests.evaluation.test_runner import FakePipeline, make_examples
 
 # Specs exactly as ``darm eval`` wrote them into config.json before the spec was typed (printed by that code).
@@ -100,6 +101,14 @@ def test_optional_keys_are_written_only_when_set():
     assert spec.planner.sampler.config().denoise_fraction == 0.5 and spec.to_dict() == stored
     plain = replace(spec, planner=replace(spec.planner, sampler=SamplerSpec(gen_length=64, steps=64, block_length=32)))
     assert "denoise_fraction" not in plain.to_dict()["planner"]
+
+
+def test_a_role_may_carry_every_sampler_setting_but_the_latent_layer():
+    assert {f.name for f in fields(SamplerSpec)} == {f.name for f in fields(SamplerConfig)} - {"hidden_layer"}
+    stored = json.loads(STORED["ddlm fast"])
+    stored["executor"] |= {"temperature": 0.5, "remasking": "random"}
+    config = PipelineSpec.from_dict(stored).executor.sampler.config()
+    assert (config.temperature, config.remasking, config.threshold) == (0.5, "random", 0.9)
 
 
 def test_a_hand_written_spec_may_leave_out_keys_with_defaults():

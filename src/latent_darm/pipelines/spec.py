@@ -132,7 +132,9 @@ def _build(cls: type[T], values: dict[str, Any], path: str = "") -> T:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """The stored subset of a diffusion writer's :class:`SamplerConfig` (names as there); checked by building it."""
+    """A diffusion writer's :class:`SamplerConfig` settings (names as there; ``hidden_layer`` belongs to the
+    projector, not the role), checked by building it. The first five are always stored; the rest only when set
+    (None: :class:`SamplerConfig`'s default)."""
 
     gen_length: int
     steps: int
@@ -141,6 +143,12 @@ class SamplerSpec:
     cache: str = "none"
     denoise_fraction: float | None = field(default=None, metadata=OPTIONAL)
     early_stop: bool | None = field(default=None, metadata=OPTIONAL)
+    temperature: float | None = field(default=None, metadata=OPTIONAL)
+    remasking: str | None = field(default=None, metadata=OPTIONAL)
+    cfg_scale: float | None = field(default=None, metadata=OPTIONAL)
+    logits_eos_inf: bool | None = field(default=None, metadata=OPTIONAL)
+    confidence_eos_eot_inf: bool | None = field(default=None, metadata=OPTIONAL)
+    lookahead: int | None = field(default=None, metadata=OPTIONAL)
 
     def __post_init__(self) -> None:
         self.config()
