@@ -14,6 +14,7 @@ hits every mode alike. On CUDA everything runs in this process and the allocator
     python bench/sampler.py --quick              # tiny model, gen 32: a smoke run of a few seconds
     python bench/sampler.py --planner DIR        # a trained LLaDA-layout checkpoint instead of random weights
     python bench/sampler.py --device cuda --dtype bfloat16 --shape 8b   # the LLaDA-8B shape, random bf16 weights
+    python bench/sampler.py --family dream       # a random Dream-shaped model: official loop, exact, τ, prefix cache
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ from latent_darm.models.llada.configuration import LLaDAConfig
 from latent_darm.models.llada.modeling import LLaDAModelLM
 from latent_darm.sampling import SamplerConfig, SpecialIds, generate_exact, generate_fast
 from latent_darm.sampling.config import CacheMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sampler_dream
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +101,15 @@ class Mode:
         )
 
 
-def benchmark_modes(threshold: float) -> list[Mode]:
+def benchmark_modes(threshold: float, family: str = "llada") -> list[Mode]:
+    if family == "dream":  # no blocks, so no dual cache
+        return [
+            Mode("naive loop", naive=True),
+            Mode("exact"),
+            Mode(f"τ {threshold:g}", threshold=threshold),
+            Mode("prefix", cache="prefix"),
+            Mode(f"prefix + τ {threshold:g}", threshold=threshold, cache="prefix"),
+        ]
     return [
         Mode("naive loop", naive=True),
         Mode("exact"),
@@ -123,6 +135,7 @@ class WorkloadSpec:
     init_std: float | None
     prompts_file: str | None
     threads: int | None
+    family: str = "llada"
 
 
 @dataclass
@@ -169,6 +182,8 @@ def random_std(spec: WorkloadSpec, config: LLaDAConfig) -> float:
 
 def describe(spec: WorkloadSpec) -> dict[str, Any]:
     """The workload's model, for the report, without materialising any weights."""
+    if spec.family == "dream":
+        return sampler_dream.describe(spec.shape, spec.init_std)
     if spec.planner is not None:
         config = LLaDAConfig.from_json_file(Path(spec.planner) / "config.json")
         source: dict[str, Any] = {"source": spec.planner}
@@ -187,6 +202,13 @@ def build_workload(spec: WorkloadSpec) -> Workload:
     device, dtype = torch.device(spec.device), getattr(torch, spec.dtype)
     if spec.planner is not None:
         return _planner_workload(spec, device, dtype)
+    if spec.family == "dream":
+        dream = sampler_dream.random_model(spec.shape, device, dtype, spec.seed, spec.init_std)
+        dream_ids = sampler_dream.special_ids(dream)
+        generator = torch.Generator().manual_seed(spec.seed + 1)
+        low = min(dream_ids.mask, dream_ids.eos)
+        prompts = torch.randint(0, low, (spec.max_batch, spec.prompt_length), generator=generator)
+        return Workload(dream, prompts.to(device), None, dream_ids, describe(spec))
     config = random_config(spec.shape)
     model = random_model(config, device, dtype, spec.seed, random_std(spec, config))
     ids = SpecialIds(mask=config.mask_token_id, eos=config.eos_token_id)
@@ -321,7 +343,15 @@ def measure(workload: Workload, mode: Mode, gen_length: int, block_length: int, 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     _synchronize(device)
     cpu_start, started = time.process_time(), time.perf_counter()
-    if mode.naive:
+    dream = workload.info.get("family") == "dream"
+    if mode.naive and dream:
+        generated, nfe = sampler_dream.run_naive(workload.model, workload.prompts[:batch], gen_length, workload.ids)
+        row_nfe = nfe / batch
+    elif dream:
+        config = sampler_dream.sampler_config(gen_length, mode.threshold, mode.cache)
+        out = sampler_dream.sample(workload.model, workload.prompts[:batch], None, config, workload.ids)
+        generated, nfe, row_nfe = out.generated, out.nfe, float(out.row_nfe.float().mean())
+    elif mode.naive:
         generated, nfe = run_naive(workload, gen_length, block_length, batch)
         row_nfe = nfe / batch
     else:
@@ -614,7 +644,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="do not repeat a configuration whose first run took longer than this",
     )
     parser.add_argument("--quick", action="store_true", help="tiny model and gen 32: a smoke run")
-    parser.add_argument("--shape", choices=sorted(SHAPES), default=None, help="random-model shape (default small)")
+    parser.add_argument("--family", choices=["llada", "dream"], default="llada", help="random model's family")
+    parser.add_argument(
+        "--shape",
+        choices=sorted({*SHAPES, *sampler_dream.SHAPES}),
+        default=None,
+        help="random-model shape (default small; 8b is LLaDA's, 7b Dream's)",
+    )
     parser.add_argument("--planner", default=None, help="a LLaDA-layout checkpoint directory instead of random weights")
     parser.add_argument("--prompts-file", default=None, help="JSONL with a 'prompt' per line (with --planner)")
     parser.add_argument("--device", default="cpu")
@@ -630,6 +666,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.shape = "tiny" if args.quick else "small"
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
+    shapes = sampler_dream.SHAPES if args.family == "dream" else SHAPES
+    if args.shape not in shapes:
+        parser.error(f"--shape {args.shape} is not a {args.family} shape; choose from {', '.join(sorted(shapes))}")
     return args
 
 
@@ -668,8 +707,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         init_std=args.init_std,
         prompts_file=args.prompts_file,
         threads=args.threads,
+        family=args.family,
     )
-    modes = benchmark_modes(args.threshold)
+    modes = benchmark_modes(args.threshold, args.family)
     shared: Workload | None = None
     if device.type == "cuda":
         shared = build_workload(spec)

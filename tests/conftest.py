@@ -89,3 +89,26 @@ def darm(capsys, monkeypatch) -> Callable[..., tuple[int, str, str]]:
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def dream_tokenizer():
+    """Byte-level BPE with Dream-v0's special tokens (``<|mask|>``; ``<|endoftext|>`` = bos/eos/pad), chat template."""
+    from latent_darm.models.dream.tiny import train_dream_tokenizer
+
+    return train_dream_tokenizer(CORPUS, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def dream_model(dream_tokenizer):
+    from latent_darm.models.dream.tiny import random_dream, tiny_dream_config
+
+    return random_dream(tiny_dream_config(dream_tokenizer), seed=0, std=0.4)
+
+
+@pytest.fixture(scope="session")
+def dream_dir(tmp_path_factory, dream_model, dream_tokenizer) -> Path:
+    """A Dream checkpoint in the official hub layout: config.json, two safetensors shards + index, tokenizer."""
+    from latent_darm.models.dream.tiny import save_official_layout
+
+    return save_official_layout(tmp_path_factory.mktemp("dream") / "Dream-v0-tiny", dream_model, dream_tokenizer)

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import overload
 
 from latent_darm.bridge.projector import Projector
+from latent_darm.errors import ConfigError
+from latent_darm.models.family import local_family
 from latent_darm.pipelines.base import PipelineResult
 from latent_darm.pipelines.factory import build_pipeline
 from latent_darm.pipelines.latent import LatentPipeline
@@ -42,7 +44,7 @@ class LatentDARM:
         device: str = "cpu",
         gen_length: int | None = None,
         steps: int | None = None,
-        block_length: int = 32,
+        block_length: int | None = None,
         threshold: float | None = None,
         cache: str = "none",
         max_new_tokens: int = 16,
@@ -54,6 +56,9 @@ class LatentDARM:
         """Load the three parts; ``gen_length`` defaults to the plan length the projector was trained on.
         ``force`` accepts a projector trained for other tokenizers (never other hidden sizes)."""
         length = gen_length or Projector.stored_config(projector).plan_length
+        family = local_family(planner)
+        if family is not None and not family.uses_blocks and block_length is not None:
+            raise ConfigError(f"block_length is not used by {family.name} (it denoises the whole canvas at once)")
         spec = PipelineSpec(
             kind="latent",
             planner=DiffusionRole(
@@ -61,7 +66,7 @@ class LatentDARM:
                 SamplerSpec(
                     gen_length=length,
                     steps=steps or length,
-                    block_length=min(block_length, length),
+                    block_length=min(block_length or 32, length),  # LLaDA's default; other families ignore it
                     threshold=threshold,
                     cache=cache,
                 ),

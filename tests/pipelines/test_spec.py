@@ -133,7 +133,7 @@ def _broken(path: str, value: object) -> dict:
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        ("planner.steps", ..., "pipeline spec: planner.steps is missing"),
+        ("planner.gen_length", ..., "pipeline spec: planner.gen_length is missing"),
         ("planner.gen_length", "64", "pipeline spec: planner.gen_length must be an integer, got '64'"),
         ("planner.gen_length", True, "planner.gen_length must be an integer, got True"),
         ("planner.threshold", "high", "planner.threshold must be a number or null, got 'high'"),
@@ -189,5 +189,5 @@ def test_a_results_directory_written_before_the_typed_spec_resumes(tmp_path, dar
     stored["spec"]["planner"]["steps"] = "many"
     (out / "config.json").write_text(json.dumps(stored))
     code, _, stderr = darm("diagnose", out, "--no-progress")
-    assert code == 2 and stderr.strip().endswith("pipeline spec: planner.steps must be an integer, got 'many'")
+    assert code == 2 and stderr.strip().endswith("pipeline spec: planner.steps must be an integer or null, got 'many'")
     assert len(stderr.strip().splitlines()) == 1

@@ -32,6 +32,7 @@ from latent_darm.models.splice import PLACEMENTS
 logger = logging.getLogger(__name__)
 
 ARCHITECTURES = ("mlp2_gelu_rmsnorm", "mlp3_gelu_rmsnorm", "linear", "mlp2x_gelu")
+LATENT_ROWS = ("plan", "predictor")
 DIAGNOSTIC_ARCHITECTURES = ("identity",)  # tests and exactness checks only: soft token = latent
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -47,6 +48,9 @@ class ProjectorConfig:
     architecture: str = "mlp2_gelu_rmsnorm"
     hidden_dim: int = 1024
     latent_layer: int = -1
+    # Which planner rows are the plan's latents when its logits are shifted (Dream): "plan" = the rows at the plan
+    # positions, "predictor" = the rows that predicted them (one to the left). Same rows for unshifted planners.
+    latent_rows: str = "plan"
     plan_length: int = 64
     placement: str = "prefix"
     norm_init: float = 1.0
@@ -64,6 +68,8 @@ class ProjectorConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"projector {name} must be a positive integer, got {value!r}")
+        if self.latent_rows not in LATENT_ROWS:
+            raise ConfigError(f"latent_rows must be one of {', '.join(LATENT_ROWS)}, got {self.latent_rows!r}")
         if self.placement not in PLACEMENTS:
             raise ConfigError(f"placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
         if self.architecture == "identity" and self.planner_dim != self.executor_dim:

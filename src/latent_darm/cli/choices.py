@@ -18,8 +18,16 @@ class PipelineKind(StrEnum):
 
 
 class Remasking(StrEnum):
+    """Every planner family's rules; each family accepts its own (LLaDA the first two, Dream the next four,
+    DiffusionGemma the last) and names them in a one-line error otherwise."""
+
     low_confidence = "low_confidence"
     random = "random"
+    maskgit_plus = "maskgit_plus"
+    topk_margin = "topk_margin"
+    entropy = "entropy"
+    origin = "origin"
+    entropy_bound = "entropy_bound"
 
 
 class Cache(StrEnum):

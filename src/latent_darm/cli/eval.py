@@ -40,14 +40,26 @@ PIPELINES = ("arm", "ddlm", "text", "latent")
 WRITER_KINDS = ("ddlm", "arm")
 # Plan lengths of the paper: 64 latent positions; 256 tokens (8 blocks of 32) for a text plan or a DDLM answer.
 DEFAULT_GEN_LENGTH = {"latent": 64, "text": 256, "ddlm": 256}
+DEFAULT_BLOCK_LENGTH = 32  # LLaDA's; families without blocks (Dream) ignore it
 # Answer budgets: the latent executor writes ~5 tokens; a direct answer a short \boxed{}; chain of thought more.
 DEFAULT_MAX_NEW_TOKENS = {"latent": 16, "text": 32, "arm": 32, "cot": 1024}
 
 
 def diffusion_role(
-    model: str, gen_length: int, steps: int, block_length: int, threshold: float | None, cache: str
+    model: str, gen_length: int, steps: int, block_length: int | None, threshold: float | None, cache: str
 ) -> DiffusionRole:
-    """A DDLM writer's settings, checked now (so a bad setting fails before any model loads)."""
+    """A DDLM writer's settings, checked now (so a bad setting fails before any model loads) against the planner
+    family when ``model`` is a local checkpoint; ``block_length`` None = the family's default (LLaDA: 32)."""
+    from latent_darm.models.family import local_family, sampler_config
+
+    family = local_family(model)
+    if family is not None and not family.uses_blocks:
+        sampler_config(
+            family, gen_length=gen_length, block_length=block_length, steps=steps, threshold=threshold, cache=cache
+        )
+        block_length = None
+    else:
+        block_length = DEFAULT_BLOCK_LENGTH if block_length is None else block_length
     sampler = SamplerSpec(
         gen_length=gen_length, steps=steps, block_length=block_length, threshold=threshold, cache=cache
     )
@@ -101,7 +113,7 @@ def pipeline_spec(
     executor_kind: str | None = None,
     gen_length: int | None = None,
     steps: int | None = None,
-    block_length: int = 32,
+    block_length: int | None = None,
     threshold: float | None = None,
     cache: str = "none",
     max_new_tokens: int | None = None,
@@ -122,7 +134,7 @@ def pipeline_spec(
     plan_length = gen_length or DEFAULT_GEN_LENGTH.get(pipeline, 256)
     answer_budget = max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get("cot" if chain_of_thought else pipeline, 32)
 
-    def role(kind: str, model: str, length: int, block: int) -> Role:
+    def role(kind: str, model: str, length: int, block: int | None) -> Role:
         if kind == "ddlm":
             return diffusion_role(model, length, steps or length, block, threshold, cache)
         return autoregressive_role(model, length, repetition_penalty)
@@ -136,7 +148,7 @@ def pipeline_spec(
         if pipeline == "latent":
             _need(projector, "projector", pipeline)
         # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
-        answer_block = block_length if answer_budget % block_length == 0 else answer_budget
+        answer_block = block_length if answer_budget % (block_length or DEFAULT_BLOCK_LENGTH) == 0 else answer_budget
         planner_role = role(planner_kind or "ddlm", planner_model, plan_length, block_length)
         executor_role = role(executor_kind or "arm", executor_model, answer_budget, answer_block)
     templates = TemplatesSpec(prompts)
@@ -216,7 +228,9 @@ def eval_command(
     batch_size: int = typer.Option(8, help="Questions per pipeline call."),
     gen_length: int = typer.Option(None, help="Plan length (default: latent, the projector's; text / ddlm 256)."),
     steps: int = typer.Option(None, help="Denoising steps (default: gen-length, one token per step)."),
-    block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
+    block_length: int = typer.Option(
+        None, help="Semi-autoregressive block length (LLaDA only, default 32; Dream denoises the whole canvas)."
+    ),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
     cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache."),
     max_new_tokens: int = typer.Option(None, help="Answer budget (default 16 latent, 32 direct, 1024 CoT)."),

@@ -14,6 +14,11 @@ from latent_darm.errors import DataError
 from latent_darm.io import read_jsonl
 from latent_darm.progress import progress_bar
 
+REMASKING_HELP = (
+    "Which masked positions to reveal. LLaDA: low_confidence (default) | random. "
+    "Dream: maskgit_plus (default) | topk_margin | entropy | origin. DiffusionGemma: entropy_bound (its own)."
+)
+
 
 def read_prompts(path: Path) -> list[str]:
     """Prompts from a JSONL file with a ``prompt`` string on every line."""
@@ -35,13 +40,26 @@ def plan(
     prompts_file: Path = typer.Option(None, "--prompts-file", help='JSONL file, one {"prompt": ...} per line.'),
     chat: bool = typer.Option(True, "--chat/--no-chat", help="Wrap prompts in the tokenizer's chat template."),
     gen_length: int = typer.Option(64, help="Tokens to generate."),
-    steps: int = typer.Option(64, help="Denoising steps in total (divisible by the number of blocks)."),
-    block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
-    temperature: float = typer.Option(0.0, help="Gumbel-max temperature (0 = greedy)."),
-    remasking: Remasking = typer.Option(Remasking.low_confidence, help="Which masked positions to reveal."),
+    steps: int = typer.Option(
+        64, help="Denoising steps in total (LLaDA: divisible by the number of blocks; Dream: ≤ gen length)."
+    ),
+    block_length: int = typer.Option(
+        None, help="Semi-autoregressive block length (LLaDA only, default 32; Dream denoises the whole canvas)."
+    ),
+    temperature: float = typer.Option(0.0, help="Sampling temperature; 0 = greedy (our default for every family)."),
+    top_p: float = typer.Option(
+        None, help="Dream: nucleus filtering before sampling (default none). The official default is none too."
+    ),
+    top_k: int = typer.Option(
+        None, help="Dream: top-k filtering (default none; the official sampler, called bare, uses 50 at temperature 1)."
+    ),
+    alg_temp: float = typer.Option(
+        None, help="Dream: draw positions from softmax(confidence / alg_temp) (default none)."
+    ),
+    remasking: Remasking = typer.Option(None, help=REMASKING_HELP),
     cfg_scale: float = typer.Option(0.0, help="Classifier-free guidance scale."),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
-    cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache."),
+    cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache (Dream: none | prefix, the prompt's)."),
     early_stop: bool = typer.Option(False, help="Fast mode: after an all-EOS block, the rest is EOS."),
     seed: int = typer.Option(0, help="Random seed (temperature > 0 or random remasking)."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
@@ -50,27 +68,32 @@ def plan(
     device: str = typer.Option("auto", help=DEVICE_HELP, autocompletion=complete_device),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per prompt on stdout, in input order."),
 ) -> None:
-    """Sample plans from a LLaDA-family planner."""
+    """Sample plans from a diffusion planner (LLaDA, Dream, DiffusionGemma: picked from its config.json)."""
     import torch
 
+    from latent_darm.models.family import family_of_directory, sampler_config
+    from latent_darm.models.hub import resolve_checkpoint
     from latent_darm.models.planner import DiffusionPlanner
-    from latent_darm.sampling import SamplerConfig
 
     if bool(prompt) == (prompts_file is not None):
         raise DataError("give exactly one of --prompt or --prompts-file")
     prompts = list(prompt) if prompt else read_prompts(prompts_file)
     if any(not p.strip() for p in prompts):
         raise DataError("--prompt must not be empty")
-    config = SamplerConfig(
+    config = sampler_config(
+        family_of_directory(resolve_checkpoint(planner, "planner")),
         gen_length=gen_length,
         block_length=block_length,
         steps=steps,
         temperature=temperature,
-        remasking=remasking.value,
-        cfg_scale=cfg_scale,
+        top_p=top_p,
+        top_k=top_k,
+        alg_temp=alg_temp,
+        remasking=None if remasking is None else remasking.value,
+        cfg_scale=cfg_scale or None,
         threshold=threshold,
         cache=cache.value,
-        early_stop=early_stop,
+        early_stop=early_stop or None,
     )
     resolved_device = resolve_device(device)
     model = DiffusionPlanner.from_pretrained(

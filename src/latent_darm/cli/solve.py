@@ -26,7 +26,9 @@ def solve(
     answer_type: str = typer.Option("math", help="math | integer | mc (sets the answer-format instruction)."),
     gen_length: int = typer.Option(None, help="Plan length (default: latent, the projector's; text 256)."),
     steps: int = typer.Option(None, help="Denoising steps (default: gen-length)."),
-    block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
+    block_length: int = typer.Option(
+        None, help="Semi-autoregressive block length (LLaDA only, default 32; Dream denoises the whole canvas)."
+    ),
     threshold: float = typer.Option(None, help="Fast mode: confidence threshold τ."),
     cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache."),
     max_new_tokens: int = typer.Option(None, help="Answer budget."),

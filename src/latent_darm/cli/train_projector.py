@@ -101,7 +101,7 @@ def _split(names: str) -> list[str]:
 
 @app.command("train-projector")
 def train_projector_command(
-    planner: str = typer.Option(..., help="Planner (LLaDA-family) checkpoint: directory or Hugging Face id."),
+    planner: str = typer.Option(..., help="Planner checkpoint (LLaDA, Dream, …): directory or Hugging Face id."),
     executor: str = typer.Option(..., help="Executor (causal LM) checkpoint: directory or Hugging Face id."),
     out: Path = typer.Option(..., help="Run directory (rerun the same command to resume)."),
     data: list[Path] = typer.Option(None, "--data", help="JSONL file of training pairs (repeatable)."),
@@ -120,8 +120,15 @@ def train_projector_command(
     cache_dir: Path = typer.Option(None, help="Latent cache (default OUT/latents)."),
     gen_length: int = typer.Option(64, help="Plan length L (positions whose latents the projector reads)."),
     steps: int = typer.Option(None, help="Denoising steps (default: gen-length)."),
-    block_length: int = typer.Option(32, help="Semi-autoregressive block length."),
+    block_length: int = typer.Option(
+        None, help="Semi-autoregressive block length (LLaDA only, default 32; Dream denoises the whole canvas)."
+    ),
     latent_layer: int = typer.Option(-1, help="Planner layer of the latents (-1: after the final norm)."),
+    latent_rows: str = typer.Option(
+        "plan",
+        help="Shifted planners (Dream): latents are the rows at the plan positions (plan) or the rows that "
+        "predicted them, one to the left (predictor). Stored with the projector; LLaDA: both are the same rows.",
+    ),
     denoise_fraction: float = typer.Option(1.0, help="Take latents after this share of the denoising steps."),
     threshold: float = typer.Option(None, help="Planner fast mode: confidence threshold τ."),
     cache: Cache = typer.Option(Cache.none, help="Planner fast mode: block KV cache."),
@@ -156,6 +163,7 @@ def train_projector_command(
 
     from latent_darm.bridge.projector import Projector, ProjectorConfig, signature_of
     from latent_darm.models.executor import CausalExecutor
+    from latent_darm.models.family import local_family, sampler_config
     from latent_darm.models.planner import DiffusionPlanner
     from latent_darm.pipelines.prompts import load_templates
     from latent_darm.sampling import SamplerConfig
@@ -176,16 +184,23 @@ def train_projector_command(
         raise ConfigError(f"--held-out-per-source must be >= 0, got {held_out_per_source}")
     if plan_batch_size < 1:
         raise ConfigError(f"--plan-batch-size must be >= 1, got {plan_batch_size}")
-    sampler = SamplerConfig(
-        gen_length=gen_length,
-        block_length=min(block_length, gen_length),
-        steps=steps or gen_length,
-        threshold=threshold,
-        cache=cache.value,
-        hidden_layer=latent_layer,
-        denoise_fraction=denoise_fraction,
+    family = local_family(planner)
+    sampler_options: dict[str, Any] = {
+        "gen_length": gen_length,
+        "block_length": block_length
+        if family is not None and not family.uses_blocks
+        else min(block_length or 32, gen_length),
+        "steps": steps or gen_length,
+        "threshold": threshold,
+        "cache": cache.value,
+        "hidden_layer": latent_layer,
+        "denoise_fraction": denoise_fraction,
+        "latent_rows": latent_rows,
+    }
+    sampler = sampler_config(family, **sampler_options) if family is not None else SamplerConfig(**sampler_options)
+    ProjectorConfig(
+        1, 1, architecture=architecture, hidden_dim=hidden_dim, placement=placement, latent_rows=latent_rows
     )
-    ProjectorConfig(1, 1, architecture=architecture, hidden_dim=hidden_dim, placement=placement)
     config = ProjectorTrainingConfig(
         lr=lr,
         weight_decay=weight_decay,
@@ -232,7 +247,8 @@ def train_projector_command(
     # Stage 1: the planner's latents, computed once and shared out across processes.
     cache_root = cache_dir or out / "latents"
     diffusion = DiffusionPlanner.from_pretrained(planner, dtype=weights_dtype, device=load_device)
-    layers = diffusion.model.config.n_layers
+    sampler = diffusion.sampler_config(**sampler_options)  # a hub planner's family is known only now
+    layers = diffusion.num_layers
     if not -1 <= latent_layer <= layers:
         raise ConfigError(f"--latent-layer must be -1 or 0..{layers} for this planner, got {latent_layer}")
     planner_side = signature_of(diffusion)
@@ -269,6 +285,7 @@ def train_projector_command(
         hidden_dim=hidden_dim,
         plan_length=gen_length,
         latent_layer=latent_layer,
+        latent_rows=latent_rows,
         placement=placement,
     )
     provenance: dict[str, Any] = {

@@ -1,4 +1,6 @@
-"""The diffusion planner: a LLaDA-family checkpoint plus its tokenizer, from prompt strings to plans and latents."""
+"""The diffusion planner: a checkpoint of any registered planner family plus its tokenizer, from prompt strings to
+plans and latents. Family-specific work (network, checkpoint layout, special ids, sampler) lives in the family
+(``latent_darm.models.family``); this class only batches, pads and decodes."""
 
 from __future__ import annotations
 
@@ -6,18 +8,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from latent_darm.errors import CheckpointError, ConfigError
+from latent_darm.models.family import (
+    PlannerFamily,
+    PlannerForward,
+    family_of_directory,
+    family_of_model,
+    sampler_config,
+)
 from latent_darm.models.hub import resolve_checkpoint
-from latent_darm.models.llada.checkpoint import load_llada, save_llada
-from latent_darm.models.llada.modeling import LLaDAModelLM
-from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds, diffusion_generate
-
-EOT_TOKENS = ("<|eot_id|>", "<|im_end|>")
+from latent_darm.sampling import SampleOutput, SamplerConfig
 
 
 @dataclass
@@ -34,7 +40,7 @@ class Plan:
 
 
 def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
-    """AutoTokenizer without remote code; quiet about the config's unknown ``llada`` model type."""
+    """AutoTokenizer without remote code; quiet about the config's model type transformers may not know."""
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
@@ -46,24 +52,21 @@ def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
 
 
 class DiffusionPlanner:
-    """LLaDA model + tokenizer + special ids; samples plans in batches with left padding."""
+    """A planner family's model + tokenizer + special ids; samples plans in batches with left padding."""
 
     def __init__(
         self,
-        model: LLaDAModelLM,
+        model: Any,
         tokenizer: PreTrainedTokenizerBase,
         *,
         name_or_path: str = "",
         mask_token_id: int | None = None,
+        family: PlannerFamily | None = None,
     ) -> None:
         self.model, self.tokenizer, self.name_or_path = model, tokenizer, name_or_path
-        eot = next((tokenizer.convert_tokens_to_ids(t) for t in EOT_TOKENS if t in tokenizer.get_vocab()), None)
-        self.ids = SpecialIds(
-            mask=model.config.mask_token_id if mask_token_id is None else mask_token_id,
-            eos=model.config.eos_token_id,
-            eot=eot,
-        )
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.eos_token_id
+        self.family = family_of_model(model) if family is None else family
+        self.ids = self.family.special_ids(model, tokenizer, mask_token_id)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.ids.eos
         if pad == self.ids.mask:
             raise ConfigError(f"the tokenizer's pad token id {pad} equals the mask token id; set another pad token")
         self.pad_token_id = pad
@@ -78,20 +81,39 @@ class DiffusionPlanner:
         mask_token_id: int | None = None,
         strict_config: bool = True,
     ) -> DiffusionPlanner:
-        """Open a published LLaDA-family directory (or hub id) as it is: config, safetensors, tokenizer."""
+        """Open a published checkpoint directory (or hub id) as it is; its ``model_type`` picks the family."""
         directory = resolve_checkpoint(reference, "planner")
-        model = load_llada(directory, dtype=dtype, device=device, strict_config=strict_config)
+        family = family_of_directory(directory)
+        model = family.load(directory, dtype=dtype, device=device, strict_config=strict_config)
         tokenizer = load_tokenizer(directory)
-        return cls(model, tokenizer, name_or_path=str(reference), mask_token_id=mask_token_id)
+        return cls(model, tokenizer, name_or_path=str(reference), mask_token_id=mask_token_id, family=family)
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
-        save_llada(self.model, directory)
+        self.family.save(self.model, directory)
         self.tokenizer.save_pretrained(directory)
+
+    def sampler_config(self, **options: Any) -> SamplerConfig:
+        """Sampler settings for this planner's family; ``None`` options take the family's defaults."""
+        return sampler_config(self.family, **options)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_hidden: bool = False,
+    ) -> PlannerForward:
+        """Logits aligned to the positions they score (and final-norm hidden states on request)."""
+        return self.family.forward(self.model, input_ids, attention_mask, position_ids, output_hidden)
 
     @property
     def hidden_size(self) -> int:
-        return self.model.config.d_model
+        return self.family.hidden_size(self.model)
+
+    @property
+    def num_layers(self) -> int:
+        return self.family.num_layers(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -124,7 +146,8 @@ class DiffusionPlanner:
     ) -> SampleOutput:
         """One batch through the sampler; rows are prompt token ids."""
         ids, mask = self.left_pad(rows)
-        return diffusion_generate(self.model, ids, mask, config, self.ids, generator)
+        self.family.check(config)
+        return self.family.sample(self.model, ids, mask, config, self.ids, generator)
 
     def decode_plan(self, token_ids: Sequence[int]) -> str:
         """Text of the plan up to its first EOS/EoT, without special tokens."""

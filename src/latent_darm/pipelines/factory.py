@@ -56,13 +56,22 @@ def merge_adapter(executor: CausalExecutor, adapter: str) -> CausalExecutor:
     return CausalExecutor(model.eval(), executor.tokenizer, name_or_path=executor.name_or_path)
 
 
-def sampler_from_role(role: DiffusionRole) -> SamplerConfig:
-    return role.sampler.config()
+def sampler_from_role(role: DiffusionRole, planner: DiffusionPlanner | None = None) -> SamplerConfig:
+    """The role's sampler settings; with the loaded ``planner``, checked against (and defaulted by) its family. A
+    family without blocks ignores the role's ``block_length`` (specs name one for LLaDA's sake; the commands refuse
+    an explicit one for such a family before any spec is written)."""
+    values = role.sampler.values()
+    if planner is None:
+        return SamplerConfig(**values)
+    if not planner.family.uses_blocks:
+        values.pop("block_length", None)
+    return planner.sampler_config(**values)
 
 
 def writer_from_role(role: Role, models: ModelCache) -> Writer:
     if isinstance(role, DiffusionRole):
-        return DiffusionWriter(models.diffusion(role.model), sampler_from_role(role))
+        planner = models.diffusion(role.model)
+        return DiffusionWriter(planner, sampler_from_role(role, planner))
     return AutoregressiveWriter(models.autoregressive(role.model), role.max_new_tokens, role.repetition_penalty)
 
 
@@ -93,7 +102,7 @@ def build_pipeline(spec: PipelineSpec | Mapping[str, Any], models: ModelCache | 
         planner=diffusion,
         projector=projector,
         executor=autoregressive,
-        sampler=sampler_from_role(planner),
+        sampler=sampler_from_role(planner, diffusion),
         max_new_tokens=executor.max_new_tokens,
         repetition_penalty=executor.repetition_penalty,
         latent_noise=spec.projector.latent_noise,

@@ -59,9 +59,9 @@ class LatentPipeline(Pipeline):
     name: str = "latent"
 
     def __post_init__(self) -> None:
-        layer = self.projector.config.latent_layer
-        if self.sampler.hidden_layer != layer:
-            self.sampler = SamplerConfig(**{**self.sampler.to_dict(), "hidden_layer": layer})
+        layer, rows = self.projector.config.latent_layer, self.projector.config.latent_rows
+        if self.sampler.hidden_layer != layer or self.sampler.latent_rows != rows:
+            self.sampler = SamplerConfig(**{**self.sampler.to_dict(), "hidden_layer": layer, "latent_rows": rows})
         if self.planner.hidden_size != self.projector.config.planner_dim:
             raise ConfigError(
                 f"projector expects planner hidden size {self.projector.config.planner_dim}, "

@@ -133,12 +133,12 @@ def _build(cls: type[T], values: dict[str, Any], path: str = "") -> T:
 @dataclass(frozen=True)
 class SamplerSpec:
     """A diffusion writer's :class:`SamplerConfig` settings (names as there; ``hidden_layer`` belongs to the
-    projector, not the role), checked by building it. The first five are always stored; the rest only when set
-    (None: :class:`SamplerConfig`'s default)."""
+    projector, not the role), checked by building it. The first five are always stored; the rest only when set.
+    None takes the default of the planner's family (``DiffusionPlanner.sampler_config``) or SamplerConfig's."""
 
     gen_length: int
-    steps: int
-    block_length: int
+    steps: int | None = None
+    block_length: int | None = None  # None in a stored spec: a planner family without blocks
     threshold: float | None = None
     cache: str = "none"
     denoise_fraction: float | None = field(default=None, metadata=OPTIONAL)
@@ -149,16 +149,24 @@ class SamplerSpec:
     logits_eos_inf: bool | None = field(default=None, metadata=OPTIONAL)
     confidence_eos_eot_inf: bool | None = field(default=None, metadata=OPTIONAL)
     lookahead: int | None = field(default=None, metadata=OPTIONAL)
+    top_p: float | None = field(default=None, metadata=OPTIONAL)
+    top_k: int | None = field(default=None, metadata=OPTIONAL)
+    alg_temp: float | None = field(default=None, metadata=OPTIONAL)
+    latent_rows: str | None = field(default=None, metadata=OPTIONAL)
 
     def __post_init__(self) -> None:
         self.config()
 
+    def values(self) -> dict[str, Any]:
+        """The settings that are set; the others take the defaults of :class:`SamplerConfig` or of the planner's
+        family (``DiffusionPlanner.sampler_config``)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
     def config(self, **extra: Any) -> SamplerConfig:
-        """The sampler settings (unset fields keep :class:`SamplerConfig`'s defaults), plus ``extra``."""
+        """The sampler settings without a planner's family (no ``block_length``: one block), plus ``extra``."""
         from latent_darm.sampling.config import SamplerConfig
 
-        values = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-        return SamplerConfig(**values, **extra)
+        return SamplerConfig(**{"block_length": self.gen_length, **self.values(), **extra})
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ from typing import Any, Literal
 
 from latent_darm.errors import ConfigError
 
-Remasking = Literal["low_confidence", "random"]
+Remasking = Literal["low_confidence", "random", "maskgit_plus", "topk_margin", "entropy", "origin", "entropy_bound"]
+# Every family's position-choice rules; each planner family accepts its own subset (models/<family>/family.py).
+REMASKING_RULES = ("low_confidence", "random", "maskgit_plus", "topk_margin", "entropy", "origin", "entropy_bound")
+LatentRows = Literal["plan", "predictor"]
 CacheMode = Literal["none", "prefix", "dual"]
 
 
@@ -18,7 +21,10 @@ class SamplerConfig:
     Exact mode is ``threshold=None, cache="none", early_stop=False, lookahead=None``: token-for-token the
     reference sampler. ``hidden_layer`` picks the plan latents (-1 = after the final norm; k = output of the
     first k blocks). ``denoise_fraction`` < 1 stops after that share of the steps (later positions stay masked),
-    for the paper's "latents after P% of denoising" ablation.
+    for the paper's "latents after P% of denoising" ablation. ``top_p``/``top_k``/``alg_temp`` and the
+    ``maskgit_plus|topk_margin|entropy|origin`` rules are Dream's (each planner family refuses what it does not
+    use); ``latent_rows`` matters for families whose logits are shifted (Dream): the plan latents are the rows at
+    the plan positions (``plan``) or the rows that predicted them, one to the left (``predictor``).
     """
 
     gen_length: int = 64
@@ -35,6 +41,10 @@ class SamplerConfig:
     lookahead: int | None = None
     hidden_layer: int | None = None
     denoise_fraction: float = 1.0
+    top_p: float | None = None
+    top_k: int | None = None
+    alg_temp: float | None = None
+    latent_rows: LatentRows = "plan"
 
     def __post_init__(self) -> None:
         for name in ("gen_length", "block_length", "steps"):
@@ -50,8 +60,8 @@ class SamplerConfig:
             )
         if self.temperature < 0:
             raise ConfigError(f"temperature must be ≥ 0, got {self.temperature}")
-        if self.remasking not in ("low_confidence", "random"):
-            raise ConfigError(f"remasking must be 'low_confidence' or 'random', got {self.remasking!r}")
+        if self.remasking not in REMASKING_RULES:
+            raise ConfigError(f"remasking must be one of {', '.join(REMASKING_RULES)}, got {self.remasking!r}")
         if self.cfg_scale < 0:
             raise ConfigError(f"cfg_scale must be ≥ 0, got {self.cfg_scale}")
         if self.threshold is not None and not 0.0 < self.threshold <= 1.0:
@@ -62,6 +72,12 @@ class SamplerConfig:
             raise ConfigError(f"lookahead must be ≥ 0, got {self.lookahead}")
         if not 0.0 < self.denoise_fraction <= 1.0:
             raise ConfigError(f"denoise_fraction must be in (0, 1], got {self.denoise_fraction}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"top_k must be ≥ 1, got {self.top_k}")
+        if self.latent_rows not in ("plan", "predictor"):
+            raise ConfigError(f"latent_rows must be 'plan' or 'predictor', got {self.latent_rows!r}")
 
     @property
     def num_blocks(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from latent_darm.errors import CheckpointError
 
@@ -74,6 +74,7 @@ _REQUIRED = ("d_model", "n_heads", "n_layers", "vocab_size", "max_sequence_lengt
 class LLaDAConfig:
     """Architecture and special ids of a LLaDA-family checkpoint (field names as in the published config)."""
 
+    model_type: ClassVar[str] = "llada"
     d_model: int
     n_heads: int
     n_layers: int

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from latent_darm.models.llada.configuration import LLaDAConfig
 from latent_darm.models.norm import RMSNorm  # computed in float32, cast back, then scaled (LLaDA's RMSLayerNorm)
@@ -51,8 +52,9 @@ class KVCache:
     values: list[torch.Tensor] = field(default_factory=list)
 
 
-class LLaDABlock(nn.Module):
-    """One pre-norm Llama block without a causal mask."""
+class LLaDABlock(GradientCheckpointingLayer):
+    """One pre-norm Llama block without a causal mask (checkpointed in training when the transformers wrapper,
+    ``models/llada/hf.py``, has gradient checkpointing on; a plain module otherwise)."""
 
     def __init__(self, config: LLaDAConfig) -> None:
         super().__init__()

@@ -1,0 +1,65 @@
+"""DiffusionGemma through transformers' own classes: picked by model_type, sampled with its own generate,
+plan latents = the encoder's final-norm hidden states of prompt + plan at the plan positions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from latent_darm.errors import ConfigError
+from latent_darm.models.diffusion_gemma.tiny import save_tiny_diffusion_gemma, tiny_diffusion_gemma
+from latent_darm.models.planner import DiffusionPlanner
+
+
+@pytest.fixture(scope="module")
+def gemma_dir(tmp_path_factory, tokenizer):
+    model = tiny_diffusion_gemma(tokenizer)
+    return save_tiny_diffusion_gemma(tmp_path_factory.mktemp("dgemma") / "tiny", model, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def planner(gemma_dir) -> DiffusionPlanner:
+    return DiffusionPlanner.from_pretrained(gemma_dir)
+
+
+def test_loads_by_model_type(planner):
+    assert planner.family.name == "DiffusionGemma"
+    assert type(planner.model).__name__ == "DiffusionGemmaForBlockDiffusion"
+    assert planner.hidden_size == 64 and planner.num_layers == 2
+
+
+def test_sample_is_the_models_own_generate_and_seeded(planner):
+    rows = [planner.prompt_ids("What is 3 + 4?"), planner.prompt_ids("Name a colour.")]
+    ids, mask = planner.left_pad(rows)
+    config = planner.sampler_config(gen_length=12, steps=3, hidden_layer=-1)
+    first = planner.sample(rows, config, torch.Generator().manual_seed(5))
+    again = planner.sample(rows, config, torch.Generator().manual_seed(5))
+    assert torch.equal(first.sequences, again.sequences)
+    torch.manual_seed(5)
+    direct = planner.model.generate(ids, attention_mask=mask, max_new_tokens=12, max_denoising_steps=3)
+    assert torch.equal(first.sequences, direct.sequences[:, : ids.shape[1] + 12])
+    assert first.generated.shape == (2, 12)
+    assert bool((first.row_nfe >= 1).all()) and bool((first.row_nfe <= 2 * 3).all())
+    # Plan latents: the encoder's final-norm states of prompt + plan, at the plan positions.
+    full = torch.cat((mask, torch.ones(2, 12, dtype=mask.dtype)), dim=1)
+    encoded = planner.model.model.encoder(input_ids=first.sequences, attention_mask=full).last_hidden_state
+    assert first.hidden is not None and first.hidden.shape == (2, 12, 64)
+    torch.testing.assert_close(first.hidden, encoded[:, ids.shape[1] :])
+
+
+def test_generate_plans_and_settings(planner):
+    plans = planner.generate(["Add 2 and 2."], planner.sampler_config(gen_length=8, steps=2))
+    assert len(plans) == 1 and len(plans[0].token_ids) == 8
+    with pytest.raises(ConfigError, match="valid: entropy_bound"):
+        planner.sampler_config(gen_length=8, steps=2, remasking="low_confidence")
+    with pytest.raises(ConfigError, match="threshold is not a DiffusionGemma setting"):
+        planner.sampler_config(gen_length=8, steps=2, threshold=0.9)
+    with pytest.raises(ConfigError, match="block_length is not used by DiffusionGemma"):
+        planner.sampler_config(gen_length=8, steps=2, block_length=4)
+
+
+def test_forward_scores_the_canvas(planner):
+    ids = torch.randint(5, 300, (2, 13))
+    out = planner.forward(ids, output_hidden=True)
+    assert out.logits.shape == (2, 8, planner.model.config.text_config.vocab_size)
+    assert out.hidden is not None and out.hidden.shape == (2, 8, 64)
