@@ -15,6 +15,11 @@ hits every mode alike. On CUDA everything runs in this process and the allocator
     python bench/sampler.py --planner DIR        # a trained LLaDA-layout checkpoint instead of random weights
     python bench/sampler.py --device cuda --dtype bfloat16 --shape 8b   # the LLaDA-8B shape, random bf16 weights
     python bench/sampler.py --family dream       # a random Dream-shaped model: official loop, exact, τ, prefix cache
+    python bench/sampler.py --modes exact dual --baseline-src /tmp/old/src   # before/after a change, interleaved
+
+``--baseline-src DIR`` adds a "(before)" copy of every selected mode (but the naive loop) that runs the
+``latent_darm`` package found in DIR (e.g. ``git archive main src | tar -x -C /tmp/old``) in its own worker, so
+old and new code are measured in one run under the same load.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -44,7 +49,7 @@ from rich.table import Table
 
 from latent_darm.models.llada.configuration import LLaDAConfig
 from latent_darm.models.llada.modeling import LLaDAModelLM
-from latent_darm.sampling import SamplerConfig, SpecialIds, generate_exact, generate_fast
+from latent_darm.sampling import SamplerConfig, SpecialIds, diffusion_generate
 from latent_darm.sampling.config import CacheMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -90,6 +95,8 @@ class Mode:
     threshold: float | None = None
     cache: CacheMode = "none"
     naive: bool = False
+    key: str = ""
+    baseline: str | None = None  # a source directory whose latent_darm package runs this mode instead
 
     def sampler_config(self, gen_length: int, block_length: int) -> SamplerConfig:
         return SamplerConfig(
@@ -101,24 +108,31 @@ class Mode:
         )
 
 
-def benchmark_modes(threshold: float, family: str = "llada") -> list[Mode]:
-    if family == "dream":  # no blocks, so no dual cache
-        return [
-            Mode("naive loop", naive=True),
-            Mode("exact"),
-            Mode(f"τ {threshold:g}", threshold=threshold),
-            Mode("prefix", cache="prefix"),
-            Mode(f"prefix + τ {threshold:g}", threshold=threshold, cache="prefix"),
-        ]
-    return [
-        Mode("naive loop", naive=True),
-        Mode("exact"),
-        Mode(f"τ {threshold:g}", threshold=threshold),
-        Mode("prefix", cache="prefix"),
-        Mode(f"prefix + τ {threshold:g}", threshold=threshold, cache="prefix"),
-        Mode("dual", cache="dual"),
-        Mode(f"dual + τ {threshold:g}", threshold=threshold, cache="dual"),
+MODE_KEYS = ("naive", "exact", "threshold", "prefix", "prefix+threshold", "dual", "dual+threshold")
+DREAM_MODE_KEYS = ("naive", "exact", "threshold", "prefix", "prefix+threshold")  # no blocks, so no dual cache
+
+
+def benchmark_modes(
+    threshold: float, keys: Sequence[str] = MODE_KEYS, baseline: str | None = None, family: str = "llada"
+) -> list[Mode]:
+    if family == "dream":
+        keys = [key for key in keys if key in DREAM_MODE_KEYS]
+    modes = [
+        Mode("naive loop", naive=True, key="naive"),
+        Mode("exact", key="exact"),
+        Mode(f"τ {threshold:g}", threshold=threshold, key="threshold"),
+        Mode("prefix", cache="prefix", key="prefix"),
+        Mode(f"prefix + τ {threshold:g}", threshold=threshold, cache="prefix", key="prefix+threshold"),
+        Mode("dual", cache="dual", key="dual"),
+        Mode(f"dual + τ {threshold:g}", threshold=threshold, cache="dual", key="dual+threshold"),
     ]
+    chosen = [mode for mode in modes if mode.key in keys]
+    if baseline is not None:
+        before = [replace(m, name=f"{m.name} (before)", baseline=baseline) for m in chosen if not m.naive]
+        chosen = [m for pair in zip(before, [m for m in chosen if not m.naive], strict=True) for m in pair] + [
+            m for m in chosen if m.naive
+        ]
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -356,9 +370,8 @@ def measure(workload: Workload, mode: Mode, gen_length: int, block_length: int, 
         row_nfe = nfe / batch
     else:
         config = mode.sampler_config(gen_length, block_length)
-        sampler = generate_exact if config.is_exact else generate_fast
         mask = None if workload.attention_mask is None else workload.attention_mask[:batch]
-        out = sampler(workload.model, workload.prompts[:batch], mask, config, workload.ids)
+        out = diffusion_generate(workload.model, workload.prompts[:batch], mask, config, workload.ids)
         generated, nfe, row_nfe = out.generated, out.nfe, float(out.row_nfe.float().mean())
     _synchronize(device)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_start
@@ -393,6 +406,8 @@ class InProcessRunner:
 def _worker_main(spec: WorkloadSpec, mode: Mode, args: tuple[int, int, int], conn: Connection) -> None:
     """Body of a worker process: build the workload, then answer each ``True`` with one measurement."""
     try:
+        if mode.baseline is not None:
+            _use_baseline(mode.baseline)
         workload = build_workload(spec)
         warm_up(workload, args[1])
         conn.send({"ready": True})
@@ -402,6 +417,22 @@ def _worker_main(spec: WorkloadSpec, mode: Mode, args: tuple[int, int, int], con
         conn.send({"error": traceback.format_exc()})
     finally:
         conn.close()
+
+
+def _use_baseline(source: str) -> None:
+    """Swap this worker's ``latent_darm`` for the one in ``source`` and rebind the names this module uses."""
+    for name in [name for name in sys.modules if name == "latent_darm" or name.startswith("latent_darm.")]:
+        del sys.modules[name]
+    sys.path.insert(0, source)
+    import latent_darm.models.llada.configuration as configuration
+    import latent_darm.models.llada.modeling as modeling
+    import latent_darm.sampling as sampling
+
+    assert Path(sampling.__file__).resolve().is_relative_to(Path(source).resolve()), sampling.__file__
+    names = globals()
+    names.update(LLaDAConfig=configuration.LLaDAConfig, LLaDAModelLM=modeling.LLaDAModelLM)
+    names.update(SamplerConfig=sampling.SamplerConfig, SpecialIds=sampling.SpecialIds)
+    names.update(diffusion_generate=sampling.diffusion_generate)
 
 
 class WorkerRunner:
@@ -555,10 +586,10 @@ def build_table(rows: Sequence[Row], threshold: float) -> tuple[Table, list[dict
         groups.setdefault((row.gen_length, row.batch), []).append(row)
     for (gen_length, batch), group in groups.items():
         by_name = {row.mode.name: row for row in group}
-        naive = next(row for row in group if row.mode.naive)
-        exact = by_name["exact"]
+        naive = next((row for row in group if row.mode.naive), None)
+        exact = by_name.get("exact", group[0])
         for row in group:
-            speedup = naive.best_seconds / row.best_seconds
+            speedup = math.nan if naive is None else naive.best_seconds / row.best_seconds
             agree = agreement(row.tokens, exact.tokens)
             table.add_row(
                 str(gen_length),
@@ -595,6 +626,17 @@ def build_table(rows: Sequence[Row], threshold: float) -> tuple[Table, list[dict
                     "deterministic_across_repeats": row.deterministic,
                 }
             )
+        for row in group:
+            before = by_name.get(f"{row.mode.name} (before)")
+            if before is not None:
+                same = "same tokens" if torch.equal(before.tokens, row.tokens) else "DIFFERENT tokens"
+                checks.append(
+                    f"gen {gen_length} batch {batch}: {row.mode.name} now vs before: "
+                    f"{before.best_seconds / row.best_seconds:.2f}× as fast, {same}, "
+                    f"row NFE {row.runs[0].row_nfe:.1f} vs {before.runs[0].row_nfe:.1f}"
+                )
+        if naive is None or "exact" not in by_name:
+            continue
         equal = torch.equal(exact.tokens, naive.tokens)
         mismatches = int((exact.tokens != naive.tokens).sum())
         checks.append(
@@ -651,6 +693,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="random-model shape (default small; 8b is LLaDA's, 7b Dream's)",
     )
+    parser.add_argument("--modes", nargs="+", choices=MODE_KEYS, default=list(MODE_KEYS), help="modes to run")
+    parser.add_argument("--baseline-src", default=None, help="also run each mode with the latent_darm found here")
     parser.add_argument("--planner", default=None, help="a LLaDA-layout checkpoint directory instead of random weights")
     parser.add_argument("--prompts-file", default=None, help="JSONL with a 'prompt' per line (with --planner)")
     parser.add_argument("--device", default="cpu")
@@ -660,6 +704,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
+    if args.baseline_src is not None and args.device != "cpu":
+        parser.error("--baseline-src needs worker processes, i.e. --device cpu")
     if args.gen_lengths is None:
         args.gen_lengths = [32] if args.quick else [64, 256]
     if args.shape is None:
@@ -709,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         threads=args.threads,
         family=args.family,
     )
-    modes = benchmark_modes(args.threshold, args.family)
+    modes = benchmark_modes(args.threshold, args.modes, args.baseline_src, args.family)
     shared: Workload | None = None
     if device.type == "cuda":
         shared = build_workload(spec)

@@ -20,7 +20,7 @@ from latent_darm.sampling.config import CacheMode
 from latent_darm.sampling.config import Remasking as SamplerRemasking
 
 HEAVY = ("torch", "transformers", "accelerate", "safetensors", "matplotlib", "peft", "datasets", "math_verify")
-COMMANDS = ("demo", "eval", "diagnose", "grade", "report", "solve", "train-projector", "plan")
+COMMANDS = ("demo", "eval", "diagnose", "grade", "report", "solve", "train-projector", "plan", "latent-tokens")
 
 # ``python -m latent_darm.cli.app --help`` (the module accelerate launches), then every command's --help, in one
 # interpreter; prints the heavy libraries that got imported.

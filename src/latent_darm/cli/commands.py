@@ -4,6 +4,7 @@ import latent_darm.cli.demo as demo_command  # noqa: F401
 import latent_darm.cli.diagnose as diagnose_command  # noqa: F401
 import latent_darm.cli.eval as eval_command  # noqa: F401
 import latent_darm.cli.grade  # noqa: F401
+import latent_darm.cli.latent_tokens as latent_tokens_command  # noqa: F401
 import latent_darm.cli.report as report_command  # noqa: F401
 import latent_darm.cli.solve as solve_command  # noqa: F401
 import latent_darm.cli.train_projector as train_projector_command  # noqa: F401

@@ -46,7 +46,13 @@ DEFAULT_MAX_NEW_TOKENS = {"latent": 16, "text": 32, "arm": 32, "cot": 1024}
 
 
 def diffusion_role(
-    model: str, gen_length: int, steps: int, block_length: int | None, threshold: float | None, cache: str
+    model: str,
+    gen_length: int,
+    steps: int,
+    block_length: int | None,
+    threshold: float | None,
+    cache: str,
+    latent_tokens: int | None = None,
 ) -> DiffusionRole:
     """A DDLM writer's settings, checked now (so a bad setting fails before any model loads) against the planner
     family when ``model`` is a local checkpoint; ``block_length`` None = the family's default (LLaDA: 32)."""
@@ -55,13 +61,25 @@ def diffusion_role(
     family = local_family(model)
     if family is not None and not family.uses_blocks:
         sampler_config(
-            family, gen_length=gen_length, block_length=block_length, steps=steps, threshold=threshold, cache=cache
+            family,
+            gen_length=gen_length,
+            block_length=block_length,
+            steps=steps,
+            threshold=threshold,
+            cache=cache,
+            latent_tokens=latent_tokens,
         )
         block_length = None
     else:
         block_length = DEFAULT_BLOCK_LENGTH if block_length is None else block_length
+    # latent_tokens is stored only when set, so the specs of earlier runs (and their resumption) are unchanged.
     sampler = SamplerSpec(
-        gen_length=gen_length, steps=steps, block_length=block_length, threshold=threshold, cache=cache
+        gen_length=gen_length,
+        steps=steps,
+        block_length=block_length,
+        threshold=threshold,
+        cache=cache,
+        latent_tokens=latent_tokens,
     )
     return DiffusionRole(model, sampler)
 
@@ -116,6 +134,7 @@ def pipeline_spec(
     block_length: int | None = None,
     threshold: float | None = None,
     cache: str = "none",
+    latent_tokens: str | int | None = None,
     max_new_tokens: int | None = None,
     repetition_penalty: float = 1.0,
     chain_of_thought: bool = False,
@@ -127,6 +146,11 @@ def pipeline_spec(
     """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError.
     ``device`` (not stored: a run may resume elsewhere) only resolves ``dtype`` auto."""
     _check_options(pipeline, locals())
+    from latent_darm.sampling.config import parse_latent_tokens
+
+    held = parse_latent_tokens(latent_tokens)
+    if pipeline == "arm" and held is not None:
+        raise ConfigError("--latent-tokens is not used by --pipeline arm")
     if gen_length is None and pipeline == "latent" and projector:
         from latent_darm.bridge.projector import Projector
 
@@ -136,7 +160,7 @@ def pipeline_spec(
 
     def role(kind: str, model: str, length: int, block: int | None) -> Role:
         if kind == "ddlm":
-            return diffusion_role(model, length, steps or length, block, threshold, cache)
+            return diffusion_role(model, length, steps or length, block, threshold, cache, held)
         return autoregressive_role(model, length, repetition_penalty)
 
     planner_role: Role | None = None
@@ -233,6 +257,11 @@ def eval_command(
     ),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
     cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache."),
+    latent_tokens: str = typer.Option(
+        "all",
+        help="DDLM planner: masked positions after the block each pass computes (the nearest N; 'all' = exact mode; "
+        "N above gen-length - block-length is refused).",
+    ),
     max_new_tokens: int = typer.Option(None, help="Answer budget (default 16 latent, 32 direct, 1024 CoT)."),
     repetition_penalty: float = typer.Option(1.0, help="Autoregressive decoding repetition penalty."),
     chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first."),
@@ -259,6 +288,7 @@ def eval_command(
         block_length=block_length,
         threshold=threshold,
         cache=cache.value,
+        latent_tokens=latent_tokens,
         max_new_tokens=max_new_tokens,
         repetition_penalty=repetition_penalty,
         chain_of_thought=chain_of_thought,

@@ -61,6 +61,12 @@ def plan(
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
     cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache (Dream: none | prefix, the prompt's)."),
     early_stop: bool = typer.Option(False, help="Fast mode: after an all-EOS block, the rest is EOS."),
+    latent_tokens: str = typer.Option(
+        "all",
+        help="Masked positions after the block each pass computes, at their true positions ('all' = exact mode; "
+        "N above gen-length - block-length is refused; not with --cache).",
+    ),
+    latent_choice: str = typer.Option("nearest", help="Which N: nearest (after the block) | random (each step)."),
     seed: int = typer.Option(0, help="Random seed (temperature > 0 or random remasking)."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
     mask_token_id: int = typer.Option(None, help="Override the config's mask token id."),
@@ -74,6 +80,7 @@ def plan(
     from latent_darm.models.family import family_of_directory, sampler_config
     from latent_darm.models.hub import resolve_checkpoint
     from latent_darm.models.planner import DiffusionPlanner
+    from latent_darm.sampling.config import parse_latent_tokens
 
     if bool(prompt) == (prompts_file is not None):
         raise DataError("give exactly one of --prompt or --prompts-file")
@@ -94,6 +101,8 @@ def plan(
         threshold=threshold,
         cache=cache.value,
         early_stop=early_stop or None,
+        latent_tokens=parse_latent_tokens(latent_tokens),
+        latent_choice=latent_choice,
     )
     resolved_device = resolve_device(device)
     model = DiffusionPlanner.from_pretrained(

@@ -56,10 +56,15 @@ def merge_adapter(executor: CausalExecutor, adapter: str) -> CausalExecutor:
     return CausalExecutor(model.eval(), executor.tokenizer, name_or_path=executor.name_or_path)
 
 
-def sampler_from_role(role: DiffusionRole, planner: DiffusionPlanner | None = None) -> SamplerConfig:
-    """The role's sampler settings; with the loaded ``planner``, checked against (and defaulted by) its family. A
-    family without blocks ignores the role's ``block_length`` (specs name one for LLaDA's sake; the commands refuse
-    an explicit one for such a family before any spec is written)."""
+def sampler_from_role(
+    role: DiffusionRole | Mapping[str, Any], planner: DiffusionPlanner | None = None
+) -> SamplerConfig:
+    """The role's sampler settings (a role object in the JSON layout is checked first); with the loaded
+    ``planner``, checked against (and defaulted by) its family. A family without blocks ignores the role's
+    ``block_length`` (specs name one for LLaDA's sake; the commands refuse an explicit one for such a family before
+    any spec is written)."""
+    if not isinstance(role, DiffusionRole):
+        role = DiffusionRole.from_dict(role, "role.")
     values = role.sampler.values()
     if planner is None:
         return SamplerConfig(**values)

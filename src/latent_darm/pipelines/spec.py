@@ -148,11 +148,14 @@ class SamplerSpec:
     cfg_scale: float | None = field(default=None, metadata=OPTIONAL)
     logits_eos_inf: bool | None = field(default=None, metadata=OPTIONAL)
     confidence_eos_eot_inf: bool | None = field(default=None, metadata=OPTIONAL)
+    confidence_eos_every_temperature: bool | None = field(default=None, metadata=OPTIONAL)
     lookahead: int | None = field(default=None, metadata=OPTIONAL)
     top_p: float | None = field(default=None, metadata=OPTIONAL)
     top_k: int | None = field(default=None, metadata=OPTIONAL)
     alg_temp: float | None = field(default=None, metadata=OPTIONAL)
     latent_rows: str | None = field(default=None, metadata=OPTIONAL)
+    latent_tokens: int | None = field(default=None, metadata=OPTIONAL)
+    latent_choice: str | None = field(default=None, metadata=OPTIONAL)
 
     def __post_init__(self) -> None:
         self.config()

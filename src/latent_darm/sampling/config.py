@@ -12,6 +12,7 @@ Remasking = Literal["low_confidence", "random", "maskgit_plus", "topk_margin", "
 REMASKING_RULES = ("low_confidence", "random", "maskgit_plus", "topk_margin", "entropy", "origin", "entropy_bound")
 LatentRows = Literal["plan", "predictor"]
 CacheMode = Literal["none", "prefix", "dual"]
+LatentChoice = Literal["nearest", "random"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,18 @@ class SamplerConfig:
     ``maskgit_plus|topk_margin|entropy|origin`` rules are Dream's (each planner family refuses what it does not
     use); ``latent_rows`` matters for families whose logits are shifted (Dream): the plan latents are the rows at
     the plan positions (``plan``) or the rows that predicted them, one to the left (``predictor``).
+
+    ``confidence_eos_eot_inf`` drops EoT from the confidence at every temperature and EOS only at temperature 0,
+    as the reference does (at temperature > 0 it writes EOS's -inf into noisy logits it no longer reads);
+    ``confidence_eos_every_temperature`` drops EOS at every temperature too (a deviation, opt-in).
+
+    ``latent_tokens`` (He et al.'s knob; ``None`` = all, today's exact mode token for token): each forward pass
+    holds the prompt, the decoded tokens, the positions being decoded (the current block and any earlier position
+    still masked) and only this many further masked positions after the block — the ``nearest`` ones (default;
+    deterministic) or ``random`` ones drawn uniformly each step from the generator (the paper's rule) — each at its
+    true position id; the other masked positions are not computed. When fewer masked positions remain after the
+    block, all of them are held. A value above ``gen_length - block_length`` (the most that can ever follow a block)
+    is refused rather than clamped: it is a typo or a sweep bound, and "all" says it. Not with a KV cache.
     """
 
     gen_length: int = 64
@@ -35,6 +48,7 @@ class SamplerConfig:
     cfg_scale: float = 0.0
     logits_eos_inf: bool = False
     confidence_eos_eot_inf: bool = False
+    confidence_eos_every_temperature: bool = False
     threshold: float | None = None
     cache: CacheMode = "none"
     early_stop: bool = False
@@ -45,6 +59,8 @@ class SamplerConfig:
     top_k: int | None = None
     alg_temp: float | None = None
     latent_rows: LatentRows = "plan"
+    latent_tokens: int | None = None
+    latent_choice: LatentChoice = "nearest"
 
     def __post_init__(self) -> None:
         for name in ("gen_length", "block_length", "steps"):
@@ -70,6 +86,21 @@ class SamplerConfig:
             raise ConfigError(f"cache must be 'none', 'prefix' or 'dual', got {self.cache!r}")
         if self.lookahead is not None and self.lookahead < 0:
             raise ConfigError(f"lookahead must be ≥ 0, got {self.lookahead}")
+        if self.latent_tokens is not None:
+            most = self.gen_length - self.block_length
+            if not isinstance(self.latent_tokens, int) or isinstance(self.latent_tokens, bool):
+                raise ConfigError(f"latent_tokens must be an integer or 'all', got {self.latent_tokens!r}")
+            if self.latent_tokens < 0:
+                raise ConfigError(f"latent_tokens must be ≥ 0, got {self.latent_tokens}")
+            if self.latent_tokens > most:
+                raise ConfigError(
+                    f"latent_tokens {self.latent_tokens} exceeds the {most} masked positions that can follow a block "
+                    f"(gen_length {self.gen_length} - block_length {self.block_length}); use 'all' for every one"
+                )
+            if self.cache != "none":
+                raise ConfigError(f"latent_tokens needs cache 'none' (a {self.cache!r} cache keeps the whole canvas)")
+        if self.latent_choice not in ("nearest", "random"):
+            raise ConfigError(f"latent_choice must be 'nearest' or 'random', got {self.latent_choice!r}")
         if not 0.0 < self.denoise_fraction <= 1.0:
             raise ConfigError(f"denoise_fraction must be in (0, 1], got {self.denoise_fraction}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
@@ -90,7 +121,13 @@ class SamplerConfig:
     @property
     def is_exact(self) -> bool:
         """True when the reference algorithm runs unchanged."""
-        return self.threshold is None and self.cache == "none" and not self.early_stop and self.lookahead is None
+        return (
+            self.threshold is None
+            and self.cache == "none"
+            and not self.early_stop
+            and self.lookahead is None
+            and self.latent_tokens is None
+        )
 
     @property
     def step_budget(self) -> int:
@@ -99,3 +136,15 @@ class SamplerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def parse_latent_tokens(value: str | int | None) -> int | None:
+    """``--latent-tokens``: a count, or ``all`` (also ``None``) for every masked position (exact mode)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if not text.lstrip("-").isdigit():
+        raise ConfigError(f"--latent-tokens must be a non-negative integer or 'all', got {value!r}")
+    return int(text)

@@ -121,6 +121,7 @@ class DiffusionGemmaFamily:
             "cfg_scale": config.cfg_scale != 0,
             "early_stop": config.early_stop,
             "lookahead": config.lookahead is not None,
+            "latent_tokens": config.latent_tokens is not None,
             "top_p": config.top_p is not None,
             "top_k": config.top_k is not None,
             "alg_temp": config.alg_temp is not None,

@@ -113,6 +113,8 @@ class DreamFamily:
         check_config(config)
         if config.block_length != config.gen_length:
             raise ConfigError("block_length is not used by Dream (it denoises the whole canvas at once)")
+        if config.latent_tokens is not None:
+            raise ConfigError("latent_tokens is a LLaDA sampler setting; Dream's sampler computes the whole canvas")
 
     def sample(
         self,

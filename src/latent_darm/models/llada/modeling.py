@@ -46,10 +46,12 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 @dataclass
 class KVCache:
-    """Keys and values of every canvas position, per layer, as left by the last full pass. [B, H_kv, T, D]."""
+    """Keys and values of every canvas position, per layer, [B, H_kv, T, D]: filled by a full pass, then span passes
+    overwrite their columns in place. ``rows`` (cache row indices) restricts a span pass to some of the rows."""
 
     keys: list[torch.Tensor] = field(default_factory=list)
     values: list[torch.Tensor] = field(default_factory=list)
+    rows: torch.Tensor | None = None
 
 
 class LLaDABlock(GradientCheckpointingLayer):
@@ -88,12 +90,17 @@ class LLaDABlock(GradientCheckpointingLayer):
         v = self.v_proj(h).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if span is not None:
-            # Only [start, end) is recomputed; every other position's keys/values come from the last full pass.
+            # Only [start, end) is recomputed, written into the cache in place; the other positions' keys/values
+            # are those of the pass that filled the cache.
             assert cache is not None
             start, end = span
             cached_k, cached_v = cache.keys[layer_idx], cache.values[layer_idx]
-            k = torch.cat((cached_k[:, :, :start], k, cached_k[:, :, end:]), dim=2)
-            v = torch.cat((cached_v[:, :, :start], v, cached_v[:, :, end:]), dim=2)
+            if cache.rows is None:
+                cached_k[:, :, start:end], cached_v[:, :, start:end] = k, v
+                k, v = cached_k, cached_v
+            else:
+                cached_k[cache.rows, :, start:end], cached_v[cache.rows, :, start:end] = k, v
+                k, v = cached_k[cache.rows], cached_v[cache.rows]
         elif cache is not None:
             cache.keys.append(k)
             cache.values.append(v)

@@ -1,0 +1,142 @@
+"""``darm latent-tokens``: train the five attention-pattern variants (and the AR-NTP control) on generated
+puzzles with one budget, sweep the number of latent tokens, write results JSONL, a Markdown table and figures."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from latent_darm.cli.app import app
+from latent_darm.cli.choices import DEVICE_HELP, Dtype, complete_device
+from latent_darm.cli.common import console, parse_dtype, resolve_device, resolve_dtype
+from latent_darm.errors import ConfigError
+
+
+class Task(StrEnum):
+    sudoku = "sudoku"
+    countdown = "countdown"
+
+
+class Preset(StrEnum):
+    cpu = "cpu"
+    paper = "paper"
+
+
+class Selection(StrEnum):
+    random = "random"
+    confidence = "confidence"
+
+
+def parse_knobs(text: str | None, name: str, minimum: int) -> tuple[int | None, ...] | None:
+    """``"0,1,2,all"`` → (0, 1, 2, None); a one-line error naming a bad value."""
+    if text is None:
+        return None
+    values: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == "all":
+            values.append(None)
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise ConfigError(f"{name}: {part!r} is not an integer or 'all'") from None
+        if value < minimum:
+            raise ConfigError(f"{name}: {value} must be ≥ {minimum}")
+        values.append(value)
+    return tuple(values)
+
+
+@app.command("latent-tokens")
+def latent_tokens_command(
+    task: Task = typer.Option(Task.sudoku, case_sensitive=False, help="Puzzle task."),
+    size: int | None = typer.Option(None, help="Sudoku side (4, 6, 9) or the count of Countdown numbers."),
+    difficulty: int | None = typer.Option(
+        None, help="Sudoku: number of givens (fewer = harder); Countdown: largest number."
+    ),
+    seed: int = typer.Option(0, help="Seed of the puzzles, the models and decoding."),
+    out: Path | None = typer.Option(None, help="Output directory (default ./darm-latent-tokens-<task>-seed<SEED>)."),
+    device: str = typer.Option("auto", help=DEVICE_HELP, autocompletion=complete_device),
+    dtype: Dtype = typer.Option(
+        Dtype.auto,
+        case_sensitive=False,
+        help="Evaluation dtype (training autocasts to it on a GPU); auto: float32 on CPU, bfloat16 on a GPU.",
+    ),
+    preset: Preset = typer.Option(
+        Preset.cpu, case_sensitive=False, help="cpu (a laptop) or paper (6 layers × 512, batch 512, EMA 0.9999)."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="A tiny run in seconds (its models learn little; for tests)."),
+    variants: str = typer.Option(
+        "mdm,sidm,scdm,ar,ar-mtp", help="Comma-separated variants: mdm sidm scdm ar ar-mtp, and the ar-ntp control."
+    ),
+    latent: str | None = typer.Option(
+        None, "--latent-tokens", help="SCDM's n values, e.g. 0,1,2,4,all (default 0, 1, 2, 4, … and all)."
+    ),
+    windows: str | None = typer.Option(None, help="AR+MTP's w values, e.g. 1,2,4,all (default 1, 2, 4, … and all)."),
+    k: int = typer.Option(1, "--k", help="Answer tokens committed per diffusion step."),
+    selection: Selection = typer.Option(
+        Selection.random, case_sensitive=False, help="random (uniform order) or confidence (top of 8 candidates)."
+    ),
+    steps: int | None = typer.Option(None, help="Training steps per variant (overrides the preset)."),
+    test_file: Path | None = typer.Option(
+        None, help="Evaluate on these puzzles (JSONL with 'puzzle', optional 'solution') instead of the test split."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, help="Trained-model cache (default $LATENT_DARM_CACHE/latent-tokens or ~/.cache/latent-darm/…)."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
+) -> None:
+    """The paper "Reasoning with Latent Tokens in Diffusion Language Models" on a laptop: MDM, SIDM, SCDM, AR,
+    AR+MTP (and the AR-NTP control) — one LLaDA network, five attention patterns — trained on the same puzzles
+    with the same budget; accuracy against the number of latent tokens per decoding step."""
+    from dataclasses import replace
+
+    from latent_darm.io import atomic_write_json
+    from latent_darm.latent_tokens.decoding import DecodeSettings
+    from latent_darm.latent_tokens.report import markdown_table, write_report
+    from latent_darm.latent_tokens.settings import run_settings
+    from latent_darm.latent_tokens.sweep import RESULTS_FILE, RunSettings, run
+    from latent_darm.latent_tokens.tasks import check_task, load_puzzle_file
+
+    task_name = check_task(str(task))
+    base = run_settings(task=task_name, size=size, difficulty=difficulty, seed=seed, quick=quick, preset=str(preset))
+    settings = RunSettings(
+        world=base.world,
+        train=base.train if steps is None else replace(base.train, steps=steps),
+        variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
+        latent_values=parse_knobs(latent, "--latent-tokens", 0),
+        windows=parse_knobs(windows, "--windows", 1),
+        decode=DecodeSettings(k=k, selection=str(selection)),
+        eval_batch=base.eval_batch,
+    )
+    device = resolve_device(device)
+    torch_dtype = parse_dtype(resolve_dtype(dtype, device))
+    out_dir = out if out is not None else Path(f"darm-latent-tokens-{task_name}-seed{seed}{'-quick' if quick else ''}")
+    test = load_puzzle_file(test_file, settings.world) if test_file is not None else None
+
+    def log(message: str) -> None:
+        console.print(message, highlight=False, soft_wrap=True)
+
+    outcome = run(
+        settings, out_dir, cache_dir=cache_dir, test_puzzles=test, device=device, dtype=torch_dtype,
+        progress=progress, log=log,
+    )  # fmt: skip
+    w = settings.world
+    what = f"{w.size}×{w.size} Sudoku, {w.difficulty} givens" if w.task == "sudoku" else (
+        f"Countdown, {w.size} numbers ≤ {w.difficulty}")  # fmt: skip
+    title = f"Latent tokens: {what}, {w.test_size} test puzzles"
+    if test is not None:
+        title = f"Latent tokens: {what}, {len(test)} puzzles from {test_file.name}"
+    paths = write_report(outcome.records, out_dir, title)
+    atomic_write_json(
+        out_dir / "run.json",
+        {"settings": settings.to_dict(), "seconds": outcome.seconds, "device": device, "dtype": dtype,
+         "dtype_resolved": str(torch_dtype).removeprefix("torch."), "world_cache": str(outcome.world_dir),
+         "reused_models": outcome.reused_models},
+    )  # fmt: skip
+    typer.echo(markdown_table(outcome.records))
+    phases = ", ".join(f"{phase} {sec:.0f} s" for phase, sec in outcome.seconds.items())
+    log(f"seconds: {phases}")
+    log(f"wrote {out_dir / RESULTS_FILE}, " + ", ".join(str(p) for p in paths) + f", {out_dir / 'run.json'}")

@@ -1,0 +1,155 @@
+"""Decoding the answer region, batched, with a count of forward passes and tokens computed.
+
+Diffusion variants take ``steps = answer length / k`` steps. Each step, with m masked positions left:
+
+1. candidates: with ``selection = "random"`` (default) k masked positions drawn uniformly — a uniform random
+   order; with ``"confidence"``, ``candidates`` masked positions drawn uniformly, of which the k with the highest
+   top-token probability are committed;
+2. latent tokens: n further masked positions drawn uniformly from the rest (``mdm``: all of them; ``sidm``: none,
+   it cannot read them; ``scdm``: the knob, clamped to what is left — so n = ``None`` means "all");
+3. the forward pass holds only the clean tokens (prompt and committed answer tokens), the latents and the
+   candidates, clean-first with their true position ids, under the variant's pattern; every other masked
+   position is dropped, so a pass costs c + n + candidates tokens.
+
+``ar`` decodes left to right over the prefix (causal); ``ar-mtp`` / ``ar-ntp`` decode left to right over the
+prefix and the next ``window`` MASK positions (``None``: all remaining), full attention. Committed tokens are
+the argmax over the vocabulary without [MASK].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from latent_darm.errors import ConfigError
+from latent_darm.latent_tokens.patterns import causal_pattern, diffusion_pattern
+from latent_darm.models.llada.modeling import LLaDAModelLM
+
+SELECTIONS = ("confidence", "random")
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """``k`` tokens per step; ``selection`` random (the default: a uniform order, as the authors' SCDM) or
+    confidence (the k most probable of ``candidates`` random masked positions, as the authors' MDM/SIDM)."""
+
+    k: int = 1
+    selection: str = "random"
+    candidates: int = 8
+
+    @property
+    def scored(self) -> int:
+        """Masked positions scored per step: k for random selection, ``candidates`` for confidence."""
+        return self.k if self.selection == "random" else self.candidates
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"k (tokens per step) must be at least 1, got {self.k}")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"unknown selection {self.selection!r}; expected one of {', '.join(SELECTIONS)}")
+        if self.candidates < self.k:
+            raise ConfigError(f"candidates={self.candidates} must be at least k={self.k}")
+
+
+@dataclass
+class Decoded:
+    """[B, L] answer ids; ``forward_passes`` and ``tokens`` (columns computed, summed over passes, per row)."""
+
+    answers: torch.Tensor
+    forward_passes: int
+    tokens: int
+
+
+def _committable(logits: torch.Tensor, model: LLaDAModelLM) -> torch.Tensor:
+    """float32 logits with [MASK] and the embedding rows past the vocabulary ruled out: a committed [MASK] would
+    look undecoded, and padding rows are not tokens."""
+    logits = logits.float()
+    logits[..., model.config.vocab_size :] = float("-inf")
+    logits[..., model.config.mask_token_id] = float("-inf")
+    return logits
+
+
+@torch.no_grad()
+def decode_diffusion(
+    model: LLaDAModelLM,
+    prompts: torch.Tensor,
+    answer_length: int,
+    variant: str,
+    latent: int | None,
+    settings: DecodeSettings,
+    generator: torch.Generator,
+) -> Decoded:
+    """Decode ``answer_length`` positions after ``prompts`` [B, P] with ``latent`` latent tokens (None = all)."""
+    if latent is not None and latent < 0:
+        raise ConfigError(f"number of latent tokens must be ≥ 0, got {latent}")
+    device = model.device
+    batch, prompt_length = prompts.shape
+    mask_id = model.config.mask_token_id
+    canvas = torch.cat((prompts, torch.full((batch, answer_length), mask_id, dtype=torch.long)), dim=1).to(device)
+    decoded = torch.zeros(batch, answer_length, dtype=torch.bool, device=device)
+    passes = tokens = 0
+    while not bool(decoded.all()):
+        remaining = answer_length - int(decoded[0].sum())
+        k = min(settings.k, remaining)
+        n_cand = min(settings.scored, remaining)
+        spare = remaining - n_cand
+        n = {"mdm": spare, "sidm": 0}.get(variant, spare if latent is None else min(latent, spare))
+        # a uniform random order of the masked positions, per row: candidates first, then latents
+        keys = torch.rand(batch, answer_length, generator=generator).to(device) + decoded.float() * 2
+        order = torch.argsort(keys, dim=1)
+        candidates = order[:, :n_cand]
+        latents = order[:, n_cand : n_cand + n]
+        clean = torch.argsort((~decoded).int(), dim=1, stable=True)[:, : answer_length - remaining]
+        answer_cols = torch.cat((clean, latents, candidates), dim=1) + prompt_length
+        prompt_cols = torch.arange(prompt_length, device=device).expand(batch, -1)
+        columns = torch.cat((prompt_cols, answer_cols), dim=1)
+        length = columns.shape[1]
+        pattern = diffusion_pattern(variant, length - n - n_cand, length, targets=n_cand).to(device)
+        logits = model(
+            canvas.gather(1, columns),
+            position_ids=columns,
+            attention_pattern=pattern,
+            logits_slice=slice(-n_cand, None),
+        ).logits
+        assert logits is not None
+        confidence, values = _committable(logits, model).softmax(-1).max(-1)
+        if settings.selection == "random":
+            pick = torch.arange(k, device=device).expand(batch, -1)
+        else:
+            pick = confidence.topk(k, dim=1).indices
+        positions = candidates.gather(1, pick)
+        canvas.scatter_(1, positions + prompt_length, values.gather(1, pick))
+        decoded.scatter_(1, positions, True)
+        passes += 1
+        tokens += length
+    return Decoded(canvas[:, prompt_length:].cpu(), passes, tokens)
+
+
+@torch.no_grad()
+def decode_autoregressive(
+    model: LLaDAModelLM, prompts: torch.Tensor, answer_length: int, variant: str, window: int | None
+) -> Decoded:
+    """Left to right, one token per pass: ``ar`` over the causal prefix; ``ar-mtp``/``ar-ntp`` over the prefix and
+    ``window`` MASK positions (None = all remaining), the first of which is committed."""
+    if window is not None and window < 1:
+        raise ConfigError(f"window w must be at least 1, got {window}")
+    device = model.device
+    batch, prompt_length = prompts.shape
+    mask_id = model.config.mask_token_id
+    canvas = torch.cat((prompts, torch.full((batch, answer_length), mask_id, dtype=torch.long)), dim=1).to(device)
+    passes = tokens = 0
+    for step in range(answer_length):
+        here = prompt_length + step
+        if variant == "ar":
+            out = model(
+                canvas[:, :here], attention_pattern=causal_pattern(here).to(device), logits_slice=slice(-1, None)
+            )
+        else:
+            visible = here + (answer_length - step if window is None else min(window, answer_length - step))
+            out = model(canvas[:, :visible], logits_slice=slice(here, here + 1))
+        assert out.logits is not None
+        canvas[:, prompt_length + step] = _committable(out.logits[:, 0], model).argmax(-1)
+        passes += 1
+        tokens += out.last_hidden_state.shape[1]
+    return Decoded(canvas[:, prompt_length:].cpu(), passes, tokens)

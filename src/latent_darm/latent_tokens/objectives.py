@@ -1,0 +1,123 @@
+"""Training losses of the variants on a batch of fixed-length rows (prompt of ``prompt_length`` tokens, then the
+answer region). Only answer tokens are ever masked or predicted; the puzzle is the prompt.
+
+* diffusion (``mdm``, ``sidm``, ``scdm``): the masked-diffusion ELBO. Per row t ~ U(ε, 1), each answer token is
+  masked with probability t (at least one), the row is *reordered* clean-first (clean tokens, then masked ones in
+  a random order; every token keeps its true position id) and the variant's pattern applied; loss = Σ CE/t over
+  masked tokens / (rows × answer length) — the linear schedule's weight dα/(1−α) = 1/t;
+* ``ar``: causal next-token loss on the answer region;
+* ``ar-mtp``: a random cut in the answer; the input is the prefix and MASK tokens for the rest; full attention over
+  the prefix and the next w MASK positions (w uniform in 1..rest when the window is ``None``, one model serving
+  every w at inference); loss = mean CE over those w positions;
+* ``ar-ntp``: the same input with every remaining MASK visible, loss on the first one only (the control).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from latent_darm.latent_tokens.patterns import causal_pattern, diffusion_pattern, window_pattern
+from latent_darm.models.llada.modeling import LLaDAModelLM
+
+EPS = 1e-3
+
+
+@dataclass
+class Batch:
+    """One forward pass's inputs and targets: ``labels`` hold -100 where no loss is taken; ``weights`` [B, T]."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor | None
+    pattern: torch.Tensor
+    labels: torch.Tensor
+    weights: torch.Tensor
+
+
+def diffusion_batch(
+    rows: torch.Tensor, prompt_length: int, mask_id: int, variant: str, generator: torch.Generator
+) -> Batch:
+    batch, length = rows.shape
+    answer = length - prompt_length
+    t = EPS + (1 - EPS) * torch.rand(batch, 1, generator=generator)
+    masked = torch.zeros(batch, length, dtype=torch.bool)
+    masked[:, prompt_length:] = torch.rand(batch, answer, generator=generator) < t
+    forced = prompt_length + torch.randint(answer, (batch,), generator=generator)
+    none = ~masked.any(1)
+    masked[none, forced[none]] = True
+    # clean first, then masked; a random order within each group (ties impossible: keys differ by < 1)
+    order = torch.argsort(masked.float() * 2 + torch.rand(batch, length, generator=generator), dim=1)
+    tokens = rows.gather(1, order)
+    is_masked = masked.gather(1, order)
+    clean = length - masked.sum(1)
+    input_ids = torch.where(is_masked, torch.full_like(tokens, mask_id), tokens)
+    labels = torch.where(is_masked, tokens, torch.full_like(tokens, -100))
+    weights = is_masked.float() / t / answer
+    return Batch(input_ids, order, diffusion_pattern(variant, clean, length), labels, weights)
+
+
+def ar_batch(rows: torch.Tensor, prompt_length: int) -> Batch:
+    """Next-token: column i predicts token i+1 for the answer tokens."""
+    length = rows.shape[1]
+    labels = torch.full_like(rows, -100)
+    labels[:, prompt_length - 1 : -1] = rows[:, prompt_length:]
+    weights = (labels != -100).float() / (length - prompt_length)
+    return Batch(rows, None, causal_pattern(length), labels, weights)
+
+
+def window_batch(
+    rows: torch.Tensor, prompt_length: int, mask_id: int, window: int | None, generator: torch.Generator, *, ntp: bool
+) -> Batch:
+    """``ar-mtp`` (``ntp=False``) or ``ar-ntp`` (``ntp=True``) on a random cut per row."""
+    batch, length = rows.shape
+    answer = length - prompt_length
+    cut = torch.randint(answer, (batch,), generator=generator)  # clean answer tokens
+    rest = answer - cut
+    if ntp:
+        w = rest
+    elif window is None:
+        w = 1 + (torch.rand(batch, generator=generator) * rest).long()
+    else:
+        w = rest.clamp(max=window)
+    idx = torch.arange(length)[None]
+    start = prompt_length + cut[:, None]
+    masked = idx >= start
+    input_ids = torch.where(masked, torch.full_like(rows, mask_id), rows)
+    loss_end = start + 1 if ntp else start + w[:, None]
+    in_loss = masked & (idx < loss_end)
+    labels = torch.where(in_loss, rows, torch.full_like(rows, -100))
+    weights = in_loss.float() / in_loss.sum(1, keepdim=True)
+    return Batch(input_ids, None, window_pattern(prompt_length + cut + w, length), labels, weights)
+
+
+def make_batch(
+    variant: str,
+    rows: torch.Tensor,
+    prompt_length: int,
+    mask_id: int,
+    generator: torch.Generator,
+    window: int | None = None,
+) -> Batch:
+    if variant in ("mdm", "sidm", "scdm"):
+        return diffusion_batch(rows, prompt_length, mask_id, variant, generator)
+    if variant == "ar":
+        return ar_batch(rows, prompt_length)
+    return window_batch(rows, prompt_length, mask_id, window, generator, ntp=variant == "ar-ntp")
+
+
+def batch_loss(model: LLaDAModelLM, batch: Batch) -> torch.Tensor:
+    """Σ weights × CE over the labelled positions, averaged over rows."""
+    device = model.device
+    pattern = batch.pattern.to(device)
+    out = model(
+        batch.input_ids.to(device),
+        position_ids=None if batch.position_ids is None else batch.position_ids.to(device),
+        attention_pattern=pattern,
+    )
+    assert out.logits is not None
+    labels = batch.labels.to(device)
+    ce = F.cross_entropy(out.logits.float().flatten(0, 1), labels.flatten().clamp(min=0), reduction="none")
+    ce = ce.view_as(labels) * (labels != -100)
+    return (ce * batch.weights.to(device)).sum() / labels.shape[0]

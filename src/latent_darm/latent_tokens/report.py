@@ -1,0 +1,145 @@
+"""The run's Markdown table and its two figures: accuracy against latent tokens per step (the paper's Figure 1
+shape: SCDM's curve between SIDM at 0 and MDM at all, AR at 0 and AR+MTP's windows beside them) and accuracy
+against seconds per puzzle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from latent_darm.figures import agg_figure
+from latent_darm.io import atomic_write_text
+
+TABLE_FILE = "results.md"
+LATENT_FIGURE = "accuracy_vs_latent_tokens.png"
+SECONDS_FIGURE = "accuracy_vs_seconds.png"
+HEADERS = (
+    "variant",
+    "knob",
+    "latent tokens / step",
+    "accuracy %",
+    "95% interval",
+    "correct / n",
+    "forward passes",
+    "tokens / pass",
+    "s / puzzle",
+)
+COLORS = {"mdm": "C0", "sidm": "C1", "scdm": "C2", "ar": "C3", "ar-mtp": "C4", "ar-ntp": "C5"}
+DIFFUSION = ("mdm", "sidm", "scdm")
+NAMES = {"mdm": "MDM", "sidm": "SIDM", "scdm": "SCDM", "ar": "AR", "ar-mtp": "AR+MTP", "ar-ntp": "AR-NTP"}
+
+
+def cells(record: dict[str, Any]) -> list[str]:
+    knob = "–" if record["knob"] is None else f"{record['knob']}={record['value']}"
+    return [
+        NAMES[record["variant"]],
+        knob,
+        str(record["latent_tokens"]),
+        f"{100 * record['accuracy']:.1f}",
+        f"{100 * record['ci_low']:.1f}–{100 * record['ci_high']:.1f}",
+        f"{record['correct']}/{record['n']}",
+        f"{record['forward_passes']:.0f}",
+        f"{record['tokens_per_pass']:.1f}",
+        f"{record['seconds_per_puzzle'] * 1000:.2f} ms" if record["seconds_per_puzzle"] < 1 else
+        f"{record['seconds_per_puzzle']:.2f} s",
+    ]  # fmt: skip
+
+
+def markdown_table(records: list[dict[str, Any]]) -> str:
+    lines = [
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(HEADERS))) + "|",
+    ]
+    lines += ["| " + " | ".join(cells(r)) + " |" for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def _series(records: list[dict[str, Any]], variant: str) -> list[dict[str, Any]]:
+    return sorted((r for r in records if r["variant"] == variant), key=lambda r: r["latent_tokens"])
+
+
+def _errors(rows: list[dict[str, Any]]) -> list[list[float]]:
+    return [[100 * (r["accuracy"] - r["ci_low"]) for r in rows], [100 * (r["ci_high"] - r["accuracy"]) for r in rows]]
+
+
+def _points(ax, rows: list[dict[str, Any]], xs: list[float], variant: str) -> None:
+    ys = [100 * r["accuracy"] for r in rows]
+    style = "-o" if len(rows) > 1 else "s" if variant in ("sidm", "mdm") else "D"
+    ax.errorbar(xs, ys, yerr=_errors(rows), fmt=style, color=COLORS[variant], label=NAMES[variant], capsize=3,
+                markersize=8 if len(rows) == 1 else 5, alpha=0.9)  # fmt: skip
+
+
+def latent_figure(records: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Left: diffusion — SCDM against n, SIDM at n = 0 and MDM at n = all. Right: autoregressive — AR+MTP against
+    the window w, AR-NTP at w = all, AR (no latent tokens) as a dashed line."""
+    fig = agg_figure("darm latent-tokens figures", figsize=(11, 4.5))
+    left, right = fig.subplots(1, 2, sharey=True)
+    for variant in ("scdm", "sidm", "mdm"):
+        rows = _series(records, variant)
+        if rows:
+            _points(left, rows, [r["latent_tokens"] for r in rows], variant)
+    ticks = sorted({r["latent_tokens"] for r in records if r["variant"] in DIFFUSION})
+    most = max([r["latent_tokens"] for r in records], default=0)
+    left.set_xscale("symlog", linthresh=1)
+    left.set_xticks(ticks)
+    left.set_xticklabels([f"all\n({t})" if t == most else str(t) for t in ticks])
+    left.set_xlabel("latent tokens per step n (masked positions computed besides the decoded one)")
+    left.set_ylabel("test accuracy % (95% Wilson interval)")
+    left.set_title("diffusion: SIDM = SCDM(0) … MDM = all", fontsize=10)
+    windows = {r["value"]: r["latent_tokens"] + 1 for r in records if r["variant"] in ("ar-mtp", "ar-ntp")}
+    for variant in ("ar-mtp", "ar-ntp"):
+        rows = _series(records, variant)
+        if rows:
+            _points(right, rows, [r["latent_tokens"] + 1 for r in rows], variant)
+    for r in _series(records, "ar"):
+        right.axhline(100 * r["accuracy"], color=COLORS["ar"], linestyle="--", label="AR (causal)")
+        right.axhspan(100 * r["ci_low"], 100 * r["ci_high"], color=COLORS["ar"], alpha=0.1)
+    if windows:
+        right.set_xscale("log", base=2)
+        right.set_xticks(sorted(set(windows.values())))
+        right.set_xticklabels([f"all\n({w})" if w == most + 1 else str(w) for w in sorted(set(windows.values()))])
+        right.minorticks_off()
+    right.set_xlabel("window w (MASK positions in the input; w − 1 latent tokens)")
+    right.set_title("autoregressive: AR, AR+MTP(w), AR-NTP", fontsize=10)
+    for ax in (left, right):
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def seconds_figure(records: list[dict[str, Any]], path: Path, title: str) -> None:
+    fig = agg_figure("darm latent-tokens figures", figsize=(7.5, 4.5))
+    ax = fig.subplots()
+    for variant in ("scdm", "ar-mtp", "sidm", "mdm", "ar", "ar-ntp"):
+        rows = sorted((r for r in records if r["variant"] == variant), key=lambda r: r["seconds_per_puzzle"])
+        if not rows:
+            continue
+        xs = [1000 * r["seconds_per_puzzle"] for r in rows]
+        ax.errorbar(xs, [100 * r["accuracy"] for r in rows], yerr=_errors(rows), fmt="-o" if len(rows) > 1 else "s",
+                    color=COLORS[variant], label=NAMES[variant], capsize=3)  # fmt: skip
+        if variant in ("scdm", "ar-mtp"):
+            for r, x in zip(rows, xs, strict=True):
+                ax.annotate(f"{r['knob']}={r['value']}", (x, 100 * r["accuracy"]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("milliseconds per puzzle (batched decoding; shared CPU)")
+    ax.set_ylabel("test accuracy % (95% Wilson interval)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def write_report(records: list[dict[str, Any]], out_dir: Path, title: str) -> list[Path]:
+    """results.md and the two PNGs in ``out_dir``; returns their paths."""
+    table = out_dir / TABLE_FILE
+    atomic_write_text(table, f"# {title}\n\n" + markdown_table(records))
+    latent_figure(records, out_dir / LATENT_FIGURE, title)
+    seconds_figure(records, out_dir / SECONDS_FIGURE, title)
+    return [table, out_dir / LATENT_FIGURE, out_dir / SECONDS_FIGURE]

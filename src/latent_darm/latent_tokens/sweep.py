@@ -1,0 +1,330 @@
+"""``darm latent-tokens`` as a library: build (or reuse) the world, train (or reuse, or resume) every variant,
+evaluate each variant and knob value on the test split, and hand the records to the report.
+
+Cache layout, ``<cache>/<world fingerprint>/``::
+
+    world.json, data/{train,test}.jsonl, tokenizer/       the puzzles (written into a temp dir, renamed in place)
+    models/<training fingerprint>/<variant>/             model/ (LLaDA checkpoint + tokenizer), history.json
+
+Results go to ``<out>/results.jsonl``, one line per (variant, knob value), appended as each finishes; a rerun
+skips the lines whose key (world, training, decoding, test set, variant, value) is already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from latent_darm.errors import ConfigError
+from latent_darm.evaluation.report import wilson_interval
+from latent_darm.io import append_jsonl, atomic_write_json, read_jsonl
+from latent_darm.latent_tokens.decoding import DecodeSettings, decode_autoregressive, decode_diffusion
+from latent_darm.latent_tokens.patterns import DEFAULT_VARIANTS, DIFFUSION_VARIANTS, check_variant
+from latent_darm.latent_tokens.tasks import (
+    Puzzle,
+    WorldConfig,
+    encode_rows,
+    generate_splits,
+    grade,
+    load_split,
+    save_split,
+)
+from latent_darm.latent_tokens.tokenizer import puzzle_tokenizer
+from latent_darm.latent_tokens.train import TrainSettings, is_trained, train_variant
+from latent_darm.progress import progress_bar
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+RESULTS_FILE = "results.jsonl"
+ALL = "all"
+Knob = int | None  # None = all
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """One run: the world, the shared training recipe, the variants, the knob values and how to decode."""
+
+    world: WorldConfig
+    train: TrainSettings
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    latent_values: tuple[Knob, ...] | None = None  # SCDM's n; None = 0, 1, 2, 4, … below the answer, and all
+    windows: tuple[Knob, ...] | None = None  # AR+MTP's w; None = 1, 2, 4, … below the answer, and all
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+    eval_batch: int = 256
+
+    def __post_init__(self) -> None:
+        for name in self.variants:
+            check_variant(name)
+        most = self.world.answer_length - self.decode.k
+        for n in self.latent_values or ():
+            if n is not None and n < 0:
+                raise ConfigError(f"number of latent tokens n={n} must be ≥ 0")
+            if n is not None and n > most:
+                raise ConfigError(
+                    f"n={n} latent tokens exceeds the {most} masked positions a step can hold besides the"
+                    f" k={self.decode.k} being decoded (answer length {self.world.answer_length}); use '{ALL}'"
+                )
+        for w in self.windows or ():
+            if w is not None and w < 1:
+                raise ConfigError(f"window w={w} must be ≥ 1")
+            if w is not None and w > self.world.answer_length:
+                raise ConfigError(f"window w={w} exceeds the answer length {self.world.answer_length}; use '{ALL}'")
+
+    def knobs(self, variant: str) -> list[tuple[str | None, Knob]]:
+        """(knob name, value) pairs evaluated for ``variant``."""
+        answer = self.world.answer_length
+        if variant == "scdm":
+            values = self.latent_values if self.latent_values is not None else powers_below(answer - self.decode.k, 0)
+            return [("n", v) for v in values]
+        if variant == "ar-mtp":
+            return [("w", v) for v in (self.windows if self.windows is not None else powers_below(answer - 1, 1))]
+        return [{"mdm": ("n", None), "sidm": ("n", 0), "ar-ntp": ("w", None)}.get(variant, (None, None))]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "world": asdict(self.world),
+            "train": asdict(self.train),
+            "variants": list(self.variants),
+            "latent_values": [label(v) for v in self.knobs("scdm")],
+            "windows": [label(v) for v in self.knobs("ar-mtp")],
+            "decode": asdict(self.decode),
+            "eval_batch": self.eval_batch,
+        }
+
+
+def powers_below(limit: int, start: int) -> tuple[Knob, ...]:
+    """start (0 or 1), then 1, 2, 4, … strictly below ``limit``, then None (all)."""
+    values: list[Knob] = [0] if start == 0 else []
+    p = 1
+    while p < limit:
+        values.append(p)
+        p *= 2
+    return (*values, None)
+
+
+def label(value: tuple[str | None, Knob] | Knob) -> str:
+    if isinstance(value, tuple):
+        value = value[1]
+    return ALL if value is None else str(value)
+
+
+def default_cache_dir() -> Path:
+    """``$LATENT_DARM_CACHE/latent-tokens``, else ``$XDG_CACHE_HOME/latent-darm/latent-tokens``."""
+    if "LATENT_DARM_CACHE" in os.environ:
+        return Path(os.environ["LATENT_DARM_CACHE"]) / "latent-tokens"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "latent-darm" / "latent-tokens"
+
+
+def _bar(progress: bool) -> Progress:
+    return progress_bar(progress)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """One torch thread inside the block: small models on a shared CPU run faster so."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def build_world(config: WorldConfig, cache_dir: Path, progress: bool) -> Path:
+    """The world's cache entry, generated into a temp sibling and renamed into place when complete."""
+    final = cache_dir / config.fingerprint()
+    if (final / "world.json").exists():
+        return final
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=cache_dir))
+    try:
+        started = time.perf_counter()
+        with _bar(progress) as bar:
+            task = bar.add_task("generating puzzles", total=config.train_size + config.test_size)
+            splits = generate_splits(config, on_progress=lambda n: bar.advance(task, n))
+        (staging / "data").mkdir()
+        for split, puzzles in splits.items():
+            save_split(staging / "data" / f"{split}.jsonl", puzzles)
+        puzzle_tokenizer().save_pretrained(staging / "tokenizer")
+        record = {
+            "config": asdict(config),
+            "fingerprint": config.fingerprint(),
+            "seconds": time.perf_counter() - started,
+        }
+        atomic_write_json(staging / "world.json", record)
+        if final.exists():  # an incomplete entry from an older layout: replace it
+            shutil.rmtree(final)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+@dataclass
+class RunOutcome:
+    records: list[dict[str, Any]]
+    seconds: dict[str, float]
+    world_dir: Path
+    reused_models: list[str]
+
+
+def evaluation_key(
+    settings: RunSettings, test: list[Puzzle], variant: str, value: Knob, device: str, dtype: str
+) -> str:
+    payload = {
+        "world": settings.world.fingerprint(),
+        "train": settings.train.fingerprint(),
+        "decode": asdict(settings.decode),
+        "test": hashlib.sha256("\n".join(p.puzzle for p in test).encode()).hexdigest()[:16],
+        "variant": variant,
+        "value": label(value),
+        "dtype": dtype,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def evaluate(
+    model: torch.nn.Module,
+    settings: RunSettings,
+    test: list[Puzzle],
+    variant: str,
+    value: Knob,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Decode ``test`` with ``variant`` at knob ``value``; accuracy, interval and cost per puzzle."""
+    world = settings.world
+    rows = encode_rows(world, test)
+    prompts = rows[:, : world.prompt_length]
+    generator = torch.Generator().manual_seed(world.seed)
+    correct = passes = tokens = 0
+    started = time.perf_counter()
+    for start in range(0, len(test), settings.eval_batch):
+        chunk = prompts[start : start + settings.eval_batch]
+        if variant in DIFFUSION_VARIANTS:
+            out = decode_diffusion(model, chunk, world.answer_length, variant, value, settings.decode, generator)
+        else:
+            out = decode_autoregressive(model, chunk, world.answer_length, variant, value)
+        for i, answer in enumerate(out.answers.tolist()):
+            correct += grade(world, test[start + i], answer)
+        passes += out.forward_passes * len(chunk)
+        tokens += out.tokens * len(chunk)
+        if on_batch is not None:
+            on_batch(len(chunk))
+    seconds = time.perf_counter() - started
+    low, high = wilson_interval(correct, len(test))
+    return {
+        "correct": correct,
+        "n": len(test),
+        "accuracy": correct / len(test),
+        "ci_low": low,
+        "ci_high": high,
+        "forward_passes": passes / len(test),
+        "tokens_per_pass": tokens / passes,
+        "seconds_per_puzzle": seconds / len(test),
+    }
+
+
+def latent_count(settings: RunSettings, variant: str, value: Knob) -> int:
+    """Latent tokens per step for the figure's x axis: masked positions in a pass besides the decoded one(s) at the
+    first step ('all' = answer length − k; AR+MTP's w → w − 1)."""
+    most = settings.world.answer_length - settings.decode.k
+    if variant in ("mdm", "ar-ntp") or value is None:
+        return most if variant != "ar" else 0
+    if variant in ("sidm", "ar"):
+        return 0
+    return value if variant == "scdm" else value - 1
+
+
+def run(
+    settings: RunSettings,
+    out_dir: Path,
+    *,
+    cache_dir: Path | None = None,
+    test_puzzles: list[Puzzle] | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda _: None,
+) -> RunOutcome:
+    """Everything; each phase reuses what the cache and ``out_dir`` already hold."""
+    cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    world_dir = build_world(settings.world, cache_dir, progress)
+    seconds["world"] = time.perf_counter() - started
+    train_rows = encode_rows(settings.world, load_split(world_dir / "data" / "train.jsonl"))
+    test = test_puzzles if test_puzzles is not None else load_split(world_dir / "data" / "test.jsonl")
+    models_dir = world_dir / "models" / settings.train.fingerprint()
+    dtype_name = str(dtype).removeprefix("torch.")
+    autocast = dtype if dtype != torch.float32 and device != "cpu" else None
+    reused = [v for v in settings.variants if is_trained(models_dir / v)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / RESULTS_FILE
+    done = {r["key"]: r for _, r in read_jsonl(results_path)} if results_path.exists() else {}
+    records: list[dict[str, Any]] = []
+    with single_thread() if device == "cpu" else _nothing():
+        models = {}
+        phase = time.perf_counter()
+        with _bar(progress) as bar:
+            for variant in settings.variants:
+                task = bar.add_task(f"train {variant}", total=settings.train.steps)
+                model = train_variant(
+                    variant,
+                    train_rows,
+                    settings.world.prompt_length,
+                    settings.train,
+                    models_dir / variant,
+                    device=device,
+                    autocast_dtype=autocast,
+                    on_step=lambda n, task=task: bar.advance(task, n),
+                )
+                bar.update(task, completed=settings.train.steps)
+                models[variant] = model.to(device=device, dtype=dtype).eval()
+        seconds["train"] = time.perf_counter() - phase
+        phase = time.perf_counter()
+        with _bar(progress) as bar:
+            for variant in settings.variants:
+                for knob, value in settings.knobs(variant):
+                    key = evaluation_key(settings, test, variant, value, device, dtype_name)
+                    if key in done:
+                        records.append(done[key])
+                        continue
+                    name = variant if knob is None else f"{variant} {knob}={label(value)}"
+                    task = bar.add_task(f"evaluate {name}", total=len(test))
+                    result = evaluate(
+                        models[variant], settings, test, variant, value, lambda n, t=task: bar.advance(t, n)
+                    )
+                    record = {
+                        "key": key,
+                        "variant": variant,
+                        "knob": knob,
+                        "value": None if knob is None else label(value),
+                        "latent_tokens": latent_count(settings, variant, value),
+                        **result,
+                        "device": device,
+                        "dtype": dtype_name,
+                    }
+                    append_jsonl(results_path, record)
+                    records.append(record)
+        seconds["evaluate"] = time.perf_counter() - phase
+    seconds["total"] = time.perf_counter() - started
+    log(f"models {'reused: ' + ', '.join(reused) if reused else 'trained'}; results in {results_path}")
+    return RunOutcome(records, seconds, world_dir, reused)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield

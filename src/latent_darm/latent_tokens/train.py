@@ -1,0 +1,168 @@
+"""Train one variant: a LLaDA network (this package's architecture and checkpoint format) under the variant's
+objective, resumable, with optional EMA; the result is an ordinary LLaDA checkpoint directory plus the tokenizer.
+
+Every variant of a run gets the same data, steps, batch size, optimizer and schedule (AdamW, no weight decay,
+clip 1.0, linear warm-up then cosine decay to 10%). Batches are drawn by a generator seeded from (seed, step),
+so a run resumed from its last checkpoint draws the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from latent_darm.io import atomic_write_json
+from latent_darm.latent_tokens.objectives import batch_loss, make_batch
+from latent_darm.latent_tokens.tokenizer import VOCABULARY, puzzle_tokenizer
+from latent_darm.models.llada.checkpoint import load_llada, save_llada
+from latent_darm.models.llada.configuration import LLaDAConfig
+from latent_darm.models.llada.modeling import LLaDAModelLM
+from latent_darm.toy.models import init_weights
+
+STATE_FILE = "state.pt"
+MODEL_DIR = "model"
+HISTORY_FILE = "history.json"
+TRAIN_VERSION = 1  # bump when the objectives or the recipe change meaning
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Model shape and recipe, shared by every variant of a run."""
+
+    layers: int = 4
+    d_model: int = 128
+    heads: int = 4
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    ema: float | None = None
+    clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 200
+    mtp_window: int | None = None  # ar-mtp's training window; None = uniform in 1..rest per row
+
+    def fingerprint(self) -> str:
+        payload = {**asdict(self), "version": TRAIN_VERSION}
+        payload.pop("checkpoint_every")
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def new_model(settings: TrainSettings, max_length: int) -> LLaDAModelLM:
+    ids = {t: VOCABULARY.index(t) for t in ("[MASK]", "[EOS]", "[PAD]")}
+    config = LLaDAConfig(
+        d_model=settings.d_model,
+        n_heads=settings.heads,
+        n_layers=settings.layers,
+        mlp_hidden_size=4 * settings.d_model,
+        vocab_size=len(VOCABULARY),
+        embedding_size=32 * math.ceil(len(VOCABULARY) / 32),
+        max_sequence_length=max_length,
+        mask_token_id=ids["[MASK]"],
+        eos_token_id=ids["[EOS]"],
+        pad_token_id=ids["[PAD]"],
+    )
+    torch.manual_seed(settings.seed)
+    model = LLaDAModelLM(config)
+    init_weights(model, settings.layers)
+    return model
+
+
+def learning_rate(settings: TrainSettings, step: int) -> float:
+    if step < settings.warmup_steps:
+        return settings.lr * (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+    return settings.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def is_trained(directory: Path) -> bool:
+    return (directory / HISTORY_FILE).exists()
+
+
+def train_variant(
+    variant: str,
+    rows: torch.Tensor,
+    prompt_length: int,
+    settings: TrainSettings,
+    directory: Path,
+    *,
+    device: str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> LLaDAModelLM:
+    """Train (or resume, or load when finished) ``variant`` on ``rows`` [N, T]; returns the model in eval mode."""
+    if is_trained(directory):
+        return load_llada(directory / MODEL_DIR, device=device)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = new_model(settings, rows.shape[1]).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0, betas=(0.9, 0.98))
+    ema = [p.detach().clone() for p in model.parameters()] if settings.ema else None
+    step, losses, seconds = 0, [], 0.0
+    state_path = directory / STATE_FILE
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        ema = state["ema"]
+        step, losses, seconds = state["step"], state["losses"], state["seconds"]
+        if on_step is not None:
+            on_step(step)
+    mask_id = model.config.mask_token_id
+    model.train()
+    started = time.perf_counter() - seconds
+    while step < settings.steps:
+        generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+        index = torch.randint(rows.shape[0], (settings.batch_size,), generator=generator)
+        batch = make_batch(variant, rows[index], prompt_length, mask_id, generator, settings.mtp_window)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(settings, step)
+        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype or torch.float32,
+                            enabled=autocast_dtype is not None):  # fmt: skip
+            loss = batch_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
+        optimizer.step()
+        if ema is not None:
+            with torch.no_grad():
+                for shadow, param in zip(ema, model.parameters(), strict=True):
+                    shadow.lerp_(param.detach(), 1 - settings.ema)
+        losses.append(float(loss.detach()))
+        step += 1
+        if on_step is not None:
+            on_step(1)
+        if step % settings.checkpoint_every == 0 and step < settings.steps:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "ema": ema,
+                "step": step,
+                "losses": losses,
+                "seconds": time.perf_counter() - started,
+            }
+            torch.save(state, directory / f".{STATE_FILE}.tmp")
+            (directory / f".{STATE_FILE}.tmp").replace(state_path)
+    if ema is not None:
+        with torch.no_grad():
+            for shadow, param in zip(ema, model.parameters(), strict=True):
+                param.copy_(shadow)
+    model.eval()
+    save_llada(model, directory / MODEL_DIR)
+    puzzle_tokenizer().save_pretrained(directory / MODEL_DIR)
+    history = {
+        "variant": variant,
+        "settings": asdict(settings),
+        "seconds": time.perf_counter() - started,
+        "loss_every_50": [sum(losses[i : i + 50]) / len(losses[i : i + 50]) for i in range(0, len(losses), 50)],
+        "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
+    }
+    atomic_write_json(directory / HISTORY_FILE, history)
+    state_path.unlink(missing_ok=True)
+    return model

@@ -1,0 +1,74 @@
+"""``darm latent-tokens``: a --quick run end to end writes every file and a rerun reuses everything; bad input is
+one line naming the value, exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from latent_darm.latent_tokens.report import LATENT_FIGURE, SECONDS_FIGURE, TABLE_FILE
+from latent_darm.latent_tokens.sweep import RESULTS_FILE
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_file_and_a_rerun_reuses_it(darm, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    variants = "mdm,sidm,scdm,ar,ar-mtp,ar-ntp"
+    code, stdout, err = darm(
+        "latent-tokens", "--quick", "--out", out, "--cache-dir", cache, "--no-progress", "--variants", variants
+    )
+    assert code == 0, err
+    for name in (RESULTS_FILE, TABLE_FILE, LATENT_FIGURE, SECONDS_FIGURE, "run.json"):
+        assert (out / name).stat().st_size > 0, name
+    records = [json.loads(line) for line in (out / RESULTS_FILE).read_text().splitlines()]
+    labels = {(r["variant"], r["value"]) for r in records}
+    assert {("mdm", "all"), ("sidm", "0"), ("ar", None), ("ar-ntp", "all")} <= labels
+    assert {v for k, v in labels if k == "scdm"} == {"0", "1", "2", "4", "8", "all"}
+    assert {v for k, v in labels if k == "ar-mtp"} == {"1", "2", "4", "8", "all"}
+    assert "| SCDM | n=all |" in stdout
+    # scdm's cost grows with n: tokens per pass at n=0 < n=8 < n=all
+    cost = {r["value"]: r["tokens_per_pass"] for r in records if r["variant"] == "scdm"}
+    assert cost["0"] < cost["8"] < cost["all"]
+    again = darm(
+        "latent-tokens", "--quick", "--out", out, "--cache-dir", cache, "--no-progress", "--variants", variants
+    )
+    assert again[0] == 0
+    run = json.loads((out / "run.json").read_text())
+    assert sorted(run["reused_models"]) == sorted(["mdm", "sidm", "scdm", "ar", "ar-mtp", "ar-ntp"])
+    assert len((out / RESULTS_FILE).read_text().splitlines()) == len(records)  # nothing re-evaluated
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--variants", "mdm,bogus"], "unknown variant 'bogus'"),
+        (["--task", "chess"], "--task must be one of sudoku, countdown; got 'chess'"),
+        (["--latent-tokens", "0,-1"], "--latent-tokens: -1 must be ≥ 0"),
+        (["--latent-tokens", "two"], "--latent-tokens: 'two' is not an integer"),
+        (["--windows", "0"], "--windows: 0 must be ≥ 1"),
+        (["--latent-tokens", "99"], "n=99 latent tokens exceeds the 16 masked positions"),
+        (["--windows", "40"], "window w=40 exceeds the answer length 17"),
+        (["--selection", "best"], "--selection must be one of random, confidence; got 'best'"),
+        (["--k", "0"], "k (tokens per step) must be at least 1, got 0"),
+        (["--preset", "huge"], "--preset must be one of cpu, paper; got 'huge'"),
+        (["--dtype", "int8"], "--dtype must be one of"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(darm, tmp_path, args, message):
+    code, _, err = darm("latent-tokens", "--quick", "--out", tmp_path / "o", "--cache-dir", tmp_path / "c", *args)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [('{"puzzle": "12.."}', "has 4 cells"), ('{"puzzle": "1..............x"}', "symbol 'x' outside the vocabulary")],
+)
+def test_bad_puzzle_files_are_one_line_errors(darm, tmp_path, row, message):
+    path = tmp_path / "puzzles.jsonl"
+    path.write_text(row + "\n")
+    code, _, err = darm("latent-tokens", "--quick", "--out", tmp_path / "o", "--cache-dir", tmp_path / "c",
+                        "--test-file", path)  # fmt: skip
+    assert code == 2
+    assert message in err and "puzzles.jsonl:1" in err and len(err.strip().splitlines()) == 1, err
