@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import overload
 
-from latent_darm.bridge.projector import Projector
 from latent_darm.errors import ConfigError
 from latent_darm.models.family import local_family
 from latent_darm.pipelines.base import PipelineResult
@@ -46,31 +45,25 @@ class LatentDARM:
         steps: int | None = None,
         block_length: int | None = None,
         threshold: float | None = None,
-        cache: str = "none",
+        cache: str | None = None,
+        denoise_fraction: float | None = None,
         max_new_tokens: int = 16,
         repetition_penalty: float = 1.0,
         latent_noise: float = 0.0,
         prompts: str | Path | None = None,
         force: bool = False,
     ) -> LatentDARM:
-        """Load the three parts; ``gen_length`` defaults to the plan length the projector was trained on.
-        ``force`` accepts a projector trained for other tokenizers (never other hidden sizes)."""
-        length = gen_length or Projector.stored_config(projector).plan_length
+        """Load the three parts. Planner sampler settings left as None are those the projector was trained with
+        (a different value is used, warned about and recorded in ``describe()``). ``force`` accepts a projector
+        trained for other tokenizers (never other hidden sizes)."""
         family = local_family(planner)
         if family is not None and not family.uses_blocks and block_length is not None:
             raise ConfigError(f"block_length is not used by {family.name} (it denoises the whole canvas at once)")
+        settings = dict(gen_length=gen_length, steps=steps, block_length=block_length, threshold=threshold)
+        settings |= dict(cache=cache, denoise_fraction=denoise_fraction)
         spec = PipelineSpec(
             kind="latent",
-            planner=DiffusionRole(
-                str(planner),
-                SamplerSpec(
-                    gen_length=length,
-                    steps=steps or length,
-                    block_length=min(block_length or 32, length),  # LLaDA's default; other families ignore it
-                    threshold=threshold,
-                    cache=cache,
-                ),
-            ),
+            planner=DiffusionRole(str(planner), SamplerSpec(**settings)),
             executor=AutoregressiveRole(str(executor), max_new_tokens, repetition_penalty),
             projector=ProjectorSpec(str(projector), latent_noise, force=force),
             templates=TemplatesSpec(None if prompts is None else str(prompts)),

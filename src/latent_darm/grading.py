@@ -205,10 +205,13 @@ def _bare_answer(text: str) -> str | None:
     return numbers[-1] if numbers else None
 
 
+# "The answer [I got] is C": up to three words may stand between "answer" and "is"; without "is", an "I" followed
+# by a lower-case word ("Answer: I think...") is the pronoun, not option I.
 _MC_PHRASE_RE = re.compile(
-    r"(?i:\b(?:final\s+|correct\s+)?(?:answer|option|choice))\**\s*(?:(?i:is)\s*[:=]?|[:=])?\**\s*"
-    r"(?i:option\s*|choice\s*)?[\(\[]?\$?(?:\\(?:boxed|text|textbf|mathrm)\s*\{)*\s*\(?([A-J])(?![A-Za-z0-9'])"
-    r"(?![\)\]]?\s+(?:is|are)\s+(?:wrong|incorrect|false|not)\b)"
+    r"(?i:\b(?:final\s+|correct\s+)?(?:answer|option|choice))\**\s*"
+    r"(?:(?:[^\W\d_]+\s+){0,3}?(?P<is>(?i:is))\s*[:=]?|[:=])?\**\s*"
+    r"(?i:option\s*|choice\s*)?[\(\[]?\$?(?:\\(?:boxed|text|textbf|mathrm)\s*\{)*\s*\(?(?P<letter>[A-J])(?![A-Za-z0-9'])"
+    r"(?(is)|(?!(?<=I)\s+[a-z]))(?![\)\]]?\s+(?:is|are)\s+(?:wrong|incorrect|false|not)\b)"
 )
 _MC_BOXED_RE = re.compile(r"^(?:\\(?:text|textbf|mathrm)\s*\{)?\s*\(?([A-Ja-j])\)?(?:[.:)}\s]|$)")
 _MC_LEADING_RE = re.compile(r"^\s*\**[\(\[]?([A-J])(?:[\)\]]|[.:](?:\s|$)|\**\s*$)")
@@ -218,7 +221,7 @@ _MC_IS_CORRECT_RE = re.compile(r"^\s*\(?([A-J])\)?\s+is\s+(?:the\s+)?(?i:correct
 
 def _extract_letter(text: str) -> str | None:
     """The chosen option letter. Only anchored forms count, so a sentence starting "A ball…" is no answer."""
-    candidates = [(m.start(), m.group(1)) for m in _MC_PHRASE_RE.finditer(text)]
+    candidates = [(m.start(), m.group("letter")) for m in _MC_PHRASE_RE.finditer(text)]
     for pos, content in _boxed_answers(text):
         letter = _MC_BOXED_RE.match(content)
         if letter:

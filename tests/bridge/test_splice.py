@@ -41,13 +41,13 @@ def greedy_by_recomputation(
     executor: CausalExecutor, before: list[int], plan: list[int], after: list[int], steps: int, penalty: float
 ) -> list[int]:
     """The specification: no cache, the token sequence [before ; plan ; after ; generated] re-encoded at every step;
-    the penalty covers the prompt's and generated tokens, never the plan's."""
+    the penalty covers the generated tokens only, never the prompt's or the plan's."""
     generated: list[int] = []
     with torch.no_grad():
         for _ in range(steps):
             logits = executor.model(input_ids=torch.tensor([before + plan + after + generated])).logits[:, -1].float()
             seen = torch.zeros_like(logits, dtype=torch.bool)
-            seen[0, before + after + generated] = True
+            seen[0, generated] = True
             token = int(apply_repetition_penalty(logits, seen, penalty).argmax())
             generated.append(token)
             if token in executor.stop_token_ids:

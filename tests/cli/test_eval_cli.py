@@ -195,10 +195,6 @@ def test_spec_defaults_follow_the_paper(tmp_path):
         96,
         32,
     )
-    assert (
-        build_spec(pipeline="latent", planner="p", executor="e", projector="j", gen_length=64)["planner"]["gen_length"]
-        == 64
-    )
     assert latent["executor"]["max_new_tokens"] == 16 and latent["dtype"] == "float32"  # auto on CPU
     text = build_spec(pipeline="text", planner="p", executor="e", dtype="fp16")
     assert (text["planner"]["gen_length"], text["executor"]["max_new_tokens"], text["dtype"]) == (256, 32, "float16")

@@ -95,7 +95,8 @@ def test_train_projector_with_both_latent_alignments(darm, tmp_path, dream_dir, 
         out = tmp_path / rows
         code, _, err = darm(
             "train-projector", "--planner", dream_dir, "--executor", executor_dir, "--out", out, "--data", pairs,
-            "--data-dir", tmp_path / "benchmarks", "--gen-length", "8", "--steps", "4", "--latent-rows", rows,
+            "--data-dir", tmp_path / "benchmarks", "--no-overlap-check", "--gen-length", "8", "--steps", "4",
+            "--latent-rows", rows,
             "--hidden-dim", "16", "--batch-size", "4", "--warmup-steps", "1", "--max-steps", "2", "--eval-every", "2",
             "--save-every", "2", "--held-out-per-source", "2", "--max-new-tokens", "4", "--dtype", "float32",
             "--device", "cpu", "--no-progress",

@@ -61,6 +61,8 @@ def test_trains_a_projector_the_latent_pipeline_loads_and_resumes(
         pairs,
         "--data-dir",
         benchmarks,
+        "--exclude-benchmarks",
+        "gsm8k",
         "--drop-overlap",
         *TINY,
     ]
@@ -114,8 +116,9 @@ def test_trains_a_projector_the_latent_pipeline_loads_and_resumes(
     [
         ([], "no training data: give --data FILE.jsonl, --benchmark-train NAME or --preset paper"),
         (["--data", "{missing}"], "missing.jsonl: file not found"),
+        (["--data", "{pairs}"], "cannot check the training questions against evaluation sets aime24, amc23"),
         (
-            ["--data", "{pairs}", "--data-dir", "{benchmarks}"],
+            ["--data", "{pairs}", "--data-dir", "{benchmarks}", "--exclude-benchmarks", "gsm8k"],
             "1 training questions also appear in evaluation set 'gsm8k'",
         ),
         (
@@ -125,7 +128,7 @@ def test_trains_a_projector_the_latent_pipeline_loads_and_resumes(
         (["--data", "{pairs}", "--benchmark-train", "no_such_set"], "unknown benchmark 'no_such_set'"),
         (
             ["--benchmark-train", "gsm8k", "--exclude-benchmarks", "gsm8k", "--data-dir", "{benchmarks}"],
-            "1 training questions also appear in evaluation set 'gsm8k'",
+            "gsm8k/train.jsonl: file not found; benchmark 'gsm8k' has no local train split",
         ),
         (["--data", "{pairs}", "--preset", "tiny"], "--preset must be one of paper"),
         (["--data", "{pairs}", "--lr", "0"], "lr must be > 0"),
@@ -133,7 +136,10 @@ def test_trains_a_projector_the_latent_pipeline_loads_and_resumes(
         (["--data", "{pairs}", "--hidden-dim", "0"], "projector hidden_dim must be a positive integer"),
         (["--data", "{pairs}", "--mixed-precision", "fp8"], "mixed_precision must be one of auto, no, bf16"),
         (["--data", "{pairs}", "--gen-length", "12"], "gen_length 12 is not divisible by block_length"),
-        (["--data", "{pairs}", "--latent-layer", "9"], "--latent-layer must be -1 or 0..2 for this planner"),
+        (
+            ["--data", "{pairs}", "--no-overlap-check", "--latent-layer", "9"],
+            "--latent-layer must be -1 or 0..2 for this planner",
+        ),
     ],
 )
 def test_bad_input_is_one_line(darm, tmp_path, data, llada_dir, executor_dir, extra, message):
@@ -169,8 +175,7 @@ def test_bf16_autocast_on_cpu_when_asked(darm, tmp_path, data, llada_dir, execut
         tmp_path / "out",
         "--data",
         pairs,
-        "--data-dir",
-        tmp_path / "empty",
+        "--no-overlap-check",
         *TINY,
         "--mixed-precision",
         "bf16",
@@ -197,7 +202,7 @@ def test_two_processes_train_the_same_projector_as_one(tmp_path, llada_dir, exec
     at = TINY.index("--batch-size")
     settings = TINY[:at] + TINY[at + 2 :]  # the batch differs between the two runs
     common = ["--planner", str(llada_dir), "--executor", str(executor_dir), "--data", str(pairs)]
-    common += ["--answer-type", "integer", *settings]
+    common += ["--answer-type", "integer", "--no-overlap-check", *settings]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     # torchrun sets RANK/WORLD_SIZE; accelerate then runs data-parallel over gloo on CPU (``accelerate launch
     # --cpu --num_processes 2`` would start a single process).

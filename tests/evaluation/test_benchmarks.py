@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from latent_darm.evaluation.benchmarks import (
     benchmark_names,
     get_benchmark,
     load_benchmark,
+    load_training_split,
     register_benchmark,
 )
 
@@ -113,9 +113,7 @@ def test_subsets_are_deterministic_and_follow_the_protocol(monkeypatch):
     full = load_benchmark("gsm8k", data_dir=BENCHMARKS)
     assert load_benchmark("gsm8k", data_dir=BENCHMARKS, limit=5) == full[:5]
     paper = load_benchmark("gsm8k", data_dir=BENCHMARKS, **PAPER_PROTOCOL)
-    shuffled = list(full)
-    random.Random(42).shuffle(shuffled)
-    assert paper == shuffled[:200]
+    assert paper == [full[i] for i in _shuffled(len(full), 42)[:200]]
     assert paper == load_benchmark("gsm8k", data_dir=BENCHMARKS, seed=42, limit=200)
     assert paper != load_benchmark("gsm8k", data_dir=BENCHMARKS, seed=43, limit=200)
     assert len(load_benchmark("aime24", data_dir=BENCHMARKS, **PAPER_PROTOCOL)) == 30  # fewer rows than the limit
@@ -215,6 +213,7 @@ def fake_hub(monkeypatch, rows_by_config: dict) -> list:
 def test_hub_aime_keeps_only_2024(monkeypatch):
     rows = [{"id": i, "problem": f"p{i}", "answer": str(i), "year": str(year)} for i, year in enumerate([2023, 2024])]
     rows.append({"ID": "1983-1", "Problem": "old", "Answer": "60", "Year": 1983})
+    rows.append({"id": "undated", "problem": "no year anywhere", "answer": "7"})  # dropped: its year is unknown
     calls = fake_hub(monkeypatch, {None: rows})
     examples = load_benchmark("aime24")
     assert calls == [("HuggingFaceH4/aime_2024", None, "train")]
@@ -270,6 +269,34 @@ def test_programmatic_benchmarks_register_a_loader(monkeypatch):
 
 
 def _shuffled(n: int, seed: int) -> list[int]:
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return order
+    import datasets
+
+    return datasets.Dataset.from_dict({"i": list(range(n))}).shuffle(seed=seed)["i"]
+
+
+def test_paper_protocol_picks_the_same_200_as_the_authors_datasets_shuffle(tmp_path):
+    """The authors: ``Dataset.shuffle(seed=42)`` then the first 200. A local file and the same rows as a ``Dataset``
+    must give the same 200 (Python's ``random.Random(42).shuffle`` shares about 26 of them)."""
+    import datasets
+
+    rows = [{"question": f"Question number {i}: what is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(500)]
+    write_jsonl(tmp_path / "gsm8k" / "test.jsonl", rows)
+    ours = [e.question for e in load_benchmark("gsm8k", data_dir=tmp_path, **PAPER_PROTOCOL)]
+    theirs = datasets.Dataset.from_list(rows).shuffle(seed=42).select(range(200))["question"]
+    assert ours == theirs and len(set(ours)) == 200
+
+
+def test_training_sources_are_train_splits_only(tmp_path, monkeypatch):
+    write_jsonl(tmp_path / "gsm8k" / "test.jsonl", [{"question": "test q", "answer": "#### 1"}])
+    with pytest.raises(
+        DataError, match=r"gsm8k/train.jsonl: file not found; benchmark 'gsm8k' has no local train split"
+    ):
+        load_training_split("gsm8k", data_dir=tmp_path)
+    write_jsonl(tmp_path / "gsm8k" / "train.jsonl", [{"question": "train q", "answer": "#### 2"}])
+    assert [e.question for e in load_training_split("gsm8k", data_dir=tmp_path)] == ["train q"]
+    calls = fake_hub(monkeypatch, {"main": [{"question": "hub train q", "answer": "#### 3"}]})
+    assert [e.question for e in load_training_split("gsm8k")] == ["hub train q"]
+    assert calls == [("openai/gsm8k", "main", "train")]  # never the test split
+    for name in ("aime24", "dart5", "math500"):
+        with pytest.raises(DataError, match=f"benchmark '{name}' has no train split, so it cannot be a training"):
+            load_training_split(name)

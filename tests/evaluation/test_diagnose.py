@@ -28,7 +28,8 @@ from tests.evaluation.test_report import assert_png
 from tests.evaluation.test_runner import FakePipeline, Killed, make_examples, number_in
 
 TEXT_SPEC = build_spec(pipeline="text", planner="llada", executor="llama", gen_length=64)
-LATENT_SPEC = build_spec(pipeline="latent", planner="llada", executor="llama", projector="proj", gen_length=64)
+# build_spec reads a latent run's settings from its projector directory; this fake run has none.
+LATENT_SPEC = {**TEXT_SPEC, "kind": "latent", "projector": "proj"}
 FIXED_BY = {PLANNER_SWAP: {0, 3}, EXECUTOR_SWAP: {3, 6}}
 
 
@@ -162,3 +163,47 @@ def test_attribution_chart_is_a_png(tmp_path):
     latent = diagnose(original_run(tmp_path / "latent", LATENT_SPEC, "latent"), Builder(), progress=False)
     plot_attribution([text, latent], tmp_path / "diagnosis.png")
     assert_png(tmp_path / "diagnosis.png")
+
+
+class _Writer:
+    """A writer stub: records its prompts; answers ``\\boxed{n}`` with n found after "PLAN " in the prompt."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind, self.prompts = kind, []
+
+    def write(self, prompts, batch_size):
+        from latent_darm.pipelines.writers import Written
+
+        self.prompts += list(prompts)
+        if self.kind == "arm":
+            raise AssertionError("setup Y must not sample a new plan")
+        return [Written(f"\\boxed{{{p.split('PLAN ')[1].split()[0]}}}", 4, 4, 0.0) for p in prompts]
+
+    def describe(self):
+        return {"kind": self.kind}
+
+
+def test_setup_y_reads_the_recorded_plan_instead_of_sampling_a_new_one(tmp_path):
+    """The original run's plans say the right answer; a re-sampled plan (the planner stub) would raise."""
+    from latent_darm.pipelines.text import TextPipeline
+
+    run = original_run(tmp_path / "text")
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    for record in records:
+        record["plan"] = f"PLAN {int(record['gold'])} stored"
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    built = []
+
+    def build(spec):
+        if spec["planner"]["kind"] == "arm":
+            return Builder()(spec)
+        built.append(TextPipeline(_Writer("arm"), _Writer("ddlm")))
+        return built[-1]
+
+    diagnosis = diagnose(run, build, progress=False)
+    failed = [r for r in records if not r["correct"]]
+    assert diagnosis.specs[EXECUTOR_SWAP]["plans"] == "recorded"
+    assert len(built) == 1 and not built[0].planner.prompts  # the stub planner was never asked
+    assert len(built[0].executor.prompts) == len(failed)
+    assert all(f"PLAN {int(r['gold'])} stored" in p for r, p in zip(failed, built[0].executor.prompts, strict=False))
+    assert all(item[EXECUTOR_SWAP]["correct"] for item in diagnosis.items)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from latent_darm.models.executor import (
     tokenizer_fingerprint,
 )
 from latent_darm.models.tiny import random_llama
+from tests.conftest import CORPUS
 
 PROMPTS = [
     "What is 3x + 7 = 22?",
@@ -83,13 +85,23 @@ def test_llama3_style_date_is_pinned(executor_dir):
     assert dated.chat_text("x") == f"Today Date: {PINNED_DATE}"
 
 
+@pytest.mark.filterwarnings("ignore:Passing `repetition_penalty` with `inputs_embeds`:UserWarning")
 @pytest.mark.parametrize("penalty", [1.0, 1.3])
 def test_greedy_with_kv_cache_matches_transformers_generate(executor, penalty):
+    """The reference is ``generate`` from input embeddings, as the authors called it: its repetition penalty then
+    covers the generated tokens only."""
     for prompt in PROMPTS[:3]:
         ids = torch.tensor([executor.chat_ids(prompt)])
+        with torch.no_grad():
+            embeds = executor.model.get_input_embeddings()(ids)
         reference = executor.model.generate(
-            ids, max_new_tokens=10, do_sample=False, repetition_penalty=penalty, pad_token_id=executor.pad_token_id
-        )[0, ids.shape[1] :].tolist()
+            inputs_embeds=embeds,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=10,
+            do_sample=False,
+            repetition_penalty=penalty,
+            pad_token_id=executor.pad_token_id,
+        )[0].tolist()
         ours = executor.generate([prompt], max_new_tokens=10, repetition_penalty=penalty)[0]
         assert ours.token_ids == reference[: len(ours.token_ids)]
         assert ours.forward_passes == len(ours.token_ids) == ours.num_tokens
@@ -111,13 +123,31 @@ def test_raw_prompts_without_chat_template(executor, tokenizer):
     assert out[0].token_ids[0] == int(logits.argmax())
 
 
-def test_a_strong_penalty_keeps_context_tokens_out_of_the_answer(executor):
+def test_the_kv_cache_is_passed_under_the_installed_transformers_keyword(executor):
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name goes in 5.40, inside our pin);
+    5.0 knows only the old one. Generating must not use a deprecated keyword of the installed version."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        assert len(executor.generate(PROMPTS[:2], max_new_tokens=4)[0].token_ids) >= 1
+
+
+def test_the_penalty_counts_generated_tokens_only(executor):
+    """A strong penalty stops the answer repeating itself but leaves prompt tokens alone (the first token, with
+    nothing generated before it, is the plain greedy one even when the prompt contains it)."""
     plain = executor.generate(PROMPTS, max_new_tokens=12)
     strong = executor.generate(PROMPTS, max_new_tokens=12, repetition_penalty=1e4)
     assert [g.token_ids for g in plain] != [g.token_ids for g in strong]
-    for prompt, g in zip(PROMPTS, strong, strict=True):
+    for g in strong:
         assert len(set(g.token_ids)) == len(g.token_ids)
-        assert not set(g.token_ids) & set(executor.chat_ids(prompt))
+    assert [g.token_ids[0] for g in strong] == [g.token_ids[0] for g in plain]
+    words = sorted({word for line in CORPUS for word in line.split()})
+    prompts = [f"Say {word} {word} {word}" for word in words]
+    firsts = [g.token_ids[0] for g in executor.generate(prompts, max_new_tokens=1, batch_size=16)]
+    echoing = [p for p, t in zip(prompts, firsts, strict=True) if t in executor.chat_ids(p)]
+    assert echoing, "no prompt whose first answer token is one of its own tokens; the test needs one"
+    for prompt in echoing:
+        plain_first = executor.generate([prompt], max_new_tokens=1)[0].token_ids
+        assert executor.generate([prompt], max_new_tokens=1, repetition_penalty=1e4)[0].token_ids == plain_first
 
 
 def test_penalty_rule():

@@ -1,5 +1,7 @@
 """``darm demo --quick`` end to end: every model trained (every loss fell), the executor beats chance, every
-configuration graded an answer for every test question, the report is written, and a rerun reuses everything."""
+configuration of the step / denoise sweep graded an answer for every test question with a projector trained for
+its own sampler settings, the report and both figures are written, and a rerun reuses everything. No test here
+asserts that latent exchange beats text: that is what the demo measures."""
 
 from __future__ import annotations
 
@@ -10,22 +12,27 @@ import pytest
 from latent_darm.evaluation.grading import grade
 from latent_darm.models.executor import CausalExecutor
 from latent_darm.pipelines.prompts import PromptTemplates
-from latent_darm.toy.demo import DEMO_FILE, demo_configurations, demo_settings, run_demo
+from latent_darm.toy.demo import DEMO_FILE, NFE_FIGURE, demo_configurations, demo_settings, run_demo
 from latent_darm.training.projector_trainer import HISTORY_FILE
 from tests.evaluation.test_report import assert_png
 
+SWEEP = ("", ", 4 steps", ", denoised 0.5 of 8 steps")  # the quick demo's planner settings: 8 steps, 4, half of 8
+SERIES = (
+    "text DDLM→ARM",
+    "latent DDLM→ARM",
+    "latent DDLM→ARM, mixture projector",
+    "latent DDLM→ARM + LoRA",
+    "latent DDLM→ARM, plan-prefix executor",
+)
 EXPECTED_LABELS = {
     "ARM direct",
     "ARM CoT",
     "DDLM alone",
-    "text DDLM→ARM",
     "text ARM→DDLM",
     "text ARM→ARM",
     "text DDLM→DDLM",
-    "latent DDLM→ARM",
-    "text DDLM→ARM, 4 steps",
-    "latent DDLM→ARM, 4 steps",
-}
+    *(f"{stem}{suffix}" for stem in SERIES for suffix in SWEEP),
+} - {"latent DDLM→ARM, denoised 0.5 of 8 steps"}  # partly denoised plans: mixture projectors only
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +65,12 @@ def test_the_accounting_follows_the_pipelines(outcome):
     s = outcome.summaries
     assert s["ARM direct"].mean_planner_tokens == 0 and s["DDLM alone"].mean_planner_tokens == 0
     assert s["DDLM alone"].mean_executor_tokens == c.answer_length  # the diffusion canvas, every position counted
-    for label in ("text DDLM→ARM", "latent DDLM→ARM"):
+    for label in SERIES:
         assert s[label].mean_planner_tokens == c.plan_length
         assert s[label].mean_planner_forward_passes == c.plan_length  # one token per step
         assert s[f"{label}, 4 steps"].mean_planner_forward_passes == 4
+        if f"{label}, denoised 0.5 of 8 steps" in s:
+            assert s[f"{label}, denoised 0.5 of 8 steps"].mean_planner_forward_passes == 4
     for summary in s.values():
         assert summary.mean_total_tokens == pytest.approx(summary.mean_planner_tokens + summary.mean_executor_tokens)
 
@@ -70,11 +79,40 @@ def test_every_loss_fell(outcome):
     for role, history in outcome.world.histories().items():
         losses = history["losses"]
         assert _mean(losses[-10:]) < 0.7 * _mean(losses[:10]), role
-    history = [json.loads(line) for line in (outcome.projector_dir.parent / HISTORY_FILE).read_text().splitlines()]
-    train = [r["train_loss"] for r in history if "train_loss" in r]
-    held_out = [r["val_loss"] for r in history if "val_loss" in r]
-    assert train[-1] < train[0]
-    assert min(held_out[1:]) < held_out[0]  # the untrained projector is the first point
+    for name, directory in outcome.projectors.items():
+        history = [json.loads(line) for line in (directory.parent / HISTORY_FILE).read_text().splitlines()]
+        held_out = [r["val_loss"] for r in history if "val_loss" in r]
+        assert min(held_out[1:]) < held_out[0], name  # the untrained projector is the first point
+
+
+def test_the_projectors_are_trained_for_their_sampler_settings_and_executor(outcome):
+    settings = demo_settings(quick=True)
+    assert set(outcome.projectors) == {r.name for r in settings.recipes()}
+    assert {"matched-s8", "matched-s4", "mixture", "lora", "prefix"} == set(outcome.projectors)
+    for recipe in settings.recipes():
+        directory = outcome.projectors[recipe.name]
+        training = json.loads((directory / "config.json").read_text())["training"]
+        samplers = [(s["steps"], s["denoise_fraction"]) for s in training["samplers"]]
+        assert samplers == [(s.steps, s.denoise_fraction) for s in recipe.settings]
+        assert (directory / "adapter").is_dir() == recipe.lora
+    # Each latent row reads the projector of its own settings: matched rows their step budget's, the rest theirs.
+    specs = {c.label: c.spec for c in demo_configurations(outcome.world, outcome.projectors, settings)}
+    assert specs["latent DDLM→ARM, 4 steps"]["projector"] == str(outcome.projectors["matched-s4"])
+    assert specs["latent DDLM→ARM, 4 steps"]["planner"]["steps"] == 4
+    assert specs["latent DDLM→ARM + LoRA, 4 steps"]["projector"] == str(outcome.projectors["lora"])
+    prefix = specs["latent DDLM→ARM, plan-prefix executor"]
+    assert prefix["executor"]["model"] == str(outcome.world.prefix_executor_dir(settings.prefix_steps))
+    assert specs["latent DDLM→ARM"]["executor"]["model"] == str(outcome.world.executor_dir)
+
+
+def test_the_paper_setting_executor_never_saw_the_latent_slots(outcome):
+    """The default executor's training mixture has no ``latent`` task; only the plan-prefix executor's has."""
+    executor = outcome.world.histories()["executor"]
+    assert executor["spec"]["mixture"]["latent"] == 0
+    assert executor["spec"]["mixture"]["execute"] > 0  # question + plan text → answer
+    prefix_dir = outcome.world.prefix_executor_dir(demo_settings(quick=True).prefix_steps)
+    prefix = json.loads((prefix_dir / "training_history.json").read_text())
+    assert prefix["spec"]["mixture"]["latent"] == 1.0 and prefix["spec"]["steps"] == 50
 
 
 def test_the_trained_executor_beats_chance_given_the_gold_plan(outcome):
@@ -95,9 +133,11 @@ def test_report_and_record_are_written(outcome):
     assert all(label in report for label in EXPECTED_LABELS)
     assert "### By level" in report
     assert_png(out / "toy_accuracy_vs_tokens.png")
+    assert_png(out / NFE_FIGURE)
     assert (out / "toy_levels.csv").read_text().count("\n") == 1 + len(EXPECTED_LABELS) * 3
     record = json.loads((out / DEMO_FILE).read_text())
     assert record["world"]["directory"] == str(outcome.world.directory)
+    assert record["fingerprint"] == outcome.fingerprint == demo_settings(quick=True).fingerprint()
     assert set(record["summaries"]) == EXPECTED_LABELS
     for run in outcome.runs:
         assert (run.directory / "results.jsonl").exists()
@@ -105,13 +145,15 @@ def test_report_and_record_are_written(outcome):
 
 def test_a_rerun_reuses_the_world_the_projector_and_the_results(outcome, toy_cache):
     again = run_demo(demo_settings(quick=True), outcome.out_dir, cache_dir=toy_cache, progress=False)
-    assert again.world.reused and again.projector_dir == outcome.projector_dir
+    assert again.world.reused and again.projectors == outcome.projectors
     assert all(s.computed == 0 for s in again.summaries.values())
     assert {k: v.accuracy for k, v in again.summaries.items()} == {k: v.accuracy for k, v in outcome.summaries.items()}
 
 
 def test_the_configurations_cover_every_pairing(artifacts, tmp_path):
-    configurations = demo_configurations(artifacts, tmp_path / "projector", demo_settings(quick=True))
+    settings = demo_settings(quick=True)
+    projectors = {recipe.name: tmp_path / recipe.name for recipe in settings.recipes()}
+    configurations = demo_configurations(artifacts, projectors, settings)
     pairings = {
         (c.spec["kind"], (c.spec["planner"] or {}).get("kind"), c.spec["executor"]["kind"]) for c in configurations
     }
@@ -132,5 +174,6 @@ def test_cli_demo_prints_the_table_and_names_the_output(darm, outcome, toy_cache
     code, stdout, stderr = darm("demo", "--quick", "--out", str(out), "--cache-dir", str(toy_cache), "--no-progress")
     assert code == 0, stderr
     assert all(label in stdout for label in EXPECTED_LABELS)
+    assert f"demo fingerprint: {outcome.fingerprint}" in stdout
     assert str(out) in stderr
     assert (out / "report.md").exists()

@@ -95,6 +95,21 @@ def test_gold_plans_stop_short_of_the_answer_and_check_out(world):
         assert 0 <= problem.answer < 10
 
 
+def test_a_plan_cut_short_by_its_canvas_leaves_the_rest_of_the_path_to_the_executor():
+    config = WorldConfig()
+    problems = generate_split("test", 20, config.levels, 0, config.nodes, config.arrows, plan_nodes=config.plan_nodes)
+    cut = 0
+    for problem in problems:
+        nodes = [int(n) for n in re.findall(r"\d+", problem.plan)]
+        assert len(nodes) == min(problem.level, config.plan_nodes) and problem.answer not in nodes
+        assert nodes == problem.path[: len(nodes)] and problem.path[-1] == problem.answer
+        assert execute_plan(problem.plan, problem.question) == problem.answer
+        rest = problem.path[len(nodes) - 1 :]
+        assert problem.last_step == f"Last step: {' -> '.join(map(str, rest))}. \\boxed{{{problem.answer}}}"
+        cut += problem.level > config.plan_nodes
+    assert cut == 20 * sum(level > config.plan_nodes for level in config.levels) > 0  # the default world cuts some
+
+
 def test_execute_plan_rejects_wrong_plans():
     problem = make_problem(random.Random(0), 3, 10, 8)
     graph, start, _ = parse_question(problem.question)
@@ -120,7 +135,11 @@ def test_config_fingerprint_is_stable_and_sensitive():
     with pytest.raises(ConfigError, match="levels"):
         WorldConfig(levels=(0, 1))
     with pytest.raises(ConfigError, match="arrows"):
-        WorldConfig(levels=(1, 2, 3, 4, 5, 6, 7, 8))
+        WorldConfig(levels=tuple(range(1, 13)))
+    with pytest.raises(ConfigError, match="latent"):
+        WorldConfig(executor=dataclasses.replace(WorldConfig().executor, mixture=Mixture(execute=1, latent=1)))
+    assert WorldConfig().prefix_executor_spec(100).mixture.latent == 1.0
+    assert WorldConfig(prefix_executor=False).fingerprint() != WorldConfig().fingerprint()
     with pytest.raises(ConfigError, match="planner_init"):
         WorldConfig(planner=dataclasses.replace(WorldConfig().planner, d_model=64))
     assert WorldConfig(planner=dataclasses.replace(WorldConfig().planner, d_model=64), planner_init="scratch")
@@ -215,9 +234,11 @@ def test_mixtures_pad_diffusion_replies_and_end_every_reply_with_eot(world, toy_
         planner_examples(world["train"][-5:], toy_tok, Mixture(plan=1), plan_length=4, answer_length=8)
 
 
-def test_default_canvases_hold_every_reply(world, toy_tok):
+def test_default_canvases_hold_every_reply():
     config = WorldConfig()
-    hardest = [p for p in world["train"] if p.level == max(config.levels)]
+    problems = generate_split("train", 20, config.levels, 0, config.nodes, config.arrows, plan_nodes=config.plan_nodes)
+    toy_tok = toy_tokenizer(problems, nodes=config.nodes)
+    hardest = [p for p in problems if p.level == max(config.levels)]
     lengths = dict(plan_length=config.plan_length, answer_length=config.answer_length)
     assert planner_examples(hardest, toy_tok, Mixture(plan=1, execute=1, direct=1), **lengths)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 
 import pytest
@@ -20,7 +21,7 @@ from accelerate.state import AcceleratorState, GradientState
 from safetensors import safe_open
 
 from latent_darm.bridge.projector import ModelSignature, Projector
-from latent_darm.errors import ConfigError, DataError
+from latent_darm.errors import CheckpointError, ConfigError, DataError
 from latent_darm.models.executor import CausalExecutor
 from latent_darm.models.tiny import random_llama, train_bpe_tokenizer
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
@@ -29,10 +30,12 @@ from latent_darm.training.data import TrainingExample, example_id, format_target
 from latent_darm.training.latent_cache import LatentCache
 from latent_darm.training.projector_trainer import (
     IGNORE_INDEX,
+    ProjectorTrainer,
     ProjectorTrainingConfig,
     answer_loss,
     build_batch,
     encode_examples,
+    make_accelerator,
     train_projector,
 )
 
@@ -384,3 +387,61 @@ def test_a_given_reply_is_the_target_and_the_gold_stays_the_answer(task, reader)
     assert list(items[0].target) == reader.reply_ids(prompt, format_target(plain.target, plain.answer_type))
     assert list(items[1].target) == reader.reply_ids(prompt, derived.reply)
     assert items[1].example.target == plain.target and items[0].target != items[1].target
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, task, reader_dir, caplog):
+    train, held_out, cache = task
+    config = ProjectorTrainingConfig(lr=3e-3, epochs=1, batch_size=2, **{**QUICK, "save_every": 2})
+    data = train[:12], held_out[:2]
+
+    def run(out, on_step=None):
+        executor = CausalExecutor.from_pretrained(reader_dir)
+        return train_projector(
+            _projector(executor), executor, cache, *data, out, config, templates=TEMPLATES, progress=False,
+            on_step=on_step,
+        )  # fmt: skip
+
+    whole = run(tmp_path / "whole")
+
+    def kill(step: int) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", kill)
+    checkpoints = tmp_path / "cut/checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-2", "step-4"]
+    weights = checkpoints / "step-4/model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a copy cut short
+    fresh_accelerate_state_between_processes()
+    with caplog.at_level(logging.WARNING, logger="latent_darm"):
+        resumed = run(tmp_path / "cut")
+    assert resumed.resumed_from == 2 and resumed.steps == whole.steps
+    assert [r.getMessage().split(" is unreadable")[0] for r in caplog.records if r.name.startswith("latent_darm")] == [
+        f"checkpoint {checkpoints / 'step-4'}"
+    ]
+    expected = Projector.from_pretrained(tmp_path / "whole/projector").state_dict()
+    got = Projector.from_pretrained(tmp_path / "cut/projector").state_dict()
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6)
+    # Every checkpoint damaged: refused, not silently restarted.
+    for path in checkpoints.iterdir():
+        (path / "model.safetensors").write_bytes(b"\0" * 8)
+    fresh_accelerate_state_between_processes()
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        run(tmp_path / "cut")
+
+
+@pytest.mark.parametrize("decay_all", [False, True])
+def test_weight_decay_spares_biases_and_norms_as_the_authors_trainer_did(tmp_path, task, reader, decay_all):
+    train, held_out, cache = task
+    projector = _projector(reader)
+    config = ProjectorTrainingConfig(weight_decay=0.1, decay_biases_and_norms=decay_all, **QUICK)
+    trainer = ProjectorTrainer(
+        projector, reader, cache, train[:4], held_out[:2], tmp_path, config, TEMPLATES, make_accelerator(config), {}
+    )
+    decay = {id(p): group["weight_decay"] for group in trainer.optimizer.param_groups for p in group["params"]}
+    names = {name: decay[id(p)] for name, p in projector.named_parameters()}
+    assert names == {name: 0.1 if (p.dim() == 2 or decay_all) else 0.0 for name, p in projector.named_parameters()}
+    assert sorted(n for n, d in names.items() if d == 0.0) == ([] if decay_all else ["layers.0.bias", "layers.2.bias",
+                                                                                     "layers.3.weight"])  # fmt: skip

@@ -8,7 +8,9 @@ tokens already at text-token scale (far below 1 for Llama-class models) instead 
 steps shrinking them. The median ignores untrained reserved-token rows that would drag a mean down.
 
 A checkpoint directory holds ``config.json`` and ``model.safetensors``. It records which planner and executor it
-was trained for (hidden sizes and tokenizer fingerprints); loading it for another pair is refused.
+was trained for (hidden sizes and tokenizer fingerprints); loading it for another pair is refused. It also records
+``planner_sampler``, the sampler settings its training latents were made with, which the latent pipeline uses by
+default so the projector is fed latents from the same process it learned from.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from latent_darm.models.executor import tokenizer_fingerprint
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.norm import RMSNorm
 from latent_darm.models.splice import PLACEMENTS
+from latent_darm.sampling.config import SAMPLER_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,9 @@ WEIGHTS_FILE = "model.safetensors"
 @dataclass
 class ProjectorConfig:
     """Everything that defines a projector, plus the pair it was trained for and free-form training provenance.
-    ``mlp2x_gelu`` is LLaVA's Linear(d_planner→d_executor)→GELU→Linear(d_executor→d_executor): no ``hidden_dim``."""
+    ``mlp2x_gelu`` is LLaVA's Linear(d_planner→d_executor)→GELU→Linear(d_executor→d_executor): no ``hidden_dim``.
+    ``planner_sampler``: the planner's :class:`~latent_darm.sampling.SamplerConfig` fields during training (empty
+    for projectors saved before it was recorded)."""
 
     planner_dim: int
     executor_dim: int
@@ -59,6 +64,7 @@ class ProjectorConfig:
     executor: str = ""
     planner_tokenizer_fingerprint: str = ""
     executor_tokenizer_fingerprint: str = ""
+    planner_sampler: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,6 +78,10 @@ class ProjectorConfig:
             raise ConfigError(f"latent_rows must be one of {', '.join(LATENT_ROWS)}, got {self.latent_rows!r}")
         if self.placement not in PLACEMENTS:
             raise ConfigError(f"placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
+        if not isinstance(self.planner_sampler, dict):
+            raise ConfigError(
+                f"projector planner_sampler must be a mapping of sampler settings, got {self.planner_sampler!r}"
+            )
         if self.architecture == "identity" and self.planner_dim != self.executor_dim:
             raise ConfigError(
                 f"the identity projector needs planner_dim == executor_dim, got {self.planner_dim} and "
@@ -95,6 +105,21 @@ class ProjectorConfig:
             return cls(**values)
         except ConfigError as exc:
             raise CheckpointError(f"{source}: {exc}") from None
+
+
+def planner_role_for_projector(
+    role: dict[str, Any], projector: ProjectorConfig
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A latent planner role with every unset (absent or None) sampler setting taken from what ``projector`` was
+    trained with, and the settings given explicitly that differ from it (``{key: {"trained": x, "used": y}}``). A
+    projector saved before the settings were recorded gets the old defaults for its plan length (steps = plan
+    length, blocks of at most 32) and reports no difference."""
+    stored = {k: v for k, v in projector.planner_sampler.items() if k in SAMPLER_KEYS}
+    length = projector.plan_length
+    trained = {"gen_length": length, "steps": length, "block_length": min(32, length), **stored}
+    filled = {**role, **{k: v for k, v in trained.items() if role.get(k) is None}}
+    differs = {k: {"trained": v, "used": filled.get(k)} for k, v in stored.items() if filled.get(k) != v}
+    return filled, differs
 
 
 def _output_norm(dim: int, eps: float) -> RMSNorm:

@@ -23,11 +23,12 @@ def default_out(seed: int, quick: bool) -> Path:
     return Path(f"darm-demo-seed{seed}{'-quick' if quick else ''}")
 
 
-def summary_table(runs: list[Run]) -> Table:
+def summary_table(runs: list[Run], fingerprint: str | None = None) -> Table:
     """One row per configuration: accuracy per level, then the report's overall cells (accuracy, 95% interval,
-    mean cost per question)."""
+    mean cost per question). The title names the demo's fingerprint (the README's table states it too)."""
     levels = sorted({row.level for run in runs for row in level_rows(run)}, key=str)
-    table = Table(title="Toy world, test split: accuracy % by level, mean cost per question")
+    world = "Toy world" if fingerprint is None else f"Toy world (demo fingerprint {fingerprint})"
+    table = Table(title=f"{world}, test split: accuracy % by level, mean cost per question")
     table.add_column("configuration")
     for header in [*(f"L{level}" for level in levels), *MARKDOWN_HEADERS[2:]]:
         table.add_column(header, justify="right")
@@ -53,14 +54,16 @@ def level_table(runs: list[Run]) -> Table:
 
 def print_outcome(outcome: DemoOutcome, by_level: bool) -> None:
     stdout = Console(width=200)
-    stdout.print(summary_table(outcome.runs))
+    stdout.print(summary_table(outcome.runs, outcome.fingerprint))
+    stdout.print(f"demo fingerprint: {outcome.fingerprint}", highlight=False)
     if by_level:
         stdout.print(level_table(outcome.runs))
     phases = ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in outcome.seconds.items())
     console.print(f"seconds: {phases} (world {'reused' if outcome.world.reused else 'built'})", highlight=False)
     console.print(f"results in {outcome.out_dir}/", highlight=False, soft_wrap=True)
     console.print(
-        "  report.md, toy.csv, toy_levels.csv, toy_accuracy_vs_tokens.png, demo.json, runs/<configuration>/",
+        "  report.md, toy.csv, toy_levels.csv, toy_accuracy_vs_tokens.png, toy_accuracy_vs_forward_passes.png, "
+        "demo.json, runs/<configuration>/",
         highlight=False,
         soft_wrap=True,
     )
@@ -77,9 +80,10 @@ def demo_command(
     levels: bool = typer.Option(False, "--levels", help="Also print every configuration's cost per level."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
 ) -> None:
-    """The whole method on a laptop CPU: train or reuse the toy planner, executor and projector; evaluate the
-    executor alone (direct, CoT), the planner alone, the four text pairings, latent DDLM→ARM and a planner step
-    sweep; write JSONL results, a Markdown report and the accuracy-against-tokens plot."""
+    """The whole method on a laptop CPU: train or reuse the toy planner, executors and projectors; evaluate the
+    executor alone (direct, CoT), the planner alone, the four text pairings, and text against latent DDLM→ARM
+    (projector alone, + LoRA, plan-prefix executor) over a sweep of planner steps and denoised fractions; write
+    JSONL results, a Markdown report and the accuracy-against-tokens and -forward-passes plots."""
     require("matplotlib", "darm demo (its figures)")  # before minutes of training, not after
     from latent_darm.toy.demo import demo_settings, run_demo  # heavy; loaded only when the command runs
 

@@ -84,6 +84,16 @@ def diffusion_role(
     return DiffusionRole(model, sampler)
 
 
+def latent_planner_role(model: str, projector: str, explicit: dict[str, Any]) -> tuple[DiffusionRole, dict[str, Any]]:
+    """The latent planner's settings: those given explicitly, the rest as the projector was trained with (checked
+    now), and the explicit ones that differ from its training."""
+    from latent_darm.bridge.projector import Projector, planner_role_for_projector
+
+    given = {"kind": "ddlm", "model": model, **{k: v for k, v in explicit.items() if v is not None}}
+    role, differs = planner_role_for_projector(given, Projector.stored_config(projector))
+    return DiffusionRole.from_dict(role, "planner."), differs
+
+
 def autoregressive_role(model: str, max_new_tokens: int, repetition_penalty: float) -> AutoregressiveRole:
     if max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
@@ -111,6 +121,7 @@ def _check_options(pipeline: str, options: dict[str, Any]) -> None:
         "executor_kind": pipeline != "text",
         "projector": pipeline != "latent",
         "latent_noise": pipeline != "latent",
+        "denoise_fraction": pipeline != "latent",
         "chain_of_thought": pipeline in ("text", "latent"),
         "planner": pipeline == "arm",
     }
@@ -133,8 +144,9 @@ def pipeline_spec(
     steps: int | None = None,
     block_length: int | None = None,
     threshold: float | None = None,
-    cache: str = "none",
+    cache: str | None = None,
     latent_tokens: str | int | None = None,
+    denoise_fraction: float | None = None,
     max_new_tokens: int | None = None,
     repetition_penalty: float = 1.0,
     chain_of_thought: bool = False,
@@ -144,23 +156,25 @@ def pipeline_spec(
     device: str = "cpu",
 ) -> PipelineSpec:
     """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError.
-    ``device`` (not stored: a run may resume elsewhere) only resolves ``dtype`` auto."""
+    Sampler options left as None mean: for the latent planner, what the projector was trained with; elsewhere the
+    defaults (blocks of 32, no cache, steps = gen-length). ``device`` (not stored: a run may resume elsewhere) only
+    resolves ``dtype`` auto."""
     _check_options(pipeline, locals())
     from latent_darm.sampling.config import parse_latent_tokens
 
     held = parse_latent_tokens(latent_tokens)
     if pipeline == "arm" and held is not None:
         raise ConfigError("--latent-tokens is not used by --pipeline arm")
-    if gen_length is None and pipeline == "latent" and projector:
-        from latent_darm.bridge.projector import Projector
-
-        gen_length = Projector.stored_config(projector).plan_length  # the plan length it was trained on
-    plan_length = gen_length or DEFAULT_GEN_LENGTH.get(pipeline, 256)
-    answer_budget = max_new_tokens or DEFAULT_MAX_NEW_TOKENS.get("cot" if chain_of_thought else pipeline, 32)
+    plan_length = DEFAULT_GEN_LENGTH.get(pipeline, 256) if gen_length is None else gen_length
+    budget = DEFAULT_MAX_NEW_TOKENS.get("cot" if chain_of_thought else pipeline, 32)
+    answer_budget = budget if max_new_tokens is None else max_new_tokens
+    differs: dict[str, Any] = {}
 
     def role(kind: str, model: str, length: int, block: int | None) -> Role:
         if kind == "ddlm":
-            return diffusion_role(model, length, steps or length, block, threshold, cache, held)
+            return diffusion_role(
+                model, length, length if steps is None else steps, block, threshold, cache or "none", held
+            )
         return autoregressive_role(model, length, repetition_penalty)
 
     planner_role: Role | None = None
@@ -170,10 +184,15 @@ def pipeline_spec(
     else:
         planner_model, executor_model = _need(planner, "planner", pipeline), _need(executor, "executor", pipeline)
         if pipeline == "latent":
-            _need(projector, "projector", pipeline)
+            explicit = dict(gen_length=gen_length, steps=steps, block_length=block_length, threshold=threshold)
+            explicit |= dict(cache=cache, denoise_fraction=denoise_fraction, latent_tokens=held)
+            planner_role, differs = latent_planner_role(
+                planner_model, _need(projector, "projector", pipeline), explicit
+            )
+        else:
+            planner_role = role(planner_kind or "ddlm", planner_model, plan_length, block_length)
         # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
         answer_block = block_length if answer_budget % (block_length or DEFAULT_BLOCK_LENGTH) == 0 else answer_budget
-        planner_role = role(planner_kind or "ddlm", planner_model, plan_length, block_length)
         executor_role = role(executor_kind or "arm", executor_model, answer_budget, answer_block)
     templates = TemplatesSpec(prompts)
     if prompts is not None:
@@ -186,6 +205,7 @@ def pipeline_spec(
         chain_of_thought=chain_of_thought,
         templates=templates,
         dtype=resolve_dtype(dtype, device),
+        sampler_differs_from_training=differs or None,
     )
 
 
@@ -251,12 +271,17 @@ def eval_command(
     out: Path = typer.Option(..., help="Results directory (created; rerun the same command to resume)."),
     batch_size: int = typer.Option(8, help="Questions per pipeline call."),
     gen_length: int = typer.Option(None, help="Plan length (default: latent, the projector's; text / ddlm 256)."),
-    steps: int = typer.Option(None, help="Denoising steps (default: gen-length, one token per step)."),
+    steps: int = typer.Option(
+        None, help="Denoising steps (default: latent, the projector's training setting; else gen-length)."
+    ),
     block_length: int = typer.Option(
-        None, help="Semi-autoregressive block length (LLaDA only, default 32; Dream denoises the whole canvas)."
+        None, help="Block length (LLaDA only; default: latent, as the projector was trained; else 32)."
     ),
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
-    cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache."),
+    cache: Cache = typer.Option(None, help="Fast mode: block KV cache (default: latent, as trained; else none)."),
+    denoise_fraction: float = typer.Option(
+        None, help="Take plan latents after this share of the denoising steps (latent; default: as trained, else 1)."
+    ),
     latent_tokens: str = typer.Option(
         "all",
         help="DDLM planner: masked positions after the block each pass computes (the nearest N; 'all' = exact mode; "
@@ -287,8 +312,9 @@ def eval_command(
         steps=steps,
         block_length=block_length,
         threshold=threshold,
-        cache=cache.value,
+        cache=None if cache is None else cache.value,
         latent_tokens=latent_tokens,
+        denoise_fraction=denoise_fraction,
         max_new_tokens=max_new_tokens,
         repetition_penalty=repetition_penalty,
         chain_of_thought=chain_of_thought,

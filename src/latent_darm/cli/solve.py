@@ -25,12 +25,17 @@ def solve(
     executor_kind: str = typer.Option(None, help="Text pairing: arm (default) | ddlm."),
     answer_type: str = typer.Option("math", help="math | integer | mc (sets the answer-format instruction)."),
     gen_length: int = typer.Option(None, help="Plan length (default: latent, the projector's; text 256)."),
-    steps: int = typer.Option(None, help="Denoising steps (default: gen-length)."),
+    steps: int = typer.Option(
+        None, help="Denoising steps (default: latent, as the projector was trained; else gen-length)."
+    ),
     block_length: int = typer.Option(
-        None, help="Semi-autoregressive block length (LLaDA only, default 32; Dream denoises the whole canvas)."
+        None, help="Block length (LLaDA only; default: latent, as the projector was trained; else 32)."
     ),
     threshold: float = typer.Option(None, help="Fast mode: confidence threshold τ."),
-    cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache."),
+    cache: Cache = typer.Option(None, help="Fast mode: block KV cache (default: latent, as trained; else none)."),
+    denoise_fraction: float = typer.Option(
+        None, help="Latent: plan latents after this share of the denoising steps (default: as trained, else 1)."
+    ),
     max_new_tokens: int = typer.Option(None, help="Answer budget."),
     repetition_penalty: float = typer.Option(1.0, help="Autoregressive repetition penalty."),
     chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first."),
@@ -48,9 +53,9 @@ def solve(
     spec = build_spec(
         pipeline=pipeline.value, planner=planner, executor=executor, projector=projector, planner_kind=planner_kind,
         executor_kind=executor_kind, gen_length=gen_length, steps=steps, block_length=block_length,
-        threshold=threshold, cache=cache.value, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-        chain_of_thought=chain_of_thought, latent_noise=latent_noise, prompts=prompts,
-        dtype=dtype.value, device=run_device,
+        threshold=threshold, cache=None if cache is None else cache.value, denoise_fraction=denoise_fraction,
+        max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty, chain_of_thought=chain_of_thought,
+        latent_noise=latent_noise, prompts=prompts, dtype=dtype.value, device=run_device,
     )  # fmt: skip
     from latent_darm.pipelines.factory import build_pipeline
 

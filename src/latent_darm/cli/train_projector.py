@@ -3,8 +3,9 @@
 
 Both stages resume: rerunning the same command reuses every cached latent and continues from the latest checkpoint.
 Under ``accelerate launch -m latent_darm.cli.app train-projector …`` stage 1 splits the questions across processes
-and stage 2 trains data-parallel. Training questions are checked against the evaluation sets first (the authors'
-code trained on the questions it evaluated on).
+and stage 2 trains data-parallel. Training questions are checked first against every evaluation set ``darm eval``
+would load with the same data directory (local files, else the hub), and training is refused when one cannot be
+loaded (the authors' code trained on the questions it evaluated on); ``--no-overlap-check`` skips the check.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import (
     DATA_ENV,
     benchmark_names,
-    get_benchmark,
     load_benchmark,
+    load_training_split,
     resolve_data_dir,
 )
 from latent_darm.extras import require
@@ -54,7 +55,7 @@ def gather_examples(
     preset_per_source: int,
     seed: int,
 ) -> list[TrainingExample]:
-    """Every training pair from the JSONL files, the benchmarks' pools and the preset, deduplicated."""
+    """Every training pair from the JSONL files, the benchmarks' train splits and the preset, deduplicated."""
     if not data and not benchmarks and preset is None:
         raise DataError("no training data: give --data FILE.jsonl, --benchmark-train NAME or --preset paper")
     examples: list[TrainingExample] = []
@@ -68,7 +69,7 @@ def gather_examples(
     for name in benchmarks:
         examples += [
             TrainingExample(example_id(name, e.question), e.question, e.gold, e.answer_type, name)
-            for e in load_benchmark(name, data_dir=data_dir)
+            for e in load_training_split(name, data_dir=data_dir)
         ]
     if preset is not None:
         if preset not in PRESETS:
@@ -77,21 +78,27 @@ def gather_examples(
     return dedupe(examples)
 
 
-def evaluation_sets(names: str | None, data_dir: Path | None, training_pools: list[str]) -> dict[str, list[str]]:
-    """Questions of the evaluation sets to keep disjoint from training. Named sets must load; by default every
-    registered benchmark that loads without the network (programmatic ones, local files under the data directory),
-    except the pools used for training, skipping quietly the ones that do not."""
-    if names:
-        return {name: [e.question for e in load_benchmark(name, data_dir=data_dir)] for name in _split(names)}
+def evaluation_sets(names: str | None, data_dir: Path | None) -> dict[str, list[str]]:
+    """Questions of the evaluation sets to keep disjoint from training: the named ones, else every registered
+    benchmark, each loaded as ``darm eval`` would load it with the same data directory (its local test file, else
+    the hub). One that cannot be loaded cannot be checked, so training is refused, naming it and the ways out."""
     root = resolve_data_dir(data_dir)
     sets: dict[str, list[str]] = {}
-    for name in benchmark_names():
-        if name in training_pools or (get_benchmark(name).loader is None and root is None):
-            continue
+    failed: dict[str, str] = {}
+    for name in _split(names) if names else benchmark_names():
         try:
             sets[name] = [e.question for e in load_benchmark(name, data_dir=root)]
-        except (DataError, OSError):
-            continue
+        except (DataError, OSError) as exc:
+            if names:
+                raise
+            failed[name] = str(exc)
+    if failed:
+        first = next(iter(failed))
+        raise DataError(
+            f"cannot check the training questions against evaluation set{'s' if len(failed) > 1 else ''} "
+            f"{', '.join(failed)} ({failed[first]}); give --data-dir with their test files, name the sets you will "
+            "evaluate on with --exclude-benchmarks, or pass --no-overlap-check"
+        )
     return sets
 
 
@@ -108,15 +115,28 @@ def train_projector_command(
     question_field: str = typer.Option("question", help="--data: field holding the question."),
     target_field: str = typer.Option("answer", help="--data: field holding the gold answer."),
     answer_type: str = typer.Option("math", help="--data: math | integer | mc."),
-    benchmark_train: list[str] = typer.Option(None, help="Registered benchmark used as a training pool (repeatable)."),
-    preset: str = typer.Option(None, help="paper: ARC-Easy, ARC-Challenge and DART-1…5 from the hub."),
+    benchmark_train: list[str] = typer.Option(
+        None,
+        help="Registered benchmark whose TRAIN split is training data (repeatable): <data-dir>/<name>/train.jsonl, "
+        "else the hub's train split; a benchmark without one is refused.",
+    ),
+    preset: str = typer.Option(
+        None,
+        help="paper: ARC-Easy, ARC-Challenge and DART-1…5 from the hub. The DART pool is also where dart1…5 are "
+        "evaluated from the hub, so the overlap check refuses it unless DART-k is evaluated on local MATH test files.",
+    ),
     preset_per_source: int = typer.Option(5000, help="--preset: questions per source."),
     held_out_per_source: int = typer.Option(10, help="Validation questions held out per source."),
     data_dir: Path = typer.Option(None, envvar=DATA_ENV, help="Folder of <benchmark>/test.jsonl files."),
     exclude_benchmarks: str = typer.Option(
-        None, help="Evaluation sets training must not overlap, comma-separated (default: all loadable locally)."
+        None,
+        help="Evaluation sets training must not overlap, comma-separated (default: every registered benchmark, "
+        "loaded as darm eval would: local test file with a data dir, else the hub; one that cannot load refuses).",
     ),
     drop_overlap: bool = typer.Option(False, "--drop-overlap", help="Drop overlapping questions instead of refusing."),
+    no_overlap_check: bool = typer.Option(
+        False, "--no-overlap-check", help="Skip the train/test overlap check (you vouch for the data)."
+    ),
     cache_dir: Path = typer.Option(None, help="Latent cache (default OUT/latents)."),
     gen_length: int = typer.Option(64, help="Plan length L (positions whose latents the projector reads)."),
     steps: int = typer.Option(None, help="Denoising steps (default: gen-length)."),
@@ -224,8 +244,11 @@ def train_projector_command(
     examples = gather_examples(
         list(data or []), question_field, target_field, answer_type, pools, data_dir, preset, preset_per_source, seed
     )
-    evaluation = evaluation_sets(exclude_benchmarks, data_dir, pools)
-    examples = check_no_overlap(examples, evaluation, drop=drop_overlap)
+    if no_overlap_check:
+        evaluation: dict[str, list[str]] | None = None
+    else:
+        evaluation = evaluation_sets(exclude_benchmarks, data_dir)
+        examples = check_no_overlap(examples, evaluation, drop=drop_overlap)
     train, held_out = split_held_out(examples, per_source=held_out_per_source, seed=seed)
     if not train:
         raise DataError("no training examples left after holding out validation questions")
@@ -234,7 +257,7 @@ def train_projector_command(
     main = accelerator.is_main_process
     show = progress and main
     if main:
-        checked = ", ".join(sorted(evaluation)) or "none found"
+        checked = "NOT CHECKED (--no-overlap-check)" if evaluation is None else ", ".join(sorted(evaluation))
         console.print(
             f"{len(train)} training and {len(held_out)} held-out questions; kept disjoint from: {checked}",
             highlight=False,
@@ -287,6 +310,7 @@ def train_projector_command(
         latent_layer=latent_layer,
         latent_rows=latent_rows,
         placement=placement,
+        planner_sampler=sampler.to_dict(),
     )
     provenance: dict[str, Any] = {
         "planner": planner,
@@ -294,7 +318,7 @@ def train_projector_command(
         "sampler": sampler.to_dict(),
         "latent_cache": str(cache_root),
         "data": sorted({e.source for e in examples}),
-        "kept_disjoint_from": sorted(evaluation),
+        "kept_disjoint_from": None if evaluation is None else sorted(evaluation),
         "prompts": None if prompts is None else str(prompts),
     }
     summary = train_projector(

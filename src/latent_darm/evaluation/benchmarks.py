@@ -1,9 +1,11 @@
 """Benchmark registry: where each benchmark comes from, how its rows become :class:`Example` objects, and the
-paper's subset protocol (shuffle with seed 42, first 200).
+paper's subset protocol (``datasets.Dataset.shuffle(seed=42)``, first 200, as the authors selected them).
 
 A benchmark is read from ``<data_dir>/<folder>/test.jsonl`` when a data directory is given (argument, else the
 ``LATENT_DARM_DATA`` environment variable), otherwise from the Hugging Face hub. Programmatic benchmarks (the toy
-world) register a spec whose ``loader`` builds the examples in Python.
+world) register a spec whose ``loader`` builds the examples in Python. Training may draw on a benchmark's *train*
+split only (:func:`load_training_split`: ``<folder>/train.jsonl`` locally, ``hf_train_splits`` on the hub); a
+benchmark without one cannot be a training source.
 
 Hub ids marked "unverified" below were chosen from dataset cards without downloading them here (no network);
 their field names are read defensively (several spellings) for that reason.
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ class BenchmarkSpec:
     ``parse_row(row, index)`` turns a raw row into an Example (``index``: the line number of a local file, the row
     number on the hub); ``row_filter`` keeps only the rows that belong to the benchmark, in either layout.
     ``loader`` replaces files entirely for programmatic benchmarks. ``gold_field`` records, for readers, which
-    source field holds the gold answer (the parser is what reads it).
+    source field holds the gold answer (the parser is what reads it). ``hf_train_splits`` are the hub splits that
+    may serve as training data (none: the benchmark cannot be a training source from the hub).
     """
 
     name: str
@@ -66,6 +68,7 @@ class BenchmarkSpec:
     hf_id: str | None = None
     hf_configs: tuple[str | None, ...] = (None,)
     hf_split: str = "test"
+    hf_train_splits: tuple[str, ...] = ()
     row_filter: RowFilter | None = None
     folder: str | None = None
     loader: Callable[[], Iterable[Example]] | None = None
@@ -120,11 +123,41 @@ def load_benchmark(
 
 
 def select_subset(examples: list[Example], *, limit: int | None = None, seed: int | None = None) -> list[Example]:
-    """With a seed: ``random.Random(seed).shuffle`` then the first ``limit``; without: the first ``limit``."""
+    """With a seed: the order of ``datasets.Dataset.shuffle(seed=seed)`` (the authors' selection, for local and hub
+    rows alike), then the first ``limit``; without: the first ``limit`` in file order."""
     ordered = list(examples)
-    if seed is not None:
-        random.Random(seed).shuffle(ordered)
+    if seed is not None and ordered:
+        datasets = require("datasets", "the seeded subset (the authors' datasets shuffle)")
+
+        # The permutation depends only on the number of rows and the seed, so shuffling row positions picks the
+        # same rows as shuffling a Dataset of the rows themselves.
+        positions = datasets.Dataset.from_dict({"i": list(range(len(ordered)))}).shuffle(seed=seed)["i"]
+        ordered = [ordered[i] for i in positions]
     return ordered if limit is None else ordered[:limit]
+
+
+def load_training_split(name: str, *, data_dir: Path | str | None = None) -> list[Example]:
+    """A benchmark's train split, for use as training data: ``<data_dir>/<folder>/train.jsonl`` when a data
+    directory is given, else the hub's ``hf_train_splits``. Never the evaluation split: a benchmark without a train
+    split is refused with a one-line error."""
+    spec = get_benchmark(name)
+    refusal = f"benchmark {name!r} has no train split, so it cannot be a training source (train splits only)"
+    if spec.loader is not None:
+        raise DataError(refusal)
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        path = root / (spec.folder or spec.name) / TRAIN_FILE
+        if path.is_file():
+            return _load_local(spec, path)
+        if not spec.hf_train_splits:
+            raise DataError(refusal)
+        raise DataError(
+            f"{path}: file not found; benchmark {name!r} has no local train split (without a data directory, the "
+            f"train split of {spec.hf_id} is used)"
+        )
+    if not spec.hf_train_splits:
+        raise DataError(refusal)
+    return _load_hub(spec, spec.hf_train_splits)
 
 
 def resolve_data_dir(data_dir: Path | str | None) -> Path | None:
@@ -134,8 +167,12 @@ def resolve_data_dir(data_dir: Path | str | None) -> Path | None:
     return Path(env) if env else None
 
 
+TEST_FILE = "test.jsonl"
+TRAIN_FILE = "train.jsonl"
+
+
 def benchmark_file(spec: BenchmarkSpec, data_dir: Path) -> Path:
-    return data_dir / (spec.folder or spec.name) / "test.jsonl"
+    return data_dir / (spec.folder or spec.name) / TEST_FILE
 
 
 def _load_all(spec: BenchmarkSpec, data_dir: Path | str | None) -> list[Example]:
@@ -162,15 +199,17 @@ def _load_local(spec: BenchmarkSpec, path: Path) -> list[Example]:
     return examples
 
 
-def _load_hub(spec: BenchmarkSpec) -> list[Example]:
+def _load_hub(spec: BenchmarkSpec, splits: tuple[str, ...] | None = None) -> list[Example]:
     if spec.hf_id is None:
         raise DataError(f"benchmark {spec.name!r} has no hub source; set {DATA_ENV} or pass data_dir")
-    where = f"{spec.hf_id} split {spec.hf_split}"
+    splits = splits or (spec.hf_split,)
+    where = f"{spec.hf_id} split {'+'.join(splits)}"
     datasets = require("datasets", f"benchmark {spec.name!r} from the Hugging Face hub")
     try:
         rows: list[Mapping[str, Any]] = []
         for config in spec.hf_configs:
-            rows.extend(datasets.load_dataset(spec.hf_id, config, split=spec.hf_split))
+            for split in splits:
+                rows.extend(datasets.load_dataset(spec.hf_id, config, split=split))
     except Exception as exc:  # offline, renamed, gated: always one line
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(f"benchmark {spec.name!r}: cannot load {where} from the Hugging Face hub: {reason}") from None
@@ -411,8 +450,8 @@ def level_filter(level: int) -> RowFilter:
 
 
 def year_filter(year: int) -> RowFilter:
-    """Keep one contest year (from a ``year``/``Year`` field or the AoPS url); rows without a year are kept,
-    since a local ``aime24`` file holds only that year. The authors' loader forgot this filter on a 1983–2024 set.
+    """Keep one contest year (from a ``year``/``Year`` field or the AoPS url); a row whose year cannot be read is
+    dropped, so an undated row of a 1983–2024 collection cannot slip in. The authors' loader forgot this filter.
     """
 
     def keep(row: Mapping[str, Any]) -> bool:
@@ -420,7 +459,7 @@ def year_filter(year: int) -> RowFilter:
         if value is None:
             match = re.search(r"/(\d{4})_AIME", str(row.get("url", "")))
             value = match.group(1) if match else None
-        return value is None or str(value).strip() == str(year)
+        return value is not None and str(value).strip() == str(year)
 
     return keep
 
@@ -432,8 +471,26 @@ def year_filter(year: int) -> RowFilter:
 
 def _builtin_specs() -> list[BenchmarkSpec]:
     specs = [
-        BenchmarkSpec("arc_easy", "mc", parse_arc_row, "answerKey", "allenai/ai2_arc", ("ARC-Easy",), "test"),
-        BenchmarkSpec("arc_challenge", "mc", parse_arc_row, "answerKey", "allenai/ai2_arc", ("ARC-Challenge",)),
+        BenchmarkSpec(
+            "arc_easy",
+            "mc",
+            parse_arc_row,
+            "answerKey",
+            "allenai/ai2_arc",
+            ("ARC-Easy",),
+            "test",
+            ("train", "validation"),
+        ),
+        BenchmarkSpec(
+            "arc_challenge",
+            "mc",
+            parse_arc_row,
+            "answerKey",
+            "allenai/ai2_arc",
+            ("ARC-Challenge",),
+            "test",
+            ("train", "validation"),
+        ),
         BenchmarkSpec("mmlu", "mc", parse_mmlu_row, "answer", "cais/mmlu", ("all",), "test"),
         # TIGER-Lab/MMLU-STEM (3153 rows on its card) is close to, not the same as, the local 3018-row file
         # from the Qwen2.5-Math evaluation data; unverified.
@@ -454,10 +511,13 @@ def _builtin_specs() -> list[BenchmarkSpec]:
                 "prealgebra",
                 "precalculus",
             ),
+            hf_train_splits=("train",),
             folder="math",
         ),
         BenchmarkSpec("math500", "math", parse_math_row, "answer", "HuggingFaceH4/MATH-500", folder="math500"),
-        BenchmarkSpec("gsm8k", "integer", parse_gsm8k_row, "answer", "openai/gsm8k", ("main",), folder="gsm8k"),
+        BenchmarkSpec(
+            "gsm8k", "integer", parse_gsm8k_row, "answer", "openai/gsm8k", ("main",), hf_train_splits=("train",)
+        ),
         # 30 problems of AIME 2024 I+II; the year filter guards against 1983–2024 collections.
         BenchmarkSpec(
             "aime24",

@@ -1,8 +1,8 @@
 """``darm diagnose``: the paper's error attribution (Figures 4–5) on the failed items of a results directory.
 
 Setup X swaps the diffusion planner for an autoregressive one (same executor): a failure it fixes is the planner's.
-Setup Y swaps the autoregressive executor for a diffusion one (same planner, hence the same plan, since the
-planner decodes greedily): a failure it fixes is the executor's. X is checked first, as in the paper; a failure
+Setup Y swaps the autoregressive executor for a diffusion one reading the same plan — the plan the run recorded in
+its results, not a re-sampled one: a failure it fixes is the executor's. X is checked first, as in the paper; a failure
 neither swap fixes is "unresolved". For a latent run both swaps go through text space, because the projector only
 fits the original planner/executor pair.
 
@@ -34,11 +34,12 @@ from latent_darm.evaluation.runner import (
 from latent_darm.figures import agg_figure
 from latent_darm.io import atomic_write_json, atomic_write_text
 from latent_darm.pipelines.base import Pipeline
-from latent_darm.pipelines.spec import AutoregressiveRole, DiffusionRole, PipelineSpec, Role, SamplerSpec
+from latent_darm.pipelines.spec import AutoregressiveRole, DiffusionRole, PipelineSpec, SamplerSpec
 
 PLANNER_SWAP = "planner_swap"  # Setup X
 EXECUTOR_SWAP = "executor_swap"  # Setup Y
 ATTRIBUTIONS = ("planner", "executor", "unresolved")
+RECORDED_PLANS = "recorded"  # setup Y's plans: read from the run's results
 BuildPipeline = Callable[[dict[str, Any]], Pipeline]
 
 
@@ -47,9 +48,10 @@ BuildPipeline = Callable[[dict[str, Any]], Pipeline]
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _as_text_pairing(spec: PipelineSpec, **roles: Role) -> dict[str, Any]:
-    """The same spec in text space (no projector, no noise, no chain of thought) with ``roles`` swapped in."""
-    return replace(spec, kind="text", projector=None, chain_of_thought=False, **roles).to_dict()
+def _as_text_pairing(spec: PipelineSpec, **changes: Any) -> dict[str, Any]:
+    """The same spec in text space (no projector, no noise, no chain of thought) with ``changes`` (roles) made."""
+    text = replace(spec, kind="text", projector=None, chain_of_thought=False, sampler_differs_from_training=None)
+    return replace(text, **changes).to_dict()
 
 
 def planner_swap_spec(stored: dict[str, Any], ar_planner: str | None = None) -> dict[str, Any] | None:
@@ -79,10 +81,10 @@ def executor_swap_spec(
     model = diffusion_executor or (planner.model if ddlm_planner is not None else None)
     if not model:
         raise ConfigError("setup Y needs a diffusion executor: pass --diffusion-executor")
-    length = gen_length or executor.max_new_tokens
+    length = executor.max_new_tokens if gen_length is None else gen_length
     if length < 1:
         raise ConfigError(f"--diffusion-gen-length must be >= 1, got {length}")
-    block = ddlm_planner.block_length if ddlm_planner is not None else length
+    block = (ddlm_planner.block_length if ddlm_planner is not None else None) or length
     sampler = SamplerSpec(
         gen_length=length,
         steps=length,
@@ -90,7 +92,7 @@ def executor_swap_spec(
         threshold=None if ddlm_planner is None else ddlm_planner.threshold,
         cache="none" if ddlm_planner is None else ddlm_planner.cache,
     )
-    return _as_text_pairing(spec, executor=DiffusionRole(model, sampler))
+    return _as_text_pairing(spec, executor=DiffusionRole(model, sampler), plans=RECORDED_PLANS)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -162,6 +164,41 @@ def failed_examples(run: Run) -> list[Example]:
     return examples
 
 
+@dataclass
+class RecordedPlans:
+    """Setup Y's planner: each question's plan as the original run wrote it (its ``plan`` and planner cost), looked
+    up by planner prompt. Re-sampling could give another plan (a sampler setting, a seed, a fast mode) and costs a
+    planner pass per failure."""
+
+    records: dict[str, dict[str, Any]]
+    kind: str = "ddlm"
+
+    def write(self, prompts: Sequence[str], batch_size: int) -> list[Any]:
+        from latent_darm.pipelines.writers import Written
+
+        written = []
+        for prompt in prompts:
+            record = self.records.get(prompt)
+            if record is None or not isinstance(record.get("plan"), str):
+                raise DataError(f"setup Y: no recorded plan for planner prompt {prompt[:60]!r}")
+            tokens, passes = record.get("planner_tokens", 0), record.get("planner_forward_passes", 0)
+            written.append(Written(record["plan"], int(tokens), int(passes), 0.0))
+        return written
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "plans": RECORDED_PLANS}
+
+
+def with_recorded_plans(pipeline: Pipeline, run: Run) -> Pipeline:
+    """A text pipeline whose planner is replaced by the plans ``run`` recorded (other pipelines unchanged)."""
+    from latent_darm.pipelines.text import TextPipeline
+
+    if not isinstance(pipeline, TextPipeline):
+        return pipeline
+    records = {pipeline.templates.planner_prompt(r["question"]): r for r in run.records if "question" in r}
+    return replace(pipeline, planner=RecordedPlans(records, kind=pipeline.planner.kind))
+
+
 def _already_done(directory: Path, config: dict[str, Any], ids: Sequence[str]) -> bool:
     """A finished swap with the same settings is read back without loading any model."""
     stored = read_config(directory)
@@ -196,6 +233,8 @@ def run_setup(
     if not _already_done(directory, config, [e.id for e in examples]):
         check_config(directory, config, partial=True)  # refuse other swap settings before loading any model
         pipeline = build_pipeline_fn({**spec, **runtime})
+        if spec.get("plans") == RECORDED_PLANS:
+            pipeline = with_recorded_plans(pipeline, run)
         evaluate(pipeline, examples, directory, config=config, **evaluate_options)
         del pipeline  # free this setup's models before the next setup loads its own
         _release_memory()

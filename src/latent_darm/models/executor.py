@@ -102,6 +102,9 @@ class CausalExecutor:
         accepted = inspect.signature(model.forward).parameters
         self._takes_positions = "position_ids" in accepted
         self._takes_logits_to_keep = "logits_to_keep" in accepted
+        # transformers ≥ 5.x (e.g. 5.24) renamed ``past_key_values`` to ``cache`` and removes the old name in 5.40;
+        # 5.0 and remote-code models only know the old one.
+        self._cache_kwarg = "cache" if "cache" in accepted else "past_key_values"
         self._system_ok: bool | None = None
 
     @classmethod
@@ -250,7 +253,7 @@ class CausalExecutor:
         ids = [self.prompt_ids(p, chat) for p in prompts]
         with torch.no_grad():
             rows = [self.embed(row) for row in ids]
-        return self._generate_rows(rows, ids, max_new_tokens, repetition_penalty, batch_size)
+        return self._generate_rows(rows, max_new_tokens, repetition_penalty, batch_size)
 
     def generate_from_embeddings(
         self,
@@ -273,7 +276,7 @@ class CausalExecutor:
             )
         if len(prefix_embeds) != len(prompts):
             raise ConfigError(f"{len(prefix_embeds)} soft-token sequences for {len(prompts)} prompts")
-        rows, seen = [], []
+        rows = []
         with torch.no_grad():
             for i, (soft, prompt) in enumerate(zip(prefix_embeds, prompts, strict=True)):
                 if soft.dim() != 2 or soft.shape[-1] != self.hidden_size:
@@ -284,8 +287,7 @@ class CausalExecutor:
                 before, after = self.plan_segments(prompt, placement)
                 soft = soft.to(device=self.device, dtype=self.dtype)
                 rows.append(splice(soft, self.embed(before), self.embed(after)))
-                seen.append(before + after)
-        return self._generate_rows(rows, seen, max_new_tokens, repetition_penalty, batch_size)
+        return self._generate_rows(rows, max_new_tokens, repetition_penalty, batch_size)
 
     def _check(self, prompts: Sequence[str], max_new_tokens: int, penalty: float, batch_size: int) -> None:
         if len(prompts) == 0:
@@ -301,7 +303,7 @@ class CausalExecutor:
             raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
 
     def _generate_rows(
-        self, rows: list[torch.Tensor], seen: list[list[int]], max_new_tokens: int, penalty: float, batch_size: int
+        self, rows: list[torch.Tensor], max_new_tokens: int, penalty: float, batch_size: int
     ) -> list[Generation]:
         """Rows [T_i, d] of input embeddings, decoded in batches of similar length; results in input order."""
         limit = self.context_length
@@ -317,7 +319,7 @@ class CausalExecutor:
         for first in range(0, len(order), batch_size):
             batch = order[first : first + batch_size]
             started = time.perf_counter()
-            tokens = self.greedy([rows[i] for i in batch], [seen[i] for i in batch], max_new_tokens, penalty)
+            tokens = self.greedy([rows[i] for i in batch], max_new_tokens, penalty)
             seconds = (time.perf_counter() - started) / len(batch)
             for index, ids in zip(batch, tokens, strict=True):
                 results[index] = Generation(ids, self.decode(ids), len(ids), seconds)
@@ -338,18 +340,15 @@ class CausalExecutor:
         return self.model(**inputs, use_cache=True)
 
     @torch.no_grad()
-    def greedy(
-        self, rows: Sequence[torch.Tensor], seen: Sequence[Sequence[int]], max_new_tokens: int, penalty: float = 1.0
-    ) -> list[list[int]]:
-        """One batch: rows [T_i, d] of input embeddings, ``seen`` the ids the penalty covers from the start →
-        generated ids per row, cut after the first stop token. Prompt pass once, then one cached pass per token."""
+    def greedy(self, rows: Sequence[torch.Tensor], max_new_tokens: int, penalty: float = 1.0) -> list[list[int]]:
+        """One batch: rows [T_i, d] of input embeddings → generated ids per row, cut after the first stop token.
+        Prompt pass once, then one cached pass per token. The repetition penalty covers the tokens generated so far
+        only, never the prompt: the authors' executor generated from input embeddings, where Hugging Face's
+        penalty sees no prompt ids."""
         embeds, mask, positions = left_pad(rows)
         out = self._forward(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
         batch = len(rows)
         penalised = torch.zeros((batch, out.logits.shape[-1]), dtype=torch.bool, device=embeds.device)
-        for i, ids in enumerate(seen):
-            known = [t for t in ids if t < penalised.shape[1]]  # a tokenizer may list ids the LM head lacks
-            penalised[i, torch.tensor(known, dtype=torch.long, device=embeds.device)] = True
         stops = torch.tensor(self.stop_token_ids, dtype=torch.long, device=embeds.device)
         done = torch.zeros(batch, dtype=torch.bool, device=embeds.device)
         steps: list[torch.Tensor] = []
@@ -365,11 +364,9 @@ class CausalExecutor:
                 break
             mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
             positions = positions[:, -1:] + 1
+            cache = out.cache if self._cache_kwarg == "cache" else out.past_key_values
             out = self._forward(
-                input_ids=token[:, None],
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=out.past_key_values,
+                input_ids=token[:, None], attention_mask=mask, position_ids=positions, **{self._cache_kwarg: cache}
             )
         generated = torch.stack(steps, dim=1).tolist()
         return [row[: count_generated_tokens(row, self.stop_token_ids)] for row in generated]

@@ -1,6 +1,14 @@
 """Build any pipeline from its spec (:class:`~latent_darm.pipelines.spec.PipelineSpec`, or its JSON layout as
 ``darm eval`` stores it in ``config.json``).
 
+The latent pipeline's planner settings default to those the projector was trained with (its ``planner_sampler``):
+a setting the role leaves out (or sets to None) is taken from there; one that differs is used, logged once as a
+warning and recorded in the pipeline's ``describe()`` under ``sampler_differs_from_training``.
+
+The latent pipeline's planner settings default to those the projector was trained with (its ``planner_sampler``):
+a setting the role leaves out (or sets to None) is taken from there; one that differs is used, logged once as a
+warning and recorded in the pipeline's ``describe()`` under ``sampler_differs_from_training``.
+
 Each checkpoint is loaded once per process even when two roles name it (an ARM planning for itself). A projector
 directory trained with LoRA on the executor holds the adapter in ``adapter/``; the latent pipeline's executor then
 gets it merged in (a separate copy, so other roles keep the plain model).
@@ -8,8 +16,8 @@ gets it merged in (a separate copy, so other roles keep the plain model).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +25,7 @@ import torch
 from latent_darm.dtypes import torch_dtype
 from latent_darm.extras import require
 from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.base import Pipeline
 from latent_darm.pipelines.single import SingleModelPipeline
@@ -24,6 +33,8 @@ from latent_darm.pipelines.spec import AutoregressiveRole, DiffusionRole, Pipeli
 from latent_darm.pipelines.text import TextPipeline
 from latent_darm.pipelines.writers import AutoregressiveWriter, DiffusionWriter, Writer
 from latent_darm.sampling import SamplerConfig
+
+logger = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"  # inside a projector directory: the executor's LoRA adapter, when one was trained
 
@@ -73,6 +84,14 @@ def sampler_from_role(
     return planner.sampler_config(**values)
 
 
+def warn_sampler_differs(projector: str, differs: dict[str, dict[str, Any]]) -> None:
+    """One warning naming every setting that differs from the projector's training."""
+    if differs:
+        changes = ", ".join(f"{k} {v['used']!r} (trained with {v['trained']!r})" for k, v in differs.items())
+        logger.warning("projector %s is fed latents from other sampler settings than it was trained on: %s",
+                       projector, changes)  # fmt: skip
+
+
 def writer_from_role(role: Role, models: ModelCache) -> Writer:
     if isinstance(role, DiffusionRole):
         planner = models.diffusion(role.model)
@@ -92,22 +111,25 @@ def build_pipeline(spec: PipelineSpec | Mapping[str, Any], models: ModelCache | 
         return SingleModelPipeline(writer_from_role(executor, models), spec.chain_of_thought, templates)
     if spec.kind == "text":
         return TextPipeline(writer_from_role(planner, models), writer_from_role(executor, models), templates)
-    from latent_darm.bridge.projector import Projector
+    from latent_darm.bridge.projector import Projector, planner_role_for_projector
     from latent_darm.pipelines.latent import LatentPipeline
 
     # The spec checked the pairing: a ddlm planner, an arm executor and a projector.
     assert isinstance(planner, DiffusionRole) and isinstance(executor, AutoregressiveRole) and spec.projector
     diffusion = models.diffusion(planner.model)
-    adapter = Path(spec.projector.path) / ADAPTER_DIR
+    adapter = resolve_checkpoint(spec.projector.path, "projector") / ADAPTER_DIR
     autoregressive = models.autoregressive(executor.model, str(adapter) if adapter.is_dir() else None)
     projector = Projector.from_pretrained(
         spec.projector.path, planner=diffusion, executor=autoregressive, force=spec.projector.force
     ).to(autoregressive.device)
+    filled, differs = planner_role_for_projector(planner.to_dict(), projector.config)
+    warn_sampler_differs(spec.projector.path, differs)
     return LatentPipeline(
         planner=diffusion,
         projector=projector,
         executor=autoregressive,
-        sampler=sampler_from_role(planner, diffusion),
+        sampler=sampler_from_role(filled, diffusion),
+        sampler_differs_from_training=differs,
         max_new_tokens=executor.max_new_tokens,
         repetition_penalty=executor.repetition_penalty,
         latent_noise=spec.projector.latent_noise,

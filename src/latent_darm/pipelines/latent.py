@@ -57,6 +57,7 @@ class LatentPipeline(Pipeline):
     seed: int = 0
     templates: PromptTemplates = field(default_factory=PromptTemplates)
     name: str = "latent"
+    sampler_differs_from_training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         layer, rows = self.projector.config.latent_layer, self.projector.config.latent_rows
@@ -136,4 +137,6 @@ class LatentPipeline(Pipeline):
             "latent_noise": self.latent_noise,
             "seed": self.seed,
             "templates": self.templates.to_dict(),
-        }
+            **({"sampler_differs_from_training": self.sampler_differs_from_training}
+               if self.sampler_differs_from_training else {}),
+        }  # fmt: skip

@@ -49,12 +49,15 @@ T = TypeVar("T")
 # Checked reading and writing of flat JSON objects
 # ----------------------------------------------------------------------------------------------------------------
 
-_LEAF_TYPES = (int, float, bool, str, type(None))
-_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+_LEAF_TYPES = (int, float, bool, str, dict, type(None))
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "an object"}
+_TYPE_NAMES[type(None)] = "null"
 
 
 def _options(hint: Any) -> tuple[Any, ...]:
-    return typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+    """The plain types a hint allows (``dict[str, Any] | None`` → dict, NoneType)."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+    return tuple(typing.get_origin(o) or o for o in options)
 
 
 def _fits(value: Any, hint: Any) -> bool:
@@ -65,6 +68,7 @@ def _fits(value: Any, hint: Any) -> bool:
         int: isinstance(value, int) and not isinstance(value, bool),
         float: number,
         str: isinstance(value, str),
+        dict: isinstance(value, dict),
     }
     return any(checks.get(option, False) for option in _options(hint))
 
@@ -99,7 +103,7 @@ def _written(instance: Any, keys: Mapping[str, str] | None = None) -> dict[str, 
     out = {}
     for f, _ in _leaf_fields(type(instance)):
         value = getattr(instance, f.name)
-        if f.metadata.get("runtime") or (f.metadata.get("optional") and value == f.default):
+        if f.metadata.get("runtime") or (f.metadata.get("optional") and value == f.default and value is None):
             continue
         out[(keys or {}).get(f.name, f.name)] = value
     return out
@@ -133,14 +137,14 @@ def _build(cls: type[T], values: dict[str, Any], path: str = "") -> T:
 @dataclass(frozen=True)
 class SamplerSpec:
     """A diffusion writer's :class:`SamplerConfig` settings (names as there; ``hidden_layer`` belongs to the
-    projector, not the role), checked by building it. The first five are always stored; the rest only when set.
+    projector, not the role), checked by building it. The first four are always stored; the rest only when set.
     None takes the default of the planner's family (``DiffusionPlanner.sampler_config``) or SamplerConfig's."""
 
-    gen_length: int
+    gen_length: int | None = None  # None only before a latent planner takes its projector's settings
     steps: int | None = None
     block_length: int | None = None  # None in a stored spec: a planner family without blocks
     threshold: float | None = None
-    cache: str = "none"
+    cache: str | None = field(default=None, metadata=OPTIONAL)  # stored specs say "none"; None: the default
     denoise_fraction: float | None = field(default=None, metadata=OPTIONAL)
     early_stop: bool | None = field(default=None, metadata=OPTIONAL)
     temperature: float | None = field(default=None, metadata=OPTIONAL)
@@ -158,7 +162,8 @@ class SamplerSpec:
     latent_choice: str | None = field(default=None, metadata=OPTIONAL)
 
     def __post_init__(self) -> None:
-        self.config()
+        if self.gen_length is not None:
+            self.config()
 
     def values(self) -> dict[str, Any]:
         """The settings that are set; the others take the defaults of :class:`SamplerConfig` or of the planner's
@@ -169,7 +174,9 @@ class SamplerSpec:
         """The sampler settings without a planner's family (no ``block_length``: one block), plus ``extra``."""
         from latent_darm.sampling.config import SamplerConfig
 
-        return SamplerConfig(**{"block_length": self.gen_length, **self.values(), **extra})
+        values = self.values()
+        values.setdefault("block_length", values.get("gen_length", SamplerConfig.gen_length))
+        return SamplerConfig(**values, **extra)
 
 
 @dataclass(frozen=True)
@@ -272,6 +279,9 @@ class PipelineSpec:
     chain_of_thought: bool = False
     templates: TemplatesSpec = TemplatesSpec()
     dtype: str = "float32"
+    # Latent: the planner settings given that differ from the projector's training ({key: {trained, used}}).
+    sampler_differs_from_training: dict[str, Any] | None = field(default=None, metadata=OPTIONAL)
+    plans: str | None = field(default=None, metadata=OPTIONAL)  # diagnose's setup Y: "recorded" (the run's plans)
     device: str = field(default="cpu", metadata=RUNTIME)
 
     def __post_init__(self) -> None:

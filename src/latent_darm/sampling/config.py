@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from latent_darm.errors import ConfigError
@@ -148,3 +148,7 @@ def parse_latent_tokens(value: str | int | None) -> int | None:
     if not text.lstrip("-").isdigit():
         raise ConfigError(f"--latent-tokens must be a non-negative integer or 'all', got {value!r}")
     return int(text)
+
+
+# Every setting a pipeline role may carry (the latent layer belongs to the projector, not the role).
+SAMPLER_KEYS = tuple(f.name for f in fields(SamplerConfig) if f.name != "hidden_layer")

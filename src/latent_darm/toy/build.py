@@ -6,6 +6,8 @@ The cache entry is ``<cache_dir>/<config.fingerprint()>/``::
     data/{train,validation,test}.jsonl
     executor/                config.json, model.safetensors, generation_config.json, tokenizer, training_history.json
     planner/                 config.json, model.safetensors, tokenizer, training_history.json
+    prefix-executor-<steps>/ (``prefix_executor``, built on first use by ``build_prefix_executor``) like
+                             executor/: the executor fine-tuned with the plan at the latent slots as well
 
 The executor is trained first: by default the planner starts from its weights (see ``WorldConfig.planner_init``).
 Training runs on one CPU thread: on a small shared machine, two threads were many times slower than one.
@@ -50,6 +52,7 @@ from latent_darm.training.diffusion_sft import train_diffusion_sft
 from latent_darm.training.sft import SFTConfig, TrainHistory
 
 HISTORY_FILE = "training_history.json"
+PREFIX_EXECUTOR = "prefix-executor"
 MANIFEST = "world.json"
 
 
@@ -77,6 +80,11 @@ class WorldArtifacts:
     @property
     def executor_dir(self) -> Path:
         return self.directory / "executor"
+
+    def prefix_executor_dir(self, steps: int) -> Path | None:
+        """The plan-prefix executor fine-tuned for ``steps`` (with the gold plan where the latents go), if the
+        world has one."""
+        return self.directory / f"{PREFIX_EXECUTOR}-{steps}" if self.config.prefix_executor else None
 
     def problems(self, split: Split) -> list[ToyProblem]:
         return [ToyProblem(**record) for _, record in read_jsonl(self.directory / "data" / f"{split}.jsonl")]
@@ -154,22 +162,7 @@ def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[st
     timings["data"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    train = _training_problems(splits["train"], config.executor, config.seed + 1)
-    examples = executor_examples(
-        train, tokenizer, config.executor.mixture, plan_length=config.plan_length, seed=config.seed
-    )
-    executor = new_executor(config.executor, tokenizer, seed=config.seed + 1)
-    history = train_causal_sft(
-        executor,
-        examples,
-        _sft_config(config.executor, config.seed + 1),
-        prompt_loss_weight=config.executor.prompt_loss_weight,
-        progress=progress,
-        description="executor",
-    )
-    executor.save_pretrained(directory / "executor")
-    tokenizer.save_pretrained(directory / "executor")
-    _write_history(directory / "executor", history, config.executor)
+    executor = _train_executor(config, config.executor, splits["train"], tokenizer, directory / "executor", progress)
     timings["executor"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -194,6 +187,59 @@ def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[st
     _write_history(directory / "planner", history, config.planner)
     timings["planner"] = time.perf_counter() - started
     return timings
+
+
+def build_prefix_executor(artifacts: WorldArtifacts, steps: int, *, progress: bool = True) -> Path | None:
+    """The plan-prefix executor of ``artifacts``' world (None when the config has none), built on first use: the
+    trained executor fine-tuned for ``steps`` on its own mixture plus the ``latent`` task, saved atomically
+    beside it in the world's entry."""
+    config, final = artifacts.config, artifacts.prefix_executor_dir(steps)
+    if final is None or (final / HISTORY_FILE).exists():
+        return final
+    spec = config.prefix_executor_spec(steps)
+    staging = Path(tempfile.mkdtemp(prefix=f".{PREFIX_EXECUTOR}-", dir=artifacts.directory))
+    try:
+        with single_thread():
+            executor = AutoModelForCausalLM.from_pretrained(artifacts.executor_dir)
+            tokenizer = load_tokenizer(artifacts.executor_dir)
+            _train_executor(config, spec, artifacts.problems("train"), tokenizer, staging, progress, executor)
+        try:
+            staging.rename(final)
+        except OSError:
+            if not (final / HISTORY_FILE).exists():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def _train_executor(
+    config: WorldConfig,
+    spec: ModelSpec,
+    problems: list[ToyProblem],
+    tokenizer: PreTrainedTokenizerBase,
+    directory: Path,
+    progress: bool,
+    start: PreTrainedModel | None = None,
+) -> PreTrainedModel:
+    """Train one causal executor on ``spec``'s mixture (from ``start``'s weights, else fresh ones) and save it
+    (with the tokenizer) under ``directory``."""
+    train = _training_problems(problems, spec, config.seed + 1)
+    examples = executor_examples(train, tokenizer, spec.mixture, plan_length=config.plan_length, seed=config.seed)
+    executor = start if start is not None else new_executor(spec, tokenizer, seed=config.seed + 1)
+    history = train_causal_sft(
+        executor,
+        examples,
+        _sft_config(spec, config.seed + 1),
+        prompt_loss_weight=spec.prompt_loss_weight,
+        progress=progress,
+        description=directory.name,
+    )
+    executor.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    _write_history(directory, history, spec)
+    return executor
 
 
 def build_world(config: WorldConfig, cache_dir: str | Path | None = None, *, progress: bool = True) -> WorldArtifacts:

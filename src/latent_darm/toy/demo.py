@@ -16,160 +16,171 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from latent_darm.bridge.projector import Projector
+from latent_darm.errors import ConfigError
 from latent_darm.evaluation.benchmarks import Example, load_benchmark
 from latent_darm.evaluation.report import Run, load_run, write_report
 from latent_darm.evaluation.runner import EvalSummary, evaluate, examples_fingerprint
 from latent_darm.io import atomic_write_json
-from latent_darm.models.executor import CausalExecutor
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.pipelines.prompts import PromptTemplates
-from latent_darm.progress import progress_bar
-from latent_darm.sampling import SamplerConfig
 from latent_darm.toy.benchmarks import TEST_BENCHMARK, register_toy_benchmarks
-from latent_darm.toy.build import WorldArtifacts, build_world, single_thread
-from latent_darm.toy.world import ToyProblem, WorldConfig, quick_config
-from latent_darm.training.data import TrainingExample
-from latent_darm.training.latent_cache import build_latent_cache
-from latent_darm.training.projector_trainer import ProjectorTrainingConfig, train_projector
+from latent_darm.toy.build import (
+    PREFIX_EXECUTOR,
+    WorldArtifacts,
+    build_prefix_executor,
+    build_world,
+    single_thread,
+)
+from latent_darm.toy.figure import plot_accuracy_vs_forward_passes
+from latent_darm.toy.projectors import PlanSetting, ProjectorRecipe, recipe_key, train_recipe
+from latent_darm.toy.world import WorldConfig, quick_config
+from latent_darm.training.projector_trainer import COSMETIC, ProjectorTrainingConfig
 
 DEMO_FILE = "demo.json"
+NFE_FIGURE = "toy_accuracy_vs_forward_passes.png"
 RUNS_DIR = "runs"
-LATENT_LAYER = -1  # the paper's latents: last layer, after the final norm
+# Projector recipes, by the part of a configuration's label that names them.
+MATCHED, MIXTURE, LORA, PREFIX = "matched", "mixture", "lora", "prefix"
 
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """What the demo builds and runs. ``step_budgets`` are the planner's denoising steps for the two DDLM→ARM
-    pipelines (the first is the full budget, one token per step, used by every other configuration too)."""
+    """What the demo builds and runs.
+
+    ``step_budgets`` are the planner's denoising steps for the DDLM→ARM step sweep (the first is the full budget,
+    one token per step, used by every other configuration too); ``denoise_fractions`` stop the full-budget
+    process after that share of its steps (the paper's partly denoised latents). ``projector`` trains the
+    projector alone; ``lora_projector`` the projector and a LoRA on the executor.
+    """
 
     world: WorldConfig
     projector: ProjectorTrainingConfig
     projector_questions: int
+    lora_projector: ProjectorTrainingConfig | None = None
     projector_hidden: int = 1024
     step_budgets: tuple[int, ...] = (8, 4, 2)
+    denoise_fractions: tuple[float, ...] = (0.5, 0.25)
     answer_tokens: int = 16
     cot_tokens: int = 32
     batch_size: int = 64
+    prefix_steps: int = 150  # fine-tuning steps of the plan-prefix executor (when the world has one)
 
-    def projector_key(self) -> str:
-        """Hash of everything that decides the trained projector (its run directory's name)."""
-        payload = {
-            "world": self.world.fingerprint(),
-            "training": self.projector.to_dict(),
-            "questions": {"n": self.projector_questions, "selection": "seeded sample of the train split"},
-            "hidden": self.projector_hidden,
-            "templates": PromptTemplates().to_dict(),
-        }
+    def plan_settings(self) -> list[PlanSetting]:
+        """Every planner setting of the sweep: the step budgets, then the partly denoised full budget."""
+        full = self.step_budgets[0]
+        return [PlanSetting(s) for s in self.step_budgets] + [PlanSetting(full, f) for f in self.denoise_fractions]
+
+    def recipes(self) -> list[ProjectorRecipe]:
+        """One projector per step budget (``matched``), one on the mixture of every setting (step budgets and
+        partly denoised plans), and on that mixture: LoRA on the executor, and the plan-prefix executor's projector
+        (when the world has that executor). Partly denoised plans have no matched projector of their own (CPU
+        budget): the mixture projectors were trained on their latents."""
+        settings = tuple(self.plan_settings())
+        steps = [s for s in settings if s.denoise_fraction == 1.0]
+        recipes = [ProjectorRecipe(f"{MATCHED}-{s.key}", "executor", False, (s,)) for s in steps]
+        recipes.append(ProjectorRecipe(MIXTURE, "executor", False, settings))
+        if self.lora_projector is not None:
+            recipes.append(ProjectorRecipe(LORA, "executor", True, settings))
+        if self.world.prefix_executor:
+            recipes.append(ProjectorRecipe(PREFIX, self.prefix_executor_name, False, settings))
+        return recipes
+
+    @property
+    def prefix_executor_name(self) -> str:
+        """The plan-prefix executor's directory in the world's cache entry."""
+        return f"{PREFIX_EXECUTOR}-{self.prefix_steps}"
+
+    def training_config(self, recipe: ProjectorRecipe) -> ProjectorTrainingConfig:
+        if recipe.lora:
+            if self.lora_projector is None:
+                raise ConfigError(f"recipe {recipe.name} needs lora_projector settings")
+            return self.lora_projector
+        return self.projector
+
+    def projector_key(self, recipe: ProjectorRecipe) -> str:
+        """Hash of everything that decides ``recipe``'s trained projector (its run directory's name)."""
+        return recipe_key(
+            {
+                "world": self.world.fingerprint(),
+                "recipe": recipe.to_dict(),
+                "training": self.training_config(recipe).to_dict(),
+                "questions": {"n": self.projector_questions, "selection": "seeded sample of the train split"},
+                "hidden": self.projector_hidden,
+                "templates": PromptTemplates().to_dict(),
+            }
+        )
+
+    def fingerprint(self) -> str:
+        """Hash of every setting that changes a trained model or a number in the demo's table: the world's
+        fingerprint (data, tokenizer, both models, prompt templates) and everything here. The README's demo
+        table states the fingerprint of the run it comes from."""
+        settings = {k: v for k, v in asdict(self).items() if k != "world"}
+        for name in ("projector", "lora_projector"):  # settings that change neither weights nor data order
+            if settings[name] is not None:
+                settings[name] = {k: v for k, v in settings[name].items() if k not in COSMETIC}
+        payload = {"world": self.world.fingerprint(), "settings": settings, "version": DEMO_VERSION}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Bump when the demo's configurations or the way a projector is trained change meaning.
+DEMO_VERSION = "demo-2"
 
 
 def demo_settings(*, quick: bool = False, seed: int = 0) -> DemoSettings:
     """The default demo, or the ``--quick`` one (a small world whose models learn little; for tests)."""
     if quick:
+        quick_training = ProjectorTrainingConfig(
+            lr=3e-3, warmup_steps=5, epochs=1, batch_size=16, max_steps=20, eval_every=10, save_every=10,
+            mixed_precision="no", seed=seed, eval_batch_size=32, max_new_tokens=12, decay_biases_and_norms=True,
+        )  # fmt: skip
         return DemoSettings(
             world=quick_config(seed),
-            projector=ProjectorTrainingConfig(
-                lr=3e-3, warmup_steps=5, epochs=1, batch_size=16, max_steps=30, eval_every=15, save_every=15,
-                mixed_precision="no", seed=seed, eval_batch_size=32, max_new_tokens=12,
-            ),
-            projector_questions=240,
+            projector=quick_training,
+            lora_projector=replace(quick_training, lora=True, lora_r=4),
+            projector_questions=160,
             projector_hidden=64,
             step_budgets=(8, 4),
-        )  # fmt: skip
+            denoise_fractions=(0.5,),
+            prefix_steps=50,
+        )
+    training = ProjectorTrainingConfig(
+        lr=1e-3, warmup_steps=30, epochs=2, batch_size=32, eval_every=100, save_every=100,
+        mixed_precision="no", seed=seed, eval_batch_size=64, max_new_tokens=16,
+        decay_biases_and_norms=True,  # as when the README's table was made (the trainer's default now spares them)
+    )  # fmt: skip
     return DemoSettings(
         world=WorldConfig(seed=seed),
-        projector=ProjectorTrainingConfig(
-            lr=1e-3, warmup_steps=30, epochs=2, batch_size=32, eval_every=100, save_every=100,
-            mixed_precision="no", seed=seed, eval_batch_size=64, max_new_tokens=12,
-        ),
-        projector_questions=3000,
-    )  # fmt: skip
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The projector
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def training_example(problem: ToyProblem) -> TrainingExample:
-    """A world problem as a projector training pair: graded on the answer, trained on the executor's reply."""
-    return TrainingExample(
-        id=problem.id,
-        question=problem.question,
-        target=str(problem.answer),
-        answer_type="integer",
-        source="toy",
-        reply=problem.last_step,
+        projector=training,
+        lora_projector=replace(training, lora=True),
+        projector_questions=2000,
     )
 
 
-def latent_sampler(artifacts: WorldArtifacts) -> SamplerConfig:
-    """The planner's own sampler (exact, one token per step) returning last-layer latents."""
-    return SamplerConfig(**{**artifacts.plan_sampler().to_dict(), "hidden_layer": LATENT_LAYER})
-
-
-def train_demo_projector(artifacts: WorldArtifacts, settings: DemoSettings, *, progress: bool = True) -> Path:
-    """Train (or resume, or reuse) the projector for ``artifacts``' planner/executor pair; returns its directory.
-
-    Training pairs are a seeded sample of ``projector_questions`` from the train split (every level; the splits
-    never share a question); the validation split is the held-out set that picks the best checkpoint.
-    """
-    run_dir = artifacts.directory / f"projector-{settings.projector_key()}"
-    pool = artifacts.problems("train")  # ordered by level: draw a seeded sample across all levels
-    picked = random.Random(f"projector:{artifacts.config.seed}").sample(
-        pool, min(settings.projector_questions, len(pool))
-    )
-    train = [training_example(p) for p in picked]
-    held_out = [training_example(p) for p in artifacts.problems("validation")]
-    planner = artifacts.load_planner()
-    sampler = latent_sampler(artifacts)
-    templates = PromptTemplates()
-    everything = train + held_out
-    bar = progress_bar(progress, remaining=False)
-    with bar:
-        task = bar.add_task("planner latents", total=len(everything))
-        cache = build_latent_cache(
-            planner,
-            everything,
-            run_dir / "latents",
-            sampler,
-            templates,
+def train_demo_projectors(
+    artifacts: WorldArtifacts, settings: DemoSettings, *, progress: bool = True
+) -> dict[str, Path]:
+    """Train (or resume, or reuse) every recipe's projector; returns their directories by recipe name."""
+    return {
+        recipe.name: train_recipe(
+            artifacts,
+            recipe,
+            settings.training_config(recipe),
+            questions=settings.projector_questions,
+            hidden_dim=settings.projector_hidden,
             batch_size=settings.batch_size,
-            on_progress=lambda n: bar.advance(task, n),
+            run_key=settings.projector_key(recipe),
+            progress=progress,
         )
-    executor = CausalExecutor.from_pretrained(artifacts.executor_dir)
-    torch.manual_seed(settings.projector.seed)  # the projector's initial weights: same settings, same projector
-    projector = Projector.for_pair(
-        planner,
-        executor,
-        hidden_dim=settings.projector_hidden,
-        plan_length=sampler.gen_length,
-        latent_layer=LATENT_LAYER,
-    )
-    provenance = {"world": artifacts.config.fingerprint(), "sampler": sampler.to_dict(), "data": "toy train split"}
-    summary = train_projector(
-        projector,
-        executor,
-        cache,
-        train,
-        held_out,
-        run_dir,
-        settings.projector,
-        templates=templates,
-        provenance=provenance,
-        progress=progress,
-    )
-    return Path(summary.projector_dir)
+        for recipe in settings.recipes()
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -179,25 +190,29 @@ def train_demo_projector(artifacts: WorldArtifacts, settings: DemoSettings, *, p
 
 @dataclass(frozen=True)
 class DemoConfiguration:
-    """One row of the demo's table: a label and the pipeline spec (``build_pipeline``'s layout)."""
+    """One row of the demo's table: a label, the pipeline spec (``build_pipeline``'s layout) and, for the sweep's
+    DDLM→ARM rows, its place in the forward-pass figure (series name and planner setting)."""
 
     label: str
     spec: dict[str, Any]
+    series: str | None = None
+    setting: PlanSetting | None = None
 
     @property
     def slug(self) -> str:
         return "".join(c if c.isalnum() else "-" for c in self.label.lower()).strip("-").replace("--", "-")
 
 
-def _ddlm(model: Path, length: int, block: int, steps: int | None = None) -> dict[str, Any]:
+def _ddlm(model: Path, length: int, block: int, setting: PlanSetting | None = None) -> dict[str, Any]:
     return {
         "kind": "ddlm",
         "model": str(model),
         "gen_length": length,
-        "steps": steps or length,
+        "steps": length if setting is None else setting.steps,
         "block_length": block,
         "threshold": None,
         "cache": "none",
+        "denoise_fraction": 1.0 if setting is None else setting.denoise_fraction,
     }
 
 
@@ -225,35 +240,50 @@ def _spec(
     }
 
 
-def demo_configurations(artifacts: WorldArtifacts, projector: Path, settings: DemoSettings) -> list[DemoConfiguration]:
-    """Executor alone (direct, CoT), planner alone, the four text pairings, latent DDLM→ARM, and the step sweep of
-    the two DDLM→ARM pipelines."""
+# The figure's series: label stem → (recipe, executor role); text has no recipe.
+SERIES = {
+    "text DDLM→ARM": (None, "executor"),
+    "latent DDLM→ARM": (MATCHED, "executor"),
+    "latent DDLM→ARM, mixture projector": (MIXTURE, "executor"),
+    "latent DDLM→ARM + LoRA": (LORA, "executor"),
+    "latent DDLM→ARM, plan-prefix executor": (PREFIX, PREFIX_EXECUTOR),
+}
+
+
+def demo_configurations(
+    artifacts: WorldArtifacts, projectors: dict[str, Path], settings: DemoSettings
+) -> list[DemoConfiguration]:
+    """Executor alone (direct, CoT), planner alone, the four text pairings, then the DDLM→ARM sweep: text and
+    every latent variant under every planner setting (full budget first)."""
     c = artifacts.config
     ddlm, arm = artifacts.planner_dir, artifacts.executor_dir
-    plan_ddlm = _ddlm(ddlm, c.plan_length, c.block_length)
     plan_arm = _arm(arm, c.plan_length)
     answer_ddlm = _ddlm(ddlm, c.answer_length, c.answer_length)
     answer_arm = _arm(arm, settings.answer_tokens)
+    plan_ddlm = _ddlm(ddlm, c.plan_length, c.block_length)
     configurations = [
         DemoConfiguration("ARM direct", _spec("arm", None, answer_arm)),
         DemoConfiguration("ARM CoT", _spec("arm", None, _arm(arm, settings.cot_tokens), chain_of_thought=True)),
         DemoConfiguration("DDLM alone", _spec("ddlm", None, answer_ddlm)),
-        DemoConfiguration("text DDLM→ARM", _spec("text", plan_ddlm, answer_arm)),
         DemoConfiguration("text ARM→DDLM", _spec("text", plan_arm, answer_ddlm)),
         DemoConfiguration("text ARM→ARM", _spec("text", plan_arm, answer_arm)),
         DemoConfiguration("text DDLM→DDLM", _spec("text", plan_ddlm, answer_ddlm)),
-        DemoConfiguration("latent DDLM→ARM", _spec("latent", plan_ddlm, answer_arm, projector=projector)),
     ]
-    for steps in settings.step_budgets:
-        if steps == c.plan_length:
-            continue  # the full budget is the rows above
-        planner = _ddlm(ddlm, c.plan_length, c.block_length, steps)
-        configurations += [
-            DemoConfiguration(f"text DDLM→ARM, {steps} steps", _spec("text", planner, answer_arm)),
-            DemoConfiguration(
-                f"latent DDLM→ARM, {steps} steps", _spec("latent", planner, answer_arm, projector=projector)
-            ),
-        ]
+    full = settings.step_budgets[0]
+    for setting in settings.plan_settings():
+        planner = _ddlm(ddlm, c.plan_length, c.block_length, setting)
+        for stem, (recipe, role) in SERIES.items():
+            role = settings.prefix_executor_name if role == PREFIX_EXECUTOR else role
+            executor = _arm(artifacts.directory / role, settings.answer_tokens)
+            label = f"{stem}{setting.suffix(full)}"
+            if recipe is None:
+                spec = _spec("text", planner, executor)
+            else:
+                name = f"{MATCHED}-{setting.key}" if recipe == MATCHED else recipe
+                if name not in projectors:
+                    continue  # a recipe this demo does not train (no LoRA settings, no plan-prefix executor)
+                spec = _spec("latent", planner, executor, projector=projectors[name])
+            configurations.append(DemoConfiguration(label, spec, stem, setting))
     return configurations
 
 
@@ -265,14 +295,15 @@ def demo_configurations(artifacts: WorldArtifacts, projector: Path, settings: De
 @dataclass
 class DemoOutcome:
     """What a demo run produced: the output directory, the report files, one loaded run per configuration (with
-    its records), the world and projector it used, and seconds per phase."""
+    its records), the world and projectors it used, its fingerprint, and seconds per phase."""
 
     out_dir: Path
     report: list[Path]
     runs: list[Run]
     summaries: dict[str, EvalSummary]
     world: WorldArtifacts
-    projector_dir: Path
+    projectors: dict[str, Path]
+    fingerprint: str
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -307,7 +338,8 @@ def run_demo(
     progress: bool = True,
     log: Callable[[str], None] = lambda message: None,
 ) -> DemoOutcome:
-    """Build or reuse the world and the projector, evaluate every configuration, write the report."""
+    """Build or reuse the world and the projectors, evaluate every configuration, write the report and the
+    forward-pass figure."""
     out_dir = Path(out_dir)
     seconds: dict[str, float] = {}
     with single_thread():  # tiny models: one thread is faster than two fighting over two cores
@@ -317,16 +349,21 @@ def run_demo(
         log(f"world {'reused from' if world.reused else 'built in'} {world.directory}")
         register_toy_benchmarks(world)
 
+        if world.config.prefix_executor:
+            started = time.perf_counter()
+            build_prefix_executor(world, settings.prefix_steps, progress=progress)
+            seconds["prefix_executor"] = time.perf_counter() - started
+
         started = time.perf_counter()
-        projector_dir = train_demo_projector(world, settings, progress=progress)
-        seconds["projector"] = time.perf_counter() - started
-        log(f"projector: {projector_dir}")
+        projectors = train_demo_projectors(world, settings, progress=progress)
+        seconds["projectors"] = time.perf_counter() - started
+        log(f"projectors: {world.directory}/projector-*")
 
         started = time.perf_counter()
         examples = load_benchmark(TEST_BENCHMARK)
         models = ModelCache(torch.float32, "cpu")
         summaries = {}
-        configurations = demo_configurations(world, projector_dir, settings)
+        configurations = demo_configurations(world, projectors, settings)
         for configuration in configurations:
             summaries[configuration.label] = evaluate_configuration(
                 configuration, examples, out_dir, models, settings, world=world.config.fingerprint(), progress=progress
@@ -336,12 +373,16 @@ def run_demo(
     directories = [out_dir / RUNS_DIR / c.slug for c in configurations]
     report = write_report(directories, out_dir)
     runs = [load_run(d) for d in directories]
+    figure = out_dir / NFE_FIGURE
+    plot_accuracy_vs_forward_passes(configurations, runs, figure, f"toy world {settings.fingerprint()}")
+    report.append(figure)
     record = {
+        "fingerprint": settings.fingerprint(),
         "world": {"directory": str(world.directory), "reused": world.reused, "config": asdict(world.config)},
-        "projector": str(projector_dir),
+        "projectors": {name: str(path) for name, path in projectors.items()},
         "settings": {k: v for k, v in asdict(settings).items() if k != "world"},
         "seconds": seconds,
         "summaries": {label: summary.to_dict() for label, summary in summaries.items()},
     }
     atomic_write_json(out_dir / DEMO_FILE, record)
-    return DemoOutcome(out_dir, report, runs, summaries, world, projector_dir, seconds)
+    return DemoOutcome(out_dir, report, runs, summaries, world, projectors, settings.fingerprint(), seconds)

@@ -11,12 +11,12 @@ models learn exactly the prompts the pipelines will send. Tasks:
   out, each token is one fetch or one lookup and the executor is exact within 600 steps;
 * ``direct``  — direct prompt → ``\\boxed{answer}``;
 * ``cot``     — chain-of-thought prompt → the whole path, then ``\\boxed{answer}``;
-* ``latent``  — (executor only) the planner's plan canvas as token ids *before* the chat-templated latent-executor
-  prompt, exactly where the latent pipeline puts the projected latents, → the step the plan left out, then the
-  box. The executor thereby knows how to read a plan placed as a prefix; the projector, trained later with the
-  executor frozen, only has to map planner latents onto something the executor can read there. (Llama-3.2
-  Instruct, the paper's executor, brings a general ability to read soft prefixes from pretraining; a tiny model
-  trained on this world alone does not have one.)
+* ``latent``  — (the plan-prefix executor only) the planner's plan canvas as token ids *before* the
+  chat-templated latent-executor prompt, exactly where the latent pipeline puts the projected latents, → the step
+  the plan left out, then the box. That executor thereby knows how to read a plan placed as a prefix, and its
+  projector only has to map planner latents onto plan-token embeddings. Not the paper's setting: the default
+  executor is a generic instruct model (``plan``, ``execute``, ``direct``, ``cot``) that never sees anything at the
+  latent positions; its projector (alone, or with LoRA on the executor) has to teach it to read them.
 """
 
 from __future__ import annotations

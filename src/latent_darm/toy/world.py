@@ -9,7 +9,7 @@ The path from the start visits k + 1 distinct nodes (7 → 3 → 8 → 1); its l
 (1->6), so "the node where the arrows run out" is never the answer and the step count matters; the other arrows
 are distractors. Every question lists the same number of arrows, so its length says nothing about the level.
 Nodes are the numbers ``0 .. nodes-1``; the tokenizer makes each arrow ``7->3`` and each path step ``7 ->`` one
-token, so a question is ~15 tokens.
+token, so a question is ``arrows + 6`` tokens (14 in the default world: 10 nodes, 8 arrows, levels 1–7).
 
 Why this world: each step is a single attention lookup (find the arrow out of the current node), which a tiny
 causal model learns in a few hundred steps; answering directly needs k lookups chained inside one forward pass,
@@ -21,6 +21,11 @@ far, stopping short of the answer (the planner must not reveal it)::
 An executor given the plan has one lookup left and writes it out before the box (``Last step: 8 -> 1.
 \\boxed{1}``, see :attr:`ToyProblem.last_step`). The chain of thought is the whole path, then the boxed answer:
 ``Path: 7 -> 3 -> 8 -> 1. \\boxed{1}``.
+
+The plan budget: a plan is written on the planner's canvas of ``plan_length`` positions (``Path:``, the nodes,
+end of turn), so it shows at most ``plan_length - 2`` nodes. In the default world (``plan_length`` 8, levels up
+to 7) the plans of level 7 are cut after 6 nodes and the executor takes the remaining 2 steps itself
+(``Last step: 2 -> 1 -> 4. \\boxed{4}``), as in the paper, where 64 planner tokens never hold a whole solution.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from latent_darm.pipelines.prompts import PromptTemplates
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 # Bump when the generator, the text formats or the training recipe change meaning: old caches then go stale.
-WORLD_VERSION = "toy-pointers-2"
+WORLD_VERSION = "toy-pointers-3"
 # Share of the question space (by hash of the question text) that each split may draw from.
 _SPLIT_SHARES = {"test": (0, 10), "validation": (10, 20), "train": (20, 100)}
 ARROW = "->"
@@ -103,16 +108,16 @@ class WorldConfig:
     later. ``"scratch"`` trains it from random weights (documented, not recommended).
     """
 
-    levels: tuple[int, ...] = (1, 2, 3, 4, 5)
+    levels: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
     train_per_level: int = 4000
-    validation_per_level: int = 20
-    test_per_level: int = 40
+    validation_per_level: int = 16
+    test_per_level: int = 30
     nodes: int = 10
     arrows: int = 8
     shuffle: bool = True
     seed: int = 0
     plan_length: int = 8
-    answer_length: int = 8
+    answer_length: int = 12
     block_length: int = 8
     planner_init: PlannerInit = "executor"
     planner: ModelSpec = field(
@@ -124,9 +129,13 @@ class WorldConfig:
     executor: ModelSpec = field(
         default_factory=lambda: ModelSpec(
             d_model=96, layers=3, heads=4, kv_heads=2, mlp_hidden=256, steps=600, batch_size=32, lr=3e-3,
-            mixture=Mixture(plan=0.5, execute=1.0, direct=0.5, cot=1.0, latent=1.0),
+            mixture=Mixture(plan=0.5, execute=1.0, direct=0.5, cot=1.0),
         )
     )  # fmt: skip
+    # The world has a plan-prefix executor: the trained executor fine-tuned on its mixture plus the ``latent`` task
+    # (the gold plan's tokens where the latent pipeline splices the projected latents), built on first use (see
+    # ``build_prefix_executor``). Not the paper's setting: reported on its own.
+    prefix_executor: bool = True
 
     def __post_init__(self) -> None:
         if not self.levels or any(not isinstance(k, int) or k < 1 for k in self.levels):
@@ -138,6 +147,13 @@ class WorldConfig:
             raise ConfigError(f"plan_length {self.plan_length} is not divisible by block_length {self.block_length}")
         if self.planner.mixture.latent:
             raise ConfigError("the planner's mixture cannot hold the 'latent' task (it is the executor's)")
+        if self.executor.mixture.latent:
+            raise ConfigError(
+                "the executor's mixture cannot hold the 'latent' task (the paper's executor never sees the latent "
+                "slots); set prefix_executor=True for the plan-prefix executor"
+            )
+        if self.plan_length < 3:
+            raise ConfigError(f"plan_length must be ≥ 3 (room for one plan node), got {self.plan_length}")
         if self.planner_init not in ("executor", "scratch"):
             raise ConfigError(f"planner_init must be 'executor' or 'scratch', got {self.planner_init!r}")
         if self.planner_init == "executor":
@@ -148,6 +164,18 @@ class WorldConfig:
                     "planner_init='executor' needs the planner's d_model, heads, kv_heads and mlp_hidden equal to "
                     "the executor's and at least as many layers"
                 )
+
+    @property
+    def plan_nodes(self) -> int:
+        """Nodes a plan can show on its canvas: ``Path:``, the nodes, end of turn. Longer paths are cut there and
+        the executor takes the remaining steps itself."""
+        return self.plan_length - 2
+
+    def prefix_executor_spec(self, steps: int) -> ModelSpec:
+        """The plan-prefix executor's fine-tuning: the executor's mixture with the ``latent`` task added, for
+        ``steps`` at a third of the executor's learning rate."""
+        mixture = replace(self.executor.mixture, latent=1.0)
+        return replace(self.executor, mixture=mixture, steps=steps, lr=self.executor.lr / 3, warmup_steps=steps // 10)
 
     def fingerprint(self) -> str:
         """Stable hash of the settings, the world version and the default prompt templates (the models learn
@@ -181,7 +209,7 @@ def quick_config(seed: int = 0) -> WorldConfig:
         ),
         executor=ModelSpec(
             d_model=64, layers=2, heads=4, kv_heads=2, mlp_hidden=128, steps=300, batch_size=32, lr=3e-3,
-            mixture=Mixture(plan=0.5, execute=1.0, direct=0.5, cot=1.0, latent=1.0), warmup_steps=5,
+            mixture=Mixture(plan=0.5, execute=1.0, direct=0.5, cot=1.0), warmup_steps=5,
         ),
     )  # fmt: skip
 
@@ -206,11 +234,22 @@ class ToyProblem:
     chain_of_thought: str
 
     @property
+    def path(self) -> list[int]:
+        """Every node of the path, start to answer (read back from the chain of thought)."""
+        match = _PATH.match(self.chain_of_thought)
+        if match is None:
+            raise DataError(f"{self.id}: cannot read the path of {self.chain_of_thought!r}")
+        return [int(n) for n in match.group(1).split(f" {ARROW} ")]
+
+    @property
     def last_step(self) -> str:
-        """What an executor given the plan writes: the step the plan left out, then the boxed answer
-        (``Last step: 8 -> 1. \\boxed{1}``)."""
-        last = self.plan.removesuffix(f" {ARROW}").rsplit(" ", 1)[-1]
-        return f"{STEP_PREFIX} {last} {ARROW} {self.answer}. \\boxed{{{self.answer}}}"
+        """What an executor given the plan writes: the steps the plan left out, then the boxed answer
+        (``Last step: 8 -> 1. \\boxed{1}``; after a plan cut short by its canvas, several steps:
+        ``Last step: 8 -> 1 -> 4. \\boxed{4}``)."""
+        path = self.path
+        shown = len(_PATH.match(self.plan).group(1).split(f" {ARROW} "))  # type: ignore[union-attr]
+        rest = f" {ARROW} ".join(str(n) for n in path[shown - 1 :])
+        return f"{STEP_PREFIX} {rest}. \\boxed{{{self.answer}}}"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -228,9 +267,12 @@ def question_text(edges: list[tuple[int, int]], start: int, steps: int) -> str:
     return f"Arrows: {listed}. Start at {start} and follow {steps} arrows. Where do you end?"
 
 
-def make_problem(rng: random.Random, level: int, nodes: int, arrows: int, shuffle: bool = True) -> ToyProblem:
+def make_problem(
+    rng: random.Random, level: int, nodes: int, arrows: int, shuffle: bool = True, plan_nodes: int | None = None
+) -> ToyProblem:
     """A fresh random problem of ``level`` steps (the id is filled in by :func:`generate_split`); ``shuffle``
-    lists the arrows out of order (else the path's arrows first, in order)."""
+    lists the arrows out of order (else the path's arrows first, in order). ``plan_nodes`` cuts the plan to its
+    first nodes (the plan budget: a canvas shorter than the whole path leaves several steps to the executor)."""
     check_graph(level, nodes, arrows)
     order = rng.sample(range(nodes), nodes)
     path, rest = order[: level + 1], order[level + 1 :]
@@ -241,7 +283,8 @@ def make_problem(rng: random.Random, level: int, nodes: int, arrows: int, shuffl
     if shuffle:
         rng.shuffle(edges)
     cot = f"{path_text(path, stop_short=False)} \\boxed{{{path[-1]}}}"
-    return ToyProblem("", level, question_text(edges, path[0], level), path_text(path, True), path[-1], cot)
+    shown = path if plan_nodes is None else path[: min(plan_nodes, level) + 1]
+    return ToyProblem("", level, question_text(edges, path[0], level), path_text(shown, True), path[-1], cot)
 
 
 def split_of(question: str, seed: int) -> Split:
@@ -258,6 +301,7 @@ def generate_split(
     nodes: int = 10,
     arrows: int = 8,
     shuffle: bool = True,
+    plan_nodes: int | None = None,
 ) -> list[ToyProblem]:
     """``n_per_level`` distinct problems per level for ``split``, ordered by level; same seed → same problems."""
     if split not in SPLITS:
@@ -271,7 +315,7 @@ def generate_split(
             attempts += 1
             if attempts > 200 * n_per_level + 1000:
                 raise ConfigError(f"level {level}: cannot find {n_per_level} distinct {split} problems")
-            problem = make_problem(rng, level, nodes, arrows, shuffle)
+            problem = make_problem(rng, level, nodes, arrows, shuffle, plan_nodes)
             if problem.question in seen or split_of(problem.question, seed) != split:
                 continue
             seen.add(problem.question)
@@ -283,7 +327,14 @@ def generate_world(config: WorldConfig) -> dict[Split, list[ToyProblem]]:
     """All three splits of ``config``'s world."""
     return {
         split: generate_split(
-            split, config.split_size(split), config.levels, config.seed, config.nodes, config.arrows, config.shuffle
+            split,
+            config.split_size(split),
+            config.levels,
+            config.seed,
+            config.nodes,
+            config.arrows,
+            config.shuffle,
+            config.plan_nodes,
         )
         for split in SPLITS
     }
@@ -332,11 +383,12 @@ def solve_question(question: str) -> int:
 def execute_plan(plan: str, question: str) -> int:
     """Check a plan (or chain of thought) against its question and return where it leads.
 
-    The path must start at the question's start node and follow its arrows; a plan ending in ``->`` takes one
-    more step (the one it leaves to the executor). Anything else is a :class:`DataError`. Only the first path in
-    the text counts (a chain of thought's boxed answer after it is ignored).
+    The path must start at the question's start node and follow its arrows; a plan ending in ``->`` is followed
+    on to the question's step count (the steps it leaves to the executor: one, or more for a plan cut short).
+    Anything else is a :class:`DataError`. Only the first path in the text counts (a chain of thought's boxed
+    answer after it is ignored).
     """
-    graph, start, _ = parse_question(question)
+    graph, start, steps = parse_question(question)
     match = _PATH.match(plan.strip())
     if match is None:
         raise DataError(f"cannot parse the plan {plan.strip()!r}")
@@ -347,4 +399,9 @@ def execute_plan(plan: str, question: str) -> int:
     for a, b in itertools.pairwise(path):
         if graph.get(a) != b:
             raise DataError(f"plan steps {a} -> {b}, which is not an arrow of the question")
-    return _step(graph, path[-1]) if end.strip() == ARROW else path[-1]
+    if end.strip() != ARROW:
+        return path[-1]
+    node = path[-1]
+    for _ in range(max(1, steps - len(path) + 1)):  # the steps the plan left to the executor
+        node = _step(graph, node)
+    return node

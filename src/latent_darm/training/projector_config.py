@@ -19,10 +19,13 @@ COSMETIC = frozenset({"eval_batch_size", "log_every", "keep_checkpoints"})
 class ProjectorTrainingConfig:
     """Stage-2 settings; defaults are the paper's. The effective batch is ``batch_size`` (per process and
     micro-step) × ``grad_accum`` × processes. ``latent_noise`` > 0 is the noised-latents control (Gaussian noise
-    relative to the latents' RMS, also applied in validation). LoRA on the executor is an ablation, off by default."""
+    relative to the latents' RMS, also applied in validation). LoRA on the executor is an ablation, off by default.
+    Weight decay applies to the projector's matrices only, as in the authors' Hugging Face ``Trainer`` (which exempts
+    biases and norm weights); ``decay_biases_and_norms`` decays them too."""
 
     lr: float = 3e-4
     weight_decay: float = 1e-3
+    decay_biases_and_norms: bool = False
     warmup_steps: int = 300
     epochs: int = 3
     batch_size: int = 8

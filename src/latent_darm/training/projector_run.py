@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -23,13 +24,15 @@ from torch import nn
 
 from latent_darm.bridge.projector import Projector
 from latent_darm.config_diff import first_difference, short
-from latent_darm.errors import ConfigError
+from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.figures import agg_figure
 from latent_darm.io import atomic_write_json, atomic_write_text
 from latent_darm.pipelines.factory import ADAPTER_DIR
 from latent_darm.training.latent_cache import LatentCache
 from latent_darm.training.projector_config import COSMETIC, ProjectorTrainingConfig
 from latent_darm.training.projector_step import EncodedExample
+
+logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 STATE_FILE = "trainer_state.json"
@@ -72,7 +75,8 @@ def run_identity(
     spec = json.dumps(cache.spec, sort_keys=True)
     return {
         "training": run_identity_settings(config),
-        "projector": {k: v for k, v in projector.config.to_dict().items() if k != "training"},
+        # The sampler settings are part of the latents' identity already (an earlier run did not record them here).
+        "projector": {k: v for k, v in projector.config.to_dict().items() if k not in ("training", "planner_sampler")},
         "latents": hashlib.sha256(spec.encode()).hexdigest()[:16],
         "train": _fingerprint(train),
         "held_out": _fingerprint(held_out),
@@ -121,10 +125,25 @@ def _step_of(path: Path) -> int:
     return int(path.name.removeprefix("step-"))
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    """The complete checkpoint with the most steps (a checkpoint is complete once its state file exists)."""
-    done = [p.parent for p in (out / CHECKPOINTS_DIR).glob(f"step-*/{STATE_FILE}")]
-    return max(done, key=_step_of, default=None)
+def load_latest_good_checkpoint(accelerator: Accelerator, out: Path, strict: bool) -> tuple[Path, TrainerState] | None:
+    """Load the newest checkpoint that reads back whole; a damaged one (a truncated file, say: a full disk, a copy
+    cut short) is skipped with a warning for the one before it. None when there is no checkpoint; an error when
+    every checkpoint is damaged (starting afresh silently would hide the damage)."""
+    complete = sorted((p.parent for p in (out / CHECKPOINTS_DIR).glob(f"step-*/{STATE_FILE}")), key=_step_of)
+    reasons = []
+    for path in reversed(complete):
+        try:
+            state = TrainerState.read(path / STATE_FILE)
+            accelerator.load_state(str(path), strict=strict)
+        except Exception as exc:  # torch, safetensors, pickle and JSON each raise their own types for a bad file
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            reasons.append(f"{path.name}: {reason}")
+            logger.warning("checkpoint %s is unreadable (%s); falling back to the previous one", path, reason)
+            continue
+        return path, state
+    if reasons:
+        raise CheckpointError(f"{out / CHECKPOINTS_DIR}: no readable checkpoint ({'; '.join(reasons)})")
+    return None
 
 
 def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainerState, keep: int) -> None:

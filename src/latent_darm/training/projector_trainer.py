@@ -70,7 +70,7 @@ from latent_darm.training.projector_run import (
     check_run,
     check_settings,
     checkpoint_path,
-    latest_checkpoint,
+    load_latest_good_checkpoint,
     run_identity,
     run_identity_settings,
     save_checkpoint,
@@ -119,7 +119,7 @@ __all__ = [
     "checkpoint_path",
     "encode_examples",
     "freeze",
-    "latest_checkpoint",
+    "load_latest_good_checkpoint",
     "make_accelerator",
     "noise_generator",
     "right_pad",
@@ -181,7 +181,12 @@ class ProjectorTrainer:
         freeze(executor.model)
         executor.model.to(accelerator.device)
         lora = add_lora(executor, config) if config.lora else None
-        groups = [{"params": list(projector.parameters()), "lr": config.lr}]
+        # Matrices decay; biases and norm scales (1-D) do not unless asked, as in the authors' Trainer.
+        exempt = [p for p in projector.parameters() if p.dim() < 2 and not config.decay_biases_and_norms]
+        decayed = [p for p in projector.parameters() if all(p is not q for q in exempt)]
+        groups: list[dict[str, Any]] = [{"params": decayed, "lr": config.lr}]
+        if exempt:
+            groups.append({"params": exempt, "lr": config.lr, "weight_decay": 0.0})
         if lora is not None:
             groups.append({"params": [p for p in lora.parameters() if p.requires_grad], "lr": config.lora_lr})
         optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
@@ -208,10 +213,10 @@ class ProjectorTrainer:
         self.adapter = None if lora is None else accelerator.unwrap_model(self.executor_model)
         self.params = [p for m in self.trainables for p in m.parameters() if p.requires_grad]
         self.state = TrainerState()
-        self.latest = latest_checkpoint(out)
-        if self.latest is not None:
-            accelerator.load_state(str(self.latest), strict=lora is None)
-            self.state = TrainerState.read(self.latest / STATE_FILE)
+        loaded = load_latest_good_checkpoint(accelerator, out, strict=lora is None)
+        self.latest = None if loaded is None else loaded[0]
+        if loaded is not None:
+            self.state = loaded[1]
         self.window = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # loss sum, micro-batches
 
     def step(self, batch: dict[str, torch.Tensor], epoch: int) -> torch.Tensor:
