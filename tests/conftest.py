@@ -32,9 +32,46 @@ CORPUS = [
     "Give only the final answer in \\boxed{}, with no explanation. Reason step by step.",
 ] * 20
 
-SHARED_BENCHMARKS = Path(
-    os.environ.get("LATENT_DARM_DATA", Path(__file__).resolve().parents[2] / "shared/data/benchmarks")
-)
+# The benchmark files the data tests read: $LATENT_DARM_DATA, else ../shared next to the checkout.
+BENCHMARKS = Path(os.environ.get("LATENT_DARM_DATA") or Path(__file__).resolve().parents[2] / "shared/data/benchmarks")
+SHARED_BENCHMARKS = BENCHMARKS
+BENCHMARK_FILES = ("aime24", "amc23", "gsm8k", "math", "math500", "minerva_math", "mmlu_stem", "olympiadbench")
+# Mark tests that read BENCHMARKS with this: without the data they skip (reason printed) on a developer machine and
+# FAIL under CI (CI=true), so a CI run can never pass by silently skipping what it is meant to test.
+needs_benchmarks = pytest.mark.needs_benchmarks
+
+
+def running_in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def missing_benchmarks() -> list[str]:
+    return [name for name in BENCHMARK_FILES if not (BENCHMARKS / name / "test.jsonl").is_file()]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_benchmarks: reads the benchmark files (skips without them, fails in CI)")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    missing = missing_benchmarks()
+    state = "found" if not missing else f"MISSING {', '.join(missing)}"
+    return f"benchmark data: {BENCHMARKS} ({state}; CI={'true' if running_in_ci() else 'false'})"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("needs_benchmarks") is None:
+        return
+    missing = missing_benchmarks()
+    if not missing:
+        return
+    reason = (
+        f"benchmark data missing: no {missing[0]}/test.jsonl under {BENCHMARKS} "
+        "(set LATENT_DARM_DATA or put the data in ../shared)"
+    )
+    if running_in_ci():
+        pytest.fail(f"{reason}; CI=true, so this is a failure, not a skip", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import overload
 
+from latent_darm.dtypes import resolve_dtype_name
 from latent_darm.errors import ConfigError
 from latent_darm.models.family import local_family
 from latent_darm.pipelines.base import PipelineResult
@@ -39,7 +40,7 @@ class LatentDARM:
         executor: str | Path,
         projector: str | Path,
         *,
-        dtype: str = "float32",
+        dtype: str = "auto",
         device: str = "cpu",
         gen_length: int | None = None,
         steps: int | None = None,
@@ -47,15 +48,19 @@ class LatentDARM:
         threshold: float | None = None,
         cache: str | None = None,
         denoise_fraction: float | None = None,
-        max_new_tokens: int = 16,
+        max_new_tokens: int = 64,
         repetition_penalty: float = 1.0,
         latent_noise: float = 0.0,
         prompts: str | Path | None = None,
         force: bool = False,
     ) -> LatentDARM:
         """Load the three parts. Planner sampler settings left as None are those the projector was trained with
-        (a different value is used, warned about and recorded in ``describe()``). ``force`` accepts a projector
-        trained for other tokenizers (never other hidden sizes)."""
+        (a different value is used, warned about and recorded in ``describe()``). ``dtype`` ``auto`` is float32 on
+        CPU and bfloat16 on a GPU, as in every command. ``force`` accepts a projector trained for other tokenizers
+        (never other hidden sizes)."""
+        for name, value in (("gen_length", gen_length), ("steps", steps), ("max_new_tokens", max_new_tokens)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         family = local_family(planner)
         if family is not None and not family.uses_blocks and block_length is not None:
             raise ConfigError(f"block_length is not used by {family.name} (it denoises the whole canvas at once)")
@@ -67,7 +72,7 @@ class LatentDARM:
             executor=AutoregressiveRole(str(executor), max_new_tokens, repetition_penalty),
             projector=ProjectorSpec(str(projector), latent_noise, force=force),
             templates=TemplatesSpec(None if prompts is None else str(prompts)),
-            dtype=dtype,
+            dtype=resolve_dtype_name(dtype, device),
             device=device,
         )
         pipeline = build_pipeline(spec)

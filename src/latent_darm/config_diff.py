@@ -23,12 +23,14 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def first_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> tuple[str, Any, Any] | None:
+def first_difference(
+    stored: dict[str, Any], wanted: dict[str, Any], cosmetic: frozenset[str] = COSMETIC_KEYS
+) -> tuple[str, Any, Any] | None:
     """The first dotted key (in ``wanted``'s order) whose value differs, with both values (:data:`ABSENT` where a
-    side lacks the key); cosmetic keys skipped."""
+    side lacks the key); ``cosmetic`` top-level keys skipped."""
     old, new = _flatten(stored), _flatten(wanted)
     for key in [*new, *(k for k in old if k not in new)]:
-        if key.split(".")[0] in COSMETIC_KEYS:
+        if key.split(".")[0] in cosmetic:
             continue
         if old.get(key, ABSENT) != new.get(key, ABSENT):
             return key, old.get(key, ABSENT), new.get(key, ABSENT)

@@ -22,3 +22,11 @@ class ConfigError(DarmError):
 
 class DataError(DarmError):
     """A data file or row is missing, unreadable or lacks a required field."""
+
+
+class DiskFullError(DarmError):
+    """A write failed for lack of space; the message says what was kept."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path

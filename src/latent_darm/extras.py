@@ -8,7 +8,7 @@ from types import ModuleType
 from latent_darm.errors import DarmError
 
 # Import name → the extra of ``pyproject.toml`` that installs it.
-EXTRAS = {"peft": "train", "datasets": "eval", "matplotlib": "plot"}
+EXTRAS = {"peft": "train", "datasets": "eval", "matplotlib": "plot", "gguf": "gguf"}
 
 
 class MissingExtraError(DarmError):

@@ -1,18 +1,28 @@
 """Final-answer extraction and grading for math (symbolic equivalence) and multiple-choice (letter) answers.
 
 Extraction reads the forms models actually write (``\\boxed{}``, "The answer is …", "Answer: …", ``#### n``, a
-bare answer, and as a last resort the last number). Matching first tries cheap exact checks (normalised strings,
-numbers), then math-verify for symbolic equivalence. math-verify's own timeouts use ``SIGALRM``, which only works
-in the main thread: elsewhere we switch them off and bound the call with a helper thread instead, so grading from
-worker threads is safe and never hangs.
+bare answer, and as a last resort the last number). A *truncated* output (the token budget ran out before an end
+token) gets no unanchored guess: only a complete ``\\boxed{}`` or an answer phrase / ``####`` line that ends before
+the text does, so a cut-off step label ("…= 18\n\n11. Now we") cannot win. An empty ``\\boxed{}`` is no answer.
+
+Matching first tries cheap exact checks (normalised strings, numbers), then math-verify for symbolic equivalence.
+math-verify's own timeouts use ``SIGALRM``, which only works in the main thread: elsewhere we switch them off and
+bound the call with a helper thread instead, so grading from worker threads is safe and never hangs.
+
+Bounded time on adversarial text: extraction is linear in the text's length (brace groups are matched in one pass,
+sentences are scanned at most :data:`MAX_SENTENCE_CHARS` ahead); an extracted answer longer than
+:data:`MAX_ANSWER_CHARS` is not compared; and each item has :data:`ITEM_TIME_LIMIT_S` for its math-verify calls,
+after which it is marked ungradable (counted wrong) instead of holding up the run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -25,6 +35,12 @@ ANSWER_TYPES = ("math", "integer", "mc")
 MC_LETTERS = "ABCDEFGHIJ"
 # Seconds allowed for one math-verify parse or comparison (an int: math-verify hands it to signal.alarm).
 MATH_VERIFY_TIMEOUT_S = 3
+# Seconds one item may spend in math-verify in all; past it the item is ungradable (and counted wrong).
+ITEM_TIME_LIMIT_S = 10
+# No real final answer is longer; a longer one is not compared (the item is ungradable).
+MAX_ANSWER_CHARS = 2000
+# How far an answer phrase ("The answer is …") is read looking for the end of its sentence.
+MAX_SENTENCE_CHARS = 1000
 
 T = TypeVar("T")
 
@@ -40,10 +56,12 @@ def format_choices(question: str, choices: list[str]) -> str:
 
 @dataclass(frozen=True)
 class Grade:
-    """Whether a prediction is right, and the answer that was read from it (None when nothing was found)."""
+    """Whether a prediction is right, and the answer that was read from it (None when nothing was found).
+    ``ungradable``: the comparison hit the per-item time limit or the answer was absurdly long (counted wrong)."""
 
     correct: bool
     extracted: str | None
+    ungradable: bool = False
 
 
 def check_answer_type(answer_type: str) -> str:
@@ -52,11 +70,29 @@ def check_answer_type(answer_type: str) -> str:
     return answer_type
 
 
-def grade(prediction_text: str, gold: str, answer_type: str) -> Grade:
-    """Extract the final answer from a model's output and compare it with the gold answer."""
+class _OutOfTime(Exception):
+    """The item's time limit for math-verify has passed."""
+
+
+_deadline = threading.local()
+
+
+def grade(prediction_text: str, gold: str, answer_type: str, *, truncated: bool = False) -> Grade:
+    """Extract the final answer from a model's output and compare it with the gold answer. ``truncated``: the
+    output hit its token budget (no last-number or bare-reply fallback, see the module docstring)."""
     check_answer_type(answer_type)
-    extracted = extract_answer(prediction_text, answer_type)
-    correct = extracted is not None and answers_match(extracted, gold, answer_type)
+    extracted = extract_answer(prediction_text, answer_type, truncated=truncated)
+    if extracted is None:
+        return Grade(correct=False, extracted=None)
+    if len(extracted) > MAX_ANSWER_CHARS:
+        return Grade(correct=False, extracted=extracted[:100] + "…", ungradable=True)
+    _deadline.at = time.monotonic() + ITEM_TIME_LIMIT_S
+    try:
+        correct = answers_match(extracted, gold, answer_type)
+    except _OutOfTime:
+        return Grade(correct=False, extracted=extracted, ungradable=True)
+    finally:
+        _deadline.at = None
     return Grade(correct=correct, extracted=extracted)
 
 
@@ -72,91 +108,145 @@ _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 _SENTENCE_RE = re.compile(r"(?i)(?<!\\)\b(?:is|are|was|were|the|so|thus|therefore|we|get|gives?)\b")
 _STOP_WORDS_RE = re.compile(r"\s+(?:since|because|which|where|as|so|for|but|thus|hence)\b")
 _MATH_DOLLAR_RE = re.compile(r"(?<!\\)\$")
-_LEADING_STARS = re.compile(r"^[\s*]+|[\s*]+$")
 
 
-def extract_answer(text: str, answer_type: str) -> str | None:
-    """The final answer a model wrote, or None. ``mc`` returns a letter A–J; math types return a string."""
+def _strip_stars(value: str) -> str:
+    """Leading and trailing whitespace and markdown stars (a loop, not a regex: ``[\\s*]+$`` is quadratic on a
+    long run of spaces inside the text)."""
+    previous = None
+    while previous != value:
+        previous, value = value, value.strip().strip("*")
+    return value
+
+
+def extract_answer(text: str, answer_type: str, *, truncated: bool = False) -> str | None:
+    """The final answer a model wrote, or None. ``mc`` returns a letter A–J; math types return a string.
+    ``truncated``: the text was cut by the token budget, so only complete, anchored answers count."""
     check_answer_type(answer_type)
     if not isinstance(text, str) or not text.strip():
         return None
     if answer_type == "mc":
         return _extract_letter(text)
-    return _extract_math(text)
+    return _extract_math(text, truncated)
 
 
-def _extract_math(text: str) -> str | None:
-    """Latest anchored answer wins (so a boxed example in an echoed question does not beat the final statement)."""
-    boxed = _boxed_answers(text)
-    phrases = _phrase_answers(text)
-    hashes = [(m.start(), _tidy(m.group(1))) for m in _HASHES_RE.finditer(text) if _tidy(m.group(1))]
-    candidates = boxed + hashes
-    for pos, value in phrases:
+# "-$60,000" and "−5": the sign belongs to the number, not to the currency sign or a unicode minus.
+_SIGNED_CURRENCY_RE = re.compile(r"-\s?\\?\$\s?(?=[\d.])")
+
+
+def _extract_math(text: str, truncated: bool = False) -> str | None:
+    """Latest anchored answer wins (so a boxed example in an echoed question does not beat the final statement).
+    The latest complete box counts even when empty: an empty ``\\boxed{}`` is an anchor with no answer."""
+    text = _SIGNED_CURRENCY_RE.sub("-", text.replace("−", "-"))
+    candidates: list[tuple[int, str | None]] = []
+    box = _latest_box(text)
+    if box is not None:
+        candidates.append(box)
+    boxed = box is not None and box[1] is not None
+    end_of_text = len(text.rstrip())
+    for match in reversed(list(_HASHES_RE.finditer(text))):
+        value = _tidy(match.group(1))
+        if value and not (truncated and match.end() >= end_of_text):
+            candidates.append((match.start(), value))
+            break
+    for pos, value in _phrase_answers(text, complete_only=truncated):
         # "Final answer is above." must not override a boxed answer; a phrase with math in it may.
         if not boxed or re.search(r"[\d\\]", value):
             candidates.append((pos, value))
+            break
     if candidates:
         return max(candidates, key=lambda item: item[0])[1]
-    return _bare_answer(text)
+    return None if truncated else _bare_answer(text)
 
 
-def _boxed_answers(text: str) -> list[tuple[int, str]]:
-    found = []
+def _box_spans(text: str) -> list[tuple[int, int, int]]:
+    """(where the box command starts, where its argument starts, where it ends) for every complete box, in
+    order. Positions, not strings: copying 20,000 nested arguments would be quadratic."""
+    spans = []
+    closing = _matching_braces(text)
     for match in _BOX_RE.finditer(text):
-        content = _box_argument(text, match.end())
-        if content is not None and content.strip():
-            found.append((match.start(), content.strip()))
-    return found
+        span = _box_argument(text, match.end(), closing)
+        if span is not None:
+            spans.append((match.start(), *span))
+    return spans
 
 
-def _box_argument(text: str, i: int) -> str | None:
-    """The argument of ``\\boxed``: a balanced ``{…}`` group, or a single token (``\\boxed 5``)."""
+def _latest_box(text: str) -> tuple[int, str | None] | None:
+    """(position, content) of the last complete box, content None when it is empty; None without a box."""
+    spans = _box_spans(text)
+    if not spans:
+        return None
+    start, first, last = spans[-1]
+    return start, text[first:last].strip() or None
+
+
+_TOKEN_RE = re.compile(r"[^\s${}]{1,200}")  # bounded: an unbroken run after each of 20,000 boxes is quadratic
+
+
+def _box_argument(text: str, i: int, closing: dict[int, int]) -> tuple[int, int] | None:
+    """Span of the argument of ``\\boxed``: a balanced ``{…}`` group, or a single token (``\\boxed 5``); None
+    when the group never closes (a truncated generation)."""
     while i < len(text) and text[i] in " \t":
         i += 1
     if text.startswith("[", i):  # \framebox[width]{...}
-        close = text.find("]", i)
+        close = text.find("]", i, i + 100)
         i = close + 1 if close >= 0 else i
     if i < len(text) and text[i] == "{":
-        return _balanced(text, i)
-    token = re.match(r"[^\s${}]+", text[i:])
-    return token.group(0) if token else None
+        end = closing.get(i)
+        return None if end is None else (i + 1, end)
+    token = _TOKEN_RE.match(text, i)
+    return token.span() if token else None
 
 
-def _balanced(text: str, start: int) -> str | None:
-    """Contents of the brace group opening at ``start``; None if it never closes (a truncated generation)."""
-    depth = 0
-    for k in range(start, len(text)):
-        char = text[k]
-        if char == "\\" and k + 1 < len(text) and text[k + 1] in "{}":
+def _matching_braces(text: str) -> dict[int, int]:
+    """Position of each unescaped ``{`` → position of its closing ``}``, in one pass (linear time: 20,000 nested
+    ``\\boxed{`` must not take minutes). Braces after a backslash (``\\{``) are literal."""
+    closing: dict[int, int] = {}
+    stack: list[int] = []
+    for k, char in enumerate(text):
+        if char not in "{}" or (k > 0 and text[k - 1] == "\\"):
             continue
-        if char == "{" and (k == 0 or text[k - 1] != "\\"):
-            depth += 1
-        elif char == "}" and (k == 0 or text[k - 1] != "\\"):
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : k]
-    return None
+        if char == "{":
+            stack.append(k)
+        elif stack:
+            closing[stack.pop()] = k
+    return closing
 
 
 def last_boxed(text: str) -> str | None:
     """Contents of the last ``\\boxed{}`` / ``\\fbox{}`` / ``\\framebox{}`` (how reference solutions mark the gold)."""
-    found = _boxed_answers(text)
-    return found[-1][1] if found else None
+    for _, first, last in reversed(_box_spans(text)):
+        content = text[first:last].strip()
+        if content:
+            return content
+    return None
 
 
-def _phrase_answers(text: str) -> list[tuple[int, str]]:
+# Only the last few answer phrases can win; reading every one of thousands would be quadratic.
+MAX_PHRASES = 20
+
+
+def _phrase_answers(text: str, complete_only: bool = False) -> list[tuple[int, str]]:
+    """Answers after "The answer is" / "Answer:", latest first; ``complete_only`` drops one whose sentence runs to
+    the end of the text (in a truncated output it may be cut: "The answer is 1" of "…is 18")."""
     found = []
-    for match in _PHRASE_RE.finditer(text):
-        value = _tidy(_sentence(text, match.end()))
+    end_of_text = len(text.rstrip())
+    for match in list(_PHRASE_RE.finditer(text))[-MAX_PHRASES:][::-1]:
+        piece, stop = _sentence_span(text, match.end())
+        if complete_only and stop >= end_of_text:
+            continue
+        value = _tidy(piece)
         if value:
             found.append((match.start(), value))
     return found
 
 
-def _sentence(text: str, start: int) -> str:
-    """Text from ``start`` to the end of its sentence, not cutting inside ``$…$`` or brackets."""
+def _sentence_span(text: str, start: int) -> tuple[str, int]:
+    """(text from ``start`` to the end of its sentence, where the scan stopped), not cutting inside ``$…$`` or
+    brackets; at most :data:`MAX_SENTENCE_CHARS` ahead."""
     depth, in_math, k = 0, False, start
-    while k < len(text):
+    limit = min(len(text), start + MAX_SENTENCE_CHARS)
+    while k < limit:
         char = text[k]
         nxt = text[k + 1] if k + 1 < len(text) else ""
         if char == "\\" and nxt:
@@ -176,12 +266,12 @@ def _sentence(text: str, start: int) -> str:
         k += 1
     piece = text[start:k]
     stop = _STOP_WORDS_RE.search(piece)
-    return piece[: stop.start()] if stop else piece
+    return (piece[: stop.start()] if stop else piece), k
 
 
 def _tidy(value: str) -> str:
     """Strip markdown stars, trailing punctuation and a single pair of enclosing ``$``."""
-    value = _LEADING_STARS.sub("", value).strip().rstrip(".,;:").strip()
+    value = _strip_stars(value).rstrip(".,;:").strip()
     if value.startswith("$$") and value.endswith("$$") and len(value) > 4:
         value = value[2:-2]
     elif value.startswith("$") and value.endswith("$") and len(value) > 1:
@@ -194,14 +284,16 @@ def _tidy(value: str) -> str:
 
 
 def _bare_answer(text: str) -> str | None:
-    """A short reply is itself the answer ("3/4", "$18 dollars", "x = 2"); otherwise take the last number."""
+    """A short reply is itself the answer ("3/4", "$18 dollars", "x = 2"); otherwise take the last number. A
+    reply of two words around a number ("He lost -$60,000 overall") is a sentence: its number is the answer."""
     stripped = _tidy(text.strip())
     words = len(_WORD_RE.findall(stripped))
     short = "\n" not in stripped and len(stripped) <= 300 and words <= 2
     mathy = words <= 1 or re.search(r"[\d\\^_=+*/()\[\]{}-]", stripped)
-    if stripped and short and mathy and not _SENTENCE_RE.search(stripped):
-        return stripped
     numbers = _NUMBER_RE.findall(text.replace("−", "-"))
+    prose = words == 2 and len(numbers) == 1 and not re.search(r"[\\^_=]", stripped)
+    if stripped and short and mathy and not prose and not _SENTENCE_RE.search(stripped):
+        return stripped
     return numbers[-1] if numbers else None
 
 
@@ -214,6 +306,7 @@ _MC_PHRASE_RE = re.compile(
     r"(?(is)|(?!(?<=I)\s+[a-z]))(?![\)\]]?\s+(?:is|are)\s+(?:wrong|incorrect|false|not)\b)"
 )
 _MC_BOXED_RE = re.compile(r"^(?:\\(?:text|textbf|mathrm)\s*\{)?\s*\(?([A-Ja-j])\)?(?:[.:)}\s]|$)")
+_MC_BOXED_AT = re.compile(_MC_BOXED_RE.pattern.removeprefix("^"))  # matched at a position, inside a box
 _MC_LEADING_RE = re.compile(r"^\s*\**[\(\[]?([A-J])(?:[\)\]]|[.:](?:\s|$)|\**\s*$)")
 _MC_ALONE_RE = re.compile(r"^\s*[\(\[]?([a-jA-J])[\)\]]?\s*\.?\s*$")
 _MC_IS_CORRECT_RE = re.compile(r"^\s*\(?([A-J])\)?\s+is\s+(?:the\s+)?(?i:correct|right|best|answer)")
@@ -222,10 +315,13 @@ _MC_IS_CORRECT_RE = re.compile(r"^\s*\(?([A-J])\)?\s+is\s+(?:the\s+)?(?i:correct
 def _extract_letter(text: str) -> str | None:
     """The chosen option letter. Only anchored forms count, so a sentence starting "A ball…" is no answer."""
     candidates = [(m.start(), m.group("letter")) for m in _MC_PHRASE_RE.finditer(text)]
-    for pos, content in _boxed_answers(text):
-        letter = _MC_BOXED_RE.match(content)
+    for pos, first, last in reversed(_box_spans(text)):
+        while first < last and text[first].isspace():
+            first += 1
+        letter = _MC_BOXED_AT.match(text, first, last)
         if letter:
             candidates.append((pos, letter.group(1).upper()))
+            break
     if candidates:
         return max(candidates, key=lambda item: item[0])[1]
     for pattern in (_MC_ALONE_RE, _MC_LEADING_RE, _MC_IS_CORRECT_RE):
@@ -389,9 +485,16 @@ def _bounded(call: Callable[[int | None], T], default: T) -> T:
 
     A helper that overruns is abandoned (daemon) and ``default`` returned, so the caller never waits forever.
     """
+    limit = MATH_VERIFY_TIMEOUT_S
+    deadline = getattr(_deadline, "at", None)
+    if deadline is not None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _OutOfTime
+        limit = max(1, min(limit, math.ceil(remaining)))
     if threading.current_thread() is threading.main_thread():
         try:
-            return call(MATH_VERIFY_TIMEOUT_S)
+            return call(limit)
         except Exception:
             return default
     box: list[T] = []
@@ -402,7 +505,7 @@ def _bounded(call: Callable[[int | None], T], default: T) -> T:
 
     helper = threading.Thread(target=work, name="math-verify", daemon=True)
     helper.start()
-    helper.join(MATH_VERIFY_TIMEOUT_S)
+    helper.join(limit)
     return box[0] if box else default
 
 

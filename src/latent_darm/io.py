@@ -1,7 +1,13 @@
-"""Small file helpers every long job uses: line-numbered JSONL reading and crash-safe writes."""
+"""Small file helpers every long job uses: line-numbered JSONL reading, guarded JSON parsing, crash-safe writes.
+
+Every reader turns what Python's ``json`` can throw at untrusted input (malformed text, bytes that are not UTF-8,
+an integer of thousands of digits, nesting deeper than the recursion limit) into one :class:`DataError` line, and
+every writer turns a full disk into a :class:`DiskFullError` naming the file, so the CLI never shows a traceback.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -9,33 +15,71 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from latent_darm.errors import DataError
+from latent_darm.errors import DarmError, DataError, DiskFullError
+
+
+def parse_json(text: str | bytes, where: str, error: type[DarmError] = DataError) -> Any:
+    """``json.loads`` whose every failure on untrusted text is a one-line ``error`` naming ``where``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{where}: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise error(f"{where}: not UTF-8 text") from None
+    except RecursionError:
+        raise error(f"{where}: JSON nested too deeply to read") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's 4,300-digit conversion limit
+        raise error(f"{where}: unreadable JSON value ({str(exc).split(';')[0]})") from None
+
+
+def read_json_file(path: str | Path, error: type[DarmError] = DataError) -> Any:
+    """A whole JSON file, decoded as UTF-8; a missing, unreadable or malformed file is a one-line ``error``."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    return parse_json(text, str(path), error)
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; a bad line is a DataError naming file and line."""
     path = Path(path)
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected a JSONL file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{number}: not UTF-8 text (byte {exc.start} of the line)") from None
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
+            record = parse_json(line, f"{path}:{number}")
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
             yield number, record
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename, so readers never see half a file."""
+    """Write via a temp file in the same directory and rename, so readers never see half a file. A full disk
+    leaves the previous version of ``path`` in place and raises :class:`DiskFullError`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -45,8 +89,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            kept = "its previous version is kept" if path.exists() else "nothing was written"
+            raise DiskFullError(f"disk full while writing {path}; {kept}", path) from None
         raise
 
 
@@ -58,7 +105,12 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one line and fsync: a killed job loses at most the line being written (readers skip a torn tail)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(f"disk full while appending to {path}; the lines before it are kept", path) from None
+        raise

@@ -195,7 +195,7 @@ def test_spec_defaults_follow_the_paper(tmp_path):
         96,
         32,
     )
-    assert latent["executor"]["max_new_tokens"] == 16 and latent["dtype"] == "float32"  # auto on CPU
+    assert latent["executor"]["max_new_tokens"] == 64 and latent["dtype"] == "float32"  # auto on CPU
     text = build_spec(pipeline="text", planner="p", executor="e", dtype="fp16")
     assert (text["planner"]["gen_length"], text["executor"]["max_new_tokens"], text["dtype"]) == (256, 32, "float16")
     assert build_spec(pipeline="arm", executor="e", chain_of_thought=True)["executor"]["max_new_tokens"] == 1024

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -20,11 +19,9 @@ from latent_darm.evaluation.benchmarks import (
     load_training_split,
     register_benchmark,
 )
+from tests.conftest import BENCHMARKS, needs_benchmarks
 
-BENCHMARKS = Path(
-    os.environ.get("LATENT_DARM_DATA") or Path(__file__).resolve().parents[2] / "../shared/data/benchmarks"
-)
-needs_data = pytest.mark.skipif(not (BENCHMARKS / "math" / "test.jsonl").is_file(), reason="shared benchmarks absent")
+needs_data = needs_benchmarks
 
 COUNTS = {
     "aime24": 30,

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -15,11 +13,9 @@ from latent_darm.errors import DataError
 from latent_darm.evaluation import grading
 from latent_darm.evaluation.benchmarks import Example, load_benchmark
 from latent_darm.evaluation.grading import Grade, answers_match, extract_answer, grade, symbolic_equal
+from tests.conftest import BENCHMARKS, needs_benchmarks
 
-BENCHMARKS = Path(
-    os.environ.get("LATENT_DARM_DATA") or Path(__file__).resolve().parents[2] / "../shared/data/benchmarks"
-)
-needs_data = pytest.mark.skipif(not (BENCHMARKS / "math" / "test.jsonl").is_file(), reason="shared benchmarks absent")
+needs_data = needs_benchmarks
 
 SELF_CONSISTENCY = ["math", "math500", "gsm8k", "aime24", "amc23", "minerva_math", "olympiadbench", "mmlu_stem"]
 # Gold answers that are prose with side conditions: a sentence restating them is cut at "where", by design (the

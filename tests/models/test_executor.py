@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 
@@ -16,7 +17,7 @@ from latent_darm.models.executor import (
     count_generated_tokens,
     tokenizer_fingerprint,
 )
-from latent_darm.models.tiny import random_llama
+from latent_darm.models.tiny import random_llama, train_bpe_tokenizer
 from tests.conftest import CORPUS
 
 PROMPTS = [
@@ -45,6 +46,22 @@ def test_opens_a_saved_llama_with_its_tokenizer(executor, executor_dir, tokenize
     assert len(executor.tokenizer_fingerprint()) == 16
 
 
+def test_tokenizer_fingerprint_changes_with_the_vocabulary_and_specials_but_not_the_pad(tokenizer):
+    """Compared with other tokenizers, not with itself: a constant fingerprint would fail here."""
+    base = tokenizer_fingerprint(tokenizer)
+    other_vocab = train_bpe_tokenizer(["a quite different corpus of words"] * 20, vocab_size=300)
+    assert tokenizer_fingerprint(other_vocab) != base
+    added = copy.deepcopy(tokenizer)
+    added.add_tokens(["<|new_token|>"])
+    assert tokenizer_fingerprint(added) != base
+    other_eos = copy.deepcopy(tokenizer)
+    other_eos.eos_token = "<|eot_id|>"
+    assert tokenizer_fingerprint(other_eos) != base
+    other_pad = copy.deepcopy(tokenizer)
+    other_pad.pad_token = "<|eot_id|>"
+    assert tokenizer_fingerprint(other_pad) == base  # a runtime choice, not something a model learned
+
+
 def test_bad_directories_are_one_line_checkpoint_errors(tmp_path, executor_dir):
     with pytest.raises(CheckpointError, match="not found"):
         CausalExecutor.from_pretrained(tmp_path / "missing")
@@ -53,6 +70,7 @@ def test_bad_directories_are_one_line_checkpoint_errors(tmp_path, executor_dir):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    (bad / "model.safetensors").write_bytes((executor_dir / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="cannot load") as info:
         CausalExecutor.from_pretrained(bad)
     assert "\n" not in str(info.value)
@@ -195,3 +213,23 @@ def test_bad_requests(executor, prompts, kwargs, match):
 def test_prompt_longer_than_the_context(executor):
     with pytest.raises(ConfigError, match="max_position_embeddings"):
         executor.generate(["word " * 1100], max_new_tokens=4)
+
+
+def test_truncated_means_the_budget_ran_out_before_a_stop_token(executor):
+    prompts = ["What is 3x + 7 = 22?", "A train travels 60 miles per hour.", "Natalia sold clips."]
+    stops = set(executor.stop_token_ids)
+    for budget in (1, 3, 12):
+        for generation in executor.generate(prompts, max_new_tokens=budget):
+            ended = bool(generation.token_ids) and generation.token_ids[-1] in stops
+            assert generation.truncated == (not ended)
+            assert not generation.truncated or len(generation.token_ids) == budget
+
+
+def test_system_turn_setting(executor):
+    """ "" (default): the paper authors' empty system turn; None: no system turn; text: that system turn."""
+    assert executor.chat_text("Hi") == executor.chat_text("Hi", system="")
+    assert "Be brief." in executor.chat_text("Hi", system="Be brief.")
+    assert executor.chat_text("Hi", system=None) != executor.chat_text("Hi")
+    ids = executor.generate(["Hi"], max_new_tokens=4, system="Be brief.")[0].token_ids
+    embeds = executor.embed(executor.chat_ids("Hi", system="Be brief."))
+    assert executor.greedy([embeds], [[]], 4) == [ids]

@@ -164,6 +164,40 @@ def test_latent_pipeline_is_planner_latents_through_projector_into_the_executor(
     assert [r.plan for r in noisy] == [r.plan for r in results]  # noise touches the latents, not the plan
 
 
+def test_latent_noise_is_what_the_projector_and_executor_receive(specs, models, monkeypatch):
+    """latent_noise σ: the projector reads latents + σ · RMS(latents of the example) · N(0, 1) drawn from the
+    pipeline's seeded generator, and the executor reads the projection of exactly that (σ = 0: the clean latents)."""
+    sigma = 0.5
+    seen: dict[str, list[torch.Tensor]] = {"projector": [], "executor": []}
+    for noise in (0.0, sigma):
+        pipeline = build_pipeline({**specs["latent"], "latent_noise": noise}, models)
+        project, generate = pipeline.projector.project, pipeline.executor.generate_from_embeddings
+
+        def recording_project(latents, *args, project=project, **kwargs):
+            seen["projector"].append(latents.clone())
+            return project(latents, *args, **kwargs)
+
+        def recording_generate(soft, *args, generate=generate, **kwargs):
+            seen["executor"].append(torch.stack(list(soft)).clone())
+            return generate(soft, *args, **kwargs)
+
+        monkeypatch.setattr(pipeline.projector, "project", recording_project)
+        monkeypatch.setattr(pipeline.executor, "generate_from_embeddings", recording_generate)
+        pipeline.run(QUESTIONS, "math", batch_size=3)
+        monkeypatch.undo()
+    templates = PromptTemplates()
+    plans = pipeline.planner.generate([templates.planner_prompt(q) for q in QUESTIONS], pipeline.sampler, batch_size=3)
+    clean = torch.stack([p.latents for p in plans])
+    rms = clean.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()  # one scale per example
+    draw = torch.randn(clean.shape, generator=torch.Generator().manual_seed(pipeline.seed))
+    assert torch.equal(seen["projector"][0], clean)
+    torch.testing.assert_close(seen["projector"][1], clean + sigma * rms * draw)
+    assert (seen["projector"][1] - clean).abs().mean() > 0.1 * sigma * rms.mean()
+    projected = pipeline.projector.project(seen["projector"][1], device=torch.device("cpu"), dtype=torch.float32)
+    torch.testing.assert_close(seen["executor"][1], projected)
+    assert not torch.allclose(seen["executor"][1], seen["executor"][0])
+
+
 def test_latent_pipeline_bad_input(specs, models):
     with pytest.raises(ConfigError, match="trained on plans of 16 positions; gen_length is 32"):
         build_pipeline({**specs["latent"], "planner": ddlm(specs["ddlm"]["executor"]["model"], 32)}, models)

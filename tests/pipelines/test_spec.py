@@ -84,7 +84,7 @@ def test_the_typed_parts_hold_the_settings():
     assert spec.executor == AutoregressiveRole("qwen", 8)
     assert spec.projector == ProjectorSpec("proj", 0.5, force=True)
     assert (spec.templates, spec.dtype, spec.device, spec.latent_noise) == (TemplatesSpec(), "float32", "cuda:1", 0.5)
-    assert "device" not in spec.to_dict() and "force_projector" not in spec.to_dict()  # runtime only
+    assert "device" not in spec.to_dict() and spec.to_dict()["force_projector"] is True  # device: runtime only
     config = spec.planner.sampler.config(hidden_layer=-1)
     assert (config.gen_length, config.steps, config.threshold, config.cache, config.hidden_layer) == (
         64,

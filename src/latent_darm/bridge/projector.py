@@ -258,9 +258,10 @@ class Projector(nn.Module):
         if not config_path.is_file():
             raise CheckpointError(f"projector {reference}: missing {CONFIG_FILE}")
         try:
-            values = json.loads(config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{config_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            values = json.loads(config_path.read_bytes().decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # malformed, not UTF-8, a huge number, nested too deeply
+            reason = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+            raise CheckpointError(f"{config_path}: not valid JSON ({reason})") from None
         if not isinstance(values, dict):
             raise CheckpointError(f"{config_path}: expected a JSON object")
         return ProjectorConfig.from_dict(values, source=str(config_path))
@@ -332,5 +333,7 @@ class Projector(nn.Module):
                     f"{role} {actual.name!r} has {actual.fingerprint})"
                 )
                 if not force:
-                    raise CheckpointError(message + "; force=True uses it anyway")
+                    raise CheckpointError(
+                        message + "; --force-projector (darm eval / solve) or force=True (Python) uses it anyway"
+                    )
                 logger.warning("%s; used anyway (force)", message)

@@ -14,7 +14,10 @@ from latent_darm.cli import common
 
 app = typer.Typer(
     name="darm",
-    help="Latent-DARM: a diffusion planner and an autoregressive executor, in text or latent space.",
+    help="Latent-DARM: a diffusion planner and an autoregressive executor, in text or latent space.\n\n"
+    "Bad input (a missing, corrupt or truncated checkpoint, weights that do not match their config, a malformed data "
+    "or config file, impossible settings such as 0 steps, an unknown --device, an unwritable --out, a full disk) is "
+    "reported as one line naming the culprit, with exit code 2; --debug shows the traceback.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,  # darm --install-completion: shells complete commands, options and their choices

@@ -1,5 +1,6 @@
 """Registers every ``darm`` command (one import per command module)."""
 
+import latent_darm.cli.convert as convert_command  # noqa: F401
 import latent_darm.cli.demo as demo_command  # noqa: F401
 import latent_darm.cli.diagnose as diagnose_command  # noqa: F401
 import latent_darm.cli.eval as eval_command  # noqa: F401

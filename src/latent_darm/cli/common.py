@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: error reporting, the stderr console, dtype/device options.
+"""Shared CLI plumbing: error reporting, the stderr console, dtype/device/count/output-directory checks.
 
 Nothing here imports torch at module level: ``darm --help`` must answer at once.
 """
@@ -6,8 +6,11 @@ Nothing here imports torch at module level: ``darm --help`` must answer at once.
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import tempfile
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -16,7 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from latent_darm.dtypes import canonical_dtype, resolve_dtype_name, torch_dtype
-from latent_darm.errors import DarmError
+from latent_darm.errors import ConfigError, DarmError
+from latent_darm.io import is_disk_full
 
 if TYPE_CHECKING:
     import torch
@@ -37,15 +41,53 @@ def resolve_dtype(name: str, device: str) -> str:
     return resolve_dtype_name(str(name), str(device))
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def resolve_device(name: str) -> str:
-    """``auto`` picks CUDA when present; an unavailable CUDA request is a clear error, not a crash later."""
+    """``auto`` picks CUDA when present; an unknown or unavailable device is a clear error, not a crash later."""
     import torch
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DarmError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps; got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name}: MPS is not available on this machine")
     return name
+
+
+def check_positive(option: str, value: int | None) -> None:
+    """An optional count option given as 0 or less is an error (not silently its default)."""
+    if value is not None and value < 1:
+        raise ConfigError(f"--{option} must be >= 1, got {value}")
+
+
+def check_output_dir(path: Path, option: str = "--out") -> None:
+    """Refuse an output directory that cannot be written (a file, a read-only directory, an unwritable parent)
+    before any model is loaded: creates it and writes and deletes a probe file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file; expected a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".darm-probe-"):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"{option} {path}: a parent of it is a file") from None
+    except OSError as exc:
+        raise ConfigError(f"{option} {path} is not writable ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path} is not writable (permission denied)")
 
 
 def run_app(app: typer.Typer) -> int:
@@ -64,6 +106,19 @@ def run_app(app: typer.Typer) -> int:
             exc.show()
             return exc.exit_code
         console.print(f"[bold red]error:[/] {choice}", highlight=False, soft_wrap=True)
+        return 2
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        if DEBUG:
+            traceback.print_exc()
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        console.print(
+            f"[bold red]error:[/] disk full{escape(where)}; files finished before it are kept (long jobs write "
+            "atomically): free space and rerun the same command to resume",
+            highlight=False,
+            soft_wrap=True,
+        )
         return 2
     except click.exceptions.Abort:
         console.print("aborted")

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from latent_darm.cli.app import app
-from latent_darm.cli.common import console
+from latent_darm.cli.common import check_output_dir, console
 from latent_darm.evaluation.report import MARKDOWN_HEADERS, Run, level_rows, make_row
 from latent_darm.extras import require
 
@@ -89,6 +89,7 @@ def demo_command(
 
     settings = demo_settings(quick=quick, seed=seed)
     out_dir = out if out is not None else default_out(seed, quick)
+    check_output_dir(out_dir)
 
     def log(message: str) -> None:
         console.print(message, highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from latent_darm.cli.app import app
-from latent_darm.cli.common import console
+from latent_darm.cli.common import check_output_dir, console
 from latent_darm.cli.eval import runtime_device
 from latent_darm.errors import ConfigError
 from latent_darm.evaluation.diagnose import diagnose, plot_attribution
@@ -31,6 +31,8 @@ def diagnose_command(
     from latent_darm.pipelines.factory import build_pipeline
 
     runtime = {"device": runtime_device(device)}
+    if out is not None:
+        check_output_dir(out)
     main = current_processes().is_main
     diagnoses = []
     for directory in directories:

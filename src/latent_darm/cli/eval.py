@@ -9,6 +9,7 @@ building: it is not part of the configuration, so a run can resume on another GP
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import typer
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, PipelineKind, complete_benchmark, complete_device
-from latent_darm.cli.common import console, resolve_device, resolve_dtype
+from latent_darm.cli.common import check_output_dir, check_positive, console, resolve_device, resolve_dtype
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import DATA_ENV, PAPER_PROTOCOL, benchmark_names, load_benchmark
 from latent_darm.evaluation.runner import (
@@ -26,6 +27,7 @@ from latent_darm.evaluation.runner import (
     evaluate,
     examples_fingerprint,
 )
+from latent_darm.models.fingerprint import reference_fingerprint
 from latent_darm.pipelines.spec import (
     AutoregressiveRole,
     DiffusionRole,
@@ -41,8 +43,9 @@ WRITER_KINDS = ("ddlm", "arm")
 # Plan lengths of the paper: 64 latent positions; 256 tokens (8 blocks of 32) for a text plan or a DDLM answer.
 DEFAULT_GEN_LENGTH = {"latent": 64, "text": 256, "ddlm": 256}
 DEFAULT_BLOCK_LENGTH = 32  # LLaDA's; families without blocks (Dream) ignore it
-# Answer budgets: the latent executor writes ~5 tokens; a direct answer a short \boxed{}; chain of thought more.
-DEFAULT_MAX_NEW_TOKENS = {"latent": 16, "text": 32, "arm": 32, "cot": 1024}
+# Answer budgets: a direct answer is a short \boxed{}; chain of thought more. The paper's latent executor writes ~5
+# tokens, but a real instruct model phrases it ("The answer is \boxed{12}."): 16 cut such answers, so 64.
+DEFAULT_MAX_NEW_TOKENS = {"latent": 64, "text": 32, "arm": 32, "cot": 1024}
 
 
 def diffusion_role(
@@ -122,6 +125,7 @@ def _check_options(pipeline: str, options: dict[str, Any]) -> None:
         "projector": pipeline != "latent",
         "latent_noise": pipeline != "latent",
         "denoise_fraction": pipeline != "latent",
+        "force_projector": pipeline != "latent",
         "chain_of_thought": pipeline in ("text", "latent"),
         "planner": pipeline == "arm",
     }
@@ -154,12 +158,20 @@ def pipeline_spec(
     prompts: str | None = None,
     dtype: str = "auto",
     device: str = "cpu",
+    system_prompt: str | None = None,
+    no_system_turn: bool = False,
+    force_projector: bool = False,
 ) -> PipelineSpec:
     """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError.
     Sampler options left as None mean: for the latent planner, what the projector was trained with; elsewhere the
     defaults (blocks of 32, no cache, steps = gen-length). ``device`` (not stored: a run may resume elsewhere) only
-    resolves ``dtype`` auto."""
+    resolves ``dtype`` auto. ``system_prompt`` / ``no_system_turn`` override the templates' system turn (default: an
+    empty one)."""
     _check_options(pipeline, locals())
+    # 0 is a value, not "use the default": refuse it here instead of letting `x or default` swallow it.
+    for name, value in (("gen-length", gen_length), ("steps", steps), ("max-new-tokens", max_new_tokens)):
+        check_positive(name, value)
+    check_positive("block-length", block_length)
     from latent_darm.sampling.config import parse_latent_tokens
 
     held = parse_latent_tokens(latent_tokens)
@@ -197,11 +209,15 @@ def pipeline_spec(
     templates = TemplatesSpec(prompts)
     if prompts is not None:
         templates.load()  # a bad prompt file fails now, not after the models load
+    if no_system_turn and system_prompt is not None:
+        raise ConfigError("give --system-prompt or --no-system-turn, not both")
+    if no_system_turn or system_prompt is not None:
+        templates = replace(templates, system_prompt=None if no_system_turn else system_prompt, override_system=True)
     return PipelineSpec(
         kind=pipeline,
         executor=executor_role,
         planner=planner_role,
-        projector=ProjectorSpec(projector, latent_noise) if projector else None,
+        projector=ProjectorSpec(projector, latent_noise, force=force_projector) if projector else None,
         chain_of_thought=chain_of_thought,
         templates=templates,
         dtype=resolve_dtype(dtype, device),
@@ -231,6 +247,14 @@ def subset(limit: int | None, seed: int | None, paper_protocol: bool) -> dict[st
     return {"limit": limit, "seed": seed}
 
 
+def weights_of(spec: dict[str, Any]) -> dict[str, str]:
+    """{role: weights fingerprint} of every model the spec names, recorded so a resume with other weights fails."""
+    references = {role: (spec.get(role) or {}).get("model") for role in ("planner", "executor")}
+    references["projector"] = spec.get("projector")
+    fingerprints = {role: reference_fingerprint(ref) for role, ref in references.items() if ref}
+    return {role: value for role, value in fingerprints.items() if value is not None}
+
+
 def runtime_device(device: str) -> str:
     """Under ``accelerate launch`` with several processes, ``auto`` means this process's own GPU."""
     if device == "auto":
@@ -245,7 +269,7 @@ def summary_line(benchmark: str, summary: EvalSummary, out: Path) -> str:
     return (
         f"{benchmark}: accuracy {s.accuracy:.1%} ({s.correct}/{s.n}), tokens/question planner "
         f"{s.mean_planner_tokens:.1f} + executor {s.mean_executor_tokens:.1f} = {s.mean_total_tokens:.1f}, "
-        f"{s.seconds_per_question:.2f} s/question, {s.computed} new → {out}"
+        f"{s.seconds_per_question:.2f} s/question, truncated {s.truncation_rate:.1%}, {s.computed} new → {out}"
     )
 
 
@@ -287,19 +311,29 @@ def eval_command(
         help="DDLM planner: masked positions after the block each pass computes (the nearest N; 'all' = exact mode; "
         "N above gen-length - block-length is refused).",
     ),
-    max_new_tokens: int = typer.Option(None, help="Answer budget (default 16 latent, 32 direct, 1024 CoT)."),
+    max_new_tokens: int = typer.Option(None, help="Answer budget (default 64 latent, 32 direct, 1024 CoT)."),
     repetition_penalty: float = typer.Option(1.0, help="Autoregressive decoding repetition penalty."),
     chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first."),
     latent_noise: float = typer.Option(0.0, help="Latent: Gaussian noise relative to the latents' RMS (control)."),
     prompts: Path = typer.Option(None, help="JSON/YAML file overriding prompt templates."),
+    system_prompt: str = typer.Option(None, help="ARM chat prompts: this system turn (default: an empty one)."),
+    no_system_turn: bool = typer.Option(
+        False, "--no-system-turn", help="ARM chat prompts: no system turn (the chat template's own default applies)."
+    ),
     dtype: Dtype = typer.Option(Dtype.auto, case_sensitive=False, help="auto: float32 on CPU, bfloat16 on a GPU."),
+    force_projector: bool = typer.Option(
+        False, "--force-projector", help="Latent: use a projector trained for another tokenizer anyway."
+    ),
     device: str = typer.Option(
         "auto", help=f"{DEVICE_HELP} Under accelerate, auto is each process's GPU.", autocompletion=complete_device
     ),
     label: str = typer.Option(None, help="Name of this configuration in reports."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
-    """Evaluate a pipeline on a benchmark: graded results stream to OUT/results.jsonl; rerun to resume."""
+    """Evaluate a pipeline on a benchmark: graded results stream to OUT/results.jsonl; rerun to resume.
+
+    A resume is refused if the settings or any model's weights (fingerprinted in OUT/config.json) changed.
+    --gen-length, --steps and --max-new-tokens must be >= 1 when given (0 is refused, not read as the default)."""
     run_device = runtime_device(device)
     spec = build_spec(
         pipeline=pipeline.value,
@@ -322,9 +356,13 @@ def eval_command(
         prompts=None if prompts is None else str(prompts),
         dtype=dtype.value,
         device=run_device,
+        system_prompt=system_prompt,
+        no_system_turn=no_system_turn,
+        force_projector=force_projector,
     )
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    check_output_dir(out)
     selection = subset(limit, seed, paper_protocol)
     examples = load_benchmark(benchmark, data_dir=data_dir, **selection)
     if not examples:
@@ -334,6 +372,8 @@ def eval_command(
         "subset": selection,
         "examples": examples_fingerprint(examples),
         "spec": spec,
+        "weights": weights_of(spec),
+        "batch_size": batch_size,  # in bfloat16 a row's answer can depend on its batch: a resume must not mix
     }
     if label:
         config["label"] = label

@@ -27,8 +27,9 @@ def _field_text(path: Path, number: int, record: dict[str, Any], name: str) -> s
     return str(value)
 
 
-def read_predictions(path: Path, default_type: str) -> list[tuple[dict[str, Any], str, str, str]]:
-    """Every line validated before any output, so a bad line never leaves half a result on stdout."""
+def read_predictions(path: Path, default_type: str) -> list[tuple[dict[str, Any], str, str, str, bool]]:
+    """Every line validated before any output, so a bad line never leaves half a result on stdout. An optional
+    ``"truncated": true`` says the prediction hit its token budget (then no unanchored number is read from it)."""
     rows = []
     for number, record in read_jsonl(path):
         prediction = _field_text(path, number, record, "prediction")
@@ -36,7 +37,10 @@ def read_predictions(path: Path, default_type: str) -> list[tuple[dict[str, Any]
         answer_type = record.get("answer_type", default_type)
         if answer_type not in ANSWER_TYPES:
             raise DataError(f"{path}:{number}: unknown answer_type {answer_type!r}; expected {', '.join(ANSWER_TYPES)}")
-        rows.append((record, prediction, gold, answer_type))
+        truncated = record.get("truncated", False)
+        if not isinstance(truncated, bool):
+            raise DataError(f"{path}:{number}: field 'truncated' must be true or false, got {truncated!r}")
+        rows.append((record, prediction, gold, answer_type, truncated))
     if not rows:
         raise DataError(f"{path}: no predictions in file")
     return rows
@@ -44,7 +48,9 @@ def read_predictions(path: Path, default_type: str) -> list[tuple[dict[str, Any]
 
 @app.command("grade")
 def grade_command(
-    file: Path = typer.Argument(..., help='JSONL file: {"prediction": ..., "gold": ..., "answer_type"?: ...}.'),
+    file: Path = typer.Argument(
+        ..., help='JSONL file: {"prediction": ..., "gold": ..., "answer_type"?: ..., "truncated"?: true|false}.'
+    ),
     answer_type: str = typer.Option(
         "math", "--answer-type", help="Default for lines without one: math | integer | mc."
     ),
@@ -54,9 +60,12 @@ def grade_command(
         raise DataError(f"--answer-type must be one of {', '.join(ANSWER_TYPES)}; got {answer_type!r}")
     rows = read_predictions(file, answer_type)
     n_correct = 0
-    for record, prediction, gold, kind in rows:
-        result = grade(prediction, gold, kind)
+    for record, prediction, gold, kind, truncated in rows:
+        result = grade(prediction, gold, kind, truncated=truncated)
         n_correct += result.correct
-        typer.echo(json.dumps({**record, "correct": result.correct, "extracted": result.extracted}, ensure_ascii=False))
+        graded = {**record, "correct": result.correct, "extracted": result.extracted}
+        if result.ungradable:
+            graded["ungradable"] = True
+        typer.echo(json.dumps(graded, ensure_ascii=False))
     total = len(rows)
     console.print(f"graded {total}: {n_correct} correct, accuracy {n_correct / total:.1%}", highlight=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from latent_darm.cli.app import app
-from latent_darm.cli.common import console
+from latent_darm.cli.common import check_output_dir, console
 from latent_darm.evaluation.report import write_report
 
 
@@ -17,6 +17,7 @@ def report_command(
     out: Path = typer.Option(Path("report"), help="Where to write report.md, the CSVs and the PNGs."),
 ) -> None:
     """Accuracy (95% Wilson interval), tokens per stage and time per question, per benchmark and configuration."""
+    check_output_dir(out)
     written = write_report(directories, out)
     for path in written:
         typer.echo(str(path))

@@ -41,7 +41,14 @@ def solve(
     chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first."),
     latent_noise: float = typer.Option(0.0, help="Latent: noise relative to the latents' RMS (control)."),
     prompts: str = typer.Option(None, help="JSON/YAML file overriding prompt templates."),
+    system_prompt: str = typer.Option(None, help="ARM chat prompts: this system turn (default: an empty one)."),
+    no_system_turn: bool = typer.Option(
+        False, "--no-system-turn", help="ARM chat prompts: no system turn (the chat template's own default applies)."
+    ),
     dtype: Dtype = typer.Option(Dtype.auto, case_sensitive=False, help="auto: float32 on CPU, bfloat16 on a GPU."),
+    force_projector: bool = typer.Option(
+        False, "--force-projector", help="Latent: use a projector trained for another tokenizer anyway."
+    ),
     device: str = typer.Option("auto", help=DEVICE_HELP, autocompletion=complete_device),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
@@ -56,6 +63,7 @@ def solve(
         threshold=threshold, cache=None if cache is None else cache.value, denoise_fraction=denoise_fraction,
         max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty, chain_of_thought=chain_of_thought,
         latent_noise=latent_noise, prompts=prompts, dtype=dtype.value, device=run_device,
+        system_prompt=system_prompt, no_system_turn=no_system_turn, force_projector=force_projector,
     )  # fmt: skip
     from latent_darm.pipelines.factory import build_pipeline
 
@@ -63,7 +71,7 @@ def solve(
         built = build_pipeline({**spec, "device": run_device})
     with console.status(f"solving with {built.name}"):
         result = built.run([question], answer_type)[0]  # type: ignore[arg-type]
-    extracted = extract_answer(result.output, answer_type)
+    extracted = extract_answer(result.output, answer_type, truncated=result.truncated)
     if as_json:
         typer.echo(json.dumps({"pipeline": built.name, **result.to_dict(), "extracted": extracted}, ensure_ascii=False))
         return

@@ -19,7 +19,7 @@ import typer
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import Cache, Dtype, TrainDevice
-from latent_darm.cli.common import console, parse_dtype, resolve_dtype
+from latent_darm.cli.common import check_output_dir, check_positive, console, parse_dtype, resolve_dtype
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import (
     DATA_ENV,
@@ -113,7 +113,7 @@ def train_projector_command(
     out: Path = typer.Option(..., help="Run directory (rerun the same command to resume)."),
     data: list[Path] = typer.Option(None, "--data", help="JSONL file of training pairs (repeatable)."),
     question_field: str = typer.Option("question", help="--data: field holding the question."),
-    target_field: str = typer.Option("answer", help="--data: field holding the gold answer."),
+    target_field: str = typer.Option("answer", help="--data: field holding the gold answer (a string or number)."),
     answer_type: str = typer.Option("math", help="--data: math | integer | mc."),
     benchmark_train: list[str] = typer.Option(
         None,
@@ -172,7 +172,7 @@ def train_projector_command(
     lora: bool = typer.Option(False, "--lora/--no-lora", help="Also train LoRA (r 8, α 32) on the executor."),
     lora_lr: float = typer.Option(5e-4, help="LoRA learning rate."),
     mixed_precision: str = typer.Option("auto", help="auto (bf16 on CUDA, none on CPU) | no | bf16."),
-    max_new_tokens: int = typer.Option(16, help="Answer budget of the held-out accuracy check."),
+    max_new_tokens: int = typer.Option(64, help="Answer budget of the held-out accuracy check."),
     prompts: Path = typer.Option(None, help="JSON/YAML file overriding prompt templates (use it at eval too)."),
     dtype: Dtype = typer.Option(Dtype.auto, case_sensitive=False, help="auto: float32 on CPU, bfloat16 on a GPU."),
     device: TrainDevice = typer.Option(TrainDevice.auto, help="Under accelerate, auto is each process's GPU."),
@@ -204,13 +204,16 @@ def train_projector_command(
         raise ConfigError(f"--held-out-per-source must be >= 0, got {held_out_per_source}")
     if plan_batch_size < 1:
         raise ConfigError(f"--plan-batch-size must be >= 1, got {plan_batch_size}")
+    for name, value in (("steps", steps), ("block-length", block_length), ("max-steps", max_steps)):
+        check_positive(name, value)
+    check_output_dir(out)
     family = local_family(planner)
     sampler_options: dict[str, Any] = {
         "gen_length": gen_length,
         "block_length": block_length
         if family is not None and not family.uses_blocks
         else min(block_length or 32, gen_length),
-        "steps": steps or gen_length,
+        "steps": gen_length if steps is None else steps,
         "threshold": threshold,
         "cache": cache.value,
         "hidden_layer": latent_layer,

@@ -185,6 +185,10 @@ class RecordedPlans:
             written.append(Written(record["plan"], int(tokens), int(passes), 0.0))
         return written
 
+    def render(self, prompt: str) -> str:
+        """No model renders a recorded plan's prompt: the prompt itself (for the runner's prompt record)."""
+        return prompt
+
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "plans": RECORDED_PLANS}
 

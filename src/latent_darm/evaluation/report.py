@@ -141,6 +141,7 @@ class Row:
             "planner_forward_passes": round(s.mean_planner_forward_passes, 3),
             "executor_forward_passes": round(s.mean_executor_forward_passes, 3),
             "seconds_per_question": round(s.seconds_per_question, 4),
+            "truncation_rate": round(s.truncation_rate, 6),
         }
 
     def markdown_cells(self) -> list[str]:
@@ -157,6 +158,7 @@ class Row:
             f"{s.mean_total_tokens:.1f}",
             f"{s.mean_planner_forward_passes:.1f} / {s.mean_executor_forward_passes:.1f}",
             f"{s.seconds_per_question:.3f}",
+            f"{100 * s.truncation_rate:.1f}",
         ]
 
 
@@ -170,6 +172,7 @@ MARKDOWN_HEADERS = [
     "total tok",
     "fwd passes (planner / executor)",
     "s/question",
+    "truncated %",
 ]
 
 

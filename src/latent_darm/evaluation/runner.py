@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from latent_darm.config_diff import first_difference, short
-from latent_darm.errors import ConfigError, DataError
+from latent_darm.config_diff import COSMETIC_KEYS, first_difference, short
+from latent_darm.errors import ConfigError, DataError, DiskFullError
 from latent_darm.evaluation.benchmarks import Example
-from latent_darm.grading import MATH_VERIFY_TIMEOUT_S, grade
-from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text
+from latent_darm.grading import ITEM_TIME_LIMIT_S, MATH_VERIFY_TIMEOUT_S, grade
+from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text, is_disk_full
 from latent_darm.pipelines.base import Pipeline, PipelineResult
 from latent_darm.progress import progress_bar
 
@@ -36,9 +36,30 @@ if TYPE_CHECKING:
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
+PROMPT_FILE = "prompt.json"
 RANK_PATTERN = "results.rank*.jsonl"
 LOCK_FILE = ".lock"
-GRADING = {"grader": "latent_darm.evaluation.grading", "math_verify_timeout_s": MATH_VERIFY_TIMEOUT_S}
+# {role: fingerprint} of the weights behind the results (models.fingerprint); compared role by role on resume, and
+# absent from directories written before fingerprints were recorded (those resume unchecked).
+WEIGHTS_KEY = "weights"
+# In float32 a row's answer does not depend on the batch it is in (tested); in bfloat16/float16 it can, so there a
+# resume with another batch size is refused.
+BATCH_KEY = "batch_size"
+
+
+def cosmetic_keys(config: dict[str, Any]) -> frozenset[str]:
+    """Top-level keys whose change a resume accepts for this configuration."""
+    spec = config.get("spec")
+    exact = isinstance(spec, dict) and spec.get("dtype", "float32") == "float32"
+    return COSMETIC_KEYS | {BATCH_KEY} if exact else COSMETIC_KEYS
+
+
+GRADING = {
+    "grader": "latent_darm.evaluation.grading",
+    "math_verify_timeout_s": MATH_VERIFY_TIMEOUT_S,
+    "item_time_limit_s": ITEM_TIME_LIMIT_S,
+    "truncated_outputs": "anchored answers only",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -59,13 +80,19 @@ class EvalSummary:
     mean_executor_forward_passes: float
     seconds_per_question: float
     computed: int = 0
+    truncated: int = 0
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.n if self.n else 0.0
 
+    @property
+    def truncation_rate(self) -> float:
+        """Share of answers that hit the token budget before an end token."""
+        return self.truncated / self.n if self.n else 0.0
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "accuracy": self.accuracy}
+        return {**asdict(self), "accuracy": self.accuracy, "truncation_rate": self.truncation_rate}
 
 
 def _mean(records: Sequence[dict[str, Any]], key: str) -> float:
@@ -84,6 +111,7 @@ def summarize(records: Sequence[dict[str, Any]], computed: int = 0) -> EvalSumma
         mean_executor_forward_passes=_mean(records, "executor_forward_passes"),
         seconds_per_question=_mean(records, "seconds"),
         computed=computed,
+        truncated=sum(bool(r.get("truncated")) for r in records),
     )
 
 
@@ -152,6 +180,23 @@ def merge_results(out_dir: Path, order: Sequence[str] = ()) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def prompt_record(pipeline: Pipeline, examples: Sequence[Example]) -> tuple[str, dict[str, Any]]:
+    """(hash, record) of the rendered prompts. The hash covers each answer type's prompts rendered around the
+    placeholder ``{question}`` (chat template, system turn and templates, not the questions), so a resume with a
+    different rendering is refused; the record also keeps the first item's exact prompts, for inspection."""
+    types = sorted({e.answer_type for e in examples})
+    rendered = {t: pipeline.rendered_prompts("{question}", t) for t in types}  # type: ignore[arg-type]
+    digest = hashlib.sha256(json.dumps(rendered, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
+    first = examples[0] if examples else None
+    record: dict[str, Any] = {"sha256": digest, "templates": rendered}
+    if first is not None:
+        record["first_item"] = {
+            "id": first.id,
+            "prompts": pipeline.rendered_prompts(first.question, first.answer_type),  # type: ignore[arg-type]
+        }
+    return digest, record
+
+
 def examples_fingerprint(examples: Sequence[Example]) -> dict[str, Any]:
     """Count and hash of the selected questions and golds: an edited data file is a different configuration."""
     rows = sorted([e.id, e.question, e.gold, e.answer_type] for e in examples)
@@ -181,8 +226,11 @@ def check_config(out_dir: Path, config: dict[str, Any], *, partial: bool = False
         if any(path.exists() for path in result_files(out_dir)):
             raise DataError(f"{out_dir}: has results but no {CONFIG_FILE}; use another --out directory")
         return None
+    _check_weights(out_dir, stored, config)
     compared = {key: value for key, value in stored.items() if key in config} if partial else stored
-    difference = first_difference(compared, json.loads(json.dumps(config)))
+    compared = {key: value for key, value in compared.items() if key != WEIGHTS_KEY}
+    wanted = {key: value for key, value in json.loads(json.dumps(config)).items() if key != WEIGHTS_KEY}
+    difference = first_difference(compared, wanted, cosmetic_keys(config))
     if difference is not None:
         key, old, new = difference
         raise ConfigError(
@@ -190,6 +238,21 @@ def check_config(out_dir: Path, config: dict[str, Any], *, partial: bool = False
             "use another --out directory"
         )
     return stored
+
+
+def _check_weights(out_dir: Path, stored: dict[str, Any], config: dict[str, Any]) -> None:
+    """Refuse to resume when a model's weights differ from those that produced the stored results."""
+    old, new = stored.get(WEIGHTS_KEY), config.get(WEIGHTS_KEY)
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return
+    for role, fingerprint in new.items():
+        if role in old and old[role] != fingerprint:
+            spec = config.get("spec") or {}
+            model = spec.get(role) if role == "projector" else (spec.get(role) or {}).get("model")
+            raise ConfigError(
+                f"{out_dir} holds results of other {role} weights: {model or role} changed since they were written "
+                f"(fingerprint {old[role]} there, {fingerprint} now); use another --out directory"
+            )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -248,7 +311,7 @@ def shard_items(items: Sequence[Example], rank: int, world: int) -> list[Example
 
 def result_record(example: Example, result: PipelineResult) -> dict[str, Any]:
     """One results line: the pipeline's output and accounting, graded, with the example's gold and meta."""
-    graded = grade(result.output, example.gold, example.answer_type)
+    graded = grade(result.output, example.gold, example.answer_type, truncated=result.truncated)
     record = {"id": example.id, **result.to_dict()}
     record.update(
         question=example.question,
@@ -256,6 +319,7 @@ def result_record(example: Example, result: PipelineResult) -> dict[str, Any]:
         gold=example.gold,
         extracted=graded.extracted,
         correct=graded.correct,
+        ungradable=graded.ungradable,
         seconds=round(result.accounting.seconds, 4),
         meta=example.meta,
     )
@@ -303,7 +367,8 @@ def evaluate(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     _check_ids(examples)
     out_dir = Path(out_dir)
-    full_config = {**config, "pipeline": pipeline.describe(), "grading": GRADING}
+    prompt_sha256, prompts = prompt_record(pipeline, examples)
+    full_config = {**config, "pipeline": pipeline.describe(), "grading": GRADING, "prompt_sha256": prompt_sha256}
     processes = current_processes(shard, barrier)
 
     stored = check_config(out_dir, full_config)  # every process checks, so every process raises alike
@@ -312,6 +377,8 @@ def evaluate(
         if processes.is_main:
             if stored != json.loads(json.dumps(full_config)):  # new directory, or a new label
                 atomic_write_json(out_dir / CONFIG_FILE, full_config)
+            if not (out_dir / PROMPT_FILE).exists():
+                atomic_write_json(out_dir / PROMPT_FILE, prompts)
             read_results(out_dir / RESULTS_FILE, repair=True)
         processes.barrier()
         if own_file.name != RESULTS_FILE:
@@ -321,7 +388,17 @@ def evaluate(
 
         pending = [e for e in examples if e.id not in finished]
         mine = shard_items(pending, processes.rank, processes.world)
-        _answer(pipeline, mine, own_file, batch_size, progress and processes.is_main)
+        try:
+            _answer(pipeline, mine, own_file, batch_size, progress and processes.is_main)
+        except (DiskFullError, OSError) as exc:
+            if isinstance(exc, OSError) and not is_disk_full(exc):
+                raise
+            kept = len(load_results(out_dir))
+            raise DiskFullError(
+                f"disk full while writing results to {own_file}; the {kept} results finished before it are kept: "
+                "free space and rerun the same command to resume",
+                own_file,
+            ) from None
 
         processes.barrier()
         if processes.is_main:

@@ -34,8 +34,12 @@ import transformers
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from latent_darm.errors import CheckpointError, ConfigError
+from latent_darm.io import read_json_file
+from latent_darm.models.config_checks import check_hf_config
+from latent_darm.models.gguf import find_gguf, is_gguf_model, load_gguf, plain_copy
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.planner import load_tokenizer
+from latent_darm.models.safetensors_files import checked_weight_files
 from latent_darm.models.splice import PLACEMENTS, PLAN_MARKER, left_pad, splice
 
 EOT_TOKENS = ("<|eot_id|>", "<|im_end|>")
@@ -45,12 +49,14 @@ CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length",
 
 @dataclass
 class Generation:
-    """One greedy answer. ``seconds`` is the batch's wall time shared equally among its rows."""
+    """One greedy answer. ``seconds`` is the batch's wall time shared equally among its rows; ``truncated``: the
+    token budget ran out before a stop token (the text may be cut mid-answer)."""
 
     token_ids: list[int]
     text: str
     forward_passes: int
     seconds: float
+    truncated: bool = False
 
     @property
     def num_tokens(self) -> int:
@@ -89,6 +95,61 @@ def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> tup
     return tuple(sorted(ids))
 
 
+def _first(keys: Any) -> tuple[str, int]:
+    names = sorted(keys or ())
+    return (names[0] if names else "", len(names))
+
+
+def load_causal_lm(directory: Path, dtype: torch.dtype) -> PreTrainedModel:
+    """``AutoModelForCausalLM`` from safetensors only, strictly: the config and every weight file are checked
+    first, and a checkpoint whose tensors do not match the config (missing, unexpected or misshapen) is refused
+    instead of being filled with random weights."""
+    config_path = directory / "config.json"
+    raw = read_json_file(config_path, CheckpointError)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object")
+    check_hf_config(raw, str(config_path))
+    checked_weight_files(directory)
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            # Mismatched shapes are reported below by name (transformers' own error points at a silenced log).
+            directory,
+            dtype=dtype,
+            use_safetensors=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"executor {directory}: cannot load a causal LM ({reason})") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
+    for kind, hint in (("missing", "left at random values"), ("unexpected", "not used by the model")):
+        name, count = _first(info.get(f"{kind}_keys"))
+        if count:
+            raise CheckpointError(
+                f"executor {directory}: {count} {kind} tensor(s), first '{name}' ({hint}); config.json does not "
+                "match the weights (layer count or architecture) or the checkpoint is incomplete"
+            )
+    mismatched = sorted(info.get("mismatched_keys") or (), key=str)
+    if mismatched:
+        first = mismatched[0]
+        described = (
+            f"'{first[0]}' has shape {list(first[1])}, config.json implies {list(first[2])}"
+            if isinstance(first, tuple) and len(first) == 3
+            else repr(first)
+        )
+        raise CheckpointError(
+            f"executor {directory}: {len(mismatched)} tensor(s) do not fit config.json, first {described}"
+        )
+    return model
+
+
 class CausalExecutor:
     """Causal LM + tokenizer + stop ids; greedy answers from prompt strings or from soft tokens + prompts."""
 
@@ -111,26 +172,22 @@ class CausalExecutor:
     def from_pretrained(
         cls, reference: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
     ) -> CausalExecutor:
-        """Open a Hugging Face causal-LM directory (or hub id) with ``AutoModelForCausalLM``; no remote code."""
+        """Open a Hugging Face causal-LM directory (or hub id) with ``AutoModelForCausalLM``; no remote code. A
+        ``.gguf`` file, or a directory holding one and no ``config.json``, is dequantized to ``dtype``
+        (:mod:`latent_darm.models.gguf`)."""
+        gguf_file = find_gguf(reference)
+        if gguf_file is not None:
+            model, tokenizer = load_gguf(gguf_file, dtype)
+            return cls(model.to(device), tokenizer, name_or_path=str(reference))
         directory = resolve_checkpoint(reference, "executor")
         if not (directory / "config.json").is_file():
             raise CheckpointError(f"executor {directory}: no config.json")
-        verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-        try:
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"executor {directory}: cannot load a causal LM ({reason})") from None
-        finally:
-            transformers.logging.set_verbosity(verbosity)
-            if bars:
-                transformers.logging.enable_progress_bar()
+        model = load_causal_lm(directory, dtype)
         return cls(model.to(device), load_tokenizer(directory), name_or_path=str(reference))
 
     def save_pretrained(self, directory: str | Path) -> None:
-        self.model.save_pretrained(directory)
+        """A normal safetensors checkpoint, also for a model read from a GGUF file (which transformers refuses)."""
+        (plain_copy(self.model) if is_gguf_model(self.model) else self.model).save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
 
     @property
@@ -214,17 +271,22 @@ class CausalExecutor:
         text = self.chat_text(user_text, system)
         return self._tokenize(user_text, bos=True) if text is None else self._tokenize(text)
 
-    def prompt_ids(self, prompt: str, chat: bool = True) -> list[int]:
-        return self.chat_ids(prompt) if chat else self._tokenize(prompt, bos=True)
+    def prompt_ids(self, prompt: str, chat: bool = True, system: str | None = "") -> list[int]:
+        return self.chat_ids(prompt, system) if chat else self._tokenize(prompt, bos=True)
 
-    def plan_segments(self, prompt: str, placement: str) -> tuple[list[int], list[int]]:
+    def rendered_prompt(self, prompt: str, chat: bool = True, system: str | None = "") -> str:
+        """The text the model reads for ``prompt`` (the chat-templated prompt, or the raw prompt without one)."""
+        text = self.chat_text(prompt, system) if chat else None
+        return prompt if text is None else text
+
+    def plan_segments(self, prompt: str, placement: str, system: str | None = "") -> tuple[list[int], list[int]]:
         """(ids before the soft tokens, ids after them). ``prefix``: nothing before, the whole chat prompt after.
         ``inline``: the chat prompt split where the user text holds :data:`PLAN_MARKER` (exactly once)."""
         if placement == "prefix":
-            return [], self.chat_ids(prompt)
+            return [], self.chat_ids(prompt, system)
         if prompt.count(PLAN_MARKER) != 1:
             raise ConfigError(f"inline placement needs the prompt to contain {PLAN_MARKER} exactly once")
-        text = self.chat_text(prompt)
+        text = self.chat_text(prompt, system)
         if text is None:
             before, after = prompt.split(PLAN_MARKER)
             return self._tokenize(before, bos=True), self._tokenize(after)
@@ -247,10 +309,11 @@ class CausalExecutor:
         repetition_penalty: float = 1.0,
         batch_size: int = 8,
         chat: bool = True,
+        system: str | None = "",
     ) -> list[Generation]:
-        """Greedy answers to ``prompts`` in input order."""
+        """Greedy answers to ``prompts`` in input order. ``system``: the chat's system turn (None: none sent)."""
         self._check(prompts, max_new_tokens, repetition_penalty, batch_size)
-        ids = [self.prompt_ids(p, chat) for p in prompts]
+        ids = [self.prompt_ids(p, chat, system) for p in prompts]
         with torch.no_grad():
             rows = [self.embed(row) for row in ids]
         return self._generate_rows(rows, max_new_tokens, repetition_penalty, batch_size)
@@ -264,6 +327,7 @@ class CausalExecutor:
         max_new_tokens: int,
         repetition_penalty: float = 1.0,
         batch_size: int = 8,
+        system: str | None = "",
     ) -> list[Generation]:
         """Greedy answers with soft tokens spliced into each chat prompt. ``prefix_embeds``: [B, L, d] or B tensors
         [L_i, d] in the executor's embedding space (projector outputs)."""
@@ -284,7 +348,7 @@ class CausalExecutor:
                         f"soft tokens {i} have shape {tuple(soft.shape)}; expected [L, {self.hidden_size}] "
                         f"(the executor's hidden size)"
                     )
-                before, after = self.plan_segments(prompt, placement)
+                before, after = self.plan_segments(prompt, placement, system)
                 soft = soft.to(device=self.device, dtype=self.dtype)
                 rows.append(splice(soft, self.embed(before), self.embed(after)))
         return self._generate_rows(rows, max_new_tokens, repetition_penalty, batch_size)
@@ -322,7 +386,8 @@ class CausalExecutor:
             tokens = self.greedy([rows[i] for i in batch], max_new_tokens, penalty)
             seconds = (time.perf_counter() - started) / len(batch)
             for index, ids in zip(batch, tokens, strict=True):
-                results[index] = Generation(ids, self.decode(ids), len(ids), seconds)
+                truncated = not ids or ids[-1] not in self.stop_token_ids
+                results[index] = Generation(ids, self.decode(ids), len(ids), seconds, truncated)
         return [r for r in results if r is not None]
 
     def decode(self, token_ids: Sequence[int]) -> str:

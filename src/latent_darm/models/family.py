@@ -9,7 +9,6 @@ folder under ``models/`` with a ``family.py`` that defines ``FAMILY``, plus one 
 from __future__ import annotations
 
 import importlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +18,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from latent_darm.errors import CheckpointError, ConfigError
+from latent_darm.io import read_json_file
 from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds
 
 # config.json model_type → module holding that family's FAMILY object (imported only when used).
@@ -94,13 +94,7 @@ def get_family(model_type: str | None, source: str = "config.json") -> PlannerFa
 
 
 def read_model_type(directory: Path) -> str | None:
-    path = directory / "config.json"
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    raw = read_json_file(directory / "config.json", CheckpointError)  # not UTF-8, malformed, huge or deep: one line
     return raw.get("model_type") if isinstance(raw, dict) else None
 
 

@@ -64,6 +64,11 @@ class DiffusionPlanner:
         family: PlannerFamily | None = None,
     ) -> None:
         self.model, self.tokenizer, self.name_or_path = model, tokenizer, name_or_path
+        vocabulary = getattr(model.config, "embedding_size", None) or getattr(model.config, "vocab_size", None)
+        if mask_token_id is not None and vocabulary and not 0 <= mask_token_id < vocabulary:
+            raise ConfigError(
+                f"mask token id {mask_token_id} is outside the planner's vocabulary (0..{vocabulary - 1})"
+            )
         self.family = family_of_model(model) if family is None else family
         self.ids = self.family.special_ids(model, tokenizer, mask_token_id)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.ids.eos

@@ -37,7 +37,8 @@ class Accounting:
 
 @dataclass
 class PipelineResult:
-    """What a pipeline produced for one question."""
+    """What a pipeline produced for one question. ``truncated``: the answer's budget ran out before an end token,
+    so the output may be cut mid-answer (grading then reads no unanchored number from it)."""
 
     question: str
     output: str
@@ -45,11 +46,13 @@ class PipelineResult:
     accounting: Accounting
     latent_summary: dict[str, Any] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    truncated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "question": self.question,
             "output": self.output,
+            "truncated": self.truncated,
             "plan": self.plan,
             "latent_summary": self.latent_summary,
             **self.accounting.to_dict(),
@@ -80,6 +83,11 @@ class Pipeline(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """JSON-able settings: pipeline kind, model ids, sampler and decoding settings, prompt templates."""
+
+    def rendered_prompts(self, question: str, answer_type: AnswerType) -> dict[str, str]:
+        """The exact text each model reads for ``question`` (chat template and system turn applied), by stage; a
+        plan not yet written appears as ``{plan}``. Results directories store it and its hash."""
+        return {}
 
 
 def check_questions(questions: Sequence[str]) -> None:

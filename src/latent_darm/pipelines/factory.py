@@ -28,6 +28,7 @@ from latent_darm.models.executor import CausalExecutor
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.base import Pipeline
+from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.pipelines.single import SingleModelPipeline
 from latent_darm.pipelines.spec import AutoregressiveRole, DiffusionRole, PipelineSpec, Role
 from latent_darm.pipelines.text import TextPipeline
@@ -92,11 +93,14 @@ def warn_sampler_differs(projector: str, differs: dict[str, dict[str, Any]]) -> 
                        projector, changes)  # fmt: skip
 
 
-def writer_from_role(role: Role, models: ModelCache) -> Writer:
+def writer_from_role(role: Role, models: ModelCache, templates: PromptTemplates | None = None) -> Writer:
     if isinstance(role, DiffusionRole):
         planner = models.diffusion(role.model)
         return DiffusionWriter(planner, sampler_from_role(role, planner))
-    return AutoregressiveWriter(models.autoregressive(role.model), role.max_new_tokens, role.repetition_penalty)
+    system = (templates or PromptTemplates()).system_prompt
+    return AutoregressiveWriter(
+        models.autoregressive(role.model), role.max_new_tokens, role.repetition_penalty, system=system
+    )
 
 
 def build_pipeline(spec: PipelineSpec | Mapping[str, Any], models: ModelCache | None = None) -> Pipeline:
@@ -108,9 +112,11 @@ def build_pipeline(spec: PipelineSpec | Mapping[str, Any], models: ModelCache | 
     templates = spec.templates.load()
     executor, planner = spec.executor, spec.planner
     if planner is None:
-        return SingleModelPipeline(writer_from_role(executor, models), spec.chain_of_thought, templates)
+        return SingleModelPipeline(writer_from_role(executor, models, templates), spec.chain_of_thought, templates)
     if spec.kind == "text":
-        return TextPipeline(writer_from_role(planner, models), writer_from_role(executor, models), templates)
+        return TextPipeline(
+            writer_from_role(planner, models, templates), writer_from_role(executor, models, templates), templates
+        )
     from latent_darm.bridge.projector import Projector, planner_role_for_projector
     from latent_darm.pipelines.latent import LatentPipeline
 

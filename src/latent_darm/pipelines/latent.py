@@ -51,7 +51,7 @@ class LatentPipeline(Pipeline):
     projector: Projector
     executor: CausalExecutor
     sampler: SamplerConfig
-    max_new_tokens: int = 16
+    max_new_tokens: int = 64
     repetition_penalty: float = 1.0
     latent_noise: float = 0.0
     seed: int = 0
@@ -103,6 +103,7 @@ class LatentPipeline(Pipeline):
             max_new_tokens=self.max_new_tokens,
             repetition_penalty=self.repetition_penalty,
             batch_size=batch_size,
+            system=self.templates.system_prompt,
         )
         if on_progress is not None:
             on_progress(len(questions))
@@ -120,9 +121,18 @@ class LatentPipeline(Pipeline):
                     executor_forward_passes=a.forward_passes,
                     seconds=p.seconds + a.seconds,
                 ),
+                truncated=a.truncated,
             )
             for q, p, a in zip(questions, plans, answers, strict=True)
         ]
+
+    def rendered_prompts(self, question: str, answer_type: AnswerType) -> dict[str, str]:
+        """The executor's text; the projected plan's soft tokens go before it (prefix) or at the plan marker."""
+        prompt = self.templates.latent_executor_prompt(question, answer_type)
+        return {
+            "planner": self.planner.tokenizer.decode(self.planner.prompt_ids(self.templates.planner_prompt(question))),
+            "executor": self.executor.rendered_prompt(prompt, system=self.templates.system_prompt),
+        }
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -8,12 +8,12 @@ arrives as soft tokens).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
 from latent_darm.errors import ConfigError
+from latent_darm.io import parse_json
 
 AnswerType = Literal["math", "integer", "mc"]
 
@@ -39,6 +39,9 @@ class PromptTemplates:
     answer_format_mc: str = 'Reply with only the letter of the correct option, as "Answer: X".'
     answer_format_cot_math: str = "Reason step by step, then give the final answer in \\boxed{}."
     answer_format_cot_mc: str = 'Reason step by step, then end with "Answer: X", where X is the option letter.'
+    # The autoregressive model's system turn. "" is the paper authors' choice: an empty system turn, which also
+    # replaces a template's own default system prompt; None sends no system turn (the template's default applies).
+    system_prompt: str | None = ""
 
     def answer_format(self, answer_type: AnswerType, chain_of_thought: bool = False) -> str:
         if answer_type == "mc":
@@ -58,7 +61,7 @@ class PromptTemplates:
         template = self.chain_of_thought if chain_of_thought else self.direct
         return template.format(question=question, answer_format=self.answer_format(answer_type, chain_of_thought))
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
 
 
@@ -68,24 +71,29 @@ def load_templates(path: str | Path | None) -> PromptTemplates:
         return PromptTemplates()
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"prompt file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"prompt file {path}: not UTF-8 text") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        overrides = yaml.safe_load(text)
-    else:
         try:
-            overrides = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"prompt file {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            overrides = yaml.safe_load(text)
+        except (yaml.YAMLError, RecursionError) as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"prompt file {path}: not valid YAML ({problem}{where})") from None
+    else:
+        overrides = parse_json(text, f"prompt file {path}", ConfigError)
     if not isinstance(overrides, dict):
         raise ConfigError(f"prompt file {path}: expected a mapping of template names to strings")
     known = {f.name for f in fields(PromptTemplates)}
     for key, value in overrides.items():
         if key not in known:
             raise ConfigError(f"prompt file {path}: unknown template '{key}' (known: {', '.join(sorted(known))})")
-        if not isinstance(value, str):
+        if not isinstance(value, str) and not (key == "system_prompt" and value is None):
             raise ConfigError(f"prompt file {path}: template '{key}' must be a string")
     return replace(PromptTemplates(), **overrides)

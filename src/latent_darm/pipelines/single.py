@@ -44,9 +44,15 @@ class SingleModelPipeline(Pipeline):
                 accounting=Accounting(
                     executor_tokens=a.tokens, executor_forward_passes=a.forward_passes, seconds=a.seconds
                 ),
+                truncated=a.truncated,
             )
             for q, a in zip(questions, answers, strict=True)
         ]
+
+    def rendered_prompts(self, question: str, answer_type: AnswerType) -> dict[str, str]:
+        return {
+            "executor": self.writer.render(self.templates.direct_prompt(question, answer_type, self.chain_of_thought))
+        }
 
     def describe(self) -> dict[str, Any]:
         return {

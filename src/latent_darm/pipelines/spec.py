@@ -11,14 +11,14 @@ The JSON layout is the one results directories have always stored, so they load 
     {"kind": "arm" | "ddlm" | "text" | "latent",
      "planner": role | None, "executor": role,
      "projector": str | None, "chain_of_thought": bool, "latent_noise": float,
-     "prompts": str | None, "dtype": "float32" | "bfloat16" | "float16"}
-    role = {"kind": "ddlm", "model", "gen_length", "steps", "block_length", "threshold", "cache",
-            ["denoise_fraction", "early_stop"]}
+     "prompts": str | None, "dtype": "float32" | "bfloat16" | "float16",
+     ["system_prompt", "force_projector", "sampler_differs_from_training", "plans"]}
+    role = {"kind": "ddlm", "model", "gen_length", "steps", "block_length", "threshold",
+            ["cache", any other SamplerConfig field but hidden_layer: "denoise_fraction", "latent_tokens", ...]}
          | {"kind": "arm", "model", "max_new_tokens", "repetition_penalty"}
 
-Keys in brackets (fields marked :data:`OPTIONAL`) are written only when they differ from their default, so a field
-added later leaves every stored spec as it was. ``device`` and ``force_projector`` are read but never written
-(:data:`RUNTIME`): a run may resume on another device.
+Keys in brackets (fields marked :data:`OPTIONAL`) are written only when set, so a field added later leaves every
+stored spec as it was. ``device`` is read but never written (:data:`RUNTIME`): a run may resume on another device.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Union
 
 from latent_darm.dtypes import CANONICAL_DTYPES
@@ -103,7 +103,7 @@ def _written(instance: Any, keys: Mapping[str, str] | None = None) -> dict[str, 
     out = {}
     for f, _ in _leaf_fields(type(instance)):
         value = getattr(instance, f.name)
-        if f.metadata.get("runtime") or (f.metadata.get("optional") and value == f.default and value is None):
+        if f.metadata.get("runtime") or (f.metadata.get("optional") and value == f.default):
             continue
         out[(keys or {}).get(f.name, f.name)] = value
     return out
@@ -240,12 +240,12 @@ def role_from_dict(data: Any, name: str) -> Role:
 @dataclass(frozen=True)
 class ProjectorSpec:
     """The latent pipeline's projector directory; ``latent_noise`` (relative to the latents' RMS) is the
-    noised-latents control; ``force`` accepts a projector trained for other tokenizers (runtime only). JSON: flat
-    in the pipeline object, as ``projector``, ``latent_noise`` and ``force_projector``."""
+    noised-latents control; ``force`` accepts a projector trained for other tokenizers (stored only when set).
+    JSON: flat in the pipeline object, as ``projector``, ``latent_noise`` and ``force_projector``."""
 
     path: str
     latent_noise: float = 0.0
-    force: bool = field(default=False, metadata=RUNTIME)
+    force: bool = field(default=False, metadata=OPTIONAL)
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -259,12 +259,25 @@ PROJECTOR_KEYS = {"path": "projector", "force": "force_projector"}  # ProjectorS
 
 @dataclass(frozen=True)
 class TemplatesSpec:
-    """Where the prompt templates come from: the built-in ones, or a JSON/YAML file overriding some."""
+    """Where the prompt templates come from: the built-in ones, or a JSON/YAML file overriding some; with
+    ``override_system``, ``system_prompt`` replaces their system turn (None: no system turn). JSON: ``prompts``,
+    and ``system_prompt`` only when overridden."""
 
     prompts: str | None = None
+    system_prompt: str | None = None
+    override_system: bool = field(default=False, metadata=RUNTIME)
 
     def load(self) -> PromptTemplates:
-        return load_templates(self.prompts)
+        templates = load_templates(self.prompts)
+        return replace(templates, system_prompt=self.system_prompt) if self.override_system else templates
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompts": self.prompts, **({"system_prompt": self.system_prompt} if self.override_system else {})}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TemplatesSpec:
+        values = {k: v for k, v in _read(cls, data).items() if k != "override_system"}
+        return cls(**values, override_system="system_prompt" in data)
 
 
 @dataclass(frozen=True)
@@ -320,7 +333,8 @@ class PipelineSpec:
             "projector": None if self.projector is None else self.projector.path,
             "chain_of_thought": self.chain_of_thought,
             "latent_noise": self.latent_noise,
-            **_written(self.templates),
+            **self.templates.to_dict(),
+            **({"force_projector": True} if self.projector is not None and self.projector.force else {}),
             **{k: v for k, v in _written(self).items() if k not in ("kind", "chain_of_thought")},
         }
 
@@ -330,7 +344,7 @@ class PipelineSpec:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{WHERE} must be a JSON object, got {data!r}")
         projector_keys = _keys(ProjectorSpec, PROJECTOR_KEYS)
-        _refuse_unknown(data, {"planner", "executor"} | _keys(cls) | projector_keys | _keys(TemplatesSpec))
+        _refuse_unknown(data, {"planner", "executor"} | _keys(cls) | projector_keys | {"prompts", "system_prompt"})
         kind = data.get("kind")
         if kind not in PIPELINE_KINDS:
             raise ConfigError(f"pipeline kind must be one of {', '.join(PIPELINE_KINDS)}; got {kind!r}")
@@ -350,6 +364,6 @@ class PipelineSpec:
             "executor": role_from_dict(data["executor"], "executor"),
             "planner": None if planner is None else role_from_dict(planner, "planner"),
             "projector": projector,
-            "templates": TemplatesSpec(**_read(TemplatesSpec, data)),
+            "templates": TemplatesSpec.from_dict(data),
         }
         return cls(**values)

@@ -55,9 +55,17 @@ class TextPipeline(Pipeline):
                     executor_forward_passes=a.forward_passes,
                     seconds=p.seconds + a.seconds,
                 ),
+                extras={"plan_truncated": p.truncated},
+                truncated=a.truncated,
             )
             for q, p, a in zip(questions, plans, answers, strict=True)
         ]
+
+    def rendered_prompts(self, question: str, answer_type: AnswerType) -> dict[str, str]:
+        return {
+            "planner": self.planner.render(self.templates.planner_prompt(question)),
+            "executor": self.executor.render(self.templates.text_executor_prompt(question, "{plan}", answer_type)),
+        }
 
     def describe(self) -> dict[str, Any]:
         return {

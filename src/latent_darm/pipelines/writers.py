@@ -24,6 +24,7 @@ class Written:
     tokens: int
     forward_passes: int
     seconds: float
+    truncated: bool = False  # the budget ran out before an end token (for a diffusion writer: no EOS on the canvas)
 
 
 class Writer(Protocol):
@@ -32,6 +33,8 @@ class Writer(Protocol):
     def write(self, prompts: Sequence[str], batch_size: int) -> list[Written]: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+    def render(self, prompt: str) -> str: ...
 
 
 @dataclass
@@ -44,7 +47,14 @@ class DiffusionWriter:
 
     def write(self, prompts: Sequence[str], batch_size: int) -> list[Written]:
         plans = self.model.generate(prompts, self.sampler, batch_size=batch_size)
-        return [Written(p.text, self.sampler.gen_length, p.nfe, p.seconds) for p in plans]
+        stops = {self.model.ids.eos, self.model.ids.eot}
+        return [
+            Written(p.text, self.sampler.gen_length, p.nfe, p.seconds, not stops.intersection(p.token_ids))
+            for p in plans
+        ]
+
+    def render(self, prompt: str) -> str:
+        return self.model.tokenizer.decode(self.model.prompt_ids(prompt))
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model.name_or_path, "sampler": self.sampler.to_dict()}
@@ -52,12 +62,14 @@ class DiffusionWriter:
 
 @dataclass
 class AutoregressiveWriter:
-    """A Hugging Face causal LM writing greedily."""
+    """A Hugging Face causal LM writing greedily. ``system``: the chat's system turn ("" the paper authors' empty
+    one, None none at all, which lets a template insert its own default)."""
 
     model: CausalExecutor
     max_new_tokens: int
     repetition_penalty: float = 1.0
     kind: str = "arm"
+    system: str | None = ""
 
     def write(self, prompts: Sequence[str], batch_size: int) -> list[Written]:
         outputs = self.model.generate(
@@ -65,8 +77,12 @@ class AutoregressiveWriter:
             max_new_tokens=self.max_new_tokens,
             repetition_penalty=self.repetition_penalty,
             batch_size=batch_size,
+            system=self.system,
         )
-        return [Written(g.text, len(g.token_ids), g.forward_passes, g.seconds) for g in outputs]
+        return [Written(g.text, len(g.token_ids), g.forward_passes, g.seconds, g.truncated) for g in outputs]
+
+    def render(self, prompt: str) -> str:
+        return self.model.rendered_prompt(prompt, system=self.system)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -61,6 +61,9 @@ def _make(source: str, question: Any, target: Any, answer_type: AnswerType, wher
         raise DataError(f"{where}: missing or empty question")
     if target is None or (isinstance(target, str) and not target.strip()):
         raise DataError(f"{where}: missing or empty target")
+    # A target is text; a plain number (a GSM8K-style answer of 72) reads as its text, anything else is refused.
+    if isinstance(target, bool) or not isinstance(target, str | int | float):
+        raise DataError(f"{where}: the target must be a string (or a number), got {type(target).__name__}")
     return TrainingExample(example_id(source, question), question.strip(), str(target).strip(), answer_type, source)
 
 

@@ -35,7 +35,7 @@ class ProjectorTrainingConfig:
     mixed_precision: str = "auto"
     eval_every: int = 500
     save_every: int = 500
-    max_new_tokens: int = 16
+    max_new_tokens: int = 64
     seed: int = 0
     latent_noise: float = 0.0
     lora: bool = False
@@ -88,3 +88,14 @@ def make_accelerator(config: ProjectorTrainingConfig, cpu: bool | None = None) -
         step_scheduler_with_optimizer=False,
         cpu=not torch.cuda.is_available() if cpu is None else cpu,
     )
+
+
+WARMUP_FRACTION = 0.1
+
+
+def scaled_warmup(warmup_steps: int, total_steps: int) -> int:
+    """The warm-up a run uses: as configured, unless the run is not longer than it (the paper's 300 steps would
+    never finish in a short run and the learning rate would never reach its peak); then 10% of the run."""
+    if warmup_steps < total_steps:
+        return warmup_steps
+    return max(1, round(WARMUP_FRACTION * total_steps)) if warmup_steps else 0

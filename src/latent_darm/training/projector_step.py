@@ -191,7 +191,7 @@ def validate(
             batch_size=config.eval_batch_size,
         )
         correct = sum(
-            grade(answer.text, item.example.target, item.example.answer_type).correct
+            grade(answer.text, item.example.target, item.example.answer_type, truncated=answer.truncated).correct
             for answer, item in zip(answers, items, strict=True)
         )
         totals += torch.tensor([float(loss) * tokens, tokens, correct, len(items)], device=totals.device)

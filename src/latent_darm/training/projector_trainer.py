@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from rich.console import Console
 from rich.progress import Progress
 from torch.utils.data import DataLoader
 from transformers import get_cosine_schedule_with_warmup
@@ -48,8 +49,10 @@ from latent_darm.training.latent_cache import LatentCache
 from latent_darm.training.projector_config import (
     COSMETIC,
     MIXED_PRECISION,
+    WARMUP_FRACTION,
     ProjectorTrainingConfig,
     make_accelerator,
+    scaled_warmup,
 )
 from latent_darm.training.projector_data import (
     EpochShuffle,
@@ -101,6 +104,7 @@ __all__ = [
     "PROJECTOR_DIR",
     "RUN_FILE",
     "STATE_FILE",
+    "WARMUP_FRACTION",
     "EncodedExample",
     "EpochShuffle",
     "LatentCollator",
@@ -127,6 +131,7 @@ __all__ = [
     "run_identity_settings",
     "save_checkpoint",
     "save_projector",
+    "scaled_warmup",
     "train_projector",
     "validate",
     "write_history",
@@ -199,7 +204,14 @@ class ProjectorTrainer:
         self.batches_per_epoch = len(self.loader)
         total = config.epochs * math.ceil(self.batches_per_epoch / config.grad_accum)
         self.total_steps = min(total, config.max_steps or total)
-        scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, self.total_steps)
+        self.warmup_steps = scaled_warmup(config.warmup_steps, self.total_steps)
+        if self.warmup_steps != config.warmup_steps and accelerator.is_main_process:
+            Console(stderr=True).print(
+                f"warm-up: {config.warmup_steps} steps would not finish in this run of {self.total_steps} steps; "
+                f"using {self.warmup_steps} ({WARMUP_FRACTION:.0%} of the run)",
+                highlight=False,
+            )
+        scheduler = get_cosine_schedule_with_warmup(optimizer, self.warmup_steps, self.total_steps)
         if lora is None:
             self.model, self.optimizer, self.scheduler = accelerator.prepare(projector, optimizer, scheduler)
             self.executor_model, self.trainables = executor.model, [self.model]

@@ -11,37 +11,18 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from latent_darm.errors import CheckpointError
 from latent_darm.models.llada.configuration import LLaDAConfig
 from latent_darm.models.llada.modeling import LLaDAModelLM
-
-SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
+from latent_darm.models.safetensors_files import INDEX_FILE, SINGLE_FILE, checked_weight_files
 
 
 def weight_files(directory: Path) -> dict[str, Path]:
-    """Map each tensor name to the safetensors file that holds it."""
-    index_path = directory / INDEX_FILE
-    if index_path.exists():
-        try:
-            weight_map = json.loads(index_path.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise CheckpointError(f"{index_path}: not a valid safetensors index (no 'weight_map')") from None
-        files = {name: directory / shard for name, shard in weight_map.items()}
-        for shard in sorted(set(files.values())):
-            if not shard.exists():
-                raise CheckpointError(f"{index_path}: shard {shard.name} is listed but missing")
-        return files
-    single = directory / SINGLE_FILE
-    if single.exists():
-        with safe_open(str(single), framework="pt") as handle:
-            return {name: single for name in handle.keys()}
-    if list(directory.glob("*.bin")) or list(directory.glob("*.pt")):
-        raise CheckpointError(f"{directory}: only pickle weights (*.bin/*.pt) found; convert them to safetensors")
-    raise CheckpointError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}")
+    """Map each tensor name to the safetensors file that holds it (every file opened and checked)."""
+    return checked_weight_files(directory)
 
 
 def load_llada(
@@ -67,14 +48,18 @@ def load_llada(
     for name, path in files.items():
         by_file.setdefault(path, []).append(name)
     for path, names in by_file.items():
-        with safe_open(str(path), framework="pt", device=str(device)) as handle:
-            for name in names:
-                shape = tuple(handle.get_slice(name).get_shape())
-                if shape != expected[name]:
-                    raise CheckpointError(
-                        f"{path.name}: tensor '{name}' has shape {list(shape)}, config implies {list(expected[name])}"
-                    )
-                state[name] = handle.get_tensor(name).to(dtype)
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as handle:
+                for name in names:
+                    shape = tuple(handle.get_slice(name).get_shape())
+                    if shape != expected[name]:
+                        raise CheckpointError(
+                            f"{path.name}: tensor '{name}' has shape {list(shape)}, config implies "
+                            f"{list(expected[name])}"
+                        )
+                    state[name] = handle.get_tensor(name).to(dtype)
+        except SafetensorError as exc:
+            raise CheckpointError(f"{path}: unreadable safetensors file ({str(exc).splitlines()[0]})") from None
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval()
 

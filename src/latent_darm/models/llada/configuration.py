@@ -8,12 +8,13 @@ would silently mis-run is reported instead.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 from latent_darm.errors import CheckpointError
+from latent_darm.io import read_json_file
+from latent_darm.models.config_checks import check_llada_config
 
 # Fields whose value must be exactly this for our forward pass to be the checkpoint's forward pass.
 _FIXED_VALUES: dict[str, tuple[Any, ...]] = {
@@ -109,6 +110,7 @@ class LLaDAConfig:
         for name in _REQUIRED:
             if raw.get(name) is None:
                 raise CheckpointError(f"{source}: missing required field '{name}'")
+        check_llada_config(raw, source)
         for name, allowed in _FIXED_VALUES.items():
             if name in raw and raw[name] not in allowed:
                 raise CheckpointError(
@@ -142,16 +144,13 @@ class LLaDAConfig:
             raise CheckpointError(f"{source}: embedding_size {self.embedding_size} < vocab_size {self.vocab_size}")
         if not 0 <= self.mask_token_id < self.embedding_size:
             raise CheckpointError(f"{source}: mask_token_id {self.mask_token_id} is outside the embedding table")
+        if not 0 <= self.eos_token_id < self.embedding_size:
+            raise CheckpointError(f"{source}: eos_token_id {self.eos_token_id} is outside the embedding table")
 
     @classmethod
     def from_json_file(cls, path: str | Path, strict: bool = True) -> LLaDAConfig:
         path = Path(path)
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise CheckpointError(f"{path}: file not found") from None
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raw = read_json_file(path, CheckpointError)
         if not isinstance(raw, dict):
             raise CheckpointError(f"{path}: expected a JSON object")
         return cls.from_dict(raw, source=str(path), strict=strict)

@@ -1,0 +1,587 @@
+"""The bad-input table: every mistake a user (or a damaged disk) can make, through the real CLI, is one stderr line
+naming the culprit and exit code 2 — never a traceback, never a silent success.
+
+To add a case, register a function with ``@row("name")`` that prepares its files with the :class:`Env` helpers and
+returns ``(argv, culprit)``: the command line after ``darm`` and a regular expression the one error line must match.
+Rows that must fail *before any model is loaded* call ``env.forbid_loading()`` first.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import latent_darm.evaluation.runner as runner
+from latent_darm.io import append_jsonl
+
+QUESTION = "What is 2 + 2?"
+NESTED = "[" * 100_000 + "]" * 100_000  # deeper than Python's recursion limit
+HUGE = "9" * 5000  # past Python's 4,300-digit integer conversion limit
+NOT_UTF8 = b'{"prompt": "caf\xe9"}\n'  # latin-1 bytes
+
+
+@dataclass
+class Env:
+    """Fixtures and file helpers a row uses to build its bad input."""
+
+    tmp: Path
+    llada_dir: Path
+    sharded_llada_dir: Path
+    executor_dir: Path
+    monkeypatch: pytest.MonkeyPatch
+    darm: Callable[..., tuple[int, str, str]]
+
+    def copy(self, source: Path, name: str) -> Path:
+        return Path(shutil.copytree(source, self.tmp / name))
+
+    def write(self, name: str, content: str | bytes) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        return path
+
+    def edit_config(self, directory: Path, **changes: Any) -> Path:
+        path = directory / "config.json"
+        config = json.loads(path.read_text())
+        config.update(changes)
+        path.write_text(json.dumps(config))
+        return directory
+
+    def planner(self, **changes: Any) -> Path:
+        return self.edit_config(self.copy(self.llada_dir, "planner"), **changes)
+
+    def executor(self, **changes: Any) -> Path:
+        return self.edit_config(self.copy(self.executor_dir, "executor"), **changes)
+
+    def data_dir(self, lines: list[str] | bytes | None = None) -> Path:
+        """A --data-dir with gsm8k/test.jsonl (four good questions unless ``lines`` replaces them)."""
+        rows = [json.dumps({"question": f"What is {i} + 1?", "answer": f"#### {i + 1}"}) for i in range(4)]
+        content = lines if isinstance(lines, bytes) else "".join(f"{r}\n" for r in (lines or rows))
+        self.write("data/gsm8k/test.jsonl", content)
+        return self.tmp / "data"
+
+    def forbid_loading(self) -> None:
+        """Make any model load fail loudly, so a row proves its error comes before the models."""
+        from latent_darm.models.executor import CausalExecutor
+        from latent_darm.models.planner import DiffusionPlanner
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a model was loaded before the bad input was reported")
+
+        self.monkeypatch.setattr(CausalExecutor, "from_pretrained", refuse)
+        self.monkeypatch.setattr(DiffusionPlanner, "from_pretrained", refuse)
+
+
+Row = Callable[[Env], tuple[list[Any], str]]
+ROWS: dict[str, Row] = {}
+
+
+def row(name: str) -> Callable[[Row], Row]:
+    def register(build: Row) -> Row:
+        assert name not in ROWS, f"duplicate row {name}"
+        ROWS[name] = build
+        return build
+
+    return register
+
+
+def plan(planner: Path, *extra: Any) -> list[Any]:
+    return ["plan", "--planner", planner, "--prompt", QUESTION, "--no-chat", "--device", "cpu", "--gen-length", "8",
+            "--steps", "8", "--block-length", "8", *extra]  # fmt: skip
+
+
+def solve(executor: Path, *extra: Any) -> list[Any]:
+    return ["solve", QUESTION, "--pipeline", "arm", "--executor", executor, "--device", "cpu", "--max-new-tokens", "2",
+            *extra]  # fmt: skip
+
+
+def evaluate(env: Env, *extra: Any, out: Path | None = None, data: Path | None = None) -> list[Any]:
+    return ["eval", "--pipeline", "arm", "--executor", env.executor_dir, "--benchmark", "gsm8k", "--data-dir",
+            data or env.data_dir(), "--out", out or env.tmp / "run", "--device", "cpu", "--max-new-tokens", "2",
+            "--no-progress", *extra]  # fmt: skip
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+# ---- planner checkpoints ----------------------------------------------------------------------------------------
+
+
+@row("planner-safetensors-truncated")
+def _(env: Env):
+    planner = env.planner()
+    truncate(planner / "model.safetensors")
+    return plan(planner), r"model\.safetensors: unreadable safetensors file"
+
+
+@row("planner-safetensors-garbage")
+def _(env: Env):
+    planner = env.planner()
+    (planner / "model.safetensors").write_bytes(b"not a safetensors file at all")
+    return plan(planner), r"model\.safetensors: unreadable safetensors file"
+
+
+@row("planner-shard-truncated")
+def _(env: Env):
+    planner = env.copy(env.sharded_llada_dir, "sharded")
+    shard = sorted(planner.glob("model-*.safetensors"))[-1]
+    truncate(shard, 0.9)
+    return plan(planner), rf"{shard.name}: unreadable safetensors file"
+
+
+def _edit_index(env: Env, edit: Callable[[dict[str, Any]], Any]) -> Path:
+    planner = env.copy(env.sharded_llada_dir, "sharded")
+    path = planner / "model.safetensors.index.json"
+    index = json.loads(path.read_text())
+    edit(index)
+    path.write_text(json.dumps(index))
+    return planner
+
+
+@row("planner-index-weight-map-not-a-mapping")
+def _(env: Env):
+    planner = _edit_index(env, lambda index: index.update(weight_map=list(index["weight_map"])))
+    return plan(planner), r"index\.json: not a valid safetensors index \(no 'weight_map'"
+
+
+@row("planner-index-weight-map-bad-file-name")
+def _(env: Env):
+    planner = _edit_index(env, lambda index: index["weight_map"].update({"model.transformer.wte.weight": 7}))
+    return plan(planner), r"weight_map entry 'model\.transformer\.wte\.weight' → 7"
+
+
+@row("planner-index-weight-map-outside-directory")
+def _(env: Env):
+    def escape(index: dict[str, Any]) -> None:
+        name = next(iter(index["weight_map"]))
+        index["weight_map"][name] = "../elsewhere.safetensors"
+
+    return plan(_edit_index(env, escape)), r"weight_map entry .* '\.\./elsewhere\.safetensors' is not"
+
+
+@row("planner-index-tensor-in-wrong-shard")
+def _(env: Env):
+    def move(index: dict[str, Any]) -> None:
+        shards = sorted(set(index["weight_map"].values()))
+        name = next(n for n, s in index["weight_map"].items() if s == shards[0])
+        index["weight_map"][name] = shards[-1]
+
+    return plan(_edit_index(env, move)), r"tensor '.*' is listed in model-\d+-of-\d+\.safetensors, not in it"
+
+
+@row("planner-config-layer-count-does-not-match-weights")
+def _(env: Env):
+    planner = env.llada_dir
+    layers = json.loads((planner / "config.json").read_text())["n_layers"]
+    return plan(env.planner(n_layers=layers + 1)), rf"tensor 'model\.transformer\.blocks\.{layers}\..*' is missing"
+
+
+@row("planner-config-not-utf8")
+def _(env: Env):
+    planner = env.planner()
+    (planner / "config.json").write_bytes(b'{"model_type": "llada", "name": "caf\xe9"}')
+    return plan(planner), r"config\.json: not UTF-8"
+
+
+@row("planner-config-5000-digit-number")
+def _(env: Env):
+    planner = env.planner()
+    text = (planner / "config.json").read_text()
+    (planner / "config.json").write_text(text.replace('"rope_theta"', f'"huge": {HUGE}, "rope_theta"'))
+    return plan(planner), r"config\.json: unreadable JSON value \(Exceeds the limit \(4300 digits\)"
+
+
+@row("planner-config-deeply-nested")
+def _(env: Env):
+    planner = env.planner()
+    text = (planner / "config.json").read_text()
+    (planner / "config.json").write_text(text.replace('"rope_theta"', f'"deep": {NESTED}, "rope_theta"'))
+    return plan(planner), r"config\.json: JSON nested too deeply"
+
+
+PLANNER_CONFIG_FIELDS = {
+    "rope_theta-string": ({"rope_theta": "abc"}, r"field 'rope_theta' must be a number, got 'abc'"),
+    "n_kv_heads-zero": ({"n_kv_heads": 0}, r"field 'n_kv_heads' must be >= 1, got 0"),
+    "n_kv_heads-string": ({"n_kv_heads": "2"}, r"field 'n_kv_heads' must be an integer, got '2'"),
+    "eos_token_id-string": ({"eos_token_id": "x"}, r"field 'eos_token_id' must be a token id .* got 'x'"),
+    "rms_norm_eps-zero": ({"rms_norm_eps": 0}, r"field 'rms_norm_eps' must be a finite number > 0, got 0"),
+    "rms_norm_eps-negative": ({"rms_norm_eps": -1e-5}, r"field 'rms_norm_eps' must be a finite number > 0"),
+    "n_layers-absurd": ({"n_layers": 10**9}, r"field 'n_layers' = 1000000000 is absurd"),
+    "d_model-beyond-memory": (
+        {"d_model": 2**40, "n_heads": 1, "n_kv_heads": 1},
+        r"d_model 1099511627776\b.* more than the memory of any machine could hold",
+    ),
+    "vocab_size-beyond-memory": ({"vocab_size": 10**14}, r"vocab_size 100000000000000\b.* memory of any machine"),
+    "d_model-bool": ({"d_model": True}, r"field 'd_model' must be an integer, got True"),
+}
+for _name, (_changes, _culprit) in PLANNER_CONFIG_FIELDS.items():
+    ROWS[f"planner-config-{_name}"] = lambda env, c=_changes, m=_culprit: (plan(env.planner(**c)), m)
+
+
+@row("planner-mask-token-id-out-of-vocabulary")
+def _(env: Env):
+    return plan(env.llada_dir, "--mask-token-id", "1000000"), r"mask token id 1000000 is outside the planner's vocab"
+
+
+@row("plan-device-tpu")
+def _(env: Env):
+    env.forbid_loading()
+    return plan(env.llada_dir, "--device", "tpu"), r"--device must be auto, cpu, cuda, cuda:N or mps; got 'tpu'"
+
+
+@row("plan-prompts-file-not-utf8")
+def _(env: Env):
+    env.forbid_loading()
+    prompts = env.write("prompts.jsonl", b'{"prompt": "ok"}\n' + NOT_UTF8)
+    return ["plan", "--planner", env.llada_dir, "--prompts-file", prompts], r"prompts\.jsonl:2: not UTF-8"
+
+
+@row("plan-prompts-file-5000-digit-number")
+def _(env: Env):
+    env.forbid_loading()
+    prompts = env.write("prompts.jsonl", f'{{"prompt": "ok", "n": {HUGE}}}\n')
+    return ["plan", "--planner", env.llada_dir, "--prompts-file", prompts], r"prompts\.jsonl:1: unreadable JSON value"
+
+
+@row("plan-prompts-file-deeply-nested")
+def _(env: Env):
+    env.forbid_loading()
+    prompts = env.write("prompts.jsonl", f'{{"prompt": "ok", "n": {NESTED}}}\n')
+    return ["plan", "--planner", env.llada_dir, "--prompts-file", prompts], r"prompts\.jsonl:1: JSON nested too deeply"
+
+
+# ---- executor checkpoints ---------------------------------------------------------------------------------------
+
+
+def _rewrite_tensors(directory: Path, edit: Callable[[dict[str, Any]], Any]) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(directory / "model.safetensors")
+    edit(state)
+    save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
+    return directory
+
+
+@row("executor-missing-tensor")
+def _(env: Env):
+    executor = _rewrite_tensors(env.executor(), lambda s: s.pop("model.layers.0.mlp.up_proj.weight"))
+    return solve(executor), r"1 missing tensor\(s\), first 'model\.layers\.0\.mlp\.up_proj\.weight'"
+
+
+@row("executor-config-more-layers-than-weights")
+def _(env: Env):
+    layers = json.loads((env.executor_dir / "config.json").read_text())["num_hidden_layers"]
+    executor = env.executor(num_hidden_layers=layers + 1)
+    return solve(executor), rf"missing tensor\(s\), first 'model\.layers\.{layers}\."
+
+
+@row("executor-config-fewer-layers-than-weights")
+def _(env: Env):
+    layers = json.loads((env.executor_dir / "config.json").read_text())["num_hidden_layers"]
+    executor = env.executor(num_hidden_layers=layers - 1)
+    return solve(executor), rf"unexpected tensor\(s\), first 'model\.layers\.{layers - 1}\."
+
+
+@row("executor-config-wider-than-weights")
+def _(env: Env):
+    width = json.loads((env.executor_dir / "config.json").read_text())["hidden_size"]
+    executor = env.executor(hidden_size=2 * width)
+    return solve(executor), rf"tensor\(s\) do not fit config\.json, first '.*' has shape \[\d+, {width}\]"
+
+
+@row("executor-config-hidden_size-string")
+def _(env: Env):
+    return solve(env.executor(hidden_size="96")), r"config\.json: field 'hidden_size' must be an integer, got '96'"
+
+
+@row("executor-config-layers-absurd")
+def _(env: Env):
+    return solve(env.executor(num_hidden_layers=10**7)), r"field 'num_hidden_layers' = 10000000 is absurd"
+
+
+@row("executor-pickle-only")
+def _(env: Env):
+    executor = env.executor()
+    (executor / "model.safetensors").rename(executor / "pytorch_model.bin")
+    return solve(executor), r"only pickle weights found \(pytorch_model\.bin\).* convert them to safetensors"
+
+
+@row("executor-safetensors-truncated")
+def _(env: Env):
+    executor = env.executor()
+    truncate(executor / "model.safetensors")
+    return solve(executor), r"model\.safetensors: unreadable safetensors file"
+
+
+def _sharded_executor(env: Env) -> Path:
+    """The executor's one file renamed to a shard with an index, as sharded hub checkpoints are laid out."""
+    from safetensors import safe_open
+
+    executor = env.executor()
+    shard = "model-00001-of-00001.safetensors"
+    (executor / "model.safetensors").rename(executor / shard)
+    with safe_open(str(executor / shard), framework="pt") as handle:
+        weight_map = dict.fromkeys(handle.keys(), shard)
+    (executor / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return executor
+
+
+@row("executor-shard-truncated")
+def _(env: Env):
+    executor = _sharded_executor(env)
+    truncate(executor / "model-00001-of-00001.safetensors")
+    return solve(executor), r"model-00001-of-00001\.safetensors: unreadable safetensors file"
+
+
+@row("executor-index-weight-map-not-a-mapping")
+def _(env: Env):
+    executor = _sharded_executor(env)
+    (executor / "model.safetensors.index.json").write_text('{"weight_map": "model-00001-of-00001.safetensors"}')
+    return solve(executor), r"index\.json: not a valid safetensors index"
+
+
+@row("executor-index-missing-shard")
+def _(env: Env):
+    executor = _sharded_executor(env)
+    index = json.loads((executor / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.norm.weight"] = "model-00002-of-00002.safetensors"
+    (executor / "model.safetensors.index.json").write_text(json.dumps(index))
+    return solve(executor), r"shard model-00002-of-00002\.safetensors is listed but missing"
+
+
+# ---- darm eval / solve options ----------------------------------------------------------------------------------
+
+
+def _zero_count(option: str) -> Row:
+    def build(env: Env) -> tuple[list[Any], str]:
+        env.forbid_loading()
+        data = env.data_dir()
+        argv = ["eval", "--pipeline", "text", "--planner", env.llada_dir, "--executor", env.executor_dir,
+                "--benchmark", "gsm8k", "--data-dir", data, "--out", env.tmp / "run", option, "0"]  # fmt: skip
+        return argv, rf"{option} must be >= 1, got 0"
+
+    return build
+
+
+for _option in ("--max-new-tokens", "--gen-length", "--steps"):
+    ROWS[f"eval{_option}-0"] = _zero_count(_option)
+
+
+@row("solve-steps-0")
+def _(env: Env):
+    env.forbid_loading()
+    return ["solve", QUESTION, "--pipeline", "ddlm", "--executor", env.llada_dir, "--steps", "0"], r"--steps must be"
+
+
+@row("eval-device-tpu")
+def _(env: Env):
+    env.forbid_loading()
+    return evaluate(env, "--device", "tpu"), r"--device must be .* got 'tpu'"
+
+
+@row("eval-out-is-a-file")
+def _(env: Env):
+    env.forbid_loading()
+    out = env.write("results-file", "not a directory")
+    return evaluate(env, out=out), r"--out .*results-file is a file; expected a directory"
+
+
+@row("eval-out-under-a-file")
+def _(env: Env):
+    env.forbid_loading()
+    parent = env.write("plain-file", "x")
+    return evaluate(env, out=parent / "run"), r"--out .*plain-file/run: a parent of it is a file"
+
+
+@row("eval-out-read-only")
+def _(env: Env):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories; the case cannot be built here")
+    env.forbid_loading()
+    locked = env.tmp / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    return evaluate(env, out=locked / "run"), r"--out .*locked/run is not writable"
+
+
+@row("eval-out-in-an-unwritable-directory")
+def _(env: Env):
+    """sysfs refuses new directories even to root, so this case runs where the read-only one cannot."""
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("needs Linux sysfs")
+    env.forbid_loading()
+    return evaluate(env, out=Path("/sys/darm-results")), r"--out /sys/darm-results is not writable"
+
+
+@row("eval-prompts-malformed-yaml")
+def _(env: Env):
+    env.forbid_loading()
+    prompts = env.write("prompts.yaml", "planner: [unclosed\n  executor: {")
+    return evaluate(env, "--prompts", prompts), r"prompt file .*prompts\.yaml: not valid YAML"
+
+
+@row("eval-prompts-json-5000-digit-number")
+def _(env: Env):
+    env.forbid_loading()
+    prompts = env.write("prompts.json", f'{{"planner": {HUGE}}}')
+    return evaluate(env, "--prompts", prompts), r"prompt file .*prompts\.json: unreadable JSON value"
+
+
+@row("eval-benchmark-not-utf8")
+def _(env: Env):
+    env.forbid_loading()
+    good = json.dumps({"question": "What is 1 + 1?", "answer": "#### 2"}).encode()
+    data = env.data_dir(good + b"\n" + b'{"question": "caf\xe9?", "answer": "#### 2"}\n')
+    return evaluate(env, data=data), r"gsm8k/test\.jsonl:2: not UTF-8"
+
+
+@row("eval-disk-full")
+def _(env: Env):
+    """The disk fills while the third result is written: the message says the two before it are kept."""
+    calls = {"n": 0}
+
+    def append_until_full(path: Path, record: dict[str, Any]) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        append_jsonl(path, record)
+
+    env.monkeypatch.setattr(runner, "append_jsonl", append_until_full)
+    return evaluate(env, "--batch-size", "1"), r"disk full while writing results to .*results\.jsonl; the 2 results"
+
+
+@row("eval-resume-with-other-executor-weights")
+def _(env: Env):
+    """A run, then the executor's weights replaced in place (same architecture, other values), then a resume."""
+    from transformers import AutoTokenizer
+
+    from latent_darm.models.tiny import random_llama
+
+    executor = env.copy(env.executor_dir, "executor")
+    args = evaluate(env, "--limit", "2")
+    args[args.index(env.executor_dir)] = executor
+    code, _, err = env.darm(*args)
+    assert code == 0, err
+    random_llama(AutoTokenizer.from_pretrained(executor), seed=123, std=0.2).save_pretrained(executor)
+    return args, r"holds results of other executor weights: .*executor changed since they were written"
+
+
+@row("report-disk-full")
+def _(env: Env):
+    """Any other write that fills the disk ends in the generic one-line message, not a traceback."""
+    import latent_darm.cli.report as report
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(env.tmp / "report" / "report.md"))
+
+    env.monkeypatch.setattr(report, "write_report", full)
+    return ["report", env.tmp, "--out", env.tmp / "report"], r"disk full while writing .*report\.md; files finished"
+
+
+@row("report-out-is-a-file")
+def _(env: Env):
+    out = env.write("report.txt", "x")
+    return ["report", env.tmp, "--out", out], r"--out .*report\.txt is a file"
+
+
+# ---- data files -------------------------------------------------------------------------------------------------
+
+
+@row("grade-not-utf8")
+def _(env: Env):
+    return [
+        "grade",
+        env.write("preds.jsonl", b'{"prediction": "1", "gold": "caf\xe9"}\n'),
+    ], r"preds\.jsonl:1: not UTF-8"
+
+
+@row("grade-5000-digit-number")
+def _(env: Env):
+    preds = env.write("preds.jsonl", f'{{"prediction": {HUGE}, "gold": "1"}}\n')
+    return ["grade", preds], r"preds\.jsonl:1: unreadable JSON value"
+
+
+@row("grade-deeply-nested")
+def _(env: Env):
+    preds = env.write("preds.jsonl", f'{{"prediction": {NESTED}, "gold": "1"}}\n')
+    return ["grade", preds], r"preds\.jsonl:1: JSON nested too deeply"
+
+
+def _train(env: Env, *extra: Any) -> list[Any]:
+    return ["train-projector", "--planner", env.llada_dir, "--executor", env.executor_dir, "--out", env.tmp / "train",
+            "--data-dir", env.tmp / "no-benchmarks", "--device", "cpu", *extra]  # fmt: skip
+
+
+for _kind, _target in (("list", ["4"]), ("object", {"value": 4}), ("boolean", True)):
+    ROWS[f"train-projector-data-target-{_kind}"] = lambda env, t=_target, k=_kind: (
+        _train(env, "--data", env.write("pairs.jsonl", json.dumps({"question": QUESTION, "answer": t}) + "\n")),
+        rf"pairs\.jsonl:1: the target must be a string \(or a number\), got {type(t).__name__}",
+    )
+
+
+def _train_zero(option: str) -> Row:
+    def build(env: Env) -> tuple[list[Any], str]:
+        env.forbid_loading()
+        return _train(env, option, "0"), rf"{option} must be >= 1, got 0"
+
+    return build
+
+
+for _option in ("--steps", "--block-length", "--max-steps"):
+    ROWS[f"train-projector{_option}-0"] = _train_zero(_option)
+
+
+@row("train-projector-out-is-a-file")
+def _(env: Env):
+    env.forbid_loading()
+    out = env.write("train-file", "x")
+    args = _train(env)
+    args[args.index(env.tmp / "train")] = out
+    return args, r"--out .*train-file is a file"
+
+
+# ---- the test ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(tmp_path, llada_dir, sharded_llada_dir, executor_dir, monkeypatch, darm) -> Env:
+    monkeypatch.chdir(tmp_path)
+    return Env(tmp_path, llada_dir, sharded_llada_dir, executor_dir, monkeypatch, darm)
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_bad_input_is_one_line_and_exit_2(name, env):
+    argv, culprit = ROWS[name](env)
+    with warnings.catch_warnings():  # library deprecation warnings are not the command's output
+        warnings.simplefilter("ignore")
+        code, _, err = env.darm(*argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and "Traceback" not in err, f"exit {code}:\n{err}"
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert re.search(culprit, lines[0]), f"{culprit!r} not in {lines[0]!r}"
+
+
+def test_help_states_the_error_contract(darm):
+    code, out, _ = darm("--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0
+    assert "one line naming the culprit, with exit code 2; --debug shows the traceback" in text
+    code, out, _ = darm("eval", "--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert "any model's weights (fingerprinted in OUT/config.json) changed" in text
+    assert "0 is refused, not read as the default" in text
