@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Tests never reach the network: a hub look-up fails at once instead of retrying with back-off.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 from latent_darm.cli import common
 from latent_darm.cli.app import main
 from latent_darm.models.executor import CausalExecutor

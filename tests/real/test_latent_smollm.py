@@ -23,7 +23,7 @@ def test_projector_trains_and_the_latent_pipeline_answers(darm, llada_dir, smoll
             "train-projector", "--planner", llada_dir, "--executor", smollm_dir, "--out", out, "--data", data,
             "--held-out-per-source", "8", "--gen-length", "8", "--block-length", "8", "--hidden-dim", "64",
             "--lr", "3e-3", "--batch-size", "4", "--max-steps", "8", "--eval-every", "4", "--save-every", "100",
-            "--max-new-tokens", "8", "--device", "cpu", "--no-progress",
+            "--max-new-tokens", "8", "--device", "cpu", "--no-progress", "--no-overlap-check",
         )  # fmt: skip
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
