@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import overload
 
 from latent_darm.dtypes import resolve_dtype_name
 from latent_darm.errors import ConfigError
@@ -17,6 +17,14 @@ from latent_darm.pipelines.base import PipelineResult
 from latent_darm.pipelines.factory import build_pipeline
 from latent_darm.pipelines.latent import LatentPipeline
 from latent_darm.pipelines.prompts import AnswerType
+from latent_darm.pipelines.spec import (
+    AutoregressiveRole,
+    DiffusionRole,
+    PipelineSpec,
+    ProjectorSpec,
+    SamplerSpec,
+    TemplatesSpec,
+)
 
 
 class LatentDARM:
@@ -58,22 +66,15 @@ class LatentDARM:
             raise ConfigError(f"block_length is not used by {family.name} (it denoises the whole canvas at once)")
         settings = dict(gen_length=gen_length, steps=steps, block_length=block_length, threshold=threshold)
         settings |= dict(cache=cache, denoise_fraction=denoise_fraction)
-        spec: dict[str, Any] = {
-            "kind": "latent",
-            "planner": {"kind": "ddlm", "model": str(planner), **{k: v for k, v in settings.items() if v is not None}},
-            "executor": {
-                "kind": "arm",
-                "model": str(executor),
-                "max_new_tokens": max_new_tokens,
-                "repetition_penalty": repetition_penalty,
-            },
-            "projector": str(projector),
-            "latent_noise": latent_noise,
-            "prompts": None if prompts is None else str(prompts),
-            "dtype": resolve_dtype_name(dtype, device),
-            "device": device,
-            "force_projector": force,
-        }
+        spec = PipelineSpec(
+            kind="latent",
+            planner=DiffusionRole(str(planner), SamplerSpec(**settings)),
+            executor=AutoregressiveRole(str(executor), max_new_tokens, repetition_penalty),
+            projector=ProjectorSpec(str(projector), latent_noise, force=force),
+            templates=TemplatesSpec(None if prompts is None else str(prompts)),
+            dtype=resolve_dtype_name(dtype, device),
+            device=device,
+        )
         pipeline = build_pipeline(spec)
         assert isinstance(pipeline, LatentPipeline)
         return cls(pipeline)

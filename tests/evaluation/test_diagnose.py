@@ -179,6 +179,9 @@ class _Writer:
             raise AssertionError("setup Y must not sample a new plan")
         return [Written(f"\\boxed{{{p.split('PLAN ')[1].split()[0]}}}", 4, 4, 0.0) for p in prompts]
 
+    def render(self, prompt):
+        return prompt
+
     def describe(self):
         return {"kind": self.kind}
 

@@ -1,7 +1,7 @@
 """``darm eval``: run a pipeline on a benchmark into a resumable results directory.
 
-The command turns its options into a pipeline *spec* (the JSON-able layout documented in
-:mod:`latent_darm.pipelines.factory`), stores it in ``config.json`` and hands it to ``build_pipeline``;
+The command turns its options into a pipeline spec (:class:`~latent_darm.pipelines.spec.PipelineSpec`), stores its
+JSON layout in ``config.json`` and hands that to ``build_pipeline``;
 ``darm diagnose`` later derives its swapped pipelines from the same stored spec. The device is added only when
 building: it is not part of the configuration, so a run can resume on another GPU.
 """
@@ -9,6 +9,7 @@ building: it is not part of the configuration, so a run can resume on another GP
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,15 @@ from latent_darm.evaluation.runner import (
     examples_fingerprint,
 )
 from latent_darm.models.fingerprint import reference_fingerprint
-from latent_darm.pipelines.prompts import load_templates
+from latent_darm.pipelines.spec import (
+    AutoregressiveRole,
+    DiffusionRole,
+    PipelineSpec,
+    ProjectorSpec,
+    Role,
+    SamplerSpec,
+    TemplatesSpec,
+)
 
 PIPELINES = ("arm", "ddlm", "text", "latent")
 WRITER_KINDS = ("ddlm", "arm")
@@ -47,11 +56,10 @@ def diffusion_role(
     threshold: float | None,
     cache: str,
     latent_tokens: int | None = None,
-) -> dict[str, Any]:
+) -> DiffusionRole:
     """A DDLM writer's settings, checked now (so a bad setting fails before any model loads) against the planner
     family when ``model`` is a local checkpoint; ``block_length`` None = the family's default (LLaDA: 32)."""
     from latent_darm.models.family import local_family, sampler_config
-    from latent_darm.sampling import SamplerConfig
 
     family = local_family(model)
     if family is not None and not family.uses_blocks:
@@ -67,49 +75,34 @@ def diffusion_role(
         block_length = None
     else:
         block_length = DEFAULT_BLOCK_LENGTH if block_length is None else block_length
-        SamplerConfig(
-            gen_length=gen_length,
-            block_length=block_length,
-            steps=steps,
-            threshold=threshold,
-            cache=cache,
-            latent_tokens=latent_tokens,
-        )
     # latent_tokens is stored only when set, so the specs of earlier runs (and their resumption) are unchanged.
-    extra = {} if latent_tokens is None else {"latent_tokens": latent_tokens}
-    return {
-        "kind": "ddlm",
-        "model": model,
-        "gen_length": gen_length,
-        "steps": steps,
-        "block_length": block_length,
-        "threshold": threshold,
-        "cache": cache,
-        **extra,
-    }
+    sampler = SamplerSpec(
+        gen_length=gen_length,
+        steps=steps,
+        block_length=block_length,
+        threshold=threshold,
+        cache=cache,
+        latent_tokens=latent_tokens,
+    )
+    return DiffusionRole(model, sampler)
 
 
-def latent_planner_role(
-    model: str, projector: str, explicit: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def latent_planner_role(model: str, projector: str, explicit: dict[str, Any]) -> tuple[DiffusionRole, dict[str, Any]]:
     """The latent planner's settings: those given explicitly, the rest as the projector was trained with (checked
     now), and the explicit ones that differ from its training."""
     from latent_darm.bridge.projector import Projector, planner_role_for_projector
-    from latent_darm.sampling import SamplerConfig
-    from latent_darm.sampling.config import SAMPLER_KEYS
 
     given = {"kind": "ddlm", "model": model, **{k: v for k, v in explicit.items() if v is not None}}
     role, differs = planner_role_for_projector(given, Projector.stored_config(projector))
-    SamplerConfig(**{k: role[k] for k in SAMPLER_KEYS if role.get(k) is not None})
-    return role, differs
+    return DiffusionRole.from_dict(role, "planner."), differs
 
 
-def autoregressive_role(model: str, max_new_tokens: int, repetition_penalty: float) -> dict[str, Any]:
+def autoregressive_role(model: str, max_new_tokens: int, repetition_penalty: float) -> AutoregressiveRole:
     if max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
     if repetition_penalty <= 0:
         raise ConfigError(f"--repetition-penalty must be > 0, got {repetition_penalty}")
-    return {"kind": "arm", "model": model, "max_new_tokens": max_new_tokens, "repetition_penalty": repetition_penalty}
+    return AutoregressiveRole(model, max_new_tokens, repetition_penalty)
 
 
 def _unused(pipeline: str, **options: Any) -> None:
@@ -118,7 +111,32 @@ def _unused(pipeline: str, **options: Any) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} is not used by --pipeline {pipeline}")
 
 
-def build_spec(
+def _check_options(pipeline: str, options: dict[str, Any]) -> None:
+    """Refuse a choice outside the lists and an option the pipeline does not read, naming the flag."""
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"--pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
+    for name in ("planner_kind", "executor_kind"):
+        value = options[name]
+        if value is not None and value not in WRITER_KINDS:
+            raise ConfigError(f"--{name.replace('_', '-')} must be ddlm or arm; got {value!r}")
+    unused = {
+        "planner_kind": pipeline != "text",
+        "executor_kind": pipeline != "text",
+        "projector": pipeline != "latent",
+        "latent_noise": pipeline != "latent",
+        "denoise_fraction": pipeline != "latent",
+        "force_projector": pipeline != "latent",
+        "chain_of_thought": pipeline in ("text", "latent"),
+        "planner": pipeline == "arm",
+    }
+    _unused(pipeline, **{name: options[name] for name, refused in unused.items() if refused})
+    if options["latent_noise"] < 0:
+        raise ConfigError(f"--latent-noise must be >= 0, got {options['latent_noise']}")
+    if pipeline == "ddlm" and options["planner"] and options["executor"]:
+        raise ConfigError("--pipeline ddlm runs one model: give --executor (or --planner), not both")
+
+
+def pipeline_spec(
     *,
     pipeline: str,
     planner: str | None = None,
@@ -143,109 +161,73 @@ def build_spec(
     system_prompt: str | None = None,
     no_system_turn: bool = False,
     force_projector: bool = False,
-) -> dict[str, Any]:
+) -> PipelineSpec:
     """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError.
     Sampler options left as None mean: for the latent planner, what the projector was trained with; elsewhere the
     defaults (blocks of 32, no cache, steps = gen-length). ``device`` (not stored: a run may resume elsewhere) only
-    resolves ``dtype`` auto. ``system_prompt`` /
-    ``no_system_turn`` override the templates' system turn (default: an empty one)."""
-    if pipeline not in PIPELINES:
-        raise ConfigError(f"--pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
-    for name, value in (("planner-kind", planner_kind), ("executor-kind", executor_kind)):
-        if value is not None and value not in WRITER_KINDS:
-            raise ConfigError(f"--{name} must be ddlm or arm; got {value!r}")
-    if pipeline != "text":
-        _unused(pipeline, planner_kind=planner_kind, executor_kind=executor_kind)
-    if pipeline != "latent":
-        _unused(
-            pipeline,
-            projector=projector,
-            latent_noise=latent_noise,
-            denoise_fraction=denoise_fraction,
-            force_projector=force_projector,
-        )
-    if pipeline in ("text", "latent"):
-        _unused(pipeline, chain_of_thought=chain_of_thought)
-    if latent_noise < 0:
-        raise ConfigError(f"--latent-noise must be >= 0, got {latent_noise}")
-    given_block = block_length
-    sampler_differs: dict[str, Any] = {}
+    resolves ``dtype`` auto. ``system_prompt`` / ``no_system_turn`` override the templates' system turn (default: an
+    empty one)."""
+    _check_options(pipeline, locals())
     # 0 is a value, not "use the default": refuse it here instead of letting `x or default` swallow it.
     for name, value in (("gen-length", gen_length), ("steps", steps), ("max-new-tokens", max_new_tokens)):
         check_positive(name, value)
     check_positive("block-length", block_length)
-
     from latent_darm.sampling.config import parse_latent_tokens
 
     held = parse_latent_tokens(latent_tokens)
     if pipeline == "arm" and held is not None:
         raise ConfigError("--latent-tokens is not used by --pipeline arm")
-
-    def diffusion(model: str, length: int, block: int | None) -> dict[str, Any]:
-        return diffusion_role(
-            model, length, length if steps is None else steps, block, threshold, cache or "none", held
-        )
-
-    def autoregressive(model: str, budget: int) -> dict[str, Any]:
-        return autoregressive_role(model, budget, repetition_penalty)
-
     plan_length = DEFAULT_GEN_LENGTH.get(pipeline, 256) if gen_length is None else gen_length
-    budget_key = "cot" if chain_of_thought else pipeline
-    answer_budget = DEFAULT_MAX_NEW_TOKENS.get(budget_key, 32) if max_new_tokens is None else max_new_tokens
-    roles: dict[str, dict[str, Any] | None]
-    if pipeline == "arm":
-        _unused(pipeline, planner=planner)
-        roles = {"planner": None, "executor": autoregressive(_need(executor, "executor", pipeline), answer_budget)}
-    elif pipeline == "ddlm":
-        if planner and executor:
-            raise ConfigError("--pipeline ddlm runs one model: give --executor (or --planner), not both")
-        model = _need(executor or planner, "executor", pipeline)
-        roles = {"planner": None, "executor": diffusion(model, plan_length, block_length)}
+    budget = DEFAULT_MAX_NEW_TOKENS.get("cot" if chain_of_thought else pipeline, 32)
+    answer_budget = budget if max_new_tokens is None else max_new_tokens
+    differs: dict[str, Any] = {}
+
+    def role(kind: str, model: str, length: int, block: int | None) -> Role:
+        if kind == "ddlm":
+            return diffusion_role(
+                model, length, length if steps is None else steps, block, threshold, cache or "none", held
+            )
+        return autoregressive_role(model, length, repetition_penalty)
+
+    planner_role: Role | None = None
+    if pipeline in ("arm", "ddlm"):
+        model = _need(executor or (planner if pipeline == "ddlm" else None), "executor", pipeline)
+        executor_role = role(pipeline, model, plan_length if pipeline == "ddlm" else answer_budget, block_length)
     else:
-        planner_model = _need(planner, "planner", pipeline)
-        executor_model = _need(executor, "executor", pipeline)
-        planner_kind, executor_kind = planner_kind or "ddlm", executor_kind or "arm"
+        planner_model, executor_model = _need(planner, "planner", pipeline), _need(executor, "executor", pipeline)
         if pipeline == "latent":
-            explicit = dict(gen_length=gen_length, steps=steps, block_length=given_block, threshold=threshold)
+            explicit = dict(gen_length=gen_length, steps=steps, block_length=block_length, threshold=threshold)
             explicit |= dict(cache=cache, denoise_fraction=denoise_fraction, latent_tokens=held)
-            planner_role, sampler_differs = latent_planner_role(
+            planner_role, differs = latent_planner_role(
                 planner_model, _need(projector, "projector", pipeline), explicit
             )
-        elif planner_kind == "ddlm":
-            planner_role = diffusion(planner_model, plan_length, block_length)
         else:
-            planner_role = autoregressive(planner_model, plan_length)
-        roles = {
-            "planner": planner_role,
-            # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
-            "executor": diffusion(
-                executor_model,
-                answer_budget,
-                block_length if answer_budget % (block_length or DEFAULT_BLOCK_LENGTH) == 0 else answer_budget,
-            )
-            if executor_kind == "ddlm"
-            else autoregressive(executor_model, answer_budget),
-        }
+            planner_role = role(planner_kind or "ddlm", planner_model, plan_length, block_length)
+        # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
+        answer_block = block_length if answer_budget % (block_length or DEFAULT_BLOCK_LENGTH) == 0 else answer_budget
+        executor_role = role(executor_kind or "arm", executor_model, answer_budget, answer_block)
+    templates = TemplatesSpec(prompts)
     if prompts is not None:
-        load_templates(prompts)  # a bad prompt file fails now, not after the models load
-    system: dict[str, str | None] = {}
+        templates.load()  # a bad prompt file fails now, not after the models load
     if no_system_turn and system_prompt is not None:
         raise ConfigError("give --system-prompt or --no-system-turn, not both")
     if no_system_turn or system_prompt is not None:
-        system["system_prompt"] = None if no_system_turn else system_prompt
-    if force_projector:
-        system["force_projector"] = True
-    return {
-        "kind": pipeline,
-        **roles,
-        **({"sampler_differs_from_training": sampler_differs} if sampler_differs else {}),
-        "projector": projector,
-        "chain_of_thought": chain_of_thought,
-        "latent_noise": latent_noise,
-        "prompts": prompts,
-        "dtype": resolve_dtype(dtype, device),
-        **system,
-    }
+        templates = replace(templates, system_prompt=None if no_system_turn else system_prompt, override_system=True)
+    return PipelineSpec(
+        kind=pipeline,
+        executor=executor_role,
+        planner=planner_role,
+        projector=ProjectorSpec(projector, latent_noise, force=force_projector) if projector else None,
+        chain_of_thought=chain_of_thought,
+        templates=templates,
+        dtype=resolve_dtype(dtype, device),
+        sampler_differs_from_training=differs or None,
+    )
+
+
+def build_spec(**options: Any) -> dict[str, Any]:
+    """:func:`pipeline_spec` in the JSON layout ``config.json`` stores and ``build_pipeline`` reads."""
+    return pipeline_spec(**options).to_dict()
 
 
 def _need(value: str | None, name: str, pipeline: str) -> str:

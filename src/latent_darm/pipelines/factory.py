@@ -1,14 +1,9 @@
-"""Build any pipeline from a JSON-able spec (the layout ``darm eval`` stores in ``config.json``).
+"""Build any pipeline from its spec (:class:`~latent_darm.pipelines.spec.PipelineSpec`, or its JSON layout as
+``darm eval`` stores it in ``config.json``).
 
-Spec::
-
-    {"kind": "arm" | "ddlm" | "text" | "latent",
-     "planner": role | None, "executor": role,
-     "projector": str | None, "chain_of_thought": bool, "latent_noise": float,
-     "prompts": str | None, "dtype": "bfloat16" | "float16" | "float32", "device": "cpu" | "cuda" ...}
-    role = {"kind": "ddlm", "model", "gen_length", "steps", "block_length", "threshold", "cache",
-            [any other SamplerConfig field: "denoise_fraction", "latent_tokens", "temperature", "remasking", ...]}
-         | {"kind": "arm", "model", "max_new_tokens", "repetition_penalty"}
+The latent pipeline's planner settings default to those the projector was trained with (its ``planner_sampler``):
+a setting the role leaves out (or sets to None) is taken from there; one that differs is used, logged once as a
+warning and recorded in the pipeline's ``describe()`` under ``sampler_differs_from_training``.
 
 The latent pipeline's planner settings default to those the projector was trained with (its ``planner_sampler``):
 a setting the role leaves out (or sets to None) is taken from there; one that differs is used, logged once as a
@@ -22,24 +17,23 @@ gets it merged in (a separate copy, so other roles keep the plain model).
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from latent_darm.dtypes import CANONICAL_DTYPES, torch_dtype
-from latent_darm.errors import ConfigError
+from latent_darm.dtypes import torch_dtype
 from latent_darm.extras import require
 from latent_darm.models.executor import CausalExecutor
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.base import Pipeline
-from latent_darm.pipelines.prompts import PromptTemplates, load_templates
+from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.pipelines.single import SingleModelPipeline
+from latent_darm.pipelines.spec import AutoregressiveRole, DiffusionRole, PipelineSpec, Role
 from latent_darm.pipelines.text import TextPipeline
 from latent_darm.pipelines.writers import AutoregressiveWriter, DiffusionWriter, Writer
 from latent_darm.sampling import SamplerConfig
-from latent_darm.sampling.config import SAMPLER_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +68,16 @@ def merge_adapter(executor: CausalExecutor, adapter: str) -> CausalExecutor:
     return CausalExecutor(model.eval(), executor.tokenizer, name_or_path=executor.name_or_path)
 
 
-def sampler_from_role(role: dict[str, Any], planner: DiffusionPlanner | None = None) -> SamplerConfig:
-    """The role's sampler settings; with the loaded ``planner``, checked against (and defaulted by) its family. A
-    family without blocks ignores the role's ``block_length`` (specs name one for LLaDA's sake; the commands refuse
-    an explicit one for such a family before any spec is written)."""
-    values = {k: role[k] for k in SAMPLER_KEYS if role.get(k) is not None}
+def sampler_from_role(
+    role: DiffusionRole | Mapping[str, Any], planner: DiffusionPlanner | None = None
+) -> SamplerConfig:
+    """The role's sampler settings (a role object in the JSON layout is checked first); with the loaded
+    ``planner``, checked against (and defaulted by) its family. A family without blocks ignores the role's
+    ``block_length`` (specs name one for LLaDA's sake; the commands refuse an explicit one for such a family before
+    any spec is written)."""
+    if not isinstance(role, DiffusionRole):
+        role = DiffusionRole.from_dict(role, "role.")
+    values = role.sampler.values()
     if planner is None:
         return SamplerConfig(**values)
     if not planner.family.uses_blocks:
@@ -94,75 +93,51 @@ def warn_sampler_differs(projector: str, differs: dict[str, dict[str, Any]]) -> 
                        projector, changes)  # fmt: skip
 
 
-def writer_from_role(role: dict[str, Any], models: ModelCache, templates: PromptTemplates | None = None) -> Writer:
-    kind = role.get("kind")
-    if kind == "ddlm":
-        planner = models.diffusion(role["model"])
+def writer_from_role(role: Role, models: ModelCache, templates: PromptTemplates | None = None) -> Writer:
+    if isinstance(role, DiffusionRole):
+        planner = models.diffusion(role.model)
         return DiffusionWriter(planner, sampler_from_role(role, planner))
-    if kind == "arm":
-        system = (templates or PromptTemplates()).system_prompt
-        return AutoregressiveWriter(
-            models.autoregressive(role["model"]),
-            role["max_new_tokens"],
-            role.get("repetition_penalty", 1.0),
-            system=system,
-        )
-    raise ConfigError(f"role kind must be 'ddlm' or 'arm', got {kind!r}")
+    system = (templates or PromptTemplates()).system_prompt
+    return AutoregressiveWriter(
+        models.autoregressive(role.model), role.max_new_tokens, role.repetition_penalty, system=system
+    )
 
 
-def build_pipeline(spec: dict[str, Any], models: ModelCache | None = None) -> Pipeline:
-    """The pipeline a spec describes, with its models loaded."""
-    dtype_name = spec.get("dtype", "float32")
-    if dtype_name not in CANONICAL_DTYPES:  # a stored spec holds canonical names only
-        raise ConfigError(f"dtype must be one of {', '.join(CANONICAL_DTYPES)}, got {dtype_name!r}")
-    models = models or ModelCache(torch_dtype(dtype_name), spec.get("device", "cpu"))
-    templates = load_templates(spec.get("prompts"))
-    if "system_prompt" in spec:  # --system-prompt / --no-system-turn
-        system = spec["system_prompt"]
-        if system is not None and not isinstance(system, str):
-            raise ConfigError(f"system_prompt must be a string or null, got {type(system).__name__}")
-        templates = replace(templates, system_prompt=system)
-    kind = spec.get("kind")
-    executor = spec.get("executor")
-    if not isinstance(executor, dict):
-        raise ConfigError("pipeline spec needs an 'executor' role")
-    if kind in ("arm", "ddlm"):
-        if executor.get("kind") != kind:
-            raise ConfigError(f"pipeline {kind!r} needs an executor of kind {kind!r}")
-        writer = writer_from_role(executor, models, templates)
-        return SingleModelPipeline(writer, bool(spec.get("chain_of_thought")), templates)
-    planner = spec.get("planner")
-    if not isinstance(planner, dict):
-        raise ConfigError(f"pipeline {kind!r} needs a 'planner' role")
-    if kind == "text":
+def build_pipeline(spec: PipelineSpec | Mapping[str, Any], models: ModelCache | None = None) -> Pipeline:
+    """The pipeline a spec describes, with its models loaded; a JSON layout is checked first
+    (:meth:`PipelineSpec.from_dict`)."""
+    if not isinstance(spec, PipelineSpec):
+        spec = PipelineSpec.from_dict(spec)
+    models = models or ModelCache(torch_dtype(spec.dtype), spec.device)
+    templates = spec.templates.load()
+    executor, planner = spec.executor, spec.planner
+    if planner is None:
+        return SingleModelPipeline(writer_from_role(executor, models, templates), spec.chain_of_thought, templates)
+    if spec.kind == "text":
         return TextPipeline(
             writer_from_role(planner, models, templates), writer_from_role(executor, models, templates), templates
         )
-    if kind == "latent":
-        from latent_darm.bridge.projector import Projector, planner_role_for_projector
-        from latent_darm.pipelines.latent import LatentPipeline
+    from latent_darm.bridge.projector import Projector, planner_role_for_projector
+    from latent_darm.pipelines.latent import LatentPipeline
 
-        if planner.get("kind") != "ddlm" or executor.get("kind") != "arm":
-            raise ConfigError("the latent pipeline pairs a ddlm planner with an arm executor")
-        if not spec.get("projector"):
-            raise ConfigError("the latent pipeline needs a 'projector'")
-        diffusion = models.diffusion(planner["model"])
-        adapter = resolve_checkpoint(spec["projector"], "projector") / ADAPTER_DIR
-        autoregressive = models.autoregressive(executor["model"], str(adapter) if adapter.is_dir() else None)
-        projector = Projector.from_pretrained(
-            spec["projector"], planner=diffusion, executor=autoregressive, force=bool(spec.get("force_projector"))
-        ).to(autoregressive.device)
-        planner, differs = planner_role_for_projector(planner, projector.config)
-        warn_sampler_differs(spec["projector"], differs)
-        return LatentPipeline(
-            planner=diffusion,
-            projector=projector,
-            executor=autoregressive,
-            sampler=sampler_from_role(planner, diffusion),
-            sampler_differs_from_training=differs,
-            max_new_tokens=executor["max_new_tokens"],
-            repetition_penalty=executor.get("repetition_penalty", 1.0),
-            latent_noise=float(spec.get("latent_noise") or 0.0),
-            templates=templates,
-        )
-    raise ConfigError(f"pipeline kind must be one of arm, ddlm, text, latent; got {kind!r}")
+    # The spec checked the pairing: a ddlm planner, an arm executor and a projector.
+    assert isinstance(planner, DiffusionRole) and isinstance(executor, AutoregressiveRole) and spec.projector
+    diffusion = models.diffusion(planner.model)
+    adapter = resolve_checkpoint(spec.projector.path, "projector") / ADAPTER_DIR
+    autoregressive = models.autoregressive(executor.model, str(adapter) if adapter.is_dir() else None)
+    projector = Projector.from_pretrained(
+        spec.projector.path, planner=diffusion, executor=autoregressive, force=spec.projector.force
+    ).to(autoregressive.device)
+    filled, differs = planner_role_for_projector(planner.to_dict(), projector.config)
+    warn_sampler_differs(spec.projector.path, differs)
+    return LatentPipeline(
+        planner=diffusion,
+        projector=projector,
+        executor=autoregressive,
+        sampler=sampler_from_role(filled, diffusion),
+        sampler_differs_from_training=differs,
+        max_new_tokens=executor.max_new_tokens,
+        repetition_penalty=executor.repetition_penalty,
+        latent_noise=spec.projector.latent_noise,
+        templates=templates,
+    )
