@@ -232,4 +232,4 @@ def test_system_turn_setting(executor):
     assert executor.chat_text("Hi", system=None) != executor.chat_text("Hi")
     ids = executor.generate(["Hi"], max_new_tokens=4, system="Be brief.")[0].token_ids
     embeds = executor.embed(executor.chat_ids("Hi", system="Be brief."))
-    assert executor.greedy([embeds], [[]], 4) == [ids]
+    assert executor.greedy([embeds], 4) == [ids]

@@ -62,7 +62,12 @@ class PromptTemplates:
         return template.format(question=question, answer_format=self.answer_format(answer_type, chain_of_thought))
 
     def to_dict(self) -> dict[str, str | None]:
-        return asdict(self)
+        """Every template; ``system_prompt`` only when it is not the default empty turn, so hashes and stored
+        configs made before the setting existed (the same prompts) stay valid."""
+        values = asdict(self)
+        if values["system_prompt"] == "":
+            del values["system_prompt"]
+        return values
 
 
 def load_templates(path: str | Path | None) -> PromptTemplates:
