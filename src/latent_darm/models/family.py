@@ -135,3 +135,13 @@ def sampler_config(family: PlannerFamily, **options: Any) -> SamplerConfig:
     config = SamplerConfig(**values)
     family.check(config)
     return config
+
+
+def refuse_incomplete_load(directory: Path, info: dict[str, Any]) -> None:
+    """A transformers ``output_loading_info`` report with any missing, unexpected or mis-shaped tensor is a one-line
+    error naming the first one: a model must never run with randomly initialised weights."""
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        names = sorted(str(n) for n in info.get(kind, ()))
+        if names:
+            what = kind.replace("_keys", "")
+            raise CheckpointError(f"{directory}: {what} tensor '{names[0]}' ({len(names)} {what} in all)")

@@ -21,7 +21,7 @@ import transformers
 from transformers import DiffusionGemmaForBlockDiffusion, PreTrainedTokenizerBase
 
 from latent_darm.errors import CheckpointError, ConfigError
-from latent_darm.models.family import PlannerForward
+from latent_darm.models.family import PlannerForward, refuse_incomplete_load
 from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds
 
 NO_MASK = -1  # DiffusionGemma denoises uniform-noise canvases: it has no mask token
@@ -48,11 +48,7 @@ class DiffusionGemmaFamily:
         finally:
             transformers.logging.set_verbosity(verbosity)
             transformers.utils.logging.enable_progress_bar()
-        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
-            names = sorted(str(n) for n in info.get(kind, ()))
-            if names:
-                what = kind.replace("_keys", "")
-                raise CheckpointError(f"{directory}: {what} tensor '{names[0]}' ({len(names)} {what} in all)")
+        refuse_incomplete_load(directory, info)
         return model.to(device).eval()
 
     def save(self, model: DiffusionGemmaForBlockDiffusion, directory: Path) -> None:

@@ -14,7 +14,7 @@ from latent_darm.models.dream.configuration import DreamConfig, read_config
 from latent_darm.models.dream.modeling import DreamModel
 from latent_darm.models.dream.register import register
 from latent_darm.models.dream.sampler import ALGS, check_config, dream_generate
-from latent_darm.models.family import PlannerForward
+from latent_darm.models.family import PlannerForward, refuse_incomplete_load
 from latent_darm.models.llada.checkpoint import weight_files
 from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds
 
@@ -66,11 +66,7 @@ class DreamFamily:
         finally:
             transformers.logging.set_verbosity(verbosity)
             transformers.utils.logging.enable_progress_bar()
-        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
-            names = sorted(str(n) for n in info.get(kind, ()))
-            if names:
-                what = kind.replace("_keys", "")
-                raise CheckpointError(f"{directory}: {what} tensor '{names[0]}' ({len(names)} {what} in all)")
+        refuse_incomplete_load(directory, info)
         return model.to(device).eval()
 
     def save(self, model: DreamModel, directory: Path) -> None:
