@@ -58,7 +58,9 @@ def test_forward_equals_official_with_padding(planner, reference):
     expected = reference(ids, four_d, positions)
     got = planner.model(ids, mask, positions).logits
     real = mask.bool()
-    torch.testing.assert_close(got[real], expected[real], rtol=1e-5, atol=1e-5)
+    # float32 summation order differs between torch's attention kernels (torch 2.6 differs by ~1.4e-5); a wrong mask,
+    # rotary or padding offset differs by O(1).
+    torch.testing.assert_close(got[real], expected[real], rtol=1e-4, atol=1e-4)
     # The planner-level forward undoes the shift: position i is scored by raw row i - 1.
     aligned = planner.forward(ids, mask, positions, output_hidden=True)
     torch.testing.assert_close(aligned.logits[:, 1:], got[:, :-1])
