@@ -17,7 +17,7 @@ from latent_darm.training.diffusion_sft import (
     sample_mask_ratio,
     train_diffusion_sft,
 )
-from latent_darm.training.sft import SFTConfig, SFTExample, bucketed_batches, lr_factor
+from latent_darm.training.sft import SFTConfig, SFTExample, bucketed_batches, make_optimizer
 
 PAD, EOS, MASK = 5, 1, 6
 
@@ -118,12 +118,22 @@ def test_bad_settings_are_config_errors(tokenizer):
         SFTConfig(steps=0, batch_size=1)
 
 
-def test_schedule_warms_up_then_decays():
-    config = SFTConfig(steps=100, batch_size=1, warmup_steps=10, min_lr_ratio=0.1)
-    factors = [lr_factor(step, config) for step in range(100)]
-    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert factors[10] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.1)
-    assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_schedule_warms_up_then_decays_to_the_floor(schedule):
+    config = SFTConfig(steps=100, batch_size=1, lr=2e-3, warmup_steps=10, min_lr_ratio=0.1, schedule=schedule)
+    optimizer, scheduler = make_optimizer(torch.nn.Linear(2, 2), config)
+    rates = []
+    for _ in range(config.steps):
+        rates.append(optimizer.param_groups[0]["lr"] / config.lr)
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == 0.0 and rates[5] == pytest.approx(0.5) and rates[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+    assert rates[-1] == pytest.approx(0.1, abs=0.01) and min(rates[10:]) >= 0.1 - 1e-9
+    halfway = rates[55]  # cosine and linear agree at the midpoint of the decay: 0.1 + 0.9 × 0.5
+    assert halfway == pytest.approx(0.55, abs=1e-9)
+    if schedule == "cosine":
+        assert rates[30] > 0.1 + 0.9 * (1 - 20 / 90)  # cosine stays above the straight line early on
 
 
 def test_bucketed_batches_group_similar_lengths_and_cover_every_example():

@@ -2,8 +2,8 @@
 objective, resumable, with optional EMA; the result is an ordinary LLaDA checkpoint directory plus the tokenizer.
 
 Every variant of a run gets the same data, steps, batch size, optimizer and schedule (AdamW, no weight decay,
-clip 1.0, linear warm-up then cosine decay to 10%). Batches are drawn by a generator seeded from (seed, step),
-so a run resumed from its last checkpoint draws the same batches as an uninterrupted one.
+clip 1.0, transformers' linear warm-up then cosine decay to 10%). Batches are drawn by a generator seeded from
+(seed, step), so a run resumed from its last checkpoint draws the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from latent_darm.io import atomic_write_json
 from latent_darm.latent_tokens.objectives import batch_loss, make_batch
@@ -29,7 +30,7 @@ from latent_darm.toy.models import init_weights
 STATE_FILE = "state.pt"
 MODEL_DIR = "model"
 HISTORY_FILE = "history.json"
-TRAIN_VERSION = 1  # bump when the objectives or the recipe change meaning
+TRAIN_VERSION = 2  # bump when the objectives or the recipe change meaning
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,6 @@ def new_model(settings: TrainSettings, max_length: int) -> LLaDAModelLM:
     return model
 
 
-def learning_rate(settings: TrainSettings, step: int) -> float:
-    if step < settings.warmup_steps:
-        return settings.lr * (step + 1) / settings.warmup_steps
-    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
-    return settings.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
 def is_trained(directory: Path) -> bool:
     return (directory / HISTORY_FILE).exists()
 
@@ -103,6 +97,9 @@ def train_variant(
     directory.mkdir(parents=True, exist_ok=True)
     model = new_model(settings, rows.shape[1]).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0, betas=(0.9, 0.98))
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, settings.warmup_steps, settings.steps, min_lr_rate=0.1
+    )
     ema = [p.detach().clone() for p in model.parameters()] if settings.ema else None
     step, losses, seconds = 0, [], 0.0
     state_path = directory / STATE_FILE
@@ -110,6 +107,7 @@ def train_variant(
         state = torch.load(state_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
         ema = state["ema"]
         step, losses, seconds = state["step"], state["losses"], state["seconds"]
         if on_step is not None:
@@ -121,8 +119,6 @@ def train_variant(
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         index = torch.randint(rows.shape[0], (settings.batch_size,), generator=generator)
         batch = make_batch(variant, rows[index], prompt_length, mask_id, generator, settings.mtp_window)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(settings, step)
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype or torch.float32,
                             enabled=autocast_dtype is not None):  # fmt: skip
             loss = batch_loss(model, batch)
@@ -130,6 +126,7 @@ def train_variant(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
         optimizer.step()
+        scheduler.step()
         if ema is not None:
             with torch.no_grad():
                 for shadow, param in zip(ema, model.parameters(), strict=True):
@@ -142,6 +139,7 @@ def train_variant(
             state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
                 "ema": ema,
                 "step": step,
                 "losses": losses,

@@ -44,7 +44,7 @@ from latent_darm.pipelines.prompts import PromptTemplates
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = ("train", "validation", "test")
 # Bump when the generator, the text formats or the training recipe change meaning: old caches then go stale.
-WORLD_VERSION = "toy-pointers-3"
+WORLD_VERSION = "toy-pointers-4"  # 4: transformers' warm-up/cosine schedule in the SFT loops
 # Share of the question space (by hash of the question text) that each split may draw from.
 _SPLIT_SHARES = {"test": (0, 10), "validation": (10, 20), "train": (20, 100)}
 ARROW = "->"

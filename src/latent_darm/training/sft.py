@@ -7,7 +7,6 @@ history — lives here once.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +15,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_polynomial_decay_schedule_with_warmup
 
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.progress import progress_bar
@@ -74,26 +74,24 @@ class TrainHistory:
         return asdict(self)
 
 
-def lr_factor(step: int, config: SFTConfig) -> float:
-    """Multiplier of ``config.lr`` at ``step`` (0-based)."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    span = max(1, config.steps - config.warmup_steps - 1)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    decay = 0.5 * (1 + math.cos(math.pi * progress)) if config.schedule == "cosine" else 1 - progress
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * decay
-
-
 def make_optimizer(
     model: nn.Module, config: SFTConfig
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW without weight decay on norms and biases (the usual split), and its warm-up/decay schedule."""
+    """AdamW without weight decay on norms and biases (the usual split), and transformers' warm-up/decay schedule
+    (cosine, or linear as a power-1 polynomial) ending at ``min_lr_ratio`` × ``lr``."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+    if config.schedule == "cosine":
+        scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, config.warmup_steps, config.steps, min_lr_rate=config.min_lr_ratio
+        )
+    else:
+        scheduler = get_polynomial_decay_schedule_with_warmup(
+            optimizer, config.warmup_steps, config.steps, lr_end=config.lr * config.min_lr_ratio, power=1.0
+        )
     return optimizer, scheduler
 
 
