@@ -120,9 +120,13 @@ class WorldConfig:
     answer_length: int = 12
     block_length: int = 8
     planner_init: PlannerInit = "executor"
+    # Planner steps set where its plans are imperfect, so planner→executor pairings stay below the CoT ceiling.
+    # Measured (plan exact match, levels 1–7): 700 steps 1.00 .43 .10 .03 0 0 0; 900 perfect; 1000 1.00 .57 .60 .40
+    # .20 .17 .20; 1200 near perfect. The planner sits at a phase transition here: a small change to its training
+    # can flip it between good and perfect plans (README, `darm demo`).
     planner: ModelSpec = field(
         default_factory=lambda: ModelSpec(
-            d_model=96, layers=4, heads=4, kv_heads=2, mlp_hidden=256, steps=1200, batch_size=32, lr=1e-3,
+            d_model=96, layers=4, heads=4, kv_heads=2, mlp_hidden=256, steps=1000, batch_size=32, lr=1e-3,
             mixture=Mixture(plan=1.0, execute=0.5, direct=0.1),
         )
     )  # fmt: skip
