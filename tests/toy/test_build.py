@@ -15,9 +15,10 @@ from latent_darm.evaluation.benchmarks import get_benchmark, load_benchmark
 from latent_darm.models.llada.checkpoint import load_llada
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.threads import single_thread
 from latent_darm.toy import build as build_module
 from latent_darm.toy.benchmarks import register_toy_benchmarks
-from latent_darm.toy.build import build_world, single_thread
+from latent_darm.toy.build import build_world
 from latent_darm.toy.models import new_executor, planner_from_executor
 from latent_darm.toy.tokenizer import toy_tokenizer
 from latent_darm.toy.world import generate_split, generate_world, quick_config
@@ -128,3 +129,5 @@ def test_single_thread_restores_the_thread_count():
     with single_thread():
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+    with single_thread(enabled=False):  # on a GPU the thread count is left alone
+        assert torch.get_num_threads() == before

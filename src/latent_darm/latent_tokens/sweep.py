@@ -18,8 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ from latent_darm.latent_tokens.tasks import (
 from latent_darm.latent_tokens.tokenizer import puzzle_tokenizer
 from latent_darm.latent_tokens.train import TrainSettings, is_trained, train_variant
 from latent_darm.progress import progress_bar
+from latent_darm.threads import single_thread
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -129,17 +129,6 @@ def default_cache_dir() -> Path:
 
 def _bar(progress: bool) -> Progress:
     return progress_bar(progress)
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """One torch thread inside the block: small models on a shared CPU run faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def build_world(config: WorldConfig, cache_dir: Path, progress: bool) -> Path:
@@ -275,7 +264,7 @@ def run(
     results_path = out_dir / RESULTS_FILE
     done = {r["key"]: r for _, r in read_jsonl(results_path)} if results_path.exists() else {}
     records: list[dict[str, Any]] = []
-    with single_thread() if device == "cpu" else _nothing():
+    with single_thread(enabled=device == "cpu"):
         models = {}
         phase = time.perf_counter()
         with _bar(progress) as bar:
@@ -323,8 +312,3 @@ def run(
     seconds["total"] = time.perf_counter() - started
     log(f"models {'reused: ' + ', '.join(reused) if reused else 'trained'}; results in {results_path}")
     return RunOutcome(records, seconds, world_dir, reused)
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield

@@ -29,8 +29,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ from latent_darm.io import read_jsonl
 from latent_darm.models.llada.checkpoint import save_llada
 from latent_darm.models.planner import DiffusionPlanner, load_tokenizer
 from latent_darm.sampling import SamplerConfig
+from latent_darm.threads import single_thread
 from latent_darm.toy.mixtures import executor_examples, planner_examples
 from latent_darm.toy.models import new_executor, new_planner, planner_from_executor
 from latent_darm.toy.tokenizer import toy_tokenizer
@@ -136,17 +135,6 @@ def _training_problems(problems: list[ToyProblem], spec: ModelSpec, seed: int) -
 def _write_history(directory: Path, history: TrainHistory, spec: ModelSpec) -> None:
     payload = {"spec": asdict(spec), **history.to_dict()}
     (directory / HISTORY_FILE).write_text(json.dumps(payload) + "\n")
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one CPU thread inside the block (tiny models on a loaded machine train much faster so)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[str, float]:

@@ -31,14 +31,9 @@ from latent_darm.evaluation.runner import EvalSummary, evaluate, examples_finger
 from latent_darm.io import atomic_write_json
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.threads import single_thread
 from latent_darm.toy.benchmarks import TEST_BENCHMARK, register_toy_benchmarks
-from latent_darm.toy.build import (
-    PREFIX_EXECUTOR,
-    WorldArtifacts,
-    build_prefix_executor,
-    build_world,
-    single_thread,
-)
+from latent_darm.toy.build import PREFIX_EXECUTOR, WorldArtifacts, build_prefix_executor, build_world
 from latent_darm.toy.figure import plot_accuracy_vs_forward_passes
 from latent_darm.toy.projectors import PlanSetting, ProjectorRecipe, recipe_key, train_recipe
 from latent_darm.toy.world import WorldConfig, quick_config
