@@ -145,3 +145,22 @@ def refuse_incomplete_load(directory: Path, info: dict[str, Any]) -> None:
         if names:
             what = kind.replace("_keys", "")
             raise CheckpointError(f"{directory}: {what} tensor '{names[0]}' ({len(names)} {what} in all)")
+
+
+def from_pretrained_strictly(model_class: Any, directory: Path, **kwargs: Any) -> Any:
+    """``model_class.from_pretrained(directory, **kwargs)`` without transformers' log lines and progress bars,
+    refused (one line) when it fails or when any tensor is missing, unexpected or mis-shaped."""
+    import transformers
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model, info = model_class.from_pretrained(directory, output_loading_info=True, **kwargs)
+    except (OSError, RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{directory}: {str(exc).splitlines()[0]}") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        transformers.utils.logging.enable_progress_bar()
+    refuse_incomplete_load(directory, info)
+    return model

@@ -17,11 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import transformers
 from transformers import DiffusionGemmaForBlockDiffusion, PreTrainedTokenizerBase
 
-from latent_darm.errors import CheckpointError, ConfigError
-from latent_darm.models.family import PlannerForward, refuse_incomplete_load
+from latent_darm.errors import ConfigError
+from latent_darm.models.family import PlannerForward, from_pretrained_strictly
 from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds
 
 NO_MASK = -1  # DiffusionGemma denoises uniform-noise canvases: it has no mask token
@@ -36,19 +35,7 @@ class DiffusionGemmaFamily:
     def load(
         self, directory: Path, *, dtype: torch.dtype, device: str | torch.device, strict_config: bool
     ) -> DiffusionGemmaForBlockDiffusion:
-        verbosity = transformers.logging.get_verbosity()
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-        try:
-            model, info = DiffusionGemmaForBlockDiffusion.from_pretrained(
-                directory, dtype=dtype, output_loading_info=True
-            )
-        except (OSError, RuntimeError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{directory}: {str(exc).splitlines()[0]}") from None
-        finally:
-            transformers.logging.set_verbosity(verbosity)
-            transformers.utils.logging.enable_progress_bar()
-        refuse_incomplete_load(directory, info)
+        model = from_pretrained_strictly(DiffusionGemmaForBlockDiffusion, directory, dtype=dtype)
         return model.to(device).eval()
 
     def save(self, model: DiffusionGemmaForBlockDiffusion, directory: Path) -> None:

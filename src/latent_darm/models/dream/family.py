@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import transformers
 from safetensors import safe_open
 from transformers import PreTrainedTokenizerBase
 
@@ -14,7 +13,7 @@ from latent_darm.models.dream.configuration import DreamConfig, read_config
 from latent_darm.models.dream.modeling import DreamModel
 from latent_darm.models.dream.register import register
 from latent_darm.models.dream.sampler import ALGS, check_config, dream_generate
-from latent_darm.models.family import PlannerForward, refuse_incomplete_load
+from latent_darm.models.family import PlannerForward, from_pretrained_strictly
 from latent_darm.models.llada.checkpoint import weight_files
 from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds
 
@@ -56,17 +55,7 @@ class DreamFamily:
         register()
         config = read_config(directory)
         check_tensors(directory, config)
-        verbosity = transformers.logging.get_verbosity()
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-        try:
-            model, info = DreamModel.from_pretrained(directory, config=config, dtype=dtype, output_loading_info=True)
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{directory}: {str(exc).splitlines()[0]}") from None
-        finally:
-            transformers.logging.set_verbosity(verbosity)
-            transformers.utils.logging.enable_progress_bar()
-        refuse_incomplete_load(directory, info)
+        model = from_pretrained_strictly(DreamModel, directory, config=config, dtype=dtype)
         return model.to(device).eval()
 
     def save(self, model: DreamModel, directory: Path) -> None:
