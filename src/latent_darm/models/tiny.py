@@ -80,16 +80,22 @@ def tiny_llada_config(tokenizer: PreTrainedTokenizerFast, **overrides: int | flo
     return LLaDAConfig(**values)
 
 
-def random_llada(config: LLaDAConfig, seed: int = 0, std: float = 0.2) -> LLaDAModelLM:
-    """Random weights, scaled large enough that predictions are confident and varied."""
+def randomize_weights(model: torch.nn.Module, seed: int, std: float, norm_suffixes: tuple[str, ...]) -> None:
+    """Seeded weights large enough that predictions are confident and varied: norm scales near 1, every other
+    tensor (biases included) N(0, std²)."""
     generator = torch.Generator().manual_seed(seed)
-    model = LLaDAModelLM(config)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.endswith("norm.weight") or name.endswith("ln_f.weight"):
+            if name.endswith(norm_suffixes):
                 param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
             else:
                 param.copy_(std * torch.randn(param.shape, generator=generator))
+
+
+def random_llada(config: LLaDAConfig, seed: int = 0, std: float = 0.2) -> LLaDAModelLM:
+    """A LLaDA model with :func:`randomize_weights`."""
+    model = LLaDAModelLM(config)
+    randomize_weights(model, seed, std, ("norm.weight", "ln_f.weight"))
     return model.eval()
 
 

@@ -12,13 +12,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from latent_darm.models.dream.configuration import DreamConfig
 from latent_darm.models.dream.modeling import DreamModel
+from latent_darm.models.tiny import randomize_weights
 
 QWEN2_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -76,15 +76,9 @@ def tiny_dream_config(tokenizer: PreTrainedTokenizerFast, **overrides: Any) -> D
 
 
 def random_dream(config: DreamConfig, seed: int = 0, std: float = 0.2) -> DreamModel:
-    """Random weights large enough that predictions are confident and varied (biases included)."""
-    generator = torch.Generator().manual_seed(seed)
+    """A Dream model with :func:`~latent_darm.models.tiny.randomize_weights`."""
     model = DreamModel(config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
-                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
-            else:
-                param.copy_(std * torch.randn(param.shape, generator=generator))
+    randomize_weights(model, seed, std, ("norm.weight",))
     return model.eval()
 
 
