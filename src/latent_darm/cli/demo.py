@@ -3,6 +3,8 @@ method on its test split, and write the report. Tables go to stdout, progress to
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,7 @@ from rich.table import Table
 
 from latent_darm.cli.app import app
 from latent_darm.cli.common import check_output_dir, console
+from latent_darm.errors import ConfigError
 from latent_darm.evaluation.report import MARKDOWN_HEADERS, Run, level_rows, make_row
 from latent_darm.extras import require
 
@@ -21,6 +24,31 @@ if TYPE_CHECKING:
 
 def default_out(seed: int, quick: bool) -> Path:
     return Path(f"darm-demo-seed{seed}{'-quick' if quick else ''}")
+
+
+def stored_fingerprint(out_dir: Path) -> str | None:
+    """The demo fingerprint recorded in ``out_dir/demo.json`` by an earlier run, if any."""
+    try:
+        return json.loads((out_dir / "demo.json").read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def choose_out_dir(out: Path | None, default: Path, fingerprint: str, log: Callable[[str], None]) -> Path:
+    """Before any training: a directory holding another world's demo results is refused when named with ``--out``;
+    the default one is left as it is and this world's results go beside it, ``<default>-<fingerprint>``."""
+    target = default if out is None else out
+    previous = stored_fingerprint(target)
+    if previous is None or previous == fingerprint:
+        return target
+    if out is not None:
+        raise ConfigError(
+            f"--out {out} holds the demo results of another world (fingerprint {previous}; this one is {fingerprint}):"
+            " remove it or choose another --out"
+        )
+    moved = Path(f"{default}-{fingerprint}")
+    log(f"{default} holds the results of another world (fingerprint {previous}); writing this one's to {moved}")
+    return moved
 
 
 def summary_table(runs: list[Run], fingerprint: str | None = None) -> Table:
@@ -87,12 +115,11 @@ def demo_command(
     require("matplotlib", "darm demo (its figures)")  # before minutes of training, not after
     from latent_darm.toy.demo import demo_settings, run_demo  # heavy; loaded only when the command runs
 
-    settings = demo_settings(quick=quick, seed=seed)
-    out_dir = out if out is not None else default_out(seed, quick)
-    check_output_dir(out_dir)
-
     def log(message: str) -> None:
         console.print(message, highlight=False, soft_wrap=True)
 
+    settings = demo_settings(quick=quick, seed=seed)
+    out_dir = choose_out_dir(out, default_out(seed, quick), settings.fingerprint(), log)
+    check_output_dir(out_dir)
     outcome = run_demo(settings, out_dir, cache_dir=cache_dir, progress=progress, log=log)
     print_outcome(outcome, levels)

@@ -12,6 +12,7 @@ by L.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -146,7 +147,9 @@ def add_lora(executor: CausalExecutor, config: ProjectorTrainingConfig) -> nn.Mo
         bias="none",
         task_type="CAUSAL_LM",
     )
-    executor.model = peft.get_peft_model(executor.model, lora).eval()
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing: not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        executor.model = peft.get_peft_model(executor.model, lora).eval()
     return executor.model
 
 
