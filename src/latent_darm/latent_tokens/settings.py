@@ -8,7 +8,7 @@ from latent_darm.latent_tokens.tasks import WorldConfig
 from latent_darm.latent_tokens.train import TrainSettings
 
 # task → (size, difficulty) of the default world
-DEFAULT_WORLD = {"sudoku": (4, 10), "countdown": (3, 9)}
+DEFAULT_WORLD = {"sudoku": (4, 8), "countdown": (3, 9)}
 
 
 def run_settings(
@@ -35,7 +35,7 @@ def run_settings(
         train = TrainSettings(layers=6, d_model=512, heads=8, steps=20_000, batch_size=512, lr=3e-4,
                               warmup_steps=2500, ema=0.9999, seed=seed, checkpoint_every=1000)  # fmt: skip
         return RunSettings(world=world, train=train, eval_batch=256)
-    world = WorldConfig(task=task, size=size, difficulty=difficulty, train_size=4000, test_size=128, seed=seed)
-    train = TrainSettings(layers=3, d_model=64, heads=4, steps=600, batch_size=32, lr=3e-3, warmup_steps=40,
+    world = WorldConfig(task=task, size=size, difficulty=difficulty, train_size=4000, test_size=512, seed=seed)
+    train = TrainSettings(layers=3, d_model=64, heads=4, steps=2400, batch_size=32, lr=3e-3, warmup_steps=40,
                           seed=seed, checkpoint_every=100)  # fmt: skip
     return RunSettings(world=world, train=train, eval_batch=128)
