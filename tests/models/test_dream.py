@@ -4,6 +4,7 @@ independent port of the official code (tests/reference_dream.py) token for token
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -270,6 +271,27 @@ def test_bad_checkpoints(dream_dir, tmp_path, dream_tokenizer):
     (missing / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match="lm_head.weight"):
         DiffusionPlanner.from_pretrained(missing)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("num_key_value_heads", "2", "field 'num_key_value_heads' must be an integer, got '2'"),
+        ("hidden_size", True, "field 'hidden_size' must be an integer, got True"),
+        ("rope_theta", "abc", "field 'rope_theta' must be a number, got 'abc'"),
+        ("rms_norm_eps", -1e-6, "field 'rms_norm_eps' must be a finite number > 0"),
+        ("num_hidden_layers", 10**12, "field 'num_hidden_layers' = 1000000000000 is absurd"),
+        ("vocab_size", 10**13, "describe a model of about"),
+    ],
+)
+def test_bad_config_fields_are_one_line_errors_naming_the_field(dream_dir, tmp_path, field, value, message):
+    target = tmp_path / "bad"
+    shutil.copytree(dream_dir, target)
+    raw = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**raw, field: value}))
+    with pytest.raises(CheckpointError, match=re.escape(message)) as info:
+        DiffusionPlanner.from_pretrained(target)
+    assert "config.json" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_planner_forward_is_the_same_contract_for_llada(llada_dir):

@@ -14,6 +14,7 @@ from typing import Any
 from transformers import PretrainedConfig
 
 from latent_darm.errors import CheckpointError
+from latent_darm.models.config_checks import check_hf_config
 
 MODEL_TYPE = "Dream"
 _REQUIRED = (
@@ -88,10 +89,8 @@ def check_config(raw: dict[str, Any], source: str) -> None:
     for name in _REQUIRED:
         if raw.get(name) is None:
             raise CheckpointError(f"{source}: missing required field '{name}'")
-    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
-        value = raw[name]
-        if not isinstance(value, int) or value <= 0:
-            raise CheckpointError(f"{source}: field '{name}' must be a positive integer, got {value!r}")
+    # types and ranges of every numeric field (booleans and strings refused, layer count and size bounded)
+    check_hf_config(raw, source)
     heads, kv_heads = raw["num_attention_heads"], raw.get("num_key_value_heads") or raw["num_attention_heads"]
     if raw["hidden_size"] % heads:
         raise CheckpointError(f"{source}: hidden_size {raw['hidden_size']} is not divisible by num_attention_heads")
