@@ -3,13 +3,16 @@ plan latents = the encoder's final-norm hidden states of prompt + plan at the pl
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 
-# transformers gained diffusion_gemma after 5.0 (the lowest version we allow): the family is skipped there.
+# transformers gained diffusion_gemma during 5.x (5.20, our floor, has it); without it the family's tests skip.
 pytest.importorskip("transformers.models.diffusion_gemma", reason="this transformers has no diffusion_gemma")
 
-from latent_darm.errors import ConfigError
+from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.models.diffusion_gemma.tiny import save_tiny_diffusion_gemma, tiny_diffusion_gemma
 from latent_darm.models.planner import DiffusionPlanner
 
@@ -66,3 +69,13 @@ def test_forward_scores_the_canvas(planner):
     out = planner.forward(ids, output_hidden=True)
     assert out.logits.shape == (2, 8, planner.model.config.text_config.vocab_size)
     assert out.hidden is not None and out.hidden.shape == (2, 8, 64)
+
+
+def test_a_bad_config_field_is_a_one_line_error_naming_it(gemma_dir, tmp_path):
+    target = tmp_path / "bad"
+    shutil.copytree(gemma_dir, target)
+    raw = json.loads((target / "config.json").read_text())
+    raw["text_config"] = {**raw["text_config"], "num_hidden_layers": "2"}
+    (target / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="field 'num_hidden_layers' must be an integer, got '2'"):
+        DiffusionPlanner.from_pretrained(target)

@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 from transformers import DiffusionGemmaForBlockDiffusion, PreTrainedTokenizerBase
 
-from latent_darm.errors import ConfigError
+from latent_darm.errors import CheckpointError, ConfigError
+from latent_darm.io import read_json_file
+from latent_darm.models.config_checks import check_hf_config
 from latent_darm.models.family import PlannerForward, from_pretrained_strictly
 from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds
 
@@ -35,6 +37,9 @@ class DiffusionGemmaFamily:
     def load(
         self, directory: Path, *, dtype: torch.dtype, device: str | torch.device, strict_config: bool
     ) -> DiffusionGemmaForBlockDiffusion:
+        raw = read_json_file(directory / "config.json", CheckpointError)
+        if isinstance(raw, dict):  # transformers says what else is wrong with it
+            check_hf_config(raw, str(directory / "config.json"))
         model = from_pretrained_strictly(DiffusionGemmaForBlockDiffusion, directory, dtype=dtype)
         return model.to(device).eval()
 

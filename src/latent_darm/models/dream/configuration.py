@@ -7,13 +7,13 @@ reported instead of run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from transformers import PretrainedConfig
 
 from latent_darm.errors import CheckpointError
+from latent_darm.io import read_json_file
 from latent_darm.models.config_checks import check_hf_config
 
 MODEL_TYPE = "Dream"
@@ -112,11 +112,8 @@ def check_config(raw: dict[str, Any], source: str) -> None:
 def read_config(directory: Path) -> DreamConfig:
     """``config.json`` of a Dream directory, checked; one-line errors name the field."""
     path = directory / "config.json"
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    raw = read_json_file(path, CheckpointError)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(raw).__name__}")
     check_config(raw, str(path))
     return DreamConfig(**{k: v for k, v in raw.items() if k != "model_type"})
