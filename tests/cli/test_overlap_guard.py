@@ -54,6 +54,21 @@ def test_without_a_data_dir_the_hub_sets_are_checked_and_an_unloadable_one_refus
     assert "aime24" in error and "dart5" in error and "gsm8k" in error and "--no-overlap-check" in error
 
 
+def test_an_unreachable_hub_is_tried_once_not_once_per_set(tmp_path, monkeypatch):
+    """Each hub try waits through the client's retries (about half a minute offline): after the first says the hub
+    is unreachable, the other hub sets are refused with it instead of tried."""
+    from latent_darm.cli.train_projector import evaluation_sets
+    from latent_darm.errors import DataError
+
+    monkeypatch.delenv(benchmarks.DATA_ENV, raising=False)
+    calls = fake_hub(monkeypatch, {})
+    with pytest.raises(DataError) as info:
+        evaluation_sets(None, None)
+    assert len(calls) == 1
+    hub_sets = [n for n in benchmarks.benchmark_names() if benchmarks.get_benchmark(n).loader is None]
+    assert len(hub_sets) > 5 and all(name in str(info.value) for name in hub_sets)
+
+
 def test_a_hub_evaluation_set_that_shares_a_question_refuses(darm, tmp_path, pairs, monkeypatch):
     monkeypatch.setattr(benchmarks, "_REGISTRY", {"gsm8k": benchmarks.get_benchmark("gsm8k")})
     fake_hub(monkeypatch, {("openai/gsm8k", "test"): [{"question": QUESTIONS[2].upper(), "answer": "#### 1"}]})

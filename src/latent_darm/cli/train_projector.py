@@ -24,6 +24,7 @@ from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import (
     DATA_ENV,
     benchmark_names,
+    get_benchmark,
     load_benchmark,
     load_training_split,
     resolve_data_dir,
@@ -78,6 +79,10 @@ def gather_examples(
     return dedupe(examples)
 
 
+# How an unreachable Hugging Face hub shows in the one-line load errors (datasets, huggingface_hub, sockets).
+UNREACHABLE_HUB = ("Couldn't reach", "Name or service not known", "LocalEntryNotFoundError", "Connection refused")
+
+
 def evaluation_sets(names: str | None, data_dir: Path | None) -> dict[str, list[str]]:
     """Questions of the evaluation sets to keep disjoint from training: the named ones, else every registered
     benchmark, each loaded as ``darm eval`` would load it with the same data directory (its local test file, else
@@ -85,13 +90,20 @@ def evaluation_sets(names: str | None, data_dir: Path | None) -> dict[str, list[
     root = resolve_data_dir(data_dir)
     sets: dict[str, list[str]] = {}
     failed: dict[str, str] = {}
+    unreachable: str | None = None  # once the hub is unreachable, the other hub sets are not tried (each try
+    # waits through the hub client's retries, about half a minute)
     for name in _split(names) if names else benchmark_names():
+        if unreachable is not None and root is None and get_benchmark(name).loader is None:
+            failed[name] = unreachable
+            continue
         try:
             sets[name] = [e.question for e in load_benchmark(name, data_dir=root)]
         except (DataError, OSError) as exc:
             if names:
                 raise
             failed[name] = str(exc)
+            if any(sign in str(exc) for sign in UNREACHABLE_HUB):
+                unreachable = f"not tried: the hub was unreachable ({exc})"
     if failed:
         first = next(iter(failed))
         raise DataError(
