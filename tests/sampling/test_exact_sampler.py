@@ -10,6 +10,7 @@ import torch
 from latent_darm.errors import ConfigError
 from latent_darm.sampling import SamplerConfig, SpecialIds, diffusion_generate, generate_exact
 from tests.reference_llada import reference_generate
+from tests.sampling.prompts import left_padded
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +23,8 @@ def ids(tokenizer) -> SpecialIds:
 def _random_batch(rng: random.Random, vocab: int, ids: SpecialIds, pad_id: int, batch: int):
     """Left-padded prompts of random lengths made of random non-mask ids."""
     lengths = [rng.randint(1, 14) for _ in range(batch)]
-    width = max(lengths)
-    prompt = torch.full((batch, width), pad_id, dtype=torch.long)
-    mask = torch.zeros(batch, width, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        tokens = [rng.choice([t for t in range(vocab) if t not in (ids.mask, pad_id)]) for _ in range(length)]
-        prompt[row, width - length :] = torch.tensor(tokens)
-        mask[row, width - length :] = 1
-    return prompt, mask
+    allowed = [t for t in range(vocab) if t not in (ids.mask, pad_id)]
+    return left_padded([[rng.choice(allowed) for _ in range(length)] for length in lengths], pad_id)
 
 
 def _random_settings(rng: random.Random) -> dict:

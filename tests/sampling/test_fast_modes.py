@@ -9,6 +9,7 @@ import torch
 
 from latent_darm.models.tiny import random_llada, tiny_llada_config
 from latent_darm.sampling import SamplerConfig, SpecialIds, generate_exact, generate_fast
+from tests.sampling.prompts import left_padded
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +22,9 @@ def ids(tokenizer) -> SpecialIds:
 def _padded_prompts(seed: int, pad_id: int, batch: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     rng = random.Random(seed)
     lengths = [rng.randint(2, 10) for _ in range(batch)]
-    width = max(lengths)
-    prompt = torch.full((batch, width), pad_id)
-    mask = torch.zeros(batch, width, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        prompt[row, width - length :] = torch.randint(20, 300, (length,), generator=torch.Generator().manual_seed(row))
-        mask[row, width - length :] = 1
-    return prompt, mask
+    seeded = [torch.Generator().manual_seed(row) for row in range(batch)]
+    rows = [torch.randint(20, 300, (n,), generator=g).tolist() for n, g in zip(lengths, seeded, strict=True)]
+    return left_padded(rows, pad_id)
 
 
 @pytest.mark.parametrize("seed", range(4))

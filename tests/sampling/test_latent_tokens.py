@@ -11,6 +11,7 @@ import torch
 from latent_darm.errors import ConfigError
 from latent_darm.sampling import SamplerConfig, SpecialIds, diffusion_generate, generate_exact
 from tests.reference_llada import reference_generate
+from tests.sampling.prompts import left_padded
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +24,7 @@ def ids(tokenizer) -> SpecialIds:
 def _padded(seed: int, pad_id: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     rng = random.Random(seed)
     lengths = [rng.randint(1, 10) for _ in range(batch)]
-    width = max(lengths)
-    prompt = torch.full((batch, width), pad_id)
-    mask = torch.zeros(batch, width, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        prompt[row, width - length :] = torch.tensor([rng.randint(20, 299) for _ in range(length)])
-        mask[row, width - length :] = 1
-    return prompt, mask
+    return left_padded([[rng.randint(20, 299) for _ in range(length)] for length in lengths], pad_id)
 
 
 @pytest.mark.parametrize("choice", ["nearest", "random"])

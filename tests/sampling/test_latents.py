@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from latent_darm.sampling import SamplerConfig, SpecialIds, diffusion_generate
+from tests.sampling.prompts import left_padded
 
 MODES = {
     "exact": {},
@@ -36,13 +37,7 @@ def ids(tokenizer) -> SpecialIds:
 def _prompts(pad_id: int, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     rng = random.Random(seed)
     lengths = [rng.randint(2, 9) for _ in range(batch)]
-    width = max(lengths)
-    prompt = torch.full((batch, width), pad_id)
-    mask = torch.zeros(batch, width, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        prompt[row, width - length :] = torch.tensor([rng.randint(20, 299) for _ in range(length)])
-        mask[row, width - length :] = 1
-    return prompt, mask
+    return left_padded([[rng.randint(20, 299) for _ in range(length)] for length in lengths], pad_id)
 
 
 def _before_last_step(model, prompt, mask, config: SamplerConfig, ids: SpecialIds, nfe: int) -> torch.Tensor:
