@@ -3,7 +3,6 @@ method on its test split, and write the report. Tables go to stdout, progress to
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,19 +25,13 @@ def default_out(seed: int, quick: bool) -> Path:
     return Path(f"darm-demo-seed{seed}{'-quick' if quick else ''}")
 
 
-def stored_fingerprint(out_dir: Path) -> str | None:
-    """The demo fingerprint recorded in ``out_dir/demo.json`` by an earlier run, if any."""
-    try:
-        return json.loads((out_dir / "demo.json").read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def choose_out_dir(out: Path | None, default: Path, fingerprint: str, log: Callable[[str], None]) -> Path:
     """Before any training: a directory holding another world's demo results is refused when named with ``--out``;
     the default one is left as it is and this world's results go beside it, ``<default>-<fingerprint>``."""
+    from latent_darm.toy.demo import recorded_fingerprint  # heavy; only when the command runs
+
     target = default if out is None else out
-    previous = stored_fingerprint(target)
+    previous = recorded_fingerprint(target)
     if previous is None or previous == fingerprint:
         return target
     if out is not None:

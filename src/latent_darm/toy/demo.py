@@ -381,3 +381,11 @@ def run_demo(
     }
     atomic_write_json(out_dir / DEMO_FILE, record)
     return DemoOutcome(out_dir, report, runs, summaries, world, projectors, settings.fingerprint(), seconds)
+
+
+def recorded_fingerprint(out_dir: Path) -> str | None:
+    """The demo fingerprint an earlier run recorded in ``out_dir``'s :data:`DEMO_FILE`, if any."""
+    try:
+        return json.loads((out_dir / DEMO_FILE).read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
