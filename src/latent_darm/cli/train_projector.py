@@ -23,6 +23,7 @@ from latent_darm.cli.common import check_output_dir, check_positive, console, pa
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import (
     DATA_ENV,
+    HubUnreachableError,
     benchmark_names,
     get_benchmark,
     load_benchmark,
@@ -79,10 +80,6 @@ def gather_examples(
     return dedupe(examples)
 
 
-# How an unreachable Hugging Face hub shows in the one-line load errors (datasets, huggingface_hub, sockets).
-UNREACHABLE_HUB = ("Couldn't reach", "Name or service not known", "LocalEntryNotFoundError", "Connection refused")
-
-
 def evaluation_sets(names: str | None, data_dir: Path | None) -> dict[str, list[str]]:
     """Questions of the evaluation sets to keep disjoint from training: the named ones, else every registered
     benchmark, each loaded as ``darm eval`` would load it with the same data directory (its local test file, else
@@ -102,7 +99,7 @@ def evaluation_sets(names: str | None, data_dir: Path | None) -> dict[str, list[
             if names:
                 raise
             failed[name] = str(exc)
-            if any(sign in str(exc) for sign in UNREACHABLE_HUB):
+            if isinstance(exc, HubUnreachableError):
                 unreachable = f"not tried: the hub was unreachable ({exc})"
     if failed:
         first = next(iter(failed))

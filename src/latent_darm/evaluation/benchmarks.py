@@ -42,6 +42,11 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
+class HubUnreachableError(DataError):
+    """The Hugging Face hub could not be reached (``datasets`` raised ``ConnectionError``): every other hub load
+    would fail the same way, after the same retries."""
+
+
 class RowError(ValueError):
     """A row parser's complaint; the loader adds the file and line (or hub row) to it."""
 
@@ -212,7 +217,8 @@ def _load_hub(spec: BenchmarkSpec, splits: tuple[str, ...] | None = None) -> lis
                 rows.extend(datasets.load_dataset(spec.hf_id, config, split=split))
     except Exception as exc:  # offline, renamed, gated: always one line
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"benchmark {spec.name!r}: cannot load {where} from the Hugging Face hub: {reason}") from None
+        error = HubUnreachableError if isinstance(exc, ConnectionError) else DataError
+        raise error(f"benchmark {spec.name!r}: cannot load {where} from the Hugging Face hub: {reason}") from None
     examples = _parse_rows(spec, ((f"{where} row {i}", i, row) for i, row in enumerate(rows)))
     if spec.hub_unique_questions:
         examples = _first_per_question(examples)
