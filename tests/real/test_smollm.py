@@ -10,14 +10,16 @@ import pytest
 import torch
 
 from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.gguf import is_gguf_model
 from latent_darm.pipelines.prompts import PromptTemplates
 
+# Prompts of different lengths (the batch is left-padded); at the budget of 12 tokens the first two are cut off and
+# the third stops by itself after 8 ("The capital of France is Paris."), while the others go on decoding beside it.
 QUESTIONS = [
     "What is 7 + 5?",
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
     "How many clips did Natalia sell altogether in April and May?",
-    "A train travels 60 miles per hour for 3 hours. How far does it go?",
-    "Name a prime number between 10 and 20.",
+    "What is the capital of France? Answer in one word.",
 ]
 SMOL_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -56,7 +58,7 @@ def test_chat_template_is_the_models_own(smollm):
 
 
 def test_greedy_equals_transformers_generate_alone_and_batched(smollm):
-    budget = 24
+    budget = 12
     prompts = [smollm.chat_text(q) for q in QUESTIONS]
     expected = [reference_greedy(smollm, p, budget) for p in prompts]
     alone = [smollm.generate([q], max_new_tokens=budget, batch_size=1)[0] for q in QUESTIONS]
@@ -67,20 +69,28 @@ def test_greedy_equals_transformers_generate_alone_and_batched(smollm):
     for generation in batched:
         assert generation.truncated == (generation.token_ids[-1] not in stops)
         assert generation.truncated == (len(generation.token_ids) == budget and generation.token_ids[-1] not in stops)
-    assert any(g.truncated for g in batched) or all(len(g.token_ids) < budget for g in batched)
+    assert {g.truncated for g in batched} == {True, False}  # both kinds of row, as the comment above says
 
 
-def test_a_gguf_file_answers_as_its_converted_checkpoint(darm, smollm_gguf, smollm):
-    """``darm solve`` reads the GGUF itself (tokenizer and chat template from the file) and answers exactly as the
-    converted safetensors copy does."""
+def test_the_converted_checkpoint_is_the_gguf_model_and_answers_as_it(darm, smollm, smollm_dir):
+    """The safetensors copy holds the GGUF file's weights, tokenizer and chat template, and ``darm solve`` on it
+    answers exactly as the executor read from the GGUF file."""
+    converted = CausalExecutor.from_pretrained(smollm_dir, dtype=torch.float32)
+    assert not is_gguf_model(converted.model)
+    expected_weights = smollm.model.state_dict()
+    for name, tensor in converted.model.state_dict().items():
+        assert torch.equal(tensor, expected_weights[name]), name
+    assert converted.tokenizer.chat_template == smollm.tokenizer.chat_template
+    assert converted.tokenizer.get_vocab() == smollm.tokenizer.get_vocab()
+
     question = QUESTIONS[0]
     code, out, err = darm(
-        "solve", question, "--pipeline", "arm", "--executor", smollm_gguf, "--max-new-tokens", "16", "--json"
+        "solve", question, "--pipeline", "arm", "--executor", smollm_dir, "--max-new-tokens", "10", "--json"
     )
     assert code == 0, err
     result = json.loads(out)
     prompt = PromptTemplates().direct_prompt(question, "math")  # what --pipeline arm asks
-    expected = smollm.generate([prompt], max_new_tokens=16)[0]
+    expected = smollm.generate([prompt], max_new_tokens=10)[0]
     assert result["output"] == expected.text and result["truncated"] == expected.truncated
     assert result["executor_tokens"] == len(expected.token_ids)
 
@@ -98,7 +108,8 @@ def _gsm8k(root: Path) -> Path:
 
 def test_eval_report_and_grade_run_end_to_end(darm, smollm_dir, tmp_path):
     data, out = _gsm8k(tmp_path / "data"), tmp_path / "run"
-    common = ["--benchmark", "gsm8k", "--data-dir", data, "--limit", "3", "--out", out, "--no-progress"]
+    common = ["--benchmark", "gsm8k", "--data-dir", data, "--limit", "3", "--max-new-tokens", "12", "--out", out,
+              "--no-progress"]  # fmt: skip
     code, stdout, err = darm("eval", "--pipeline", "arm", "--executor", smollm_dir, "--batch-size", "2", *common)
     assert code == 0, err
     summary = json.loads(stdout.strip().splitlines()[-1])
