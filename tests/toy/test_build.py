@@ -1,5 +1,6 @@
 """Building the quick world: every loss goes down, the checkpoints open through the public loaders, the cache is
-reused, a failed build leaves nothing behind, and the test split registers as benchmarks."""
+reused, an interrupted build leaves no entry and resumes after its last finished model, and the test split
+registers as benchmarks."""
 
 from __future__ import annotations
 
@@ -74,15 +75,68 @@ def test_second_build_reuses_the_cache(artifacts, toy_cache):
     )
 
 
-def test_a_failed_build_leaves_no_entry(tmp_path, monkeypatch):
-    def explode(config, directory, progress):
-        (directory / "planner").mkdir(parents=True)
+def _small(seed: int):
+    """The quick world with a few training steps: enough to build every file, fast enough to build three times."""
+    config = quick_config(seed=seed)
+    return dataclasses.replace(
+        config,
+        train_per_level=40,
+        planner=dataclasses.replace(config.planner, steps=3, warmup_steps=1),
+        executor=dataclasses.replace(config.executor, steps=3, warmup_steps=1),
+    )
+
+
+def _weights(artifacts, role: str) -> dict[str, torch.Tensor]:
+    if role == "planner":
+        return load_llada(artifacts.planner_dir).state_dict()
+    return AutoModelForCausalLM.from_pretrained(artifacts.executor_dir).state_dict()
+
+
+def test_an_interrupted_build_leaves_no_entry_and_resumes_after_its_finished_model(tmp_path, monkeypatch):
+    config = _small(seed=5)
+    uninterrupted = build_world(config, tmp_path / "uninterrupted", progress=False)
+
+    def killed(*args, **kwargs):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(build_module, "_build_into", explode)
-    with pytest.raises(RuntimeError, match="killed"):
-        build_world(quick_config(seed=5), tmp_path, progress=False)
-    assert list(tmp_path.iterdir()) == []
+    cache = tmp_path / "cache"
+    with monkeypatch.context() as patch:
+        patch.setattr(build_module, "train_diffusion_sft", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            build_world(config, cache, progress=False)
+    partial = cache / f".{config.fingerprint()}.partial"
+    assert not (cache / config.fingerprint()).exists()  # no entry a later run could take as finished
+    assert (partial / "executor" / build_module.HISTORY_FILE).exists()
+    assert not (partial / "planner" / build_module.HISTORY_FILE).exists()
+    executor_seconds = json.loads((partial / build_module.TIMINGS_FILE).read_text())["executor"]
+
+    trained = []
+    train_executor = build_module._train_executor
+    monkeypatch.setattr(build_module, "_train_executor", lambda *a, **k: trained.append(1) or train_executor(*a, **k))
+    resumed = build_world(config, cache, progress=False)
+    assert trained == [] and not resumed.reused and not partial.exists()
+    assert resumed.timings["executor"] == executor_seconds
+    assert resumed.timings["total"] == pytest.approx(sum(v for k, v in resumed.timings.items() if k != "total"))
+    assert not (resumed.directory / build_module.TIMINGS_FILE).exists()
+    # The same world as a build that was never interrupted.
+    assert resumed.problems("test") == uninterrupted.problems("test")
+    for role in ("executor", "planner"):
+        ours, reference = _weights(resumed, role), _weights(uninterrupted, role)
+        assert ours.keys() == reference.keys()
+        assert all(torch.equal(ours[k], reference[k]) for k in ours), role
+    assert build_world(config, cache, progress=False).reused
+
+
+def test_a_model_killed_while_saving_is_trained_again(tmp_path, monkeypatch):
+    """A model directory without its history (written last) is incomplete: the next build trains it afresh."""
+    config = _small(seed=7)
+    partial = tmp_path / f".{config.fingerprint()}.partial"
+    (partial / "executor").mkdir(parents=True)
+    (partial / "executor" / "model.safetensors").write_bytes(b"half a file")
+    artifacts = build_world(config, tmp_path, progress=False)
+    histories = artifacts.histories()
+    assert len(histories["executor"]["losses"]) == config.executor.steps
+    assert AutoModelForCausalLM.from_pretrained(artifacts.executor_dir).config.model_type == "llama"
 
 
 def test_a_corrupt_manifest_is_reported(tmp_path):

@@ -13,8 +13,11 @@ The executor is trained first: by default the planner starts from its weights (s
 Training runs on one CPU thread: on a small shared machine, two threads were many times slower than one.
 
 Both model directories are ordinary checkpoints: ``load_llada`` / ``DiffusionPlanner.from_pretrained`` and
-``AutoModelForCausalLM.from_pretrained`` open them. An entry is built in a temporary sibling directory and renamed
-into place only when complete, so a killed build never leaves a half entry that a later run would reuse.
+``AutoModelForCausalLM.from_pretrained`` open them. An entry is built in ``<cache_dir>/.<fingerprint>.partial/`` and
+renamed into place only when complete, so a killed build never leaves a half entry that a later run would reuse;
+a model whose training finished (its ``training_history.json`` is written last) is kept there, and the next build
+of the same world starts after it, with the same result as an uninterrupted build. A lock file beside it lets one
+process build a world while others wait and then reuse it.
 
 ``python -m latent_darm.toy.build [--quick] [--check]`` builds (or reuses) a world and, with ``--check``, measures it.
 """
@@ -27,13 +30,14 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
+from rich.console import Console
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from latent_darm.errors import CheckpointError
@@ -53,6 +57,7 @@ from latent_darm.training.sft import SFTConfig, TrainHistory
 HISTORY_FILE = "training_history.json"
 PREFIX_EXECUTOR = "prefix-executor"
 MANIFEST = "world.json"
+TIMINGS_FILE = "timings.json"  # seconds per finished phase, kept in the partial directory for a resumed build
 
 
 def default_cache_dir() -> Path:
@@ -137,12 +142,24 @@ def _write_history(directory: Path, history: TrainHistory, spec: ModelSpec) -> N
     (directory / HISTORY_FILE).write_text(json.dumps(payload) + "\n")
 
 
+def _finished(directory: Path) -> bool:
+    """A model directory whose training completed: its history is the last file written."""
+    return (directory / HISTORY_FILE).exists()
+
+
 def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[str, float]:
-    """Generate, train and save everything under ``directory``; returns seconds per phase."""
-    timings: dict[str, float] = {}
+    """Generate, train and save everything under ``directory``, keeping what an earlier, interrupted call there
+    finished; returns seconds per phase (a kept phase reports the seconds it took when it ran)."""
+    timings_file = directory / TIMINGS_FILE
+    timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+
+    def finish(phase: str, started: float) -> None:
+        timings[phase] = time.perf_counter() - started
+        timings_file.write_text(json.dumps(timings) + "\n")
+
     started = time.perf_counter()
-    splits = generate_world(config)
-    (directory / "data").mkdir(parents=True)
+    splits = generate_world(config)  # deterministic and quick: written again rather than checked
+    (directory / "data").mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         lines = "".join(json.dumps(p.to_dict()) + "\n" for p in splits[split])
         (directory / "data" / f"{split}.jsonl").write_text(lines)
@@ -150,11 +167,35 @@ def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[st
     timings["data"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    executor = _train_executor(config, config.executor, splits["train"], tokenizer, directory / "executor", progress)
-    timings["executor"] = time.perf_counter() - started
+    if _finished(directory / "executor"):
+        if progress:
+            Console(stderr=True).print(f"toy world: keeping the executor an interrupted build trained ({directory})")
+        executor = AutoModelForCausalLM.from_pretrained(directory / "executor")
+    else:
+        shutil.rmtree(directory / "executor", ignore_errors=True)
+        executor = _train_executor(
+            config, config.executor, splits["train"], tokenizer, directory / "executor", progress
+        )
+        finish("executor", started)
 
     started = time.perf_counter()
-    train = _training_problems(splits["train"], config.planner, config.seed)
+    if not _finished(directory / "planner"):
+        shutil.rmtree(directory / "planner", ignore_errors=True)
+        _train_planner(config, splits["train"], tokenizer, executor, directory / "planner", progress)
+        finish("planner", started)
+    return timings
+
+
+def _train_planner(
+    config: WorldConfig,
+    problems: list[ToyProblem],
+    tokenizer: PreTrainedTokenizerBase,
+    executor: PreTrainedModel,
+    directory: Path,
+    progress: bool,
+) -> None:
+    """Train the diffusion planner (from the executor's weights, or fresh ones) and save it under ``directory``."""
+    train = _training_problems(problems, config.planner, config.seed)
     examples = planner_examples(
         train,
         tokenizer,
@@ -170,36 +211,38 @@ def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[st
     history = train_diffusion_sft(
         planner, examples, _sft_config(config.planner, config.seed), progress=progress, description="planner"
     )
-    save_llada(planner, directory / "planner")
-    tokenizer.save_pretrained(directory / "planner")
-    _write_history(directory / "planner", history, config.planner)
-    timings["planner"] = time.perf_counter() - started
-    return timings
+    save_llada(planner, directory)
+    tokenizer.save_pretrained(directory)
+    _write_history(directory, history, config.planner)
 
 
 def build_prefix_executor(artifacts: WorldArtifacts, steps: int, *, progress: bool = True) -> Path | None:
     """The plan-prefix executor of ``artifacts``' world (None when the config has none), built on first use: the
     trained executor fine-tuned for ``steps`` on its own mixture plus the ``latent`` task, saved atomically
-    beside it in the world's entry."""
+    beside it in the world's entry (one process at a time; a killed build's leftovers are cleared by the next)."""
     config, final = artifacts.config, artifacts.prefix_executor_dir(steps)
     if final is None or (final / HISTORY_FILE).exists():
         return final
     spec = config.prefix_executor_spec(steps)
-    staging = Path(tempfile.mkdtemp(prefix=f".{PREFIX_EXECUTOR}-", dir=artifacts.directory))
-    try:
+    with FileLock(_lock_path(final)):
+        if (final / HISTORY_FILE).exists():  # built by another process while this one waited
+            return final
+        staging = _partial_path(final)
+        shutil.rmtree(staging, ignore_errors=True)
         with single_thread():
             executor = AutoModelForCausalLM.from_pretrained(artifacts.executor_dir)
             tokenizer = load_tokenizer(artifacts.executor_dir)
             _train_executor(config, spec, artifacts.problems("train"), tokenizer, staging, progress, executor)
-        try:
-            staging.rename(final)
-        except OSError:
-            if not (final / HISTORY_FILE).exists():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        staging.rename(final)
     return final
+
+
+def _partial_path(final: Path) -> Path:
+    return final.parent / f".{final.name}.partial"
+
+
+def _lock_path(final: Path) -> Path:
+    return final.parent / f".{final.name}.lock"
 
 
 def _train_executor(
@@ -230,35 +273,39 @@ def _train_executor(
     return executor
 
 
+def _cached(config: WorldConfig, entry: Path) -> WorldArtifacts | None:
+    """The finished entry of ``config``'s world, or None when it is not built yet."""
+    manifest = entry / MANIFEST
+    if not manifest.exists():
+        return None
+    try:
+        timings = json.loads(manifest.read_text())["timings"]
+    except (json.JSONDecodeError, KeyError):
+        raise CheckpointError(f"{manifest}: corrupt toy-world manifest; delete {entry} to rebuild") from None
+    return WorldArtifacts(config, entry, reused=True, timings=timings)
+
+
 def build_world(config: WorldConfig, cache_dir: str | Path | None = None, *, progress: bool = True) -> WorldArtifacts:
     """The world of ``config``, from ``cache_dir`` when an entry with its fingerprint exists, else built (and
-    cached). Models are trained on CPU or wherever torch's default device points."""
+    cached), resuming an interrupted build of the same world. Models are trained on CPU or wherever torch's
+    default device points."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = cache_dir / config.fingerprint()
-    manifest = final / MANIFEST
-    if manifest.exists():
-        try:
-            timings = json.loads(manifest.read_text())["timings"]
-        except (json.JSONDecodeError, KeyError):
-            raise CheckpointError(f"{manifest}: corrupt toy-world manifest; delete {final} to rebuild") from None
-        return WorldArtifacts(config, final, reused=True, timings=timings)
+    if (cached := _cached(config, final)) is not None:
+        return cached
     cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=cache_dir))
-    try:
-        started = time.perf_counter()
+    with FileLock(_lock_path(final)):
+        if (cached := _cached(config, final)) is not None:  # built by another process while this one waited
+            return cached
+        partial = _partial_path(final)
+        partial.mkdir(exist_ok=True)
         with single_thread():
-            timings = _build_into(config, staging, progress)
-        timings["total"] = time.perf_counter() - started
+            timings = _build_into(config, partial, progress)
+        timings["total"] = sum(timings.values())
         record = {"fingerprint": config.fingerprint(), "config": asdict(config), "timings": timings}
-        (staging / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
-        try:
-            staging.rename(final)
-        except OSError:
-            if not (final / MANIFEST).exists():  # not a concurrent build that finished first
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        (partial / TIMINGS_FILE).unlink(missing_ok=True)
+        (partial / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
+        partial.rename(final)
     return WorldArtifacts(config, final, reused=False, timings=timings)
 
 
