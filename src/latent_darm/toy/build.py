@@ -221,11 +221,11 @@ def build_prefix_executor(artifacts: WorldArtifacts, steps: int, *, progress: bo
     trained executor fine-tuned for ``steps`` on its own mixture plus the ``latent`` task, saved atomically
     beside it in the world's entry (one process at a time; a killed build's leftovers are cleared by the next)."""
     config, final = artifacts.config, artifacts.prefix_executor_dir(steps)
-    if final is None or (final / HISTORY_FILE).exists():
+    if final is None or _finished(final):
         return final
     spec = config.prefix_executor_spec(steps)
     with FileLock(_lock_path(final)):
-        if (final / HISTORY_FILE).exists():  # built by another process while this one waited
+        if _finished(final):  # built by another process while this one waited
             return final
         staging = _partial_path(final)
         shutil.rmtree(staging, ignore_errors=True)
