@@ -128,7 +128,7 @@ def test_refuses_a_pair_it_was_not_trained_for(tmp_path, planner, executor):
     stranger = CausalExecutor(varied_llama(other), other)
     with pytest.raises(CheckpointError, match="another executor tokenizer") as info:
         Projector.from_pretrained(tmp_path / "p", planner=planner, executor=stranger)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and "--force-projector (darm eval / solve)" in str(info.value)
     assert Projector.from_pretrained(tmp_path / "p", planner=planner, executor=stranger, force=True)
     wrong_planner = ModelSignature(hidden_size=4096, fingerprint=None, name="llada-8b")
     with pytest.raises(CheckpointError, match="planner hidden size 64, but planner 'llada-8b' has 4096"):

@@ -56,6 +56,19 @@ def test_force_projector_flag_only_for_latent():
         build_spec(**ARM, force_projector=True)
 
 
+def test_the_flag_a_tokenizer_mismatch_suggests_exists_on_eval_and_solve():
+    """The projector's refusal names ``--force-projector`` (bridge/projector.py); both commands must take it."""
+    import typer
+
+    import latent_darm.cli.commands  # noqa: F401  (registers every command on the app)
+    from latent_darm.cli.app import app
+
+    registered = typer.main.get_command(app).commands
+    for name in ("eval", "solve"):
+        options = {opt for param in registered[name].params for opt in param.opts}
+        assert "--force-projector" in options, name
+
+
 def test_batch_size_is_recorded_and_a_reduced_precision_resume_keeps_it(darm, builder, data_dir, tmp_path):  # noqa: F811
     out = tmp_path / "run"
     args = ["eval", *TEXT, "--benchmark", "gsm8k", "--data-dir", data_dir, "--out", out, "--no-progress"]
