@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,11 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
             yield number, record
+
+
+def notice(message: str) -> None:
+    """One line on stderr for something a job recovered from by itself (a torn file set aside, a state skipped)."""
+    print(f"notice: {message}", file=sys.stderr, flush=True)
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -76,7 +76,7 @@ def test_training_resumes_to_the_same_weights(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train_variant("scdm", rows, prompt, settings, tmp_path / "resumed", on_step=crash)
-    assert (tmp_path / "resumed" / "state.pt").exists()
+    assert (tmp_path / "resumed" / "state-00000004.json").exists()
     train_variant("scdm", rows, prompt, settings, tmp_path / "resumed")
     a = load_llada(tmp_path / "straight" / MODEL_DIR).state_dict()
     b = load_llada(tmp_path / "resumed" / MODEL_DIR).state_dict()

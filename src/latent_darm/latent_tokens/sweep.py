@@ -279,6 +279,7 @@ def run(
                     device=device,
                     autocast_dtype=autocast,
                     on_step=lambda n, task=task: bar.advance(task, n),
+                    log=log,
                 )
                 bar.update(task, completed=settings.train.steps)
                 models[variant] = model.to(device=device, dtype=dtype).eval()

@@ -15,19 +15,20 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from latent_darm.io import atomic_write_json
+from latent_darm.io import atomic_write_json, notice
 from latent_darm.latent_tokens.objectives import batch_loss, make_batch
+from latent_darm.latent_tokens.state import clear_states, save_state, saved_states
 from latent_darm.latent_tokens.tokenizer import VOCABULARY, puzzle_tokenizer
 from latent_darm.models.llada.checkpoint import load_llada, save_llada
 from latent_darm.models.llada.configuration import LLaDAConfig
 from latent_darm.models.llada.modeling import LLaDAModelLM
 from latent_darm.toy.models import init_weights
 
-STATE_FILE = "state.pt"
 MODEL_DIR = "model"
 HISTORY_FILE = "history.json"
 TRAIN_VERSION = 2  # bump when the objectives or the recipe change meaning
@@ -76,6 +77,64 @@ def new_model(settings: TrainSettings, max_length: int) -> LLaDAModelLM:
     return model
 
 
+@dataclass
+class _Run:
+    """What a resumed run must get back bit for bit: weights, optimizer moments, schedule, EMA and RNG."""
+
+    model: LLaDAModelLM
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: list[torch.Tensor] | None
+
+    @classmethod
+    def fresh(cls, settings: TrainSettings, max_length: int, device: str) -> _Run:
+        model = new_model(settings, max_length).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0, betas=(0.9, 0.98))
+        scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, settings.warmup_steps, settings.steps, min_lr_rate=0.1
+        )
+        ema = [p.detach().clone() for p in model.parameters()] if settings.ema else None
+        return cls(model, optimizer, scheduler, ema)
+
+    def capture(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors for safetensors and plain values for JSON (no pickle anywhere)."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        optim = self.optimizer.state_dict()
+        for index, slots in optim["state"].items():
+            tensors.update({f"optimizer.{index}.{name}": value for name, value in slots.items()})
+        for index, shadow in enumerate(self.ema or []):
+            tensors[f"ema.{index}"] = shadow
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        values = {
+            "optimizer_groups": optim["param_groups"],
+            "optimizer_slots": {str(i): sorted(slots) for i, slots in optim["state"].items()},
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema is not None,
+        }
+        return tensors, values
+
+    def restore(self, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> None:
+        """Load a captured state; KeyError/RuntimeError/TypeError/ValueError when it does not fit this run."""
+        device = next(self.model.parameters()).device
+        weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        self.model.load_state_dict(weights, strict=True)
+        if bool(values["ema"]) != (self.ema is not None):
+            raise ValueError("EMA on/off differs")
+        slots = {
+            int(i): {name: tensors[f"optimizer.{i}.{name}"].to(device) for name in names}
+            for i, names in values["optimizer_slots"].items()
+        }
+        self.optimizer.load_state_dict({"state": slots, "param_groups": values["optimizer_groups"]})
+        self.scheduler.load_state_dict(values["scheduler"])
+        for index, shadow in enumerate(self.ema or []):
+            shadow.copy_(tensors[f"ema.{index}"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+
+
 def is_trained(directory: Path) -> bool:
     return (directory / HISTORY_FILE).exists()
 
@@ -90,28 +149,30 @@ def train_variant(
     device: str = "cpu",
     autocast_dtype: torch.dtype | None = None,
     on_step: Callable[[int], None] | None = None,
+    log: Callable[[str], None] = notice,
 ) -> LLaDAModelLM:
     """Train (or resume, or load when finished) ``variant`` on ``rows`` [N, T]; returns the model in eval mode."""
     if is_trained(directory):
         return load_llada(directory / MODEL_DIR, device=device)
     directory.mkdir(parents=True, exist_ok=True)
-    model = new_model(settings, rows.shape[1]).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0, betas=(0.9, 0.98))
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, settings.warmup_steps, settings.steps, min_lr_rate=0.1
-    )
-    ema = [p.detach().clone() for p in model.parameters()] if settings.ema else None
+    run = _Run.fresh(settings, rows.shape[1], device)
     step, losses, seconds = 0, [], 0.0
-    state_path = directory / STATE_FILE
-    if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        ema = state["ema"]
-        step, losses, seconds = state["step"], state["losses"], state["seconds"]
+    for tensors, values in saved_states(directory, log):
+        try:
+            run.restore(tensors, values)
+            step, losses, seconds = int(values["step"]), [float(x) for x in values["losses"]], float(values["seconds"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            log(
+                f"ignoring the training state of step {values.get('step')} in {directory}: it does not fit this"
+                f" run ({reason}); falling back to an earlier state"
+            )
+            run = _Run.fresh(settings, rows.shape[1], device)
+            continue
         if on_step is not None:
             on_step(step)
+        break
+    model, optimizer, scheduler, ema = run.model, run.optimizer, run.scheduler, run.ema
     mask_id = model.config.mask_token_id
     model.train()
     started = time.perf_counter() - seconds
@@ -136,17 +197,9 @@ def train_variant(
         if on_step is not None:
             on_step(1)
         if step % settings.checkpoint_every == 0 and step < settings.steps:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "ema": ema,
-                "step": step,
-                "losses": losses,
-                "seconds": time.perf_counter() - started,
-            }
-            torch.save(state, directory / f".{STATE_FILE}.tmp")
-            (directory / f".{STATE_FILE}.tmp").replace(state_path)
+            tensors, values = run.capture()
+            values.update(losses=losses, seconds=time.perf_counter() - started)
+            save_state(directory, step, tensors, values)
     if ema is not None:
         with torch.no_grad():
             for shadow, param in zip(ema, model.parameters(), strict=True):
@@ -162,5 +215,5 @@ def train_variant(
         "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
     }
     atomic_write_json(directory / HISTORY_FILE, history)
-    state_path.unlink(missing_ok=True)
+    clear_states(directory)
     return model
