@@ -555,6 +555,65 @@ def _(env: Env):
     return args, r"--out .*train-file is a file"
 
 
+# ---- h21-lt rows -------------------------------------------------------------------------------------------------
+
+
+def latent_tokens(env: Env, *extra: Any) -> list[Any]:
+    return [
+        "latent-tokens",
+        "--quick",
+        "--no-progress",
+        "--out",
+        env.tmp / "lt",
+        "--cache-dir",
+        env.tmp / "ltc",
+        *extra,
+    ]
+
+
+@row("latent-tokens-variants-empty")
+def _(env: Env) -> tuple[list[Any], str]:
+    return latent_tokens(env, "--variants", ""), r"--variants: '' names no variant"
+
+
+@row("latent-tokens-variants-only-commas")
+def _(env: Env) -> tuple[list[Any], str]:
+    return latent_tokens(env, "--variants", " , "), r"--variants: .* names no variant"
+
+
+@row("latent-tokens-steps-0")
+def _(env: Env) -> tuple[list[Any], str]:
+    return latent_tokens(env, "--steps", "0"), r"--steps: 0 must be ≥ 1"
+
+
+@row("latent-tokens-steps-negative")
+def _(env: Env) -> tuple[list[Any], str]:
+    return latent_tokens(env, "--steps", "-5"), r"--steps: -5 must be ≥ 1"
+
+
+@row("latent-tokens-sudoku-17-givens-cannot-be-generated")
+def _(env: Env) -> tuple[list[Any], str]:
+    from latent_darm.latent_tokens import sudoku
+
+    env.monkeypatch.setattr(sudoku, "NODE_BUDGET", 20_000)  # the default (200,000) ends the same way, ~10× later
+    return latent_tokens(env, "--size", "9", "--difficulty", "17"), (
+        r"could not make a 9×9 Sudoku with 17 givens within the solver's budget of 20,000 search nodes"
+    )
+
+
+@row("latent-tokens-test-file-unsolvable-sudoku")
+def _(env: Env) -> tuple[list[Any], str]:
+    from latent_darm.latent_tokens import sudoku
+
+    env.monkeypatch.setattr(sudoku, "NODE_BUDGET", 20_000)
+    # no two givens clash, but box 1 has no room for a 9: a plain search takes minutes to find that out
+    board = "........9.....9.....1...................5.....9.........................9........"
+    path = env.write("puzzles.jsonl", json.dumps({"puzzle": board}) + "\n")
+    return latent_tokens(env, "--size", "9", "--difficulty", "40", "--test-file", path), (
+        r"puzzles.jsonl:1: could not solve Sudoku '\.{8}9.*' within the solver's budget of 20,000 search nodes"
+    )
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 

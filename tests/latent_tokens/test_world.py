@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 
 import pytest
 
@@ -140,3 +141,25 @@ def test_bad_world_settings_are_one_line_errors():
         WorldConfig(task="chess")
     with pytest.raises(ConfigError, match="size 5"):
         WorldConfig(size=5)
+
+
+HIDDEN_CLASH = "........9.....9.....1...................5.....9.........................9........"  # box 1 has no 9
+
+
+def test_the_solver_search_is_bounded_by_a_node_budget():
+    with pytest.raises(ConfigError, match=r"could not solve Sudoku .* budget of 5,000 search nodes"):
+        sudoku.solutions(HIDDEN_CLASH, 9, budget=5_000)
+    # generation: every try of one puzzle spends from one budget, so an impossible difficulty ends, and the same
+    # way each time (a count of nodes, not a clock)
+    for _ in range(2):
+        with pytest.raises(ConfigError, match=r"9×9 Sudoku with 17 givens within the solver's budget of 20,000"):
+            sudoku.generate_puzzle(9, 17, random.Random(0), budget=20_000)
+    puzzle, solution = sudoku.generate_puzzle(9, 30, random.Random(0))  # a feasible one is unaffected
+    assert sudoku.solutions(puzzle, 9) == [solution]
+
+
+def test_the_default_budget_ends_a_17_clue_generation_in_seconds():
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"17 givens within the solver's budget of 200,000 search nodes"):
+        sudoku.generate_puzzle(9, 17, random.Random(0))
+    assert time.perf_counter() - started < 60

@@ -95,17 +95,23 @@ def latent_tokens_command(
 
     from latent_darm.io import atomic_write_json
     from latent_darm.latent_tokens.decoding import DecodeSettings
+    from latent_darm.latent_tokens.patterns import VARIANTS
     from latent_darm.latent_tokens.report import markdown_table, write_report
     from latent_darm.latent_tokens.settings import run_settings
     from latent_darm.latent_tokens.sweep import RESULTS_FILE, RunSettings, run
     from latent_darm.latent_tokens.tasks import check_task, load_puzzle_file
 
     task_name = check_task(str(task))
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps: {steps} must be ≥ 1 (training steps per variant)")
+    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+    if not chosen:
+        raise ConfigError(f"--variants: {variants!r} names no variant; expected some of {', '.join(VARIANTS)}")
     base = run_settings(task=task_name, size=size, difficulty=difficulty, seed=seed, quick=quick, preset=str(preset))
     settings = RunSettings(
         world=base.world,
         train=base.train if steps is None else replace(base.train, steps=steps),
-        variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
+        variants=chosen,
         latent_values=parse_knobs(latent, "--latent-tokens", 0),
         windows=parse_knobs(windows, "--windows", 1),
         decode=DecodeSettings(k=k, selection=str(selection)),

@@ -61,8 +61,40 @@ def _candidates(grid: list[int], cell: int, geo: Geometry) -> int:
     return ~used & ((1 << geo.size) - 1)
 
 
-def _search(grid: list[int], geo: Geometry, limit: int, rng: random.Random | None, found: list[list[int]]) -> None:
-    """Depth-first search on the blank cell with fewest candidates; stops once ``limit`` solutions are found."""
+# Search nodes one solver call (a solve, or one puzzle's generation) may visit. A node budget, not a time limit,
+# so a board that needs too much search is refused the same way on every machine and results stay reproducible.
+# Real puzzles need far fewer (a 9×9 with 26 givens: ~4,000 nodes to generate); ~8 µs a node.
+NODE_BUDGET = 200_000
+
+
+class SearchBudgetExceeded(Exception):
+    """The solver visited more than its node budget."""
+
+
+@dataclass
+class Budget:
+    """Nodes left to a search; shared by every search of one solve or one generated puzzle."""
+
+    nodes: int = NODE_BUDGET
+
+    def spend(self) -> None:
+        self.nodes -= 1
+        if self.nodes < 0:
+            raise SearchBudgetExceeded
+
+
+def _search(
+    grid: list[int],
+    geo: Geometry,
+    limit: int,
+    rng: random.Random | None,
+    found: list[list[int]],
+    budget: Budget | None = None,
+) -> None:
+    """Depth-first search on the blank cell with fewest candidates; stops once ``limit`` solutions are found.
+    Raises SearchBudgetExceeded once ``budget`` runs out."""
+    if budget is not None:
+        budget.spend()
     best, best_mask, best_count = -1, 0, geo.size + 1
     for cell, value in enumerate(grid):
         if value == 0:
@@ -80,7 +112,7 @@ def _search(grid: list[int], geo: Geometry, limit: int, rng: random.Random | Non
         rng.shuffle(digits)
     for digit in digits:
         grid[best] = digit
-        _search(grid, geo, limit, rng, found)
+        _search(grid, geo, limit, rng, found, budget)
         if len(found) >= limit:
             break
     grid[best] = 0
@@ -102,15 +134,23 @@ def format_board(grid: list[int]) -> str:
     return "".join(BLANK if v == 0 else str(v) for v in grid)
 
 
-def solutions(board: str, size: int, limit: int = 2) -> list[str]:
-    """Up to ``limit`` solutions of ``board`` (a puzzle with clashing givens has none)."""
+def solutions(board: str, size: int, limit: int = 2, budget: int | None = None) -> list[str]:
+    """Up to ``limit`` solutions of ``board`` (a puzzle with clashing givens has none). A ConfigError when the
+    search needs more than ``budget`` nodes (default :data:`NODE_BUDGET`)."""
     geo = geometry(size)
     grid = parse_board(board, size)
     for cell, value in enumerate(grid):
         if value and any(grid[p] == value for p in geo.peers[cell]):
             return []
     found: list[list[int]] = []
-    _search(grid, geo, limit, None, found)
+    nodes = NODE_BUDGET if budget is None else budget
+    try:
+        _search(grid, geo, limit, None, found, Budget(nodes))
+    except SearchBudgetExceeded:
+        raise ConfigError(
+            f"could not solve Sudoku {board!r} within the solver's budget of {nodes:,} search nodes"
+            " (it may have no solution)"
+        ) from None
     return [format_board(g) for g in found]
 
 
@@ -123,20 +163,35 @@ def is_solution(puzzle: str, candidate: str, size: int) -> bool:
     return solutions(candidate, size, limit=1) == [candidate] if set(candidate) <= set("123456789") else False
 
 
-def random_grid(size: int, rng: random.Random) -> list[int]:
+def random_grid(size: int, rng: random.Random, budget: Budget | None = None) -> list[int]:
     geo = geometry(size)
     found: list[list[int]] = []
-    _search([0] * geo.cells, geo, 1, rng, found)
+    _search([0] * geo.cells, geo, 1, rng, found, budget)
     return found[0]
 
 
-def generate_puzzle(size: int, givens: int, rng: random.Random, max_tries: int = 200) -> tuple[str, str]:
-    """(puzzle, solution) with exactly ``givens`` givens and a unique solution."""
+def generate_puzzle(
+    size: int, givens: int, rng: random.Random, max_tries: int = 200, budget: int | None = None
+) -> tuple[str, str]:
+    """(puzzle, solution) with exactly ``givens`` givens and a unique solution; a ConfigError when the tries or the
+    node budget (all tries together, default :data:`NODE_BUDGET`) run out."""
     geo = geometry(size)
     if not 0 < givens <= geo.cells:
         raise ConfigError(f"givens={givens} is outside 1..{geo.cells} for a {size}×{size} board")
+    nodes = NODE_BUDGET if budget is None else budget
+    try:
+        return _generate(geo, givens, rng, max_tries, Budget(nodes))
+    except SearchBudgetExceeded:
+        raise ConfigError(
+            f"could not make a {size}×{size} Sudoku with {givens} givens within the solver's budget of {nodes:,}"
+            " search nodes; use more givens (--difficulty)"
+        ) from None
+
+
+def _generate(geo: Geometry, givens: int, rng: random.Random, max_tries: int, budget: Budget) -> tuple[str, str]:
+    size = geo.size
     for _ in range(max_tries):
-        solution = random_grid(size, rng)
+        solution = random_grid(size, rng, budget)
         grid = list(solution)
         order = list(range(geo.cells))
         rng.shuffle(order)
@@ -146,11 +201,13 @@ def generate_puzzle(size: int, givens: int, rng: random.Random, max_tries: int =
                 break
             value, grid[cell] = grid[cell], 0
             count: list[list[int]] = []
-            _search(list(grid), geo, 2, None, count)
+            _search(list(grid), geo, 2, None, count, budget)
             if len(count) == 1:
                 remaining -= 1
             else:
                 grid[cell] = value
         if remaining == givens:
             return format_board(grid), format_board(solution)
-    raise ConfigError(f"could not make a {size}×{size} Sudoku with a unique solution from {givens} givens")
+    raise ConfigError(
+        f"could not make a {size}×{size} Sudoku with a unique solution from {givens} givens; use more (--difficulty)"
+    )
