@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,72 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, record
 
 
+BAD_SUFFIX = ".bad"
+
+
+def _results_line(raw: bytes, check: Callable[[dict[str, Any]], str | None]) -> dict[str, Any] | str:
+    """The record of one results line, or why it is unusable."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):  # malformed JSON, not UTF-8, an absurd number, absurd nesting
+        return "malformed JSON"
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    return check(record) or record
+
+
+def read_results_jsonl(
+    path: str | Path,
+    check: Callable[[dict[str, Any]], str | None] = lambda _: None,
+    *,
+    repair: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """The good records of an append-only results file, for a resume that recomputes whatever is missing.
+
+    A torn last line (a kill mid-write, with or without its newline) is dropped. Any other unusable line
+    (malformed, not an object, or refused by ``check``, which returns a reason or None) is left out too. With
+    ``repair`` the file is fixed for the appends to come: the torn tail is cut, and unusable lines are moved to
+    ``<path>.bad`` (appended, never lost) with one ``say`` line (default :func:`notice`); without, nothing is
+    written. A missing file has no records."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    complete, _, tail = data.rpartition(b"\n")
+    lines = complete.split(b"\n") if complete or data.startswith(b"\n") else []
+    records: list[dict[str, Any]] = []
+    good: list[bytes] = []
+    bad: list[tuple[int, bytes, str]] = []
+    torn = bool(tail)
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        record = _results_line(raw, check)
+        if isinstance(record, dict):
+            records.append(record)
+            good.append(raw)
+        elif number == len(lines) and not tail:
+            torn = True  # a torn last line that happens to end where a newline was
+        else:
+            bad.append((number, raw, record))
+    if repair and bad:
+        side = path.with_name(path.name + BAD_SUFFIX)
+        with side.open("ab") as handle:
+            handle.write(b"".join(raw + b"\n" for _, raw, _ in bad))
+            handle.flush()
+            os.fsync(handle.fileno())
+        number, _, reason = bad[0]
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        (say or notice)(
+            f"{path}: moved {len(bad)} unreadable line(s) (line {number}: {reason}{more}) to {side}; "
+            "their items are computed again"
+        )
+    if repair and (bad or torn):
+        atomic_write_bytes(path, b"".join(raw + b"\n" for raw in good))
+    return records
+
+
 def notice(message: str) -> None:
     """One line on stderr for something a job recovered from by itself (a torn file set aside, a state skipped)."""
     print(f"notice: {message}", file=sys.stderr, flush=True)
@@ -84,14 +150,18 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write via a temp file in the same directory and rename, so readers never see half a file. A full disk
     leaves the previous version of ``path`` in place and raises :class:`DiskFullError`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

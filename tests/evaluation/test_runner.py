@@ -173,14 +173,30 @@ def test_an_unparsable_last_line_ending_in_a_newline_is_also_dropped(tmp_path):
     assert path.read_text() == '{"id": "a"}\n'
 
 
-def test_a_bad_line_before_the_end_is_an_error_naming_file_and_line(tmp_path):
-    path = tmp_path / RESULTS_FILE
-    path.write_text('{"id": "a"}\n{broken\n{"id": "c"}\n')
-    with pytest.raises(DataError, match=r"results.jsonl:2: malformed JSON"):
-        read_results(path)
-    path.write_text('{"id": "a"}\n{"no_id": 1}\n')
-    with pytest.raises(DataError, match=r"results.jsonl:2: a result line needs a string 'id'"):
-        read_results(path)
+def test_bad_lines_before_the_end_are_set_aside_and_recomputed_to_the_uninterrupted_results(tmp_path, capsys):
+    run(FakePipeline(), tmp_path / "straight")
+    out = tmp_path / "resumed"
+    with pytest.raises(Killed):
+        run(FakePipeline(fail_after=6), out)
+    path = out / RESULTS_FILE
+    rows = path.read_text().splitlines(keepends=True)
+    rows[1], rows[3] = "{broken\n", '{"no_id": 1}\n'
+    path.write_text("".join(rows))
+    before = path.read_bytes()
+    assert [r["id"] for r in read_results(path)] == ["q0", "q2", "q4", "q5"]
+    assert path.read_bytes() == before  # reading alone never writes
+    capsys.readouterr()
+
+    resumed = FakePipeline()
+    summary = run(resumed, out)
+    assert resumed.calls == [f"What is {i} + 1?" for i in (1, 3, 6, 7, 8, 9)]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "results.jsonl: moved 2 unreadable line(s) (line 2: malformed JSON and 1 more)" in err[0]
+    assert (out / "results.jsonl.bad").read_text() == '{broken\n{"no_id": 1}\n'
+    straight = {r["id"]: r for r in lines(tmp_path / "straight" / RESULTS_FILE)}
+    assert {r["id"]: r for r in lines(path)} == straight and len(lines(path)) == 10
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (out, tmp_path / "straight")]
+    assert summaries[0] == {**summaries[1], "computed": 6} and summary.computed == 6
 
 
 def test_a_changed_configuration_is_refused_naming_the_first_differing_key(tmp_path):

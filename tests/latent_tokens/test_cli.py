@@ -72,3 +72,36 @@ def test_bad_puzzle_files_are_one_line_errors(darm, tmp_path, row, message):
                         "--test-file", path)  # fmt: skip
     assert code == 2
     assert message in err and "puzzles.jsonl:1" in err and len(err.strip().splitlines()) == 1, err
+
+
+def _without_timing(path) -> dict[str, dict]:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return {r["key"]: {k: v for k, v in r.items() if k != "seconds_per_puzzle"} for r in records}
+
+
+@pytest.mark.parametrize("damage", ["torn-last-line", "bad-middle-line"])
+def test_a_damaged_results_file_resumes_to_the_uninterrupted_results(darm, tmp_path, damage):
+    cache = tmp_path / "cache"
+    args = ("latent-tokens", "--quick", "--cache-dir", cache, "--no-progress", "--variants", "sidm,scdm",
+            "--latent-tokens", "0,1,all")  # fmt: skip
+    code, _, err = darm(*args, "--out", tmp_path / "straight")
+    assert code == 0, err
+    straight = tmp_path / "straight" / RESULTS_FILE
+    path = tmp_path / "resumed" / RESULTS_FILE
+    path.parent.mkdir()
+    rows = straight.read_text().splitlines(keepends=True)
+    assert len(rows) == 4
+    if damage == "torn-last-line":
+        rows[-1] = rows[-1][:40]
+    else:
+        rows[1] = rows[1][:30] + "\n"
+    path.write_text("".join(rows))
+    code, _, err = darm(*args, "--out", tmp_path / "resumed")
+    assert code == 0, err
+    assert _without_timing(path) == _without_timing(straight)
+    side = path.with_name(RESULTS_FILE + ".bad")
+    if damage == "bad-middle-line":
+        assert side.read_text() == rows[1]
+        assert "results.jsonl: moved 1 unreadable line(s) (line 2: malformed JSON)" in err
+    else:
+        assert not side.exists() and "moved" not in err

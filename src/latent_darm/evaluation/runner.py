@@ -4,7 +4,8 @@ A results directory holds ``config.json`` (everything that can change an answer:
 the benchmark, the subset and the grading settings) and ``results.jsonl`` (one graded item per line, appended and
 fsynced as each item finishes). Rerunning with the same configuration computes only the items that are missing;
 another configuration is refused, so two configurations never mix in one directory. A line torn by a kill is
-dropped on resume (its item is simply redone).
+dropped on resume, and an unreadable line elsewhere is moved to ``results.jsonl.bad`` with a notice; either way its
+item is simply redone.
 
 Under ``accelerate launch`` every process takes a deterministic share of the pending items and appends to its own
 ``results.rank{k}.jsonl``; the main process merges them into ``results.jsonl`` at the end.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -26,7 +26,7 @@ from latent_darm.config_diff import COSMETIC_KEYS, first_difference, short
 from latent_darm.errors import ConfigError, DataError, DiskFullError
 from latent_darm.evaluation.benchmarks import Example
 from latent_darm.grading import ITEM_TIME_LIMIT_S, MATH_VERIFY_TIMEOUT_S, grade
-from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text, is_disk_full
+from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text, is_disk_full, read_results_jsonl
 from latent_darm.pipelines.base import Pipeline, PipelineResult
 from latent_darm.progress import progress_bar
 
@@ -120,31 +120,15 @@ def summarize(records: Sequence[dict[str, Any]], computed: int = 0) -> EvalSumma
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _has_id(record: dict[str, Any]) -> str | None:
+    return None if isinstance(record.get("id"), str) else "a result line needs a string 'id'"
+
+
 def read_results(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
-    """Records of one results file. A torn or unparsable *last* line (a kill mid-write) is dropped, and with
-    ``repair`` cut from the file so later appends start on a clean line; a bad line elsewhere is a DataError."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    complete, _, tail = data.rpartition(b"\n")
-    lines = complete.split(b"\n") if complete or data.startswith(b"\n") else []
-    records: list[dict[str, Any]] = []
-    good_bytes = 0
-    for number, raw in enumerate(lines, start=1):
-        if raw.strip():
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                if number == len(lines) and not tail:
-                    break  # a torn last line that happens to end where a newline was
-                raise DataError(f"{path}:{number}: malformed JSON in a results file") from None
-            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
-                raise DataError(f"{path}:{number}: a result line needs a string 'id'")
-            records.append(record)
-        good_bytes += len(raw) + 1
-    if repair and good_bytes < len(data):
-        os.truncate(path, good_bytes)
-    return records
+    """Records of one results file (:func:`latent_darm.io.read_results_jsonl`): a torn last line is dropped, and
+    with ``repair`` cut from the file and any other bad line moved to ``results.jsonl.bad``, so its item is redone
+    and later appends start on a clean line."""
+    return read_results_jsonl(path, _has_id, repair=repair)
 
 
 def result_files(out_dir: Path) -> list[Path]:

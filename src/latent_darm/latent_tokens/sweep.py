@@ -7,7 +7,8 @@ Cache layout, ``<cache>/<world fingerprint>/``::
     models/<training fingerprint>/<variant>/             model/ (LLaDA checkpoint + tokenizer), history.json
 
 Results go to ``<out>/results.jsonl``, one line per (variant, knob value), appended as each finishes; a rerun
-skips the lines whose key (world, training, decoding, test set, variant, value) is already there.
+skips the lines whose key (world, training, decoding, test set, variant, value) is already there. A line torn by a
+kill is dropped and any other unreadable line moved to ``results.jsonl.bad`` (with a notice); both are recomputed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 
 from latent_darm.errors import ConfigError
 from latent_darm.evaluation.report import wilson_interval
-from latent_darm.io import append_jsonl, atomic_write_json, read_jsonl
+from latent_darm.io import append_jsonl, atomic_write_json, read_results_jsonl
 from latent_darm.latent_tokens.decoding import DecodeSettings, decode_autoregressive, decode_diffusion
 from latent_darm.latent_tokens.patterns import DEFAULT_VARIANTS, DIFFUSION_VARIANTS, check_variant
 from latent_darm.latent_tokens.tasks import (
@@ -237,6 +238,10 @@ def latent_count(settings: RunSettings, variant: str, value: Knob) -> int:
     return value if variant == "scdm" else value - 1
 
 
+def _has_key(record: dict[str, Any]) -> str | None:
+    return None if isinstance(record.get("key"), str) else "a result line needs a string 'key'"
+
+
 def run(
     settings: RunSettings,
     out_dir: Path,
@@ -262,7 +267,7 @@ def run(
     reused = [v for v in settings.variants if is_trained(models_dir / v)]
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / RESULTS_FILE
-    done = {r["key"]: r for _, r in read_jsonl(results_path)} if results_path.exists() else {}
+    done = {r["key"]: r for r in read_results_jsonl(results_path, _has_key, repair=True, say=log)}
     records: list[dict[str, Any]] = []
     with single_thread(enabled=device == "cpu"):
         models = {}
