@@ -50,7 +50,18 @@ def test_quick_run_writes_every_file_and_a_rerun_reuses_it(darm, tmp_path):
         (["--latent-tokens", "99"], "n=99 latent tokens exceeds the 16 masked positions"),
         (["--windows", "40"], "window w=40 exceeds the answer length 17"),
         (["--selection", "best"], "--selection must be one of random, confidence; got 'best'"),
-        (["--k", "0"], "k (tokens per step) must be at least 1, got 0"),
+        (["--k", "0"], "--k: tokens per step must be at least 1, got 0"),
+        (["--candidates", "0"], "--candidates: 0 must be ≥ 1"),
+        (["--candidates", "18"], "--candidates: 18 exceeds the answer length 17; use 'all'"),
+        (["--candidates", "1,2"], "--candidates: '1,2' must be one integer"),
+        (["--temperature", "-0.5"], "--temperature: -0.5 must be ≥ 0"),
+        (["--temperature", "nan"], "--temperature: nan must be ≥ 0"),
+        (["--seeds", ""], "--seeds: '' names no seed"),
+        (["--seeds", "0,1,0"], "--seeds: 0 is repeated"),
+        (["--seeds", "0,-1"], "--seeds: -1 must be ≥ 0"),
+        (["--seeds", "a"], "--seeds: 'a' is not an integer"),
+        (["--ema", "1.5"], "--ema: 1.5 must be in [0, 1)"),
+        (["--ema", "high"], "--ema: 'high' is not a number"),
         (["--preset", "huge"], "--preset must be one of cpu, paper; got 'huge'"),
         (["--dtype", "int8"], "--dtype must be one of"),
     ],
@@ -90,7 +101,7 @@ def test_a_damaged_results_file_resumes_to_the_uninterrupted_results(darm, tmp_p
     path = tmp_path / "resumed" / RESULTS_FILE
     path.parent.mkdir()
     rows = straight.read_text().splitlines(keepends=True)
-    assert len(rows) == 4
+    assert len(rows) == 5  # sidm under random order and top-probability, scdm at three n
     if damage == "torn-last-line":
         rows[-1] = rows[-1][:40]
     else:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from latent_darm.errors import ConfigError
-from latent_darm.latent_tokens.decoding import DecodeSettings, decode_autoregressive, decode_diffusion
+from latent_darm.latent_tokens.decoding import DecodeSettings, decode_autoregressive, decode_diffusion, sample
+from latent_darm.latent_tokens.objectives import excluded_ids
 from latent_darm.latent_tokens.train import TrainSettings, new_model
 
 PROMPT, ANSWER = 5, 7
@@ -61,8 +62,7 @@ def test_ar_decoding_is_greedy_continuation_of_the_causal_model(model):
     from latent_darm.latent_tokens.patterns import causal_pattern
 
     logits = model(full, attention_pattern=causal_pattern(full.shape[1])).logits[:, PROMPT - 1 : -1]
-    logits[..., model.config.vocab_size :] = float("-inf")  # decoding never commits padding rows or [MASK]
-    logits[..., model.config.mask_token_id] = float("-inf")
+    logits[..., excluded_ids(model)] = float("-inf")  # decoding never commits [MASK], [PAD] or padding rows
     assert torch.equal(logits.argmax(-1), out.answers)
 
 
@@ -71,5 +71,46 @@ def test_bad_decoding_settings(model):
         decode_diffusion(model, _prompts(), ANSWER, "scdm", -1, DecodeSettings(), torch.Generator())
     with pytest.raises(ConfigError, match="w must be at least 1, got 0"):
         decode_autoregressive(model, _prompts(), ANSWER, "ar-mtp", 0)
-    with pytest.raises(ConfigError, match="candidates=1 must be at least k=2"):
+    with pytest.raises(ConfigError, match="--candidates: 1 must be at least k=2"):
         DecodeSettings(k=2, selection="confidence", candidates=1)
+
+
+def test_confidence_over_all_commits_the_most_probable_position_first(model):
+    """MDM with candidates='all' at temperature 0: the first committed cell is the argmax over every masked
+    position of the top probability of the plain full pass (MDM's pass is permutation-equivariant)."""
+    prompts = _prompts()
+    settings = DecodeSettings(selection="confidence", candidates=None, temperature=0)
+    out = decode_diffusion(model, prompts, ANSWER, "mdm", None, settings, torch.Generator().manual_seed(3))
+    canvas = torch.cat((prompts, torch.full((3, ANSWER), model.config.mask_token_id)), dim=1)
+    with torch.no_grad():
+        logits = model(canvas).logits[:, PROMPT:].float()
+    logits[..., excluded_ids(model)] = float("-inf")
+    confidence, tokens = logits.softmax(-1).max(-1)
+    first = confidence.argmax(1)
+    assert torch.equal(out.answers.gather(1, first[:, None])[:, 0], tokens.gather(1, first[:, None])[:, 0])
+    # every step scores all remaining masked positions: the pass holds the clean tokens and all of them
+    assert out.tokens == sum(PROMPT + ANSWER for _ in range(ANSWER))
+
+
+def test_gumbel_sampling_follows_the_softmax_and_zero_temperature_is_argmax(model):
+    logits = torch.randn(1, 1, model.config.embedding_size, generator=torch.Generator().manual_seed(0))
+    _, greedy = sample(logits, model, 0.0, torch.Generator())
+    allowed = logits.clone()
+    allowed[..., excluded_ids(model)] = float("-inf")
+    assert int(greedy) == int(allowed.argmax())
+    many = logits.expand(1, 20000, -1)
+    _, drawn = sample(many, model, 1.0, torch.Generator().manual_seed(1))
+    assert not set(drawn.flatten().tolist()) & set(excluded_ids(model))
+    frequency = torch.bincount(drawn.flatten(), minlength=logits.shape[-1]).float() / drawn.numel()
+    assert torch.allclose(frequency, allowed.softmax(-1).flatten(), atol=0.015)
+    hot = sample(many, model, 5.0, torch.Generator().manual_seed(1))[1]
+    assert len(set(hot.flatten().tolist())) > len(set(drawn.flatten().tolist())) - 2  # flatter at T = 5
+    again = sample(many, model, 1.0, torch.Generator().manual_seed(1))[1]
+    assert torch.equal(drawn, again)
+
+
+def test_negative_temperature_and_zero_candidates_are_refused():
+    with pytest.raises(ConfigError, match="--temperature: -1"):
+        DecodeSettings(temperature=-1)
+    with pytest.raises(ConfigError, match="--candidates: 0"):
+        DecodeSettings(selection="confidence", candidates=0)

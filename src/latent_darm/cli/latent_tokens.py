@@ -49,6 +49,40 @@ def parse_knobs(text: str | None, name: str, minimum: int) -> tuple[int | None, 
     return tuple(values)
 
 
+def parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    """``"0,1,2"`` → (0, 1, 2); empty, repeated, negative or non-integer seeds are a one-line error."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
+        raise ConfigError(f"--seeds: {text!r} names no seed")
+    values = []
+    for part in parts:
+        try:
+            value = int(part)
+        except ValueError:
+            raise ConfigError(f"--seeds: {part!r} is not an integer") from None
+        if value < 0:
+            raise ConfigError(f"--seeds: {value} must be ≥ 0")
+        if value in values:
+            raise ConfigError(f"--seeds: {value} is repeated")
+        values.append(value)
+    return tuple(values)
+
+
+def parse_ema(text: str) -> float | None:
+    """``off`` → None; a decay in [0, 1) otherwise."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--ema: {text!r} is not a number or 'off'") from None
+    if not 0 <= value < 1:
+        raise ConfigError(f"--ema: {value} must be in [0, 1) (or 'off')")
+    return value
+
+
 @app.command("latent-tokens")
 def latent_tokens_command(
     task: Task = typer.Option(Task.sudoku, case_sensitive=False, help="Puzzle task."),
@@ -77,7 +111,20 @@ def latent_tokens_command(
     windows: str | None = typer.Option(None, help="AR+MTP's w values, e.g. 1,2,4,all (default 1, 2, 4, … and all)."),
     k: int = typer.Option(1, "--k", help="Answer tokens committed per diffusion step."),
     selection: Selection = typer.Option(
-        Selection.random, case_sensitive=False, help="random (uniform order) or confidence (top of 8 candidates)."
+        Selection.random,
+        case_sensitive=False,
+        help="random (a uniform order, the authors' SCDM sweep) or confidence (the most probable of --candidates);"
+        " under random, MDM and SIDM are also reported under top probability over all masked positions.",
+    ),
+    candidates: str = typer.Option(
+        "all", help="Confidence decoding: top probability over N random masked positions, or 'all' (the authors)."
+    ),
+    temperature: float = typer.Option(1.0, help="Gumbel sampling temperature (the authors: 1); 0 = argmax."),
+    ema: str | None = typer.Option(
+        None, help="EMA decay of the weights used for evaluation, or 'off' (default: the preset's, cpu 0.999)."
+    ),
+    seeds: str | None = typer.Option(
+        None, help="Train and evaluate under each of these seeds, e.g. 0,1,2 (the table shows mean ± sd)."
     ),
     steps: int | None = typer.Option(None, help="Training steps per variant (overrides the preset)."),
     test_file: Path | None = typer.Option(
@@ -102,6 +149,12 @@ def latent_tokens_command(
     from latent_darm.latent_tokens.tasks import check_task, load_puzzle_file
 
     task_name = check_task(str(task))
+    picked = parse_knobs(candidates, "--candidates", 1)
+    if picked is None or len(picked) != 1:
+        raise ConfigError(f"--candidates: {candidates!r} must be one integer ≥ 1 or 'all'")
+    if temperature < 0 or temperature != temperature:
+        raise ConfigError(f"--temperature: {temperature} must be ≥ 0 (0 = argmax)")
+    run_seeds = parse_seeds(seeds)
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps: {steps} must be ≥ 1 (training steps per variant)")
     chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
@@ -110,12 +163,17 @@ def latent_tokens_command(
     base = run_settings(task=task_name, size=size, difficulty=difficulty, seed=seed, quick=quick, preset=str(preset))
     settings = RunSettings(
         world=base.world,
-        train=base.train if steps is None else replace(base.train, steps=steps),
+        train=replace(
+            base.train,
+            steps=base.train.steps if steps is None else steps,
+            ema=base.train.ema if ema is None else parse_ema(ema),
+        ),
         variants=chosen,
         latent_values=parse_knobs(latent, "--latent-tokens", 0),
         windows=parse_knobs(windows, "--windows", 1),
-        decode=DecodeSettings(k=k, selection=str(selection)),
+        decode=DecodeSettings(k=k, selection=str(selection), candidates=picked[0], temperature=temperature),
         eval_batch=base.eval_batch,
+        seeds=run_seeds,
     )
     device = resolve_device(device)
     torch_dtype = parse_dtype(resolve_dtype(dtype, device))

@@ -3,8 +3,9 @@
 Diffusion variants take ``steps = answer length / k`` steps. Each step, with m masked positions left:
 
 1. candidates: with ``selection = "random"`` (default) k masked positions drawn uniformly — a uniform random
-   order; with ``"confidence"``, ``candidates`` masked positions drawn uniformly, of which the k with the highest
-   top-token probability are committed;
+   order (the authors' SCDM sweep); with ``"confidence"``, ``candidates`` masked positions drawn uniformly
+   (``None``: all of them, the authors' MDM/SIDM rule), of which the k whose sampled token is most probable are
+   committed;
 2. latent tokens: n further masked positions drawn uniformly from the rest (``mdm``: all of them; ``sidm``: none,
    it cannot read them; ``scdm``: the knob, clamped to what is left — so n = ``None`` means "all");
 3. the forward pass holds only the clean tokens (prompt and committed answer tokens), the latents and the
@@ -13,7 +14,8 @@ Diffusion variants take ``steps = answer length / k`` steps. Each step, with m m
 
 ``ar`` decodes left to right over the prefix (causal); ``ar-mtp`` / ``ar-ntp`` decode left to right over the
 prefix and the next ``window`` MASK positions (``None``: all remaining), full attention. Committed tokens are
-the argmax over the vocabulary without [MASK].
+sampled with Gumbel noise at ``temperature`` (the authors: 1; 0 = argmax) over the vocabulary without [MASK],
+[PAD] and the padded rows; the noise comes from the run's seeded generator, so decoding is reproducible.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from latent_darm.errors import ConfigError
+from latent_darm.latent_tokens.objectives import excluded_ids
 from latent_darm.latent_tokens.patterns import causal_pattern, diffusion_pattern
 from latent_darm.models.llada.modeling import LLaDAModelLM
 
@@ -32,24 +35,50 @@ SELECTIONS = ("confidence", "random")
 @dataclass(frozen=True)
 class DecodeSettings:
     """``k`` tokens per step; ``selection`` random (the default: a uniform order, as the authors' SCDM) or
-    confidence (the k most probable of ``candidates`` random masked positions, as the authors' MDM/SIDM)."""
+    confidence (the k most probable of ``candidates`` random masked positions, ``None`` = all of them, as the
+    authors' MDM/SIDM); tokens sampled at ``temperature`` (0 = argmax)."""
 
     k: int = 1
     selection: str = "random"
-    candidates: int = 8
+    candidates: int | None = None
+    temperature: float = 1.0
 
-    @property
-    def scored(self) -> int:
-        """Masked positions scored per step: k for random selection, ``candidates`` for confidence."""
-        return self.k if self.selection == "random" else self.candidates
+    def scored(self, remaining: int) -> int:
+        """Masked positions scored at a step with ``remaining`` left: k for random selection, else candidates."""
+        if self.selection == "random":
+            return min(self.k, remaining)
+        return remaining if self.candidates is None else min(self.candidates, remaining)
 
     def __post_init__(self) -> None:
         if self.k < 1:
-            raise ConfigError(f"k (tokens per step) must be at least 1, got {self.k}")
+            raise ConfigError(f"--k: tokens per step must be at least 1, got {self.k}")
         if self.selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {self.selection!r}; expected one of {', '.join(SELECTIONS)}")
-        if self.candidates < self.k:
-            raise ConfigError(f"candidates={self.candidates} must be at least k={self.k}")
+        if self.candidates is not None and self.candidates < max(self.k, 1):
+            raise ConfigError(f"--candidates: {self.candidates} must be at least k={self.k} (or 'all')")
+        if not self.temperature >= 0 or self.temperature == float("inf"):
+            raise ConfigError(f"--temperature: {self.temperature} must be a finite number ≥ 0 (0 = argmax)")
+
+    def label(self) -> str:
+        """How positions are chosen, for tables: 'random order' or 'top-p of N|all'."""
+        if self.selection == "random":
+            return "random order"
+        return f"top-p of {'all' if self.candidates is None else self.candidates}"
+
+
+def sample(
+    logits: torch.Tensor, model: LLaDAModelLM, temperature: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probability, token) per position: Gumbel-max sampling at ``temperature`` (0: argmax) over the committable
+    vocabulary; the probability is the model's softmax at the chosen token (the confidence)."""
+    logits = _committable(logits, model)
+    if temperature == 0:
+        values = logits.argmax(-1)
+    else:
+        uniform = torch.rand(logits.shape, generator=generator).clamp(min=1e-20).to(logits.device)
+        values = (logits / temperature - torch.log(-torch.log(uniform))).argmax(-1)
+    confidence = logits.softmax(-1).gather(-1, values[..., None])[..., 0]
+    return confidence, values
 
 
 @dataclass
@@ -62,12 +91,9 @@ class Decoded:
 
 
 def _committable(logits: torch.Tensor, model: LLaDAModelLM) -> torch.Tensor:
-    """float32 logits with [MASK] and the embedding rows past the vocabulary ruled out: a committed [MASK] would
-    look undecoded, and padding rows are not tokens."""
-    logits = logits.float()
-    logits[..., model.config.vocab_size :] = float("-inf")
-    logits[..., model.config.mask_token_id] = float("-inf")
-    return logits
+    """float32 logits with :func:`excluded_ids` ([MASK], [PAD], padded vocabulary rows) ruled out."""
+    excluded = torch.tensor(excluded_ids(model), device=logits.device)
+    return logits.float().index_fill(-1, excluded, float("-inf"))  # out of place: the caller's logits stay
 
 
 @torch.no_grad()
@@ -92,7 +118,7 @@ def decode_diffusion(
     while not bool(decoded.all()):
         remaining = answer_length - int(decoded[0].sum())
         k = min(settings.k, remaining)
-        n_cand = min(settings.scored, remaining)
+        n_cand = settings.scored(remaining)
         spare = remaining - n_cand
         n = {"mdm": spare, "sidm": 0}.get(variant, spare if latent is None else min(latent, spare))
         # a uniform random order of the masked positions, per row: candidates first, then latents
@@ -113,7 +139,7 @@ def decode_diffusion(
             logits_slice=slice(-n_cand, None),
         ).logits
         assert logits is not None
-        confidence, values = _committable(logits, model).softmax(-1).max(-1)
+        confidence, values = sample(logits, model, settings.temperature, generator)
         if settings.selection == "random":
             pick = torch.arange(k, device=device).expand(batch, -1)
         else:
@@ -128,7 +154,13 @@ def decode_diffusion(
 
 @torch.no_grad()
 def decode_autoregressive(
-    model: LLaDAModelLM, prompts: torch.Tensor, answer_length: int, variant: str, window: int | None
+    model: LLaDAModelLM,
+    prompts: torch.Tensor,
+    answer_length: int,
+    variant: str,
+    window: int | None,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> Decoded:
     """Left to right, one token per pass: ``ar`` over the causal prefix; ``ar-mtp``/``ar-ntp`` over the prefix and
     ``window`` MASK positions (None = all remaining), the first of which is committed."""
@@ -149,7 +181,8 @@ def decode_autoregressive(
             visible = here + (answer_length - step if window is None else min(window, answer_length - step))
             out = model(canvas[:, :visible], logits_slice=slice(here, here + 1))
         assert out.logits is not None
-        canvas[:, prompt_length + step] = _committable(out.logits[:, 0], model).argmax(-1)
+        _, values = sample(out.logits[:, 0], model, temperature, generator or torch.Generator().manual_seed(0))
+        canvas[:, prompt_length + step] = values
         passes += 1
         tokens += out.last_hidden_state.shape[1]
     return Decoded(canvas[:, prompt_length:].cpu(), passes, tokens)

@@ -107,8 +107,18 @@ def make_batch(
     return window_batch(rows, prompt_length, mask_id, window, generator, ntp=variant == "ar-ntp")
 
 
-def batch_loss(model: LLaDAModelLM, batch: Batch) -> torch.Tensor:
-    """Σ weights × CE over the labelled positions, averaged over rows."""
+def excluded_ids(model: LLaDAModelLM) -> list[int]:
+    """Ids never to predict: [MASK] (a committed mask would look undecoded), [PAD] and the embedding rows past
+    the vocabulary (not tokens)."""
+    config = model.config
+    assert config.embedding_size is not None
+    ids = [config.mask_token_id, *range(config.vocab_size, config.embedding_size)]
+    return ids if config.pad_token_id is None else [*ids, config.pad_token_id]
+
+
+def batch_loss(model: LLaDAModelLM, batch: Batch, *, no_special_logits: bool = False) -> torch.Tensor:
+    """Σ weights × CE over the labelled positions, averaged over rows; with ``no_special_logits`` the softmax runs
+    over real answer symbols only (:func:`excluded_ids` at −inf), as the authors' training."""
     device = model.device
     pattern = batch.pattern.to(device)
     out = model(
@@ -117,7 +127,10 @@ def batch_loss(model: LLaDAModelLM, batch: Batch) -> torch.Tensor:
         attention_pattern=pattern,
     )
     assert out.logits is not None
+    logits = out.logits.float()
+    if no_special_logits:
+        logits = logits.index_fill(-1, torch.tensor(excluded_ids(model), device=device), float("-inf"))
     labels = batch.labels.to(device)
-    ce = F.cross_entropy(out.logits.float().flatten(0, 1), labels.flatten().clamp(min=0), reduction="none")
-    ce = ce.view_as(labels) * (labels != -100)
+    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none")
+    ce = ce.view_as(labels)  # 0 where no loss is taken (never inf × 0 at an excluded label)
     return (ce * batch.weights.to(device)).sum() / labels.shape[0]

@@ -4,9 +4,11 @@ against seconds per puzzle."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
+from latent_darm.evaluation.report import wilson_interval
 from latent_darm.figures import agg_figure
 from latent_darm.io import atomic_write_text
 
@@ -16,6 +18,7 @@ SECONDS_FIGURE = "accuracy_vs_seconds.png"
 HEADERS = (
     "variant",
     "knob",
+    "positions chosen by",
     "latent tokens / step",
     "accuracy %",
     "95% interval",
@@ -23,29 +26,69 @@ HEADERS = (
     "forward passes",
     "tokens / pass",
     "s / puzzle",
+    "train loss",
 )
 COLORS = {"mdm": "C0", "sidm": "C1", "scdm": "C2", "ar": "C3", "ar-mtp": "C4", "ar-ntp": "C5"}
 DIFFUSION = ("mdm", "sidm", "scdm")
 NAMES = {"mdm": "MDM", "sidm": "SIDM", "scdm": "SCDM", "ar": "AR", "ar-mtp": "AR+MTP", "ar-ntp": "AR-NTP"}
 
 
+def _row(record: dict[str, Any]) -> tuple[Any, ...]:
+    return record["variant"], record["knob"], record["value"], record.get("selection", "random order")
+
+
+def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per table row (variant, knob value, selection), in first-seen order: seeds pooled — accuracy
+    is the mean over seeds with its standard deviation (``accuracy_sd``), the interval is Wilson's over all the
+    seeds' puzzles, the costs and the final training loss are means."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(_row(record), []).append(record)
+    out = []
+    for rows in groups.values():
+        if len(rows) == 1:
+            out.append({**rows[0], "seeds": 1, "accuracy_sd": None})
+            continue
+        accuracies = [r["accuracy"] for r in rows]
+        correct, n = sum(r["correct"] for r in rows), sum(r["n"] for r in rows)
+        low, high = wilson_interval(correct, n)
+        losses = [r["final_loss"] for r in rows if r.get("final_loss") is not None]
+        out.append({
+            **rows[0],
+            **{k: statistics.fmean(r[k] for r in rows) for k in ("forward_passes", "tokens_per_pass",
+                                                                  "seconds_per_puzzle")},
+            "accuracy": statistics.fmean(accuracies), "accuracy_sd": statistics.stdev(accuracies),
+            "correct": correct, "n": n, "ci_low": low, "ci_high": high, "seeds": len(rows),
+            "final_loss": statistics.fmean(losses) if losses else None,
+        })  # fmt: skip
+    return out
+
+
 def cells(record: dict[str, Any]) -> list[str]:
     knob = "–" if record["knob"] is None else f"{record['knob']}={record['value']}"
+    accuracy = f"{100 * record['accuracy']:.1f}"
+    if record.get("accuracy_sd") is not None:
+        accuracy += f" ± {100 * record['accuracy_sd']:.1f} ({record['seeds']} seeds)"
+    loss = record.get("final_loss")
     return [
         NAMES[record["variant"]],
         knob,
+        record.get("selection", "random order"),
         str(record["latent_tokens"]),
-        f"{100 * record['accuracy']:.1f}",
+        accuracy,
         f"{100 * record['ci_low']:.1f}–{100 * record['ci_high']:.1f}",
         f"{record['correct']}/{record['n']}",
         f"{record['forward_passes']:.0f}",
         f"{record['tokens_per_pass']:.1f}",
         f"{record['seconds_per_puzzle'] * 1000:.2f} ms" if record["seconds_per_puzzle"] < 1 else
         f"{record['seconds_per_puzzle']:.2f} s",
+        "–" if loss is None else f"{loss:.3f}",
     ]  # fmt: skip
 
 
 def markdown_table(records: list[dict[str, Any]]) -> str:
+    """The results table, one row per variant, knob value and selection (seeds pooled: mean ± sd)."""
+    records = aggregate(records)
     lines = [
         "| " + " | ".join(HEADERS) + " |",
         "|" + "|".join("---" if i < 2 else "---:" for i in range(len(HEADERS))) + "|",
@@ -140,6 +183,7 @@ def write_report(records: list[dict[str, Any]], out_dir: Path, title: str) -> li
     """results.md and the two PNGs in ``out_dir``; returns their paths."""
     table = out_dir / TABLE_FILE
     atomic_write_text(table, f"# {title}\n\n" + markdown_table(records))
-    latent_figure(records, out_dir / LATENT_FIGURE, title)
-    seconds_figure(records, out_dir / SECONDS_FIGURE, title)
+    curves = aggregate([r for r in records if r.get("primary", True)])  # the run's own decoding rule
+    latent_figure(curves, out_dir / LATENT_FIGURE, title)
+    seconds_figure(curves, out_dir / SECONDS_FIGURE, title)
     return [table, out_dir / LATENT_FIGURE, out_dir / SECONDS_FIGURE]

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,7 @@ from latent_darm.latent_tokens.tasks import (
     save_split,
 )
 from latent_darm.latent_tokens.tokenizer import puzzle_tokenizer
-from latent_darm.latent_tokens.train import TrainSettings, is_trained, train_variant
+from latent_darm.latent_tokens.train import TrainSettings, final_loss, is_trained, train_variant
 from latent_darm.progress import progress_bar
 from latent_darm.threads import single_thread
 
@@ -64,10 +64,23 @@ class RunSettings:
     windows: tuple[Knob, ...] | None = None  # AR+MTP's w; None = 1, 2, 4, … below the answer, and all
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     eval_batch: int = 256
+    seeds: tuple[int, ...] | None = None  # training + decoding seeds, one model per variant each; None = (train.seed,)
 
     def __post_init__(self) -> None:
+        if not self.variants:
+            raise ConfigError("--variants: no variant given")
         for name in self.variants:
             check_variant(name)
+        candidates = self.decode.candidates
+        if candidates is not None and candidates > self.world.answer_length:
+            raise ConfigError(
+                f"--candidates: {candidates} exceeds the answer length {self.world.answer_length}; use 'all'"
+            )
+        if self.seeds is not None:
+            if not self.seeds:
+                raise ConfigError("--seeds: no seed given")
+            if any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+                raise ConfigError(f"--seeds: {','.join(map(str, self.seeds))} must be distinct integers ≥ 0")
         most = self.world.answer_length - self.decode.k
         for n in self.latent_values or ():
             if n is not None and n < 0:
@@ -93,6 +106,16 @@ class RunSettings:
             return [("w", v) for v in (self.windows if self.windows is not None else powers_below(answer - 1, 1))]
         return [{"mdm": ("n", None), "sidm": ("n", 0), "ar-ntp": ("w", None)}.get(variant, (None, None))]
 
+    def decodes(self, variant: str) -> list[DecodeSettings]:
+        """The run's decoding, and for MDM and SIDM under a random order also the authors' MDM/SIDM rule (top
+        probability over all masked positions), so both orders are reported side by side."""
+        if variant in ("mdm", "sidm") and self.decode.selection == "random":
+            return [self.decode, replace(self.decode, selection="confidence", candidates=None)]
+        return [self.decode]
+
+    def run_seeds(self) -> tuple[int, ...]:
+        return self.seeds if self.seeds is not None else (self.train.seed,)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "world": asdict(self.world),
@@ -102,6 +125,7 @@ class RunSettings:
             "windows": [label(v) for v in self.knobs("ar-mtp")],
             "decode": asdict(self.decode),
             "eval_batch": self.eval_batch,
+            "seeds": list(self.run_seeds()),
         }
 
 
@@ -172,12 +196,20 @@ class RunOutcome:
 
 
 def evaluation_key(
-    settings: RunSettings, test: list[Puzzle], variant: str, value: Knob, device: str, dtype: str
+    settings: RunSettings,
+    test: list[Puzzle],
+    variant: str,
+    value: Knob,
+    device: str,
+    dtype: str,
+    *,
+    train: TrainSettings | None = None,
+    decode: DecodeSettings | None = None,
 ) -> str:
     payload = {
         "world": settings.world.fingerprint(),
-        "train": settings.train.fingerprint(),
-        "decode": asdict(settings.decode),
+        "train": (train or settings.train).fingerprint(),
+        "decode": asdict(decode or settings.decode),
         "test": hashlib.sha256("\n".join(p.puzzle for p in test).encode()).hexdigest()[:16],
         "variant": variant,
         "value": label(value),
@@ -193,20 +225,26 @@ def evaluate(
     variant: str,
     value: Knob,
     on_batch: Callable[[int], None] | None = None,
+    *,
+    decode: DecodeSettings | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Decode ``test`` with ``variant`` at knob ``value``; accuracy, interval and cost per puzzle."""
     world = settings.world
+    decode = decode or settings.decode
     rows = encode_rows(world, test)
     prompts = rows[:, : world.prompt_length]
-    generator = torch.Generator().manual_seed(world.seed)
+    generator = torch.Generator().manual_seed(world.seed if seed is None else seed)
     correct = passes = tokens = 0
     started = time.perf_counter()
     for start in range(0, len(test), settings.eval_batch):
         chunk = prompts[start : start + settings.eval_batch]
         if variant in DIFFUSION_VARIANTS:
-            out = decode_diffusion(model, chunk, world.answer_length, variant, value, settings.decode, generator)
+            out = decode_diffusion(model, chunk, world.answer_length, variant, value, decode, generator)
         else:
-            out = decode_autoregressive(model, chunk, world.answer_length, variant, value)
+            out = decode_autoregressive(
+                model, chunk, world.answer_length, variant, value, decode.temperature, generator
+            )
         for i, answer in enumerate(out.answers.tolist()):
             correct += grade(world, test[start + i], answer)
         passes += out.forward_passes * len(chunk)
@@ -261,60 +299,75 @@ def run(
     seconds["world"] = time.perf_counter() - started
     train_rows = encode_rows(settings.world, load_split(world_dir / "data" / "train.jsonl"))
     test = test_puzzles if test_puzzles is not None else load_split(world_dir / "data" / "test.jsonl")
-    models_dir = world_dir / "models" / settings.train.fingerprint()
     dtype_name = str(dtype).removeprefix("torch.")
     autocast = dtype if dtype != torch.float32 and device != "cpu" else None
-    reused = [v for v in settings.variants if is_trained(models_dir / v)]
+    seeds = settings.run_seeds()
+    reused: list[str] = []
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / RESULTS_FILE
     done = {r["key"]: r for r in read_results_jsonl(results_path, _has_key, repair=True, say=log)}
     records: list[dict[str, Any]] = []
+    seconds.update(train=0.0, evaluate=0.0)
     with single_thread(enabled=device == "cpu"):
-        models = {}
-        phase = time.perf_counter()
-        with _bar(progress) as bar:
-            for variant in settings.variants:
-                task = bar.add_task(f"train {variant}", total=settings.train.steps)
-                model = train_variant(
-                    variant,
-                    train_rows,
-                    settings.world.prompt_length,
-                    settings.train,
-                    models_dir / variant,
-                    device=device,
-                    autocast_dtype=autocast,
-                    on_step=lambda n, task=task: bar.advance(task, n),
-                    log=log,
-                )
-                bar.update(task, completed=settings.train.steps)
-                models[variant] = model.to(device=device, dtype=dtype).eval()
-        seconds["train"] = time.perf_counter() - phase
-        phase = time.perf_counter()
-        with _bar(progress) as bar:
-            for variant in settings.variants:
-                for knob, value in settings.knobs(variant):
-                    key = evaluation_key(settings, test, variant, value, device, dtype_name)
-                    if key in done:
-                        records.append(done[key])
-                        continue
-                    name = variant if knob is None else f"{variant} {knob}={label(value)}"
-                    task = bar.add_task(f"evaluate {name}", total=len(test))
-                    result = evaluate(
-                        models[variant], settings, test, variant, value, lambda n, t=task: bar.advance(t, n)
+        for seed in seeds:
+            train = replace(settings.train, seed=seed)
+            models_dir = world_dir / "models" / train.fingerprint()
+            tag = "" if len(seeds) == 1 else f" (seed {seed})"
+            reused += [v + tag for v in settings.variants if is_trained(models_dir / v)]
+            models, losses = {}, {}
+            phase = time.perf_counter()
+            with _bar(progress) as bar:
+                for variant in settings.variants:
+                    task = bar.add_task(f"train {variant}{tag}", total=train.steps)
+                    model = train_variant(
+                        variant,
+                        train_rows,
+                        settings.world.prompt_length,
+                        train,
+                        models_dir / variant,
+                        device=device,
+                        autocast_dtype=autocast,
+                        on_step=lambda n, task=task: bar.advance(task, n),
+                        log=log,
                     )
-                    record = {
-                        "key": key,
-                        "variant": variant,
-                        "knob": knob,
-                        "value": None if knob is None else label(value),
-                        "latent_tokens": latent_count(settings, variant, value),
-                        **result,
-                        "device": device,
-                        "dtype": dtype_name,
-                    }
-                    append_jsonl(results_path, record)
-                    records.append(record)
-        seconds["evaluate"] = time.perf_counter() - phase
+                    bar.update(task, completed=train.steps)
+                    models[variant] = model.to(device=device, dtype=dtype).eval()
+                    losses[variant] = final_loss(models_dir / variant)
+            seconds["train"] += time.perf_counter() - phase
+            phase = time.perf_counter()
+            with _bar(progress) as bar:
+                for variant in settings.variants:
+                    for decode in settings.decodes(variant):
+                        for knob, value in settings.knobs(variant):
+                            key = evaluation_key(
+                                settings, test, variant, value, device, dtype_name, train=train, decode=decode
+                            )
+                            if key in done:
+                                records.append(done[key])
+                                continue
+                            name = (variant if knob is None else f"{variant} {knob}={label(value)}") + tag
+                            task = bar.add_task(f"evaluate {name}, {decode.label()}", total=len(test))
+                            result = evaluate(
+                                models[variant], settings, test, variant, value,
+                                lambda n, t=task: bar.advance(t, n), decode=decode, seed=seed,
+                            )  # fmt: skip
+                            record = {
+                                "key": key,
+                                "variant": variant,
+                                "knob": knob,
+                                "value": None if knob is None else label(value),
+                                "selection": decode.label(),
+                                "primary": decode == settings.decode,
+                                "seed": seed,
+                                "latent_tokens": latent_count(settings, variant, value),
+                                **result,
+                                "final_loss": losses[variant],
+                                "device": device,
+                                "dtype": dtype_name,
+                            }
+                            append_jsonl(results_path, record)
+                            records.append(record)
+            seconds["evaluate"] += time.perf_counter() - phase
     seconds["total"] = time.perf_counter() - started
     log(f"models {'reused: ' + ', '.join(reused) if reused else 'trained'}; results in {results_path}")
     return RunOutcome(records, seconds, world_dir, reused)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from latent_darm.io import atomic_write_json, notice
+from latent_darm.io import atomic_write_json, notice, read_json_file
 from latent_darm.latent_tokens.objectives import batch_loss, make_batch
 from latent_darm.latent_tokens.state import clear_states, save_state, saved_states
 from latent_darm.latent_tokens.tokenizer import VOCABULARY, puzzle_tokenizer
@@ -31,7 +31,7 @@ from latent_darm.toy.models import init_weights
 
 MODEL_DIR = "model"
 HISTORY_FILE = "history.json"
-TRAIN_VERSION = 2  # bump when the objectives or the recipe change meaning
+TRAIN_VERSION = 3  # bump when the objectives or the recipe change meaning (3: EMA warm-up)
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,21 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 200
     mtp_window: int | None = None  # ar-mtp's training window; None = uniform in 1..rest per row
+    absolute_positions: bool = True  # a learned position embedding beside RoPE, as the authors' models
+    no_special_logits: bool = True  # [MASK], [PAD] and the padded vocabulary rows get −inf in the training softmax
 
     def fingerprint(self) -> str:
         payload = {**asdict(self), "version": TRAIN_VERSION}
         payload.pop("checkpoint_every")
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ema_decay(target: float | None, step: int) -> float:
+    """The EMA decay at optimizer step ``step`` (0-based): ``min(target, (1 + step) / (10 + step))``, the usual
+    warm-up, so a short run's average is not dominated by the random initial weights (0.999 over 2,400 steps
+    would still keep 9% of them)."""
+    assert target is not None
+    return min(target, (1 + step) / (10 + step))
 
 
 def new_model(settings: TrainSettings, max_length: int) -> LLaDAModelLM:
@@ -70,6 +80,7 @@ def new_model(settings: TrainSettings, max_length: int) -> LLaDAModelLM:
         mask_token_id=ids["[MASK]"],
         eos_token_id=ids["[EOS]"],
         pad_token_id=ids["[PAD]"],
+        absolute_position_embedding=settings.absolute_positions,
     )
     torch.manual_seed(settings.seed)
     model = LLaDAModelLM(config)
@@ -93,7 +104,7 @@ class _Run:
         scheduler = get_cosine_with_min_lr_schedule_with_warmup(
             optimizer, settings.warmup_steps, settings.steps, min_lr_rate=0.1
         )
-        ema = [p.detach().clone() for p in model.parameters()] if settings.ema else None
+        ema = [p.detach().clone() for p in model.parameters()] if settings.ema is not None else None
         return cls(model, optimizer, scheduler, ema)
 
     def capture(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -139,6 +150,13 @@ def is_trained(directory: Path) -> bool:
     return (directory / HISTORY_FILE).exists()
 
 
+def final_loss(directory: Path) -> float | None:
+    """The mean training loss of a finished model's last 50 steps (None when its history lacks it)."""
+    history = read_json_file(directory / HISTORY_FILE)
+    value = history.get("final_loss") if isinstance(history, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def train_variant(
     variant: str,
     rows: torch.Tensor,
@@ -182,16 +200,17 @@ def train_variant(
         batch = make_batch(variant, rows[index], prompt_length, mask_id, generator, settings.mtp_window)
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype or torch.float32,
                             enabled=autocast_dtype is not None):  # fmt: skip
-            loss = batch_loss(model, batch)
+            loss = batch_loss(model, batch, no_special_logits=settings.no_special_logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
         optimizer.step()
         scheduler.step()
         if ema is not None:
+            decay = ema_decay(settings.ema, step)
             with torch.no_grad():
                 for shadow, param in zip(ema, model.parameters(), strict=True):
-                    shadow.lerp_(param.detach(), 1 - settings.ema)
+                    shadow.lerp_(param.detach(), 1 - decay)
         losses.append(float(loss.detach()))
         step += 1
         if on_step is not None:

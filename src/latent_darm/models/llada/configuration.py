@@ -90,6 +90,9 @@ class LLaDAConfig:
     mask_token_id: int = 126336
     eos_token_id: int = 126081
     pad_token_id: int | None = None
+    # a learned absolute position embedding added to the token embedding beside RoPE, scaled 1/(2√d) (the latent-
+    # tokens paper's models); published LLaDA checkpoints have none, and their configs never carry the field
+    absolute_position_embedding: bool = False
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -135,6 +138,8 @@ class LLaDAConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise CheckpointError(f"{source}: field '{name}' must be a positive integer, got {value!r}")
+        if not isinstance(self.absolute_position_embedding, bool):
+            raise CheckpointError(f"{source}: field 'absolute_position_embedding' must be true or false")
         if self.d_model % self.n_heads:
             raise CheckpointError(f"{source}: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         assert self.n_kv_heads is not None and self.embedding_size is not None
@@ -159,6 +164,8 @@ class LLaDAConfig:
         """The published layout: our fields plus the fixed switches, so other LLaDA code can read it too."""
         out: dict[str, Any] = {"model_type": "llada", "architectures": ["LLaDAModelLM"]}
         out.update(asdict(self))
+        if not self.absolute_position_embedding:
+            del out["absolute_position_embedding"]
         out.update({name: allowed[0] for name, allowed in _FIXED_VALUES.items()})
         out["mlp_ratio"] = max(1, self.mlp_hidden_size // self.d_model)
         return out

@@ -14,6 +14,8 @@ which key. With neither, the forward pass is exactly the published model's.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import torch
@@ -126,6 +128,8 @@ class LLaDATransformer(nn.Module):
         super().__init__()
         assert config.embedding_size is not None
         self.wte = nn.Embedding(config.embedding_size, config.d_model)
+        if config.absolute_position_embedding:
+            self.wpe = nn.Embedding(config.max_sequence_length, config.d_model)
         self.blocks = nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers))
         self.ln_f = RMSNorm(config.d_model, config.rms_norm_eps)
         if not config.weight_tying:
@@ -207,6 +211,8 @@ class LLaDAModelLM(nn.Module):
             pattern = _check_attention_pattern(attention_pattern, input_ids.shape)
             attn_mask = pattern if attn_mask is None else attn_mask & pattern
         x = t.wte(input_ids)
+        if self.config.absolute_position_embedding:  # gathered by the same (possibly reordered) position ids
+            x = x + t.wpe(positions.expand(input_ids.shape[0], -1)) / (2 * math.sqrt(self.config.d_model))
         hidden = x if hidden_layer == 0 else None
         for i, block in enumerate(t.blocks):
             x = block(x, cos, sin, attn_mask, i, cache, span)
