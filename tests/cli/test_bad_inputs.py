@@ -555,6 +555,38 @@ def _(env: Env):
     return args, r"--out .*train-file is a file"
 
 
+# ---- h21-train rows ----
+
+
+def _projector(env: Env) -> Path:
+    """A projector for the tiny LLaDA planner and executor (plan length 8)."""
+    from latent_darm.bridge.projector import Projector
+    from latent_darm.models.executor import CausalExecutor
+    from latent_darm.models.planner import DiffusionPlanner
+
+    planner = DiffusionPlanner.from_pretrained(env.llada_dir)
+    executor = CausalExecutor.from_pretrained(env.executor_dir)
+    return Projector.for_pair(planner, executor, plan_length=8, hidden_dim=16).save_pretrained(env.tmp / "projector")
+
+
+def _solve_latent(env: Env, projector: Path) -> list[Any]:
+    return ["solve", QUESTION, "--planner", env.llada_dir, "--executor", env.executor_dir, "--projector", projector,
+            "--device", "cpu", "--max-new-tokens", "2"]  # fmt: skip
+
+
+@row("solve-lora-adapter-pickle-only")
+def _(env: Env):
+    """peft would unpickle adapter_model.bin (torch stops it, but with a traceback): refused before peft reads it."""
+    import torch
+
+    projector = _projector(env)
+    (projector / "adapter").mkdir()
+    (projector / "adapter" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+    torch.save({"planted": torch.zeros(1)}, projector / "adapter" / "adapter_model.bin")
+    env.monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called on the adapter"))
+    return _solve_latent(env, projector), r"adapter: only pickle weights found \(adapter_model\.bin\)"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 
