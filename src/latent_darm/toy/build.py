@@ -43,8 +43,8 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from latent_darm.errors import CheckpointError
 from latent_darm.io import read_jsonl
 from latent_darm.models.llada.checkpoint import save_llada
-from latent_darm.models.safetensors_files import SINGLE_FILE, checked_weight_files
 from latent_darm.models.planner import DiffusionPlanner, load_tokenizer
+from latent_darm.models.safetensors_files import SINGLE_FILE, checked_weight_files
 from latent_darm.sampling import SamplerConfig
 from latent_darm.threads import single_thread
 from latent_darm.toy.mixtures import executor_examples, planner_examples
