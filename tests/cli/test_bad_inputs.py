@@ -587,6 +587,44 @@ def _(env: Env):
     return _solve_latent(env, projector), r"adapter: only pickle weights found \(adapter_model\.bin\)"
 
 
+@row("train-projector-lr-nan")
+def _(env: Env):
+    env.forbid_loading()
+    return _train(env, "--data", env.write("pairs.jsonl", ""), "--lr", "nan"), r"lr must be a finite number, got nan"
+
+
+@row("train-projector-latent-noise-inf")
+def _(env: Env):
+    env.forbid_loading()
+    args = _train(env, "--data", env.write("pairs.jsonl", ""), "--latent-noise", "inf")
+    return args, r"latent_noise must be a finite number, got inf"
+
+
+@row("solve-latent-noise-nan")
+def _(env: Env):
+    args = [*_solve_latent(env, _projector(env)), "--latent-noise", "nan"]
+    env.forbid_loading()
+    return args, r"latent_noise must be a finite number >= 0, got nan"
+
+
+def _edit_projector(env: Env, **changes: Any) -> Path:
+    projector = _projector(env)
+    config = json.loads((projector / "config.json").read_text())
+    (projector / "config.json").write_text(json.dumps({**config, **changes}))
+    return projector
+
+
+@row("solve-projector-negative-norm-eps")
+def _(env: Env):
+    return _solve_latent(env, _edit_projector(env, norm_eps=-1.0)), r"config\.json: projector norm_eps must be .*> 0"
+
+
+@row("solve-projector-latent-layer-beyond-the-planner")
+def _(env: Env):
+    projector = _edit_projector(env, latent_layer=99)
+    return _solve_latent(env, projector), r"reads planner layer 99 \(latent_layer\), but planner .* has 2 layers"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 
