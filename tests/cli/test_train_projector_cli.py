@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from accelerate.state import AcceleratorState, GradientState
 
 from latent_darm.bridge.projector import Projector
 from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.llada.checkpoint import load_llada, save_llada
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.models.tiny import random_llama
 from latent_darm.pipelines.factory import build_pipeline
@@ -107,8 +109,18 @@ def test_trains_a_projector_the_latent_pipeline_loads_and_resumes(
     random_llama(tokenizer, hidden_size=32, std=0.2).save_pretrained(narrow)
     tokenizer.save_pretrained(narrow)
     code, _, stderr = darm(*[narrow if arg == executor_dir else arg for arg in command])
-    assert code == 2 and "different 'projector.executor_dim' (48 there, 32 now)" in stderr
-    assert stderr.strip().splitlines()[-1].startswith("error: ")
+    assert code == 2 and "made with a different 'weights.executor'" in stderr
+    assert len(stderr.strip().splitlines()) == 1  # refused before loading anything
+    # Planner weights replaced in place (same path, same shapes): the cached latents are theirs, so it is refused.
+    replaced = Path(shutil.copytree(llada_dir, tmp_path / "replaced"))
+    model = load_llada(replaced)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.01)
+    save_llada(model, replaced)
+    code, _, stderr = darm(*[replaced if arg == llada_dir else arg for arg in command])
+    assert code == 2 and "latents was built with a different 'planner_weights'" in stderr
+    assert len(stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
