@@ -109,7 +109,7 @@ def writing(path: str | Path, kept: str) -> Iterator[None]:
     except Exception as exc:
         if not is_write_failure(exc):
             raise
-        raise DiskFullError(f"disk full while writing {path}; {kept}: free space and rerun to resume", path) from None
+        raise DiskFullError(f"disk full while writing {path}; {kept}: free space and rerun", path) from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
