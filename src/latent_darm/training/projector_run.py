@@ -40,6 +40,8 @@ HISTORY_FILE = "history.jsonl"
 CURVE_FILE = "curve.png"
 PROJECTOR_DIR = "projector"
 CHECKPOINTS_DIR = "checkpoints"
+# Projector config fields that are not part of a run's identity.
+IDENTITY_FREE = ("training", "planner_sampler", "planner", "executor")
 
 
 @dataclass
@@ -78,8 +80,9 @@ def run_identity(
     return {
         "training": run_identity_settings(config),
         "weights": {"planner": spec_planner_weights(cache.spec), "executor": weights_id(executor)},
-        # The sampler settings are part of the latents' identity already (an earlier run did not record them here).
-        "projector": {k: v for k, v in projector.config.to_dict().items() if k not in ("training", "planner_sampler")},
+        # The sampler settings are part of the latents' identity already (an earlier run did not record them here);
+        # the models are named by their weights (below), not by their paths, so a moved run still resumes.
+        "projector": {k: v for k, v in projector.config.to_dict().items() if k not in IDENTITY_FREE},
         "latents": hashlib.sha256(spec.encode()).hexdigest()[:16],
         "train": _fingerprint(train),
         "held_out": _fingerprint(held_out),
