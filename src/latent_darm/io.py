@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,40 @@ def notice(message: str) -> None:
 
 def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+# How writers that are not Python's own report a failed write: safetensors (Rust I/O errors) and torch.save's
+# zip writer (``inline_container.cc``: "PytorchStreamWriter failed writing file …: file write failed").
+_FOREIGN_WRITE_FAILURES = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "os error 28",
+    "os error 122",
+    "StorageFull",
+    "PytorchStreamWriter failed writing file",
+    "file write failed",
+)
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """A full disk, as an OSError or as the error of a library that writes files itself (safetensors, torch)."""
+    if is_disk_full(exc):
+        return True
+    return not isinstance(exc, OSError) and any(text in str(exc) for text in _FOREIGN_WRITE_FAILURES)
+
+
+@contextmanager
+def writing(path: str | Path, kept: str) -> Iterator[None]:
+    """Turn a full disk inside the block (any writer's error for it) into a :class:`DiskFullError` naming
+    ``path`` and saying what was ``kept``."""
+    try:
+        yield
+    except DarmError:
+        raise
+    except Exception as exc:
+        if not is_write_failure(exc):
+            raise
+        raise DiskFullError(f"disk full while writing {path}; {kept}: free space and rerun", path) from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -612,6 +612,182 @@ def _(env: Env) -> tuple[list[Any], str]:
     return latent_tokens(env, "--size", "9", "--difficulty", "40", "--test-file", path), (
         r"puzzles.jsonl:1: could not solve Sudoku '\.{8}9.*' within the solver's budget of 20,000 search nodes"
     )
+# ---- h21-train rows ----
+
+
+def _projector(env: Env) -> Path:
+    """A projector for the tiny LLaDA planner and executor (plan length 8)."""
+    from latent_darm.bridge.projector import Projector
+    from latent_darm.models.executor import CausalExecutor
+    from latent_darm.models.planner import DiffusionPlanner
+
+    planner = DiffusionPlanner.from_pretrained(env.llada_dir)
+    executor = CausalExecutor.from_pretrained(env.executor_dir)
+    return Projector.for_pair(planner, executor, plan_length=8, hidden_dim=16).save_pretrained(env.tmp / "projector")
+
+
+def _solve_latent(env: Env, projector: Path) -> list[Any]:
+    return ["solve", QUESTION, "--planner", env.llada_dir, "--executor", env.executor_dir, "--projector", projector,
+            "--device", "cpu", "--max-new-tokens", "2"]  # fmt: skip
+
+
+@row("solve-lora-adapter-pickle-only")
+def _(env: Env):
+    """peft would unpickle adapter_model.bin (torch stops it, but with a traceback): refused before peft reads it."""
+    import torch
+
+    projector = _projector(env)
+    (projector / "adapter").mkdir()
+    (projector / "adapter" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+    torch.save({"planted": torch.zeros(1)}, projector / "adapter" / "adapter_model.bin")
+    env.monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called on the adapter"))
+    return _solve_latent(env, projector), r"adapter: only pickle weights found \(adapter_model\.bin\)"
+
+
+@row("train-projector-lr-nan")
+def _(env: Env):
+    env.forbid_loading()
+    return _train(env, "--data", env.write("pairs.jsonl", ""), "--lr", "nan"), r"lr must be a finite number, got nan"
+
+
+@row("train-projector-latent-noise-inf")
+def _(env: Env):
+    env.forbid_loading()
+    args = _train(env, "--data", env.write("pairs.jsonl", ""), "--latent-noise", "inf")
+    return args, r"latent_noise must be a finite number, got inf"
+
+
+@row("solve-latent-noise-nan")
+def _(env: Env):
+    args = [*_solve_latent(env, _projector(env)), "--latent-noise", "nan"]
+    env.forbid_loading()
+    return args, r"latent_noise must be a finite number >= 0, got nan"
+
+
+def _edit_projector(env: Env, **changes: Any) -> Path:
+    projector = _projector(env)
+    config = json.loads((projector / "config.json").read_text())
+    (projector / "config.json").write_text(json.dumps({**config, **changes}))
+    return projector
+
+
+@row("solve-projector-negative-norm-eps")
+def _(env: Env):
+    return _solve_latent(env, _edit_projector(env, norm_eps=-1.0)), r"config\.json: projector norm_eps must be .*> 0"
+
+
+@row("solve-projector-latent-layer-beyond-the-planner")
+def _(env: Env):
+    projector = _edit_projector(env, latent_layer=99)
+    return _solve_latent(env, projector), r"reads planner layer 99 \(latent_layer\), but planner .* has 2 layers"
+
+
+@row("train-projector-device-cuda-without-cuda")
+def _(env: Env):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    env.forbid_loading()
+    args = _train(env, "--data", env.write("pairs.jsonl", ""))
+    args[args.index("--device") + 1] = "cuda"
+    return args, r"--device cuda: CUDA is not available on this machine"
+
+
+@row("train-projector-executor-missing")
+def _(env: Env):
+    """Refused before stage 1 (which would cache every planner latent first)."""
+    env.forbid_loading()
+    args = _train(env, "--data", env.write("pairs.jsonl", ""))
+    args[args.index(env.executor_dir)] = env.tmp / "no-such-executor"
+    return args, r"--executor directory not found: .*no-such-executor"
+
+
+@row("train-projector-cache-dir-is-a-file")
+def _(env: Env):
+    env.forbid_loading()
+    cache = env.write("cache-file", "x")
+    return _train(
+        env, "--data", env.write("pairs.jsonl", ""), "--cache-dir", cache
+    ), r"--cache-dir .*cache-file is a file"
+
+
+@row("train-projector-out-in-an-unwritable-directory")
+def _(env: Env):
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("needs Linux sysfs")
+    env.forbid_loading()
+    args = _train(env, "--data", env.write("pairs.jsonl", ""))
+    args[args.index(env.tmp / "train")] = Path("/sys/darm-train")
+    return args, r"--out /sys/darm-train is not writable"
+
+
+def _gguf(env: Env) -> Path:
+    from transformers import AutoTokenizer
+
+    from tests.models.tiny_gguf import write_tiny_llama_gguf
+
+    tokenizer = AutoTokenizer.from_pretrained(env.executor_dir)
+    return write_tiny_llama_gguf(env.tmp / "gguf" / "tiny.Q4_1.gguf", tokenizer, seed=0)
+
+
+@row("convert-out-is-a-file")
+def _(env: Env):
+    pytest.importorskip("gguf")
+    return ["convert", _gguf(env), env.write("converted", "x")], r"OUT .*converted is a file"
+
+
+@row("convert-out-in-an-unwritable-directory")
+def _(env: Env):
+    pytest.importorskip("gguf")
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("needs Linux sysfs")
+    return ["convert", _gguf(env), Path("/sys/darm-converted")], r"OUT /sys/darm-converted is not writable"
+
+
+@row("convert-disk-full")
+def _(env: Env):
+    """safetensors' own error for a full disk (not an OSError): one line, and OUT holds no half checkpoint."""
+    pytest.importorskip("gguf")
+    import safetensors
+    import transformers.modeling_utils
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise safetensors.SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )
+
+    env.monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    return ["convert", _gguf(env), env.tmp / "converted"], r"disk full while writing .*converted; nothing was written"
+
+
+def _demo(env: Env, *extra: Any) -> list[Any]:
+    import latent_darm.toy.demo as demo
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the world was built before the bad input was reported")
+
+    env.monkeypatch.setattr(demo, "build_world", refuse)
+    return ["demo", "--quick", "--no-progress", "--out", env.tmp / "demo", *extra]
+
+
+@row("demo-cache-dir-is-a-file")
+def _(env: Env):
+    return _demo(env, "--cache-dir", env.write("cache-file", "x")), r"--cache-dir .*cache-file is a file"
+
+
+@row("demo-cache-dir-in-an-unwritable-directory")
+def _(env: Env):
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("needs Linux sysfs")
+    return _demo(env, "--cache-dir", Path("/sys/darm-cache")), r"--cache-dir /sys/darm-cache is not writable"
+
+
+@row("demo-out-under-a-file")
+def _(env: Env):
+    args = _demo(env)
+    args[args.index(env.tmp / "demo")] = env.write("plain-file", "x") / "demo"
+    return args, r"--out .*plain-file/demo: a parent of it is a file"
 
 
 # ---- the test ---------------------------------------------------------------------------------------------------

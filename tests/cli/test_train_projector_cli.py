@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from accelerate.state import AcceleratorState, GradientState
 
 from latent_darm.bridge.projector import Projector
 from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.llada.checkpoint import load_llada, save_llada
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.models.tiny import random_llama
 from latent_darm.pipelines.factory import build_pipeline
@@ -107,8 +109,18 @@ def test_trains_a_projector_the_latent_pipeline_loads_and_resumes(
     random_llama(tokenizer, hidden_size=32, std=0.2).save_pretrained(narrow)
     tokenizer.save_pretrained(narrow)
     code, _, stderr = darm(*[narrow if arg == executor_dir else arg for arg in command])
-    assert code == 2 and "different 'projector.executor_dim' (48 there, 32 now)" in stderr
-    assert stderr.strip().splitlines()[-1].startswith("error: ")
+    assert code == 2 and "made with a different 'weights.executor'" in stderr
+    assert len(stderr.strip().splitlines()) == 1  # refused before loading anything
+    # Planner weights replaced in place (same path, same shapes): the cached latents are theirs, so it is refused.
+    replaced = Path(shutil.copytree(llada_dir, tmp_path / "replaced"))
+    model = load_llada(replaced)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.01)
+    save_llada(model, replaced)
+    code, _, stderr = darm(*[replaced if arg == llada_dir else arg for arg in command])
+    assert code == 2 and "latents was built with a different 'planner_weights'" in stderr
+    assert len(stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
@@ -223,3 +235,79 @@ def test_two_processes_train_the_same_projector_as_one(tmp_path, llada_dir, exec
     for key, value in weights["one"].items():
         torch.testing.assert_close(weights["two"][key], value, rtol=1e-4, atol=1e-5)
     assert any(not torch.equal(moved[k], v) for k, v in weights["one"].items())  # it did train between checkpoints
+
+
+def _tiny_command(llada_dir, executor_dir, pairs, out) -> list:
+    return ["train-projector", "--planner", llada_dir, "--executor", executor_dir, "--out", out, "--data", pairs,
+            "--answer-type", "integer", "--no-overlap-check", *TINY]  # fmt: skip
+
+
+def _same_run(ours: Path, theirs: Path) -> None:
+    """Two run directories hold the same files with the same contents (weights within float tolerance; paths the
+    provenance records aside)."""
+    from safetensors.torch import load_file
+
+    def files(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".lock")
+
+    assert files(ours) == files(theirs)
+    for name in files(ours):
+        a, b = ours / name, theirs / name
+        if name.endswith(".safetensors"):
+            x, y = load_file(a), load_file(b)
+            assert x.keys() == y.keys(), name
+            for key in x:
+                torch.testing.assert_close(x[key], y[key], rtol=1e-5, atol=1e-6, msg=name)
+        elif name.endswith("history.jsonl"):
+            rows = [[json.loads(r) for r in path.read_text().splitlines()] for path in (a, b)]
+            assert [sorted(r) for r in rows[0]] == [sorted(r) for r in rows[1]]
+            for x, y in zip(*rows, strict=True):
+                assert x == pytest.approx(y, rel=1e-5)
+        elif name in ("run.json", "latents/spec.json") or name.endswith("shard-r0-00000.json"):
+            assert a.read_text() == b.read_text(), name
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_the_rerun_resumes(darm, tmp_path, data, llada_dir,
+                                                                          executor_dir, monkeypatch):  # fmt: skip
+    """torch.save's own error for a failed write (its zip writer, not an OSError) while the step-3 checkpoint is
+    written: one line naming it; the rerun resumes from step 2 and ends where an uninterrupted run ends."""
+    pairs, _ = data
+    code, _, stderr = darm(*_tiny_command(llada_dir, executor_dir, pairs, tmp_path / "whole"))
+    assert code == 0, stderr
+    save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if "step-3" in str(f):
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: file "
+                "write failed"
+            )
+        return save(obj, f, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", full_disk)
+        code, _, stderr = darm(*_tiny_command(llada_dir, executor_dir, pairs, tmp_path / "full"))
+    lines = stderr.strip().splitlines()
+    assert code == 2 and "Traceback" not in stderr and lines[-1].startswith("error: disk full while writing "), stderr
+    assert lines[-1].endswith(f"{tmp_path / 'full/checkpoints/step-3'}; the checkpoints before it are kept: free "
+                              "space and rerun")  # fmt: skip
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    code, stdout, stderr = darm(*_tiny_command(llada_dir, executor_dir, pairs, tmp_path / "full"))
+    assert code == 0, stderr
+    assert json.loads(stdout)["resumed_from"] == 2
+    _same_run(tmp_path / "full", tmp_path / "whole")
+
+
+def test_two_runs_on_one_out_do_the_work_once(tmp_path, data, llada_dir, executor_dir):
+    """The second run waits for the first's lock on --out, then finds the run finished and reuses it."""
+    pairs, _ = data
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    command = [sys.executable, "-m", "latent_darm.cli.app"]
+    command += [str(a) for a in _tiny_command(llada_dir, executor_dir, pairs, tmp_path / "run")]
+    runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]  # fmt: skip
+    results = [run.communicate(timeout=300) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err[-2000:] for _, err in results]
+    assert sorted(json.loads(out.strip().splitlines()[-1])["resumed_from"] for out, _ in results) == [0, 3]
+    assert [p.name for p in (tmp_path / "run/latents").glob("shard-*.safetensors")] == ["shard-r0-00000.safetensors"]

@@ -147,7 +147,7 @@ def _broken(path: str, value: object) -> dict:
         ("executor", None, "pipeline spec needs an 'executor' role"),
         ("planner", "llada", "pipeline 'latent' needs a 'planner' role"),
         ("projector", None, "the latent pipeline needs a 'projector'"),
-        ("latent_noise", -1.0, "latent_noise must be >= 0, got -1.0"),
+        ("latent_noise", -1.0, "latent_noise must be a finite number >= 0, got -1.0"),
         ("dtype", "fp16", "dtype must be one of float32, bfloat16, float16, got 'fp16'"),
         ("kind", "beam", "pipeline kind must be one of arm, ddlm, text, latent; got 'beam'"),
         ("chain_of_thought", "yes", "pipeline spec: chain_of_thought must be true or false, got 'yes'"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -137,6 +138,35 @@ def test_a_model_killed_while_saving_is_trained_again(tmp_path, monkeypatch):
     histories = artifacts.histories()
     assert len(histories["executor"]["losses"]) == config.executor.steps
     assert AutoModelForCausalLM.from_pretrained(artifacts.executor_dir).config.model_type == "llama"
+
+
+def test_a_pickled_executor_in_a_half_built_world_is_never_loaded(tmp_path, monkeypatch):
+    """A finished-looking executor in the partial directory whose weights are a pickle (``pytorch_model.bin``) is not
+    the build's own (it writes safetensors only): it is trained again, and torch never unpickles it."""
+    config = _small(seed=8)
+    reference = build_world(config, tmp_path / "reference", progress=False)
+    partial = tmp_path / "cache" / f".{config.fingerprint()}.partial"
+    shutil.copytree(reference.executor_dir, partial / "executor")
+    (partial / "executor" / "model.safetensors").unlink()
+    torch.save({"planted": torch.zeros(1)}, partial / "executor" / "pytorch_model.bin")
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("torch.load was called on a cache file")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    rebuilt = build_world(config, tmp_path / "cache", progress=False)
+    ours, theirs = _weights(rebuilt, "executor"), _weights(reference, "executor")
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_a_pickle_only_executor_in_a_finished_world_is_one_line(tmp_path, monkeypatch):
+    config = _small(seed=8)
+    artifacts = build_world(config, tmp_path, progress=False)
+    (artifacts.executor_dir / "model.safetensors").unlink()
+    torch.save({"planted": torch.zeros(1)}, artifacts.executor_dir / "pytorch_model.bin")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called on a cache file"))
+    with pytest.raises(CheckpointError, match=r"only pickle weights found \(pytorch_model\.bin\)"):
+        artifacts.load_executor()
 
 
 def test_a_corrupt_manifest_is_reported(tmp_path):

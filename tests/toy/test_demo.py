@@ -6,14 +6,26 @@ asserts that latent exchange beats text: that is what the demo measures."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from latent_darm.evaluation.grading import grade
 from latent_darm.models.executor import CausalExecutor
 from latent_darm.pipelines.prompts import PromptTemplates
-from latent_darm.toy.demo import DEMO_FILE, NFE_FIGURE, demo_configurations, demo_settings, run_demo
-from latent_darm.training.projector_trainer import HISTORY_FILE
+from latent_darm.toy import build as toy_build
+from latent_darm.toy.build import build_prefix_executor, build_world
+from latent_darm.toy.demo import (
+    DEMO_FILE,
+    NFE_FIGURE,
+    demo_configurations,
+    demo_settings,
+    run_demo,
+    train_demo_projectors,
+)
+from latent_darm.training.latent_cache import LatentCache
+from latent_darm.training.projector_trainer import HISTORY_FILE, ProjectorTrainer
 from tests.evaluation.test_report import assert_png
 
 SWEEP = ("", ", 4 steps", ", denoised 0.5 of 8 steps")  # the quick demo's planner settings: 8 steps, 4, half of 8
@@ -177,3 +189,27 @@ def test_cli_demo_prints_the_table_and_names_the_output(darm, outcome, toy_cache
     assert f"demo fingerprint: {outcome.fingerprint}" in stdout
     assert str(out) in stderr
     assert (out / "report.md").exists()
+
+
+def test_a_world_cache_copied_elsewhere_is_reused_without_recomputing(outcome, toy_cache, tmp_path, monkeypatch):
+    """Latents and projector runs are keyed by the models' weights, not by where the cache lives: a copy of a
+    finished cache computes no latent and trains no step."""
+    copied = Path(shutil.copytree(toy_cache, tmp_path / "moved"))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the copied cache was recomputed")
+
+    monkeypatch.setattr(LatentCache, "add", refuse)
+    monkeypatch.setattr(ProjectorTrainer, "step", refuse)
+    monkeypatch.setattr(toy_build, "_train_executor", refuse)
+    settings = demo_settings(quick=True)
+    world = build_world(settings.world, copied, progress=False)
+    assert world.reused and world.directory.parent == copied
+    build_prefix_executor(world, settings.prefix_steps, progress=False)
+    projectors = train_demo_projectors(world, settings, progress=False)
+    assert projectors.keys() == outcome.projectors.keys()
+    for name, directory in projectors.items():
+        assert directory.parent.parent == world.directory
+        assert (directory / "model.safetensors").read_bytes() == (
+            outcome.projectors[name] / "model.safetensors"
+        ).read_bytes()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import time
+
 import pytest
 import torch
 
 from latent_darm.errors import ConfigError, DataError
+from latent_darm.models.llada.checkpoint import load_llada, save_llada
 from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.sampling import SamplerConfig
@@ -89,3 +93,72 @@ def test_bad_input(tmp_path, planner):
     cache = build_latent_cache(planner, _examples(1), tmp_path / "one", SAMPLER, PromptTemplates())
     with pytest.raises(DataError, match="no latents for example 'missing'"):
         cache.load(["missing"])
+
+
+def _contents(directory) -> dict[str, tuple[torch.Tensor, str]]:
+    cache = LatentCache.open(directory)
+    return {key: (cache.load([key])[0], cache.plan(key)) for key in cache.index}
+
+
+def test_a_truncated_shard_counts_as_missing_and_is_computed_again(tmp_path, planner):
+    """A shard cut short (a full disk, a copy interrupted) is not a safetensors error at training time: its examples
+    are computed again, and the cache then holds what an undamaged build holds."""
+    build_latent_cache(
+        planner, _examples(6), tmp_path / "whole", SAMPLER, PromptTemplates(), batch_size=2, shard_size=4
+    )
+    damaged = tmp_path / "damaged"
+    build_latent_cache(planner, _examples(6), damaged, SAMPLER, PromptTemplates(), batch_size=2, shard_size=4)
+    first = damaged / "shard-r0-00000.safetensors"
+    first.write_bytes(first.read_bytes()[:100])
+    assert len(LatentCache.open(damaged)) == 2  # the damaged shard's four examples count as missing
+    counting = CountingPlanner(planner)
+    build_latent_cache(counting, _examples(6), damaged, SAMPLER, PromptTemplates(), batch_size=2, shard_size=4)
+    assert counting.calls == 2
+    ours, whole = _contents(damaged), _contents(tmp_path / "whole")
+    assert ours.keys() == whole.keys()
+    assert all(torch.equal(ours[k][0], whole[k][0]) and ours[k][1] == whole[k][1] for k in ours)
+    assert not first.exists()  # removed with its sidecar, not left beside the recomputed shard
+    assert len(list(damaged.glob("shard-*"))) == len(list((tmp_path / "whole").glob("shard-*")))
+
+
+def test_a_copied_planner_reuses_the_cache_and_replaced_weights_are_refused(tmp_path, planner, llada_dir):
+    """The spec names the planner by its weights: the same weights elsewhere reuse the latents, other weights in
+    the same place are refused (they would make other latents)."""
+    build_latent_cache(planner, _examples(2), tmp_path / "cache", SAMPLER, PromptTemplates())
+    copy = shutil.copytree(llada_dir, tmp_path / "elsewhere")
+    counting = CountingPlanner(DiffusionPlanner.from_pretrained(copy))
+    build_latent_cache(counting, _examples(2), tmp_path / "cache", SAMPLER, PromptTemplates())
+    assert counting.calls == 0
+    model = load_llada(copy)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.01)
+    save_llada(model, copy)
+    with pytest.raises(ConfigError, match="built with a different 'planner_weights'"):
+        build_latent_cache(DiffusionPlanner.from_pretrained(copy), _examples(2), tmp_path / "cache", SAMPLER,
+                           PromptTemplates())  # fmt: skip
+
+
+def test_two_processes_on_one_cache_compute_each_latent_once(tmp_path, planner):
+    """The second build waits for the first's lock, then finds every latent made: no duplicate shards."""
+    import threading
+
+    first_started, counting = threading.Event(), CountingPlanner(planner)
+    original = counting.generate
+
+    def slow_generate(prompts, config, **kwargs):
+        first_started.set()
+        time.sleep(0.5)
+        return original(prompts, config, **kwargs)
+
+    counting.generate = slow_generate
+    worker = threading.Thread(
+        target=build_latent_cache, args=(counting, _examples(3), tmp_path, SAMPLER, PromptTemplates())
+    )
+    worker.start()
+    assert first_started.wait(60)
+    second = CountingPlanner(planner)
+    cache = build_latent_cache(second, _examples(3), tmp_path, SAMPLER, PromptTemplates())
+    worker.join()
+    assert second.calls == 0 and len(cache) == 3
+    assert [p.name for p in tmp_path.glob("shard-*.safetensors")] == ["shard-r0-00000.safetensors"]

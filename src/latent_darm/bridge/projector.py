@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,6 +75,14 @@ class ProjectorConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"projector {name} must be a positive integer, got {value!r}")
+        eps = self.norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+            # A negative epsilon makes the norm divide by sqrt(mean² - |eps|): NaN soft tokens for small latents.
+            raise ConfigError(f"projector norm_eps must be a finite number > 0, got {eps!r}")
+        if isinstance(self.latent_layer, bool) or not isinstance(self.latent_layer, int) or self.latent_layer < -1:
+            raise ConfigError(
+                f"projector latent_layer must be -1 (after the final norm) or >= 0, got {self.latent_layer!r}"
+            )
         if self.latent_rows not in LATENT_ROWS:
             raise ConfigError(f"latent_rows must be one of {', '.join(LATENT_ROWS)}, got {self.latent_rows!r}")
         if self.placement not in PLACEMENTS:
@@ -318,6 +327,12 @@ class Projector(nn.Module):
             ("planner", planner, self.config.planner_dim, self.config.planner_tokenizer_fingerprint),
             ("executor", executor, self.config.executor_dim, self.config.executor_tokenizer_fingerprint),
         )
+        layers = getattr(planner, "num_layers", None)
+        if isinstance(layers, int) and self.config.latent_layer > layers:
+            raise CheckpointError(
+                f"projector {label} reads planner layer {self.config.latent_layer} (latent_layer), but planner "
+                f"{getattr(planner, 'name_or_path', '')!r} has {layers} layers (0..{layers}, or -1)"
+            )
         for role, model, dim, trained_fingerprint in sides:
             if model is None:
                 continue

@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from latent_darm.dtypes import canonical_dtype, resolve_dtype_name, torch_dtype
 from latent_darm.errors import ConfigError, DarmError
-from latent_darm.io import is_disk_full
+from latent_darm.io import is_write_failure
 
 if TYPE_CHECKING:
     import torch
@@ -107,19 +107,6 @@ def run_app(app: typer.Typer) -> int:
             return exc.exit_code
         console.print(f"[bold red]error:[/] {choice}", highlight=False, soft_wrap=True)
         return 2
-    except OSError as exc:
-        if not is_disk_full(exc):
-            raise
-        if DEBUG:
-            traceback.print_exc()
-        where = f" while writing {exc.filename}" if exc.filename else ""
-        console.print(
-            f"[bold red]error:[/] disk full{escape(where)}; files finished before it are kept (long jobs write "
-            "atomically): free space and rerun the same command to resume",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return 2
     except click.exceptions.Abort:
         console.print("aborted")
         return 130
@@ -128,6 +115,20 @@ def run_app(app: typer.Typer) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except Exception as exc:  # last: a full disk: Python's OSError, or safetensors' and torch's own write errors
+        if not is_write_failure(exc):
+            raise
+        if DEBUG:
+            traceback.print_exc()
+        filename = getattr(exc, "filename", None)
+        where = f" while writing {filename}" if filename else ""
+        console.print(
+            f"[bold red]error:[/] disk full{escape(where)}; files finished before it are kept (long jobs write "
+            "atomically): free space and rerun the same command to resume",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 2
     return 0
 
 

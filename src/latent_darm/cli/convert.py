@@ -3,14 +3,16 @@ tokenizer with its chat template), for tools that do not read GGUF or to skip de
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import typer
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import Dtype
-from latent_darm.cli.common import console, parse_dtype, resolve_dtype
+from latent_darm.cli.common import check_output_dir, console, parse_dtype, resolve_dtype
 from latent_darm.errors import CheckpointError
+from latent_darm.io import writing
 
 
 @app.command("convert")
@@ -22,6 +24,8 @@ def convert_command(
     ),
 ) -> None:
     """Dequantize a GGUF causal LM into a safetensors checkpoint that every command (and transformers) opens."""
+    import transformers
+
     from latent_darm.models.gguf import convert_gguf, find_gguf
 
     if not gguf.exists():
@@ -29,6 +33,21 @@ def convert_command(
     file = find_gguf(gguf)
     if file is None:
         raise CheckpointError(f"{gguf}: not a .gguf file, nor a directory holding one (and no config.json)")
-    with console.status(f"converting {file.name}"):
-        convert_gguf(file, out, parse_dtype(resolve_dtype(dtype.value, "cpu")))
+    check_output_dir(out, "OUT")  # a file, a read-only or unwritable place: one line before the minutes of reading
+    if any(out.iterdir()):
+        raise CheckpointError(f"OUT {out} exists and is not empty; choose a new output directory")
+    # Written beside it and renamed when whole: a full disk or a kill never leaves half a checkpoint in OUT.
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # the status line is the progress; stderr stays one line
+    try:
+        with console.status(f"converting {file.name}"), writing(out, "nothing was written to it"):
+            convert_gguf(file, staging, parse_dtype(resolve_dtype(dtype.value, "cpu")))
+        out.rmdir()
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     console.print(f"wrote {out}", highlight=False)

@@ -106,6 +106,7 @@ def demo_command(
     (projector alone, + LoRA, plan-prefix executor) over a sweep of planner steps and denoised fractions; write
     JSONL results, a Markdown report and the accuracy-against-tokens and -forward-passes plots."""
     require("matplotlib", "darm demo (its figures)")  # before minutes of training, not after
+    from latent_darm.toy.build import default_cache_dir
     from latent_darm.toy.demo import demo_settings, run_demo  # heavy; loaded only when the command runs
 
     def log(message: str) -> None:
@@ -114,5 +115,6 @@ def demo_command(
     settings = demo_settings(quick=quick, seed=seed)
     out_dir = choose_out_dir(out, default_out(seed, quick), settings.fingerprint(), log)
     check_output_dir(out_dir)
+    check_output_dir(cache_dir if cache_dir is not None else default_cache_dir(), "--cache-dir")
     outcome = run_demo(settings, out_dir, cache_dir=cache_dir, progress=progress, log=log)
     print_outcome(outcome, levels)

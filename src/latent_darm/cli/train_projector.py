@@ -10,17 +10,26 @@ loaded (the authors' code trained on the questions it evaluated on); ``--no-over
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 from pathlib import Path
 from typing import Any
 
 import typer
+from filelock import FileLock
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import Cache, Dtype, TrainDevice
-from latent_darm.cli.common import check_output_dir, check_positive, console, parse_dtype, resolve_dtype
-from latent_darm.errors import ConfigError, DataError
+from latent_darm.cli.common import (
+    check_output_dir,
+    check_positive,
+    console,
+    parse_dtype,
+    resolve_device,
+    resolve_dtype,
+)
+from latent_darm.errors import CheckpointError, ConfigError, DataError
 from latent_darm.evaluation.benchmarks import (
     DATA_ENV,
     HubUnreachableError,
@@ -44,6 +53,26 @@ from latent_darm.training.data import (
 )
 
 PRESETS = ("paper",)
+LOCK_FILE = ".lock"
+
+
+def check_models(planner: str, executor: str) -> dict[str, str]:
+    """Before any model loads (and before stage 1 caches every latent): both references name a checkpoint (the
+    executor's weight files are opened too); returns their weights' fingerprints, which key the run."""
+    from latent_darm.models.gguf import find_gguf
+    from latent_darm.models.hub import resolve_checkpoint
+    from latent_darm.models.safetensors_files import checked_weight_files
+    from latent_darm.training.latent_cache import weights_id
+
+    planner_dir = resolve_checkpoint(planner, "--planner")
+    if not (planner_dir / "config.json").is_file():
+        raise CheckpointError(f"--planner {planner_dir}: no config.json")
+    if find_gguf(executor) is None:
+        executor_dir = resolve_checkpoint(executor, "--executor")
+        if not (executor_dir / "config.json").is_file():
+            raise CheckpointError(f"--executor {executor_dir}: no config.json")
+        checked_weight_files(executor_dir)
+    return {"planner": weights_id(planner), "executor": weights_id(executor)}
 
 
 def gather_examples(
@@ -215,7 +244,13 @@ def train_projector_command(
         raise ConfigError(f"--plan-batch-size must be >= 1, got {plan_batch_size}")
     for name, value in (("steps", steps), ("block-length", block_length), ("max-steps", max_steps)):
         check_positive(name, value)
+    if device != TrainDevice.auto:
+        resolve_device(device.value)  # --device cuda on a machine without CUDA is refused, not run on the CPU
     check_output_dir(out)
+    cache_root = cache_dir or out / "latents"
+    check_output_dir(cache_root, "--cache-dir" if cache_dir is not None else "--out")
+    weights = check_models(planner, executor)
+    LatentCache.check_planner(cache_root, weights["planner"])
     family = local_family(planner)
     sampler_options: dict[str, Any] = {
         "gen_length": gen_length,
@@ -250,7 +285,7 @@ def train_projector_command(
         lora=lora,
         lora_lr=lora_lr,
     )
-    check_settings(out, config)  # a directory of other settings is refused before any work
+    check_settings(out, config, weights)  # a directory of other settings or weights is refused before any work
     templates = load_templates(prompts)
     pools = list(benchmark_train or [])
     examples = gather_examples(
@@ -266,96 +301,99 @@ def train_projector_command(
         raise DataError("no training examples left after holding out validation questions")
 
     accelerator = make_accelerator(config, cpu=True if device == "cpu" else None)
-    main = accelerator.is_main_process
-    show = progress and main
-    if main:
-        checked = "NOT CHECKED (--no-overlap-check)" if evaluation is None else ", ".join(sorted(evaluation))
-        console.print(
-            f"{len(train)} training and {len(held_out)} held-out questions; kept disjoint from: {checked}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    weights_dtype = parse_dtype(resolve_dtype(dtype, accelerator.device.type))
-    # Multi-process CPU runs report "cpu:<rank>", which safetensors does not accept as a load device.
-    load_device = accelerator.device if accelerator.device.type != "cpu" else torch.device("cpu")
+    # One process at a time per run directory (a second waits, then finds the work done and reuses it); the ranks
+    # of one multi-process run share the directory and do not take the lock.
+    lock = FileLock(out / LOCK_FILE) if accelerator.num_processes == 1 else contextlib.nullcontext()
+    with lock:
+        main = accelerator.is_main_process
+        show = progress and main
+        if main:
+            checked = "NOT CHECKED (--no-overlap-check)" if evaluation is None else ", ".join(sorted(evaluation))
+            console.print(
+                f"{len(train)} training and {len(held_out)} held-out questions; kept disjoint from: {checked}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        weights_dtype = parse_dtype(resolve_dtype(dtype, accelerator.device.type))
+        # Multi-process CPU runs report "cpu:<rank>", which safetensors does not accept as a load device.
+        load_device = accelerator.device if accelerator.device.type != "cpu" else torch.device("cpu")
 
-    # Stage 1: the planner's latents, computed once and shared out across processes.
-    cache_root = cache_dir or out / "latents"
-    diffusion = DiffusionPlanner.from_pretrained(planner, dtype=weights_dtype, device=load_device)
-    sampler = diffusion.sampler_config(**sampler_options)  # a hub planner's family is known only now
-    layers = diffusion.num_layers
-    if not -1 <= latent_layer <= layers:
-        raise ConfigError(f"--latent-layer must be -1 or 0..{layers} for this planner, got {latent_layer}")
-    planner_side = signature_of(diffusion)
-    everything = train + held_out
-    with progress_bar(show, console=console) as bar:
-        # Under several processes this bar counts the main process's share only.
-        shared = accelerator.num_processes > 1
-        task = bar.add_task("stage 1: caching plan latents", total=None if shared else len(everything))
-        build_latent_cache(
-            diffusion,
-            everything,
-            cache_root,
-            sampler,
-            templates,
-            batch_size=plan_batch_size,
-            rank=accelerator.process_index,
-            world_size=accelerator.num_processes,
-            on_progress=lambda n: bar.advance(task, n),
-        )
-    accelerator.wait_for_everyone()
-    latents = LatentCache.open(cache_root)
-    del diffusion
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+        # Stage 1: the planner's latents, computed once and shared out across processes.
+        diffusion = DiffusionPlanner.from_pretrained(planner, dtype=weights_dtype, device=load_device)
+        sampler = diffusion.sampler_config(**sampler_options)  # a hub planner's family is known only now
+        layers = diffusion.num_layers
+        if not -1 <= latent_layer <= layers:
+            raise ConfigError(f"--latent-layer must be -1 or 0..{layers} for this planner, got {latent_layer}")
+        planner_side = signature_of(diffusion)
+        everything = train + held_out
+        with progress_bar(show, console=console) as bar:
+            # Under several processes this bar counts the main process's share only.
+            shared = accelerator.num_processes > 1
+            task = bar.add_task("stage 1: caching plan latents", total=None if shared else len(everything))
+            build_latent_cache(
+                diffusion,
+                everything,
+                cache_root,
+                sampler,
+                templates,
+                batch_size=plan_batch_size,
+                rank=accelerator.process_index,
+                world_size=accelerator.num_processes,
+                on_progress=lambda n: bar.advance(task, n),
+            )
+        accelerator.wait_for_everyone()
+        latents = LatentCache.open(cache_root)
+        del diffusion
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
-    # Stage 2.
-    answerer = CausalExecutor.from_pretrained(executor, dtype=weights_dtype, device=load_device)
-    torch.manual_seed(seed)
-    projector = Projector.for_pair(
-        planner_side,
-        answerer,
-        architecture,
-        hidden_dim=hidden_dim,
-        plan_length=gen_length,
-        latent_layer=latent_layer,
-        latent_rows=latent_rows,
-        placement=placement,
-        planner_sampler=sampler.to_dict(),
-    )
-    provenance: dict[str, Any] = {
-        "planner": planner,
-        "executor": executor,
-        "sampler": sampler.to_dict(),
-        "latent_cache": str(cache_root),
-        "data": sorted({e.source for e in examples}),
-        "kept_disjoint_from": None if evaluation is None else sorted(evaluation),
-        "prompts": None if prompts is None else str(prompts),
-    }
-    summary = train_projector(
-        projector,
-        answerer,
-        latents,
-        train,
-        held_out,
-        out,
-        config,
-        templates=templates,
-        accelerator=accelerator,
-        provenance=provenance,
-        progress=show,
-    )
-    if main:
-        best = (
-            f"best held-out loss {summary.best_val_loss:.4f} at step {summary.best_step}, accuracy "
-            f"{summary.final_val_accuracy:.1%} at the end"
-            if summary.best_val_loss is not None and summary.final_val_accuracy is not None
-            else "no held-out set: final weights"
+        # Stage 2.
+        answerer = CausalExecutor.from_pretrained(executor, dtype=weights_dtype, device=load_device)
+        torch.manual_seed(seed)
+        projector = Projector.for_pair(
+            planner_side,
+            answerer,
+            architecture,
+            hidden_dim=hidden_dim,
+            plan_length=gen_length,
+            latent_layer=latent_layer,
+            latent_rows=latent_rows,
+            placement=placement,
+            planner_sampler=sampler.to_dict(),
         )
-        console.print(
-            f"projector → {summary.projector_dir} ({summary.steps} steps, {best}, {summary.seconds:.1f} s)",
-            highlight=False,
-            soft_wrap=True,
+        provenance: dict[str, Any] = {
+            "planner": planner,
+            "executor": executor,
+            "sampler": sampler.to_dict(),
+            "latent_cache": str(cache_root),
+            "data": sorted({e.source for e in examples}),
+            "kept_disjoint_from": None if evaluation is None else sorted(evaluation),
+            "prompts": None if prompts is None else str(prompts),
+        }
+        summary = train_projector(
+            projector,
+            answerer,
+            latents,
+            train,
+            held_out,
+            out,
+            config,
+            templates=templates,
+            accelerator=accelerator,
+            provenance=provenance,
+            progress=show,
         )
-        typer.echo(json.dumps(summary.to_dict()))
+        if main:
+            best = (
+                f"best held-out loss {summary.best_val_loss:.4f} at step {summary.best_step}, accuracy "
+                f"{summary.final_val_accuracy:.1%} at the end"
+                if summary.best_val_loss is not None and summary.final_val_accuracy is not None
+                else "no held-out set: final weights"
+            )
+            console.print(
+                f"projector → {summary.projector_dir} ({summary.steps} steps, {best}, {summary.seconds:.1f} s)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            typer.echo(json.dumps(summary.to_dict()))

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from latent_darm.dtypes import torch_dtype
+from latent_darm.errors import CheckpointError
 from latent_darm.extras import require
 from latent_darm.models.executor import CausalExecutor
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.models.safetensors_files import PICKLE_PATTERNS, pickle_only_message, tensor_names
 from latent_darm.pipelines.base import Pipeline
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.pipelines.single import SingleModelPipeline
@@ -62,8 +65,25 @@ class ModelCache:
         return self.loaded[key]
 
 
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def check_adapter(adapter: Path) -> None:
+    """Refuse a LoRA adapter directory peft would read a pickle from (``adapter_model.bin``: pickle can run code
+    when loaded), or whose safetensors file is unreadable, with one line naming it, before peft opens anything."""
+    weights = adapter / ADAPTER_WEIGHTS
+    if weights.is_file():
+        tensor_names(weights)  # a truncated or foreign file is a one-line CheckpointError
+        return
+    pickles = sorted(p.name for pattern in PICKLE_PATTERNS for p in adapter.glob(pattern))
+    if pickles:
+        raise CheckpointError(pickle_only_message(adapter, pickles[0]))
+    raise CheckpointError(f"LoRA adapter {adapter}: no {ADAPTER_WEIGHTS}")
+
+
 def merge_adapter(executor: CausalExecutor, adapter: str) -> CausalExecutor:
     peft = require("peft", "a projector trained with LoRA")
+    check_adapter(Path(adapter))
     model = peft.PeftModel.from_pretrained(executor.model, adapter).merge_and_unload()
     return CausalExecutor(model.eval(), executor.tokenizer, name_or_path=executor.name_or_path)
 

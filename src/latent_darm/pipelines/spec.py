@@ -24,6 +24,7 @@ stored spec as it was. ``device`` is read but never written (:data:`RUNTIME`): a
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -250,8 +251,8 @@ class ProjectorSpec:
     def __post_init__(self) -> None:
         if not self.path:
             raise ConfigError("the latent pipeline needs a 'projector'")
-        if self.latent_noise < 0:
-            raise ConfigError(f"latent_noise must be >= 0, got {self.latent_noise}")
+        if not math.isfinite(self.latent_noise) or self.latent_noise < 0:
+            raise ConfigError(f"latent_noise must be a finite number >= 0, got {self.latent_noise}")
 
 
 PROJECTOR_KEYS = {"path": "projector", "force": "force_projector"}  # ProjectorSpec field → key in the pipeline

@@ -44,6 +44,7 @@ from latent_darm.errors import CheckpointError
 from latent_darm.io import read_jsonl
 from latent_darm.models.llada.checkpoint import save_llada
 from latent_darm.models.planner import DiffusionPlanner, load_tokenizer
+from latent_darm.models.safetensors_files import SINGLE_FILE, checked_weight_files
 from latent_darm.sampling import SamplerConfig
 from latent_darm.threads import single_thread
 from latent_darm.toy.mixtures import executor_examples, planner_examples
@@ -107,8 +108,7 @@ class WorldArtifacts:
         return DiffusionPlanner.from_pretrained(self.planner_dir)
 
     def load_executor(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-        model = AutoModelForCausalLM.from_pretrained(self.executor_dir).eval()
-        return model, load_tokenizer(self.executor_dir)
+        return _load_executor(self.executor_dir).eval(), load_tokenizer(self.executor_dir)
 
     def histories(self) -> dict[str, dict[str, Any]]:
         return {
@@ -143,8 +143,17 @@ def _write_history(directory: Path, history: TrainHistory, spec: ModelSpec) -> N
 
 
 def _finished(directory: Path) -> bool:
-    """A model directory whose training completed: its history is the last file written."""
-    return (directory / HISTORY_FILE).exists()
+    """A model directory whose training completed: its history is the last file written. The build writes
+    safetensors only, so a directory without them (pickle weights someone put there) is not this build's and is
+    trained again rather than read."""
+    return (directory / HISTORY_FILE).exists() and (directory / SINGLE_FILE).exists()
+
+
+def _load_executor(directory: Path) -> PreTrainedModel:
+    """A causal executor of the world, from safetensors only (a pickle is never loaded: it can run code)."""
+    if not (directory / SINGLE_FILE).exists():
+        checked_weight_files(directory)  # one line: pickle-only, or no weights at all
+    return AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True)
 
 
 def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[str, float]:
@@ -170,7 +179,7 @@ def _build_into(config: WorldConfig, directory: Path, progress: bool) -> dict[st
     if _finished(directory / "executor"):
         if progress:
             Console(stderr=True).print(f"toy world: keeping the executor an interrupted build trained ({directory})")
-        executor = AutoModelForCausalLM.from_pretrained(directory / "executor")
+        executor = _load_executor(directory / "executor")
     else:
         shutil.rmtree(directory / "executor", ignore_errors=True)
         executor = _train_executor(
@@ -230,7 +239,7 @@ def build_prefix_executor(artifacts: WorldArtifacts, steps: int, *, progress: bo
         staging = _partial_path(final)
         shutil.rmtree(staging, ignore_errors=True)
         with single_thread():
-            executor = AutoModelForCausalLM.from_pretrained(artifacts.executor_dir)
+            executor = _load_executor(artifacts.executor_dir)
             tokenizer = load_tokenizer(artifacts.executor_dir)
             _train_executor(config, spec, artifacts.problems("train"), tokenizer, staging, progress, executor)
         staging.rename(final)

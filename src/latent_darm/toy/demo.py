@@ -37,6 +37,7 @@ from latent_darm.toy.build import PREFIX_EXECUTOR, WorldArtifacts, build_prefix_
 from latent_darm.toy.figure import plot_accuracy_vs_forward_passes
 from latent_darm.toy.projectors import PlanSetting, ProjectorRecipe, recipe_key, train_recipe
 from latent_darm.toy.world import WorldConfig, quick_config
+from latent_darm.training.latent_cache import SPEC_VERSION
 from latent_darm.training.projector_trainer import COSMETIC, ProjectorTrainingConfig
 
 DEMO_FILE = "demo.json"
@@ -110,6 +111,7 @@ class DemoSettings:
                 "questions": {"n": self.projector_questions, "selection": "seeded sample of the train split"},
                 "hidden": self.projector_hidden,
                 "templates": PromptTemplates().to_dict(),
+                "latent_cache": SPEC_VERSION,  # its latents' identity is part of the run's (a new run directory)
             }
         )
 

@@ -32,7 +32,7 @@ from latent_darm.sampling import SamplerConfig
 from latent_darm.toy.build import WorldArtifacts
 from latent_darm.toy.world import ToyProblem
 from latent_darm.training.data import TrainingExample
-from latent_darm.training.latent_cache import LatentCache, build_latent_cache
+from latent_darm.training.latent_cache import SPEC_VERSION, LatentCache, build_latent_cache
 from latent_darm.training.projector_trainer import ProjectorTrainingConfig, train_projector
 
 LATENT_LAYER = -1  # the paper's latents: last layer, after the final norm
@@ -143,7 +143,8 @@ def latent_cache(
     sampler = setting.sampler(artifacts)
     examples = [training_example(p) for p in problems]
     ids = hashlib.sha256("\n".join(e.id for e in examples).encode()).hexdigest()[:12]
-    directory = artifacts.directory / "latents" / f"{setting.key}-{ids}"
+    # Named by the spec version too: a world cached before it keeps its old caches and makes new ones beside them.
+    directory = artifacts.directory / "latents" / f"{setting.key}-{ids}-v{SPEC_VERSION}"
     with progress_bar(progress, remaining=False) as bar:
         task = bar.add_task(f"planner latents {setting.key}", total=len(examples))
         return build_latent_cache(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,6 +49,10 @@ class ProjectorTrainingConfig:
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
+        for name in ("lr", "lora_lr", "weight_decay", "latent_noise", "lora_dropout", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):  # nan passes every comparison below
+                raise ConfigError(f"{name} must be a finite number, got {value}")
         for name in ("epochs", "batch_size", "grad_accum", "eval_every", "save_every", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")

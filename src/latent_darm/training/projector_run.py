@@ -26,9 +26,9 @@ from latent_darm.bridge.projector import Projector
 from latent_darm.config_diff import first_difference, short
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.figures import agg_figure
-from latent_darm.io import atomic_write_json, atomic_write_text
+from latent_darm.io import atomic_write_json, atomic_write_text, writing
 from latent_darm.pipelines.factory import ADAPTER_DIR
-from latent_darm.training.latent_cache import LatentCache
+from latent_darm.training.latent_cache import LatentCache, spec_planner_weights, weights_id
 from latent_darm.training.projector_config import COSMETIC, ProjectorTrainingConfig
 from latent_darm.training.projector_step import EncodedExample
 
@@ -40,6 +40,8 @@ HISTORY_FILE = "history.jsonl"
 CURVE_FILE = "curve.png"
 PROJECTOR_DIR = "projector"
 CHECKPOINTS_DIR = "checkpoints"
+# Projector config fields that are not part of a run's identity.
+IDENTITY_FREE = ("training", "planner_sampler", "planner", "executor")
 
 
 @dataclass
@@ -70,13 +72,17 @@ def run_identity(
     train: Sequence[EncodedExample],
     held_out: Sequence[EncodedExample],
     config: ProjectorTrainingConfig,
+    executor: str = "",
 ) -> dict[str, Any]:
-    """Everything that decides the trained weights; a rerun in the same directory must match it."""
+    """Everything that decides the trained weights; a rerun in the same directory must match it. ``executor``:
+    the executor's reference, whose weights' fingerprint is recorded (the planner's is in the latents' spec)."""
     spec = json.dumps(cache.spec, sort_keys=True)
     return {
         "training": run_identity_settings(config),
-        # The sampler settings are part of the latents' identity already (an earlier run did not record them here).
-        "projector": {k: v for k, v in projector.config.to_dict().items() if k not in ("training", "planner_sampler")},
+        "weights": {"planner": spec_planner_weights(cache.spec), "executor": weights_id(executor)},
+        # The sampler settings are part of the latents' identity already (an earlier run did not record them here);
+        # the models are named by their weights (below), not by their paths, so a moved run still resumes.
+        "projector": {k: v for k, v in projector.config.to_dict().items() if k not in IDENTITY_FREE},
         "latents": hashlib.sha256(spec.encode()).hexdigest()[:16],
         "train": _fingerprint(train),
         "held_out": _fingerprint(held_out),
@@ -101,9 +107,13 @@ def _refuse_other(out: Path, identity: dict[str, Any], partial: bool = False) ->
     return True
 
 
-def check_settings(out: str | Path, config: ProjectorTrainingConfig) -> None:
-    """The training settings part of :func:`check_run`, for a check before any model is loaded."""
-    _refuse_other(Path(out), {"training": run_identity_settings(config)}, partial=True)
+def check_settings(out: str | Path, config: ProjectorTrainingConfig, weights: dict[str, str] | None = None) -> None:
+    """The training settings part of :func:`check_run` (and, given ``weights``, the models' fingerprints:
+    {"planner": …, "executor": …} from :func:`weights_id`), for a check before any model is loaded."""
+    identity: dict[str, Any] = {"training": run_identity_settings(config)}
+    if weights is not None:
+        identity["weights"] = weights
+    _refuse_other(Path(out), identity, partial=True)
 
 
 def run_identity_settings(config: ProjectorTrainingConfig) -> dict[str, Any]:
@@ -154,7 +164,8 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: TrainerState, ke
     if accelerator.is_main_process and partial.exists():
         shutil.rmtree(partial)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
+    with writing(final, "the checkpoints before it are kept"):  # torch's and safetensors' own write errors
+        accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic_write_json(partial / STATE_FILE, asdict(state))
@@ -176,9 +187,10 @@ def save_projector(projector: Projector, adapter: nn.Module | None, out: Path, p
             shutil.rmtree(path)
     saved = Projector(replace(projector.config, training=provenance))
     saved.load_state_dict(projector.state_dict())
-    saved.save_pretrained(fresh)
-    if adapter is not None:
-        adapter.save_pretrained(fresh / ADAPTER_DIR)  # type: ignore[operator]
+    with writing(target, "the previous best projector is kept"):
+        saved.save_pretrained(fresh)
+        if adapter is not None:
+            adapter.save_pretrained(fresh / ADAPTER_DIR)  # type: ignore[operator]
     if target.exists():
         target.rename(stale)
     fresh.rename(target)

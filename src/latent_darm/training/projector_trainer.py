@@ -180,7 +180,8 @@ class ProjectorTrainer:
         self.train = encode_examples(executor, train, templates, placement, length)
         self.held_out = encode_examples(executor, held_out, templates, placement, length)
         check_cache(cache, self.train + self.held_out, projector)
-        check_run(out, run_identity(projector, cache, self.train, self.held_out, config), accelerator)
+        identity = run_identity(projector, cache, self.train, self.held_out, config, executor.name_or_path)
+        check_run(out, identity, accelerator)
 
         torch.manual_seed(config.seed)  # LoRA's initial weights
         freeze(executor.model)
