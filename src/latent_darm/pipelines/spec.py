@@ -24,6 +24,7 @@ stored spec as it was. ``device`` is read but never written (:data:`RUNTIME`): a
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -210,8 +211,8 @@ class AutoregressiveRole:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.repetition_penalty <= 0:
-            raise ConfigError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not math.isfinite(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **_written(self)}
@@ -250,8 +251,8 @@ class ProjectorSpec:
     def __post_init__(self) -> None:
         if not self.path:
             raise ConfigError("the latent pipeline needs a 'projector'")
-        if self.latent_noise < 0:
-            raise ConfigError(f"latent_noise must be >= 0, got {self.latent_noise}")
+        if not math.isfinite(self.latent_noise) or self.latent_noise < 0:
+            raise ConfigError(f"latent_noise must be a finite number >= 0, got {self.latent_noise}")
 
 
 PROJECTOR_KEYS = {"path": "projector", "force": "force_projector"}  # ProjectorSpec field → key in the pipeline
