@@ -788,6 +788,139 @@ def _(env: Env):
     args = _demo(env)
     args[args.index(env.tmp / "demo")] = env.write("plain-file", "x") / "demo"
     return args, r"--out .*plain-file/demo: a parent of it is a file"
+# ---- h21-cli rows ----------------------------------------------------------------------------------------------
+
+SANDBOX_ESCAPE = "{{ ''.__class__.__mro__[1].__subclasses__() }}"  # stopped by jinja's sandbox, never executed
+CHAT_TEMPLATES = {
+    "sandbox-escape": (SANDBOX_ESCAPE, r"chat_template\.jinja: the chat template was stopped by jinja's sandbox"),
+    "syntax-error": ("{% for m in messages %}{{ m.content }", r"chat_template\.jinja: the chat template has a syntax"),
+    "raises": ("{{ raise_exception('no chat here') }}", r"chat_template\.jinja: .*raised TemplateError .*no chat here"),
+}
+
+
+def _with_template(directory: Path, template: str) -> Path:
+    (directory / "chat_template.jinja").write_text(template)
+    return directory
+
+
+for _kind, (_template, _culprit) in CHAT_TEMPLATES.items():
+    ROWS[f"planner-chat-template-{_kind}"] = lambda env, t=_template, m=_culprit: (
+        plan(_with_template(env.planner(), t), "--chat"),
+        m,
+    )
+    ROWS[f"executor-chat-template-{_kind}"] = lambda env, t=_template, m=_culprit: (
+        solve(_with_template(env.executor(), t)),
+        m,
+    )
+
+
+def _before_loading(build: Callable[[Env], list[Any]], culprit: str) -> Row:
+    def row_(env: Env) -> tuple[list[Any], str]:
+        env.forbid_loading()
+        return build(env), culprit
+
+    return row_
+
+
+SEED = r"--seed must be an integer from 0 to 4294967295, got "
+for _value in ("-1", HUGE[:30]):
+    _name = "negative" if _value == "-1" else "huge"
+    ROWS[f"plan-seed-{_name}"] = _before_loading(lambda env, v=_value: plan(env.llada_dir, "--seed", v), SEED + _value)
+    ROWS[f"eval-seed-{_name}"] = _before_loading(lambda env, v=_value: evaluate(env, "--seed", v), SEED + _value)
+    ROWS[f"demo-seed-{_name}"] = _before_loading(lambda env, v=_value: ["demo", "--quick", "--seed", v], SEED + _value)
+    ROWS[f"latent-tokens-seed-{_name}"] = _before_loading(
+        lambda env, v=_value: ["latent-tokens", "--quick", "--seed", v], SEED + _value
+    )
+    ROWS[f"train-projector-seed-{_name}"] = _before_loading(
+        lambda env, v=_value: _train(env, "--seed", v), SEED + _value
+    )
+
+PLAN_SETTINGS = {
+    "temperature-nan": (("--temperature", "nan"), r"temperature must be a finite number, got nan"),
+    "temperature-inf": (("--temperature", "inf"), r"temperature must be a finite number, got inf"),
+    "cfg-scale-nan": (("--cfg-scale", "nan"), r"cfg_scale must be a finite number, got nan"),
+    "steps-above-gen-length": (("--steps", "16"), r"steps 16 exceeds gen_length 8"),
+}
+for _name, (_extra, _culprit) in PLAN_SETTINGS.items():
+    ROWS[f"plan-{_name}"] = _before_loading(lambda env, e=_extra: plan(env.llada_dir, *e), _culprit)
+
+ROWS["eval-steps-above-gen-length"] = _before_loading(
+    lambda env: ["eval", "--pipeline", "ddlm", "--executor", env.llada_dir, "--benchmark", "gsm8k", "--data-dir",
+                 env.data_dir(), "--out", env.tmp / "run", "--gen-length", "8", "--steps", "16", "--block-length", "8"],
+    r"steps 16 exceeds gen_length 8",
+)  # fmt: skip
+ROWS["eval-repetition-penalty-nan"] = _before_loading(
+    lambda env: evaluate(env, "--repetition-penalty", "nan"), r"--repetition-penalty must be a finite number > 0"
+)
+ROWS["eval-prompts-unknown-placeholder"] = _before_loading(
+    lambda env: evaluate(env, "--prompts", env.write("p.json", '{"direct": "{question} in {language}"}')),
+    r"prompt file .*p\.json: template 'direct': unknown placeholder \{language\}",
+)
+ROWS["eval-prompts-without-question"] = _before_loading(
+    lambda env: evaluate(env, "--prompts", env.write("p.json", '{"direct": "Answer: {answer_format}"}')),
+    r"prompt file .*p\.json: template 'direct' has no \{question\} placeholder",
+)
+ROWS["eval-benchmark-outside-the-data-directory"] = _before_loading(
+    lambda env: evaluate(env, "--benchmark", "../../etc"), r"unknown benchmark '\.\./\.\./etc'"
+)
+for _command, _build in {
+    "eval": lambda env: [arg if arg != env.tmp / "run" else "" for arg in evaluate(env)],
+    "report": lambda env: ["report", env.tmp, "--out", ""],
+    "diagnose": lambda env: ["diagnose", env.tmp, "--out", ""],
+}.items():
+    ROWS[f"{_command}-out-empty"] = _before_loading(_build, r"--out is empty")
+
+
+@row("planner-mask-token-id-equals-eos")
+def _(env: Env):
+    eos = json.loads((env.llada_dir / "config.json").read_text())["eos_token_id"]
+    return plan(env.llada_dir, "--mask-token-id", eos), rf"mask token id {eos} equals the EOS token id"
+
+
+@row("executor-config-heads-do-not-divide-width")
+def _(env: Env):
+    width = json.loads((env.executor_dir / "config.json").read_text())["hidden_size"]
+    executor = env.executor(num_attention_heads=5, num_key_value_heads=5, head_dim=None)
+    return solve(executor), rf"config\.json: hidden_size {width} is not divisible by num_attention_heads 5"
+
+
+def _with_generation_config(directory: Path, content: str) -> Path:
+    (directory / "generation_config.json").write_text(content)
+    return directory
+
+
+for _name, _content, _culprit in (
+    ("malformed", '{"eos_token_id": [1, 2', r"generation_config\.json: malformed JSON"),
+    ("eos-string", '{"eos_token_id": "x"}', r"generation_config\.json: field 'eos_token_id' must be a token id"),
+    ("not-an-object", "[1, 2]", r"generation_config\.json: expected a JSON object, got list"),
+):
+    ROWS[f"executor-generation-config-{_name}"] = lambda env, c=_content, m=_culprit: (
+        solve(_with_generation_config(env.executor(), c)),
+        m,
+    )
+
+
+def _report_of(env: Env, edit: Callable[[list[dict[str, Any]]], Any]) -> list[Any]:
+    """``darm report`` on a finished two-item run whose results.jsonl was then edited."""
+    code, _, err = env.darm(*evaluate(env, "--limit", "2"))
+    assert code == 0, err
+    results = env.tmp / "run" / "results.jsonl"
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    edit(records)
+    results.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return ["report", env.tmp / "run", "--out", env.tmp / "report"]
+
+
+@row("report-correct-is-a-string")
+def _(env: Env):
+    args = _report_of(env, lambda records: records[0].update(correct="yes"))
+    return args, r"results\.jsonl: item '.*': field 'correct' must be true or false, got 'yes'"
+
+
+@row("report-record-outside-the-selection")
+def _(env: Env):
+    args = _report_of(env, lambda records: records[1].update(id="not-in-the-selection"))
+    return args, r"run: the results are not the run's selection"
 
 
 # ---- the test ---------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from matplotlib.image import imread
 
 from latent_darm.errors import DataError
 from latent_darm.evaluation.report import config_label, wilson_interval, write_report
-from latent_darm.evaluation.runner import CONFIG_FILE, evaluate
+from latent_darm.evaluation.runner import CONFIG_FILE, RESULTS_FILE, evaluate, examples_fingerprint
 from tests.evaluation.test_runner import FakePipeline, make_examples, right_unless_multiple_of_three
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -136,3 +136,78 @@ def test_directories_that_are_not_results_are_one_line_errors(tmp_path):
     (tmp_path / CONFIG_FILE).write_text("{}")
     with pytest.raises(DataError, match="no finished items yet"):
         write_report([tmp_path], tmp_path / "out")
+
+
+def fingerprinted_run(path: Path, n: int = 4) -> Path:
+    """A finished run whose config.json fingerprints its selection, as ``darm eval`` writes it."""
+    config = {"benchmark": "fake", "label": "run", "examples": examples_fingerprint(make_examples(n))}
+    evaluate(FakePipeline(setting="run"), make_examples(n), path, batch_size=4, config=config, progress=False)
+    return path
+
+
+def edit_results(run: Path, edit) -> None:
+    records = [json.loads(line) for line in (run / RESULTS_FILE).read_text().splitlines()]
+    edit(records)
+    (run / RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("correct", "yes", r"field 'correct' must be true or false, got 'yes'"),
+        ("correct", 1, r"field 'correct' must be true or false, got 1"),
+        ("truncated", "no", r"field 'truncated' must be true or false, got 'no'"),
+        ("seconds", "fast", r"field 'seconds' must be a number >= 0, got 'fast'"),
+        ("executor_tokens", -3, r"field 'executor_tokens' must be a number >= 0, got -3"),
+        ("total_tokens", True, r"field 'total_tokens' must be a number >= 0, got True"),
+    ],
+)
+def test_a_result_field_of_the_wrong_type_is_refused_not_counted(tmp_path, field, value, message):
+    """Before: ``"correct": "yes"`` counted as a correct answer (bool of a non-empty string)."""
+    run = fingerprinted_run(tmp_path / "run")
+    write_report([run], tmp_path / "good")  # the untouched run reports
+
+    def damage(records):
+        records[1][field] = value
+
+    edit_results(run, damage)
+    with pytest.raises(DataError, match=rf"results\.jsonl: item 'q1': .*{message}"):
+        write_report([run], tmp_path / "out")
+
+
+def test_results_outside_the_runs_selection_are_refused(tmp_path):
+    run = fingerprinted_run(tmp_path / "run")
+    extra = tmp_path / "extra"
+    edit_results(run, lambda records: records.append({**records[0], "id": "not-selected"}))
+    with pytest.raises(DataError, match=r"5 results but the run selected 4 items"):
+        write_report([run], extra)
+    edit_results(run, lambda records: records.pop())  # four again, all ids as selected
+    write_report([run], extra)
+    edit_results(run, lambda records: records[2].update(id="not-selected"))
+    with pytest.raises(DataError, match=r"the results are not the run's selection"):
+        write_report([run], extra)
+
+
+@pytest.mark.parametrize(
+    "name", ["../../escaped", "/tmp/absolute", "..", ".", "a/../../b", "..\\..\\windows", "~/home", ""]
+)
+def test_benchmark_names_and_labels_never_place_files_outside_the_output_directory(tmp_path, name):
+    """Both come from a results directory's config.json (user input): whatever they say, every file the report
+    writes lands directly in --out."""
+    run = results_dir(tmp_path / "work" / "run", label=name or "x", benchmark=name, n=4)
+    out = tmp_path / "work" / "out"
+    before = {p for p in tmp_path.rglob("*")}
+    written = write_report([run], out)
+    created = {p for p in tmp_path.rglob("*")} - before
+    assert created and all(p.parent == out for p in created - {out}), sorted(created)
+    assert set(written) == created - {out}
+    assert not any(part in (".", "..") for path in written for part in path.relative_to(out).parts)
+
+
+def test_benchmarks_whose_names_slug_alike_keep_their_own_files(tmp_path):
+    a = results_dir(tmp_path / "a", label="a", benchmark="x/y", n=4)
+    b = results_dir(tmp_path / "b", label="b", benchmark="x_y", n=4, everything_right=True)
+    written = write_report([a, b], tmp_path / "out")
+    csvs = sorted(p.name for p in written if p.name.endswith(".csv") and "levels" not in p.name)
+    assert csvs == ["x_y-2.csv", "x_y.csv"]
+    assert {row["label"] for name in csvs for row in read_csv(tmp_path / "out" / name)} == {"a", "b"}

@@ -45,3 +45,33 @@ def test_overrides_from_json_and_yaml(tmp_path):
         load_templates(path)
     with pytest.raises(ConfigError, match="prompt file .*missing.json"):
         load_templates(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"planner": "Hints for {question} in {language}"}, r"template 'planner': unknown placeholder \{language\}"),
+        ({"direct": "{question} in \\boxed{}"}, r"template 'direct': unknown placeholder \{\} .*write \{\{ and \}\}"),
+        ({"executor_latent": "{question} {"}, r"template 'executor_latent': Single '\{' encountered"),
+        ({"direct": "{question.upper}"}, r"unknown placeholder \{question\.upper\}"),
+        ({"direct": "{question:{width}}"}, r"template 'direct' cannot be formatted \(KeyError: 'width'\)"),
+        ({"planner": "Write hints."}, r"template 'planner' has no \{question\} placeholder"),
+        ({"chain_of_thought": "{answer_format}"}, r"template 'chain_of_thought' has no \{question\} placeholder"),
+        ({"executor_text": "{question}\n{answer_format}"}, r"template 'executor_text' has no \{plan\} placeholder"),
+    ],
+)
+def test_a_template_that_cannot_be_formatted_is_refused_at_load(tmp_path, overrides, message):
+    """Before: an unknown placeholder was a KeyError traceback mid-run; a template without {question} sent every
+    item the same prompt without a word."""
+    path = tmp_path / "prompts.json"
+    path.write_text(json.dumps(overrides))
+    with pytest.raises(ConfigError, match=rf"prompt file .*prompts\.json: .*{message}") as info:
+        load_templates(path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=message):  # the Python API checks the same on construction
+        PromptTemplates(**overrides)
+
+
+def test_format_specs_and_literal_braces_stay_allowed():
+    t = PromptTemplates(direct="{question!r} {{braces}} {answer_format}")
+    assert t.direct_prompt("Q?", "math") == "'Q?' {braces} " + t.answer_format("math")

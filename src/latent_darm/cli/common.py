@@ -72,6 +72,30 @@ def check_positive(option: str, value: int | None) -> None:
         raise ConfigError(f"--{option} must be >= 1, got {value}")
 
 
+# The widest seed every consumer takes: numpy / datasets shuffles need 0 <= seed < 2**32 (torch takes more).
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value: int | None, option: str = "--seed") -> int | None:
+    """A ``--seed`` every command can use as given: a negative or huge one would fail deep in torch, numpy or
+    datasets with a traceback ("Overflow when unpacking long long", "expected non-negative integer")."""
+    if value is not None and not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{option} must be an integer from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
+def seed_callback(value: int | None) -> int | None:
+    """``callback=`` of every command's ``--seed`` option: checked while the line is parsed, before any work."""
+    return check_seed(value)
+
+
+def output_path(value: str) -> Path:
+    """``--out`` as typed: an empty string would become ``.`` and scatter files into the current directory."""
+    if not str(value).strip():
+        raise ConfigError("--out is empty; give a directory (use . for the current one)")
+    return Path(value)
+
+
 def check_output_dir(path: Path, option: str = "--out") -> None:
     """Refuse an output directory that cannot be written (a file, a read-only directory, an unwritable parent)
     before any model is loaded: creates it and writes and deletes a probe file."""

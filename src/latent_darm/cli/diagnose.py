@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from latent_darm.cli.app import app
-from latent_darm.cli.common import check_output_dir, console
+from latent_darm.cli.common import check_output_dir, console, output_path
 from latent_darm.cli.eval import runtime_device
 from latent_darm.errors import ConfigError
 from latent_darm.evaluation.diagnose import diagnose, plot_attribution
@@ -22,7 +22,9 @@ def diagnose_command(
     diffusion_gen_length: int = typer.Option(None, help="Setup Y's answer canvas (default: the answer budget)."),
     batch_size: int = typer.Option(8, help="Questions per pipeline call."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    out: Path = typer.Option(None, help="Where to write diagnosis.png (default: the directory, or . for several)."),
+    out: Path = typer.Option(
+        None, parser=output_path, help="Where to write diagnosis.png (default: the directory, or . for several)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
     """Setup X (planner swap) and Y (executor swap) on each failure; writes diagnosis.jsonl/.json and a chart."""

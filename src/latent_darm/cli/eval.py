@@ -9,6 +9,7 @@ building: it is not part of the configuration, so a run can resume on another GP
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,15 @@ import typer
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, PipelineKind, complete_benchmark, complete_device
-from latent_darm.cli.common import check_output_dir, check_positive, console, resolve_device, resolve_dtype
+from latent_darm.cli.common import (
+    check_output_dir,
+    check_positive,
+    console,
+    output_path,
+    resolve_device,
+    resolve_dtype,
+    seed_callback,
+)
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import DATA_ENV, PAPER_PROTOCOL, benchmark_names, load_benchmark
 from latent_darm.evaluation.runner import (
@@ -100,8 +109,8 @@ def latent_planner_role(model: str, projector: str, explicit: dict[str, Any]) ->
 def autoregressive_role(model: str, max_new_tokens: int, repetition_penalty: float) -> AutoregressiveRole:
     if max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
-    if repetition_penalty <= 0:
-        raise ConfigError(f"--repetition-penalty must be > 0, got {repetition_penalty}")
+    if not math.isfinite(repetition_penalty) or repetition_penalty <= 0:
+        raise ConfigError(f"--repetition-penalty must be a finite number > 0, got {repetition_penalty}")
     return AutoregressiveRole(model, max_new_tokens, repetition_penalty)
 
 
@@ -130,8 +139,8 @@ def _check_options(pipeline: str, options: dict[str, Any]) -> None:
         "planner": pipeline == "arm",
     }
     _unused(pipeline, **{name: options[name] for name, refused in unused.items() if refused})
-    if options["latent_noise"] < 0:
-        raise ConfigError(f"--latent-noise must be >= 0, got {options['latent_noise']}")
+    if not math.isfinite(options["latent_noise"]) or options["latent_noise"] < 0:
+        raise ConfigError(f"--latent-noise must be a finite number >= 0, got {options['latent_noise']}")
     if pipeline == "ddlm" and options["planner"] and options["executor"]:
         raise ConfigError("--pipeline ddlm runs one model: give --executor (or --planner), not both")
 
@@ -290,9 +299,11 @@ def eval_command(
         None, envvar=DATA_ENV, help="Folder of <benchmark>/test.jsonl files (else the Hugging Face hub)."
     ),
     limit: int = typer.Option(None, help="Evaluate the first N examples (after the --seed shuffle)."),
-    seed: int = typer.Option(None, help="Shuffle the examples with this seed before --limit."),
+    seed: int = typer.Option(None, callback=seed_callback, help="Shuffle the examples with this seed before --limit."),
     paper_protocol: bool = typer.Option(False, help="The paper's subset: shuffle with seed 42, first 200."),
-    out: Path = typer.Option(..., help="Results directory (created; rerun the same command to resume)."),
+    out: Path = typer.Option(
+        ..., parser=output_path, help="Results directory (created; rerun the same command to resume)."
+    ),
     batch_size: int = typer.Option(8, help="Questions per pipeline call."),
     gen_length: int = typer.Option(None, help="Plan length (default: latent, the projector's; text / ddlm 256)."),
     steps: int = typer.Option(

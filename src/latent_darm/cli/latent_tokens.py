@@ -10,7 +10,7 @@ import typer
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Dtype, complete_device
-from latent_darm.cli.common import console, parse_dtype, resolve_device, resolve_dtype
+from latent_darm.cli.common import console, parse_dtype, resolve_device, resolve_dtype, seed_callback
 from latent_darm.errors import ConfigError
 
 
@@ -90,7 +90,7 @@ def latent_tokens_command(
     difficulty: int | None = typer.Option(
         None, help="Sudoku: number of givens (fewer = harder); Countdown: largest number."
     ),
-    seed: int = typer.Option(0, help="Seed of the puzzles, the models and decoding."),
+    seed: int = typer.Option(0, callback=seed_callback, help="Seed of the puzzles, the models and decoding."),
     out: Path | None = typer.Option(None, help="Output directory (default ./darm-latent-tokens-<task>-seed<SEED>)."),
     device: str = typer.Option("auto", help=DEVICE_HELP, autocompletion=complete_device),
     dtype: Dtype = typer.Option(

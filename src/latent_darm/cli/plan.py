@@ -9,7 +9,7 @@ import typer
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, Remasking, complete_device
-from latent_darm.cli.common import console, parse_dtype, resolve_device, resolve_dtype
+from latent_darm.cli.common import console, parse_dtype, resolve_device, resolve_dtype, seed_callback
 from latent_darm.errors import DataError
 from latent_darm.io import read_jsonl
 from latent_darm.progress import progress_bar
@@ -67,7 +67,7 @@ def plan(
         "N above gen-length - block-length is refused; not with --cache).",
     ),
     latent_choice: str = typer.Option("nearest", help="Which N: nearest (after the block) | random (each step)."),
-    seed: int = typer.Option(0, help="Random seed (temperature > 0 or random remasking)."),
+    seed: int = typer.Option(0, callback=seed_callback, help="Random seed (temperature > 0 or random remasking)."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
     mask_token_id: int = typer.Option(None, help="Override the config's mask token id."),
     dtype: Dtype = typer.Option(Dtype.auto, case_sensitive=False, help="auto: float32 on CPU, bfloat16 on a GPU."),

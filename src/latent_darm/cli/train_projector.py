@@ -28,6 +28,7 @@ from latent_darm.cli.common import (
     parse_dtype,
     resolve_device,
     resolve_dtype,
+    seed_callback,
 )
 from latent_darm.errors import CheckpointError, ConfigError, DataError
 from latent_darm.evaluation.benchmarks import (
@@ -205,7 +206,9 @@ def train_projector_command(
     max_steps: int = typer.Option(None, help="Stop after this many optimizer steps."),
     eval_every: int = typer.Option(500, help="Validate (held-out loss and accuracy) every N steps."),
     save_every: int = typer.Option(500, help="Checkpoint every N steps."),
-    seed: int = typer.Option(0, help="Seed for the held-out split, the initial weights and the data order."),
+    seed: int = typer.Option(
+        0, callback=seed_callback, help="Seed for the held-out split, the initial weights and the data order."
+    ),
     latent_noise: float = typer.Option(0.0, help="Noised-latents control: Gaussian noise relative to latent RMS."),
     lora: bool = typer.Option(False, "--lora/--no-lora", help="Also train LoRA (r 8, α 32) on the executor."),
     lora_lr: float = typer.Option(5e-4, help="LoRA learning rate."),

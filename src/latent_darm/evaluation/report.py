@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from latent_darm.errors import DataError
-from latent_darm.evaluation.runner import EvalSummary, load_results, read_config, summarize
+from latent_darm.evaluation.benchmarks import Example
+from latent_darm.evaluation.runner import (
+    RESULTS_FILE,
+    EvalSummary,
+    examples_fingerprint,
+    load_results,
+    read_config,
+    summarize,
+)
 from latent_darm.figures import agg_figure, colormap
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -68,7 +76,59 @@ def load_run(directory: str | Path) -> Run:
     records = list(load_results(directory).values())
     if not records:
         raise DataError(f"{directory}: no finished items yet")
+    check_records(directory, config, records)
     return Run(directory, config, records, config_label(config))
+
+
+# Result fields the tables count: each, when present, must be a finite number >= 0 (``"seconds": "fast"`` is damage).
+COUNTED_FIELDS = (
+    "planner_tokens",
+    "executor_tokens",
+    "total_tokens",
+    "planner_forward_passes",
+    "executor_forward_passes",
+    "seconds",
+)
+FINGERPRINTED = ("question", "gold", "answer_type")  # with ``id``: what ``examples_fingerprint`` hashes
+
+
+def _check_record(where: str, record: dict[str, Any]) -> None:
+    """The fields a report counts have the types the runner writes (``"correct": "yes"`` would count as correct)."""
+    for name, required in (("correct", True), ("truncated", False)):
+        value = record.get(name)
+        if (required or value is not None) and not isinstance(value, bool):
+            raise DataError(f"{where}: field '{name}' must be true or false, got {value!r}")
+    for name in COUNTED_FIELDS:
+        value = record.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise DataError(f"{where}: field '{name}' must be a number >= 0, got {value!r}")
+
+
+def check_records(directory: Path, config: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
+    """Every record well typed, and the records the run's selection (``config.json``'s ``examples``: count and
+    hash): more records than the run selected, or a complete set whose ids, questions or golds hash differently,
+    means the results file was edited or mixed with another run's. (A partial run can only be checked by count.)"""
+    for record in records:
+        _check_record(f"{directory / RESULTS_FILE}: item {record['id']!r}", record)
+    examples = config.get("examples")
+    if not isinstance(examples, dict) or not isinstance(examples.get("n"), int):
+        return
+    selected = examples["n"]
+    if len(records) > selected:
+        raise DataError(
+            f"{directory}: {len(records)} results but the run selected {selected} items; the results file holds "
+            "items of another selection"
+        )
+    fingerprinted = all(isinstance(r.get(k), str) for r in records for k in FINGERPRINTED)
+    if len(records) == selected and fingerprinted and "sha256" in examples:
+        rebuilt = [Example(r["id"], r["question"], r["gold"], r["answer_type"]) for r in records]
+        if examples_fingerprint(rebuilt)["sha256"] != examples["sha256"]:
+            raise DataError(
+                f"{directory}: the results are not the run's selection (an id, question or gold differs from those "
+                "config.json fingerprinted)"
+            )
 
 
 def _model_name(ref: Any) -> str:
@@ -214,7 +274,22 @@ def write_csv(path: Path, rows: Sequence[Row]) -> None:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "benchmark"
+    """A benchmark name as one plain file-name stem: no path separator, no leading dot (so never ``.`` or ``..``);
+    the name comes from a results directory's ``config.json``, which is user input."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "benchmark"
+
+
+def file_stems(benchmarks: Sequence[str]) -> dict[str, str]:
+    """{benchmark: file stem}, distinct even when two names slug alike (``a/b`` and ``a_b``), so no benchmark's
+    files overwrite another's."""
+    stems: dict[str, str] = {}
+    for benchmark in benchmarks:
+        stem, n = slug(benchmark), 1
+        while stem in stems.values():
+            n += 1
+            stem = f"{slug(benchmark)}-{n}"
+        stems[benchmark] = stem
+    return stems
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -282,10 +357,12 @@ def write_report(directories: Sequence[str | Path], out_dir: str | Path) -> list
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     sections = ["# Evaluation report", ""]
-    for benchmark in sorted({run.benchmark for run in runs}):
+    benchmarks = sorted({run.benchmark for run in runs})
+    stems = file_stems(benchmarks)
+    for benchmark in benchmarks:
         members = [run for run in runs if run.benchmark == benchmark]
         rows = [make_row(run.label, run.records, run.expected) for run in members]
-        name = slug(benchmark)
+        name = stems[benchmark]
         csv_path, png_path = out_dir / f"{name}.csv", out_dir / f"{name}_accuracy_vs_tokens.png"
         write_csv(csv_path, rows)
         plot_accuracy_vs_tokens(rows, png_path, benchmark)

@@ -126,6 +126,21 @@ HF_NUMBER_FIELDS = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "rop
 HF_TOKEN_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
+def check_heads(section: Mapping[str, Any], source: str) -> None:
+    """Attention heads must split the width (when no ``head_dim`` says otherwise) and share the key/value heads
+    evenly; transformers would otherwise stop with a multi-line validation error from the hub library."""
+    width, heads = section.get("hidden_size"), section.get("num_attention_heads")
+    kv_heads = section.get("num_key_value_heads")
+    if isinstance(width, int) and isinstance(heads, int) and section.get("head_dim") is None and width % heads:
+        raise CheckpointError(
+            f"{source}: hidden_size {width} is not divisible by num_attention_heads {heads} (and no head_dim is set)"
+        )
+    if isinstance(heads, int) and isinstance(kv_heads, int) and heads % kv_heads:
+        raise CheckpointError(
+            f"{source}: num_attention_heads {heads} is not divisible by num_key_value_heads {kv_heads}"
+        )
+
+
 def check_hf_config(raw: Mapping[str, Any], source: str) -> None:
     """The numeric fields a causal-LM config commonly has (top level and ``text_config``), then its size."""
     sections = [raw, *(raw[k] for k in ("text_config",) if isinstance(raw.get(k), Mapping))]
@@ -138,6 +153,7 @@ def check_hf_config(raw: Mapping[str, Any], source: str) -> None:
             check_positive_number(section, name, source)
         for name in HF_TOKEN_FIELDS:
             check_token_ids(section, name, source, minimum=None)  # some configs use -1 for "none"
+        check_heads(section, source)
         d = section.get("hidden_size") or section.get("n_embd")
         layers = section.get("num_hidden_layers") or section.get("n_layer")
         vocab = section.get("vocab_size") or 0
@@ -146,3 +162,15 @@ def check_hf_config(raw: Mapping[str, Any], source: str) -> None:
             parameters = layers * (4 * d * d + 3 * d * mlp) + 2 * vocab * d
             sizes = {k: section[k] for k in ("num_hidden_layers", "n_layer", "hidden_size", "n_embd") if k in section}
             check_model_size(parameters, source, sizes)
+
+
+GENERATION_TOKEN_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def check_generation_config(raw: Any, source: str) -> None:
+    """A ``generation_config.json``: a JSON object whose token ids are ids. Refused, not ignored (transformers
+    drops a malformed one without a word), because its EOS ids decide where the executor's answers stop."""
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"{source}: expected a JSON object, got {type(raw).__name__}")
+    for name in GENERATION_TOKEN_FIELDS:
+        check_token_ids(raw, name, source, minimum=None)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.io import read_json_file
-from latent_darm.models.config_checks import check_hf_config
+from latent_darm.models.chat import render_chat
+from latent_darm.models.config_checks import check_generation_config, check_hf_config
 from latent_darm.models.gguf import find_gguf, is_gguf_model, load_gguf, plain_copy
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.planner import load_tokenizer
@@ -44,6 +46,7 @@ from latent_darm.models.splice import PLACEMENTS, PLAN_MARKER, left_pad, splice
 
 EOT_TOKENS = ("<|eot_id|>", "<|im_end|>")
 PINNED_DATE = "26 Jul 2024"
+GENERATION_CONFIG = "generation_config.json"
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
@@ -100,6 +103,26 @@ def _first(keys: Any) -> tuple[str, int]:
     return (names[0] if names else "", len(names))
 
 
+def _validation_errors() -> tuple[type[Exception], ...]:
+    """huggingface_hub's strict-dataclass errors (transformers 5 validates configs with them); none before."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:
+        return ()
+    return (StrictDataclassError,)
+
+
+VALIDATION_ERRORS = _validation_errors()
+
+
+def _reason(exc: Exception) -> str:
+    """One line of an exception: a validation error's last line holds the cause, other errors' first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[-1] if isinstance(exc, VALIDATION_ERRORS) else lines[0]
+
+
 def load_causal_lm(directory: Path, dtype: torch.dtype) -> PreTrainedModel:
     """``AutoModelForCausalLM`` from safetensors only, strictly: the config and every weight file are checked
     first, and a checkpoint whose tensors do not match the config (missing, unexpected or misshapen) is refused
@@ -109,6 +132,9 @@ def load_causal_lm(directory: Path, dtype: torch.dtype) -> PreTrainedModel:
     if not isinstance(raw, dict):
         raise CheckpointError(f"{config_path}: expected a JSON object")
     check_hf_config(raw, str(config_path))
+    generation_path = directory / GENERATION_CONFIG
+    if generation_path.is_file():
+        check_generation_config(read_json_file(generation_path, CheckpointError), str(generation_path))
     checked_weight_files(directory)
     verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
@@ -122,9 +148,8 @@ def load_causal_lm(directory: Path, dtype: torch.dtype) -> PreTrainedModel:
             output_loading_info=True,
             ignore_mismatched_sizes=True,
         )
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"executor {directory}: cannot load a causal LM ({reason})") from None
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, *VALIDATION_ERRORS) as exc:
+        raise CheckpointError(f"executor {directory}: cannot load a causal LM ({_reason(exc)})") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
         if bars:
@@ -244,8 +269,8 @@ class CausalExecutor:
         system turn is sent only when ``system`` is not None and the template accepts one."""
         if self.tokenizer.chat_template is None:
             return None
-        return self.tokenizer.apply_chat_template(
-            self._messages(user_text, system), add_generation_prompt=True, tokenize=False, date_string=PINNED_DATE
+        return render_chat(
+            self.tokenizer, self._messages(user_text, system), add_generation_prompt=True, date_string=PINNED_DATE
         )
 
     def reply_ids(self, user_text: str, reply: str, system: str | None = "") -> list[int]:
@@ -257,7 +282,7 @@ class CausalExecutor:
             eos = self.tokenizer.eos_token_id
             return self._tokenize(reply) + ([] if eos is None else [eos])
         messages = [*self._messages(user_text, system), {"role": "assistant", "content": reply}]
-        full = self.tokenizer.apply_chat_template(messages, tokenize=False, date_string=PINNED_DATE)
+        full = render_chat(self.tokenizer, messages, date_string=PINNED_DATE)
         if not full.startswith(prompt):
             raise ConfigError(
                 "the executor's chat template renders an assistant turn that does not extend its generation prompt; "
@@ -361,8 +386,8 @@ class CausalExecutor:
                 raise ConfigError(f"prompt {i} is empty")
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
-        if penalty <= 0:
-            raise ConfigError(f"repetition_penalty must be > 0, got {penalty}")
+        if not math.isfinite(penalty) or penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be a finite number > 0, got {penalty}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
 

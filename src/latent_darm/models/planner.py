@@ -15,6 +15,7 @@ import transformers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from latent_darm.errors import CheckpointError, ConfigError
+from latent_darm.models.chat import render_chat
 from latent_darm.models.family import (
     PlannerFamily,
     PlannerForward,
@@ -71,6 +72,13 @@ class DiffusionPlanner:
             )
         self.family = family_of_model(model) if family is None else family
         self.ids = self.family.special_ids(model, tokenizer, mask_token_id)
+        stops = {"EOS": self.ids.eos, "end-of-turn": self.ids.eot}
+        clash = next((name for name, token in stops.items() if token == self.ids.mask), None)
+        if clash is not None:
+            # The sampler would read every still-masked position as the end of the plan.
+            raise ConfigError(
+                f"mask token id {self.ids.mask} equals the {clash} token id; give another --mask-token-id"
+            )
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.ids.eos
         if pad == self.ids.mask:
             raise ConfigError(f"the tokenizer's pad token id {pad} equals the mask token id; set another pad token")
@@ -129,9 +137,7 @@ class DiffusionPlanner:
         if chat:
             if self.tokenizer.chat_template is None:
                 raise ConfigError(f"planner {self.name_or_path!r} has no chat template; use --no-chat")
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-            )
+            text = render_chat(self.tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
         else:
             text = prompt
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -8,6 +8,7 @@ arrives as soft tokens).
 
 from __future__ import annotations
 
+import string
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,43 @@ from latent_darm.errors import ConfigError
 from latent_darm.io import parse_json
 
 AnswerType = Literal["math", "integer", "mc"]
+
+# The placeholders each template is formatted with, and those it must hold (a template without ``{question}`` would
+# send every item the same prompt; a text executor template without ``{plan}`` would drop the plan).
+PLACEHOLDERS = {
+    "planner": ("question",),
+    "executor_text": ("question", "plan", "answer_format"),
+    "executor_latent": ("question", "answer_format"),
+    "direct": ("question", "answer_format"),
+    "chain_of_thought": ("question", "answer_format"),
+}
+REQUIRED = {"executor_text": ("question", "plan")}
+
+
+def check_template(name: str, template: str) -> None:
+    """Refuse a template that ``str.format`` would fail on (a KeyError for an unknown placeholder, a ValueError for
+    a lone brace) or that lacks a placeholder it needs, naming the template and the placeholder."""
+    allowed = PLACEHOLDERS[name]
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"template '{name}': {exc} (write {{{{ and }}}} for literal braces)") from None
+    used = {field for _, field, _, _ in parsed if field is not None}
+    for field in sorted(used):
+        if field not in allowed:
+            shown = "{" + field + "}"
+            raise ConfigError(
+                f"template '{name}': unknown placeholder {shown} (allowed: "
+                + ", ".join("{" + a + "}" for a in allowed)
+                + "; write {{ and }} for literal braces)"
+            )
+    for field in REQUIRED.get(name, ("question",)):
+        if field not in used:
+            raise ConfigError(f"template '{name}' has no {{{field}}} placeholder")
+    try:  # what parsing cannot see: a nested placeholder in a format spec, a spec that does not fit a string
+        template.format(**dict.fromkeys(allowed, ""))
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"template '{name}' cannot be formatted ({type(exc).__name__}: {exc})") from None
 
 
 @dataclass(frozen=True)
@@ -42,6 +80,10 @@ class PromptTemplates:
     # The autoregressive model's system turn. "" is the paper authors' choice: an empty system turn, which also
     # replaces a template's own default system prompt; None sends no system turn (the template's default applies).
     system_prompt: str | None = ""
+
+    def __post_init__(self) -> None:
+        for name in PLACEHOLDERS:
+            check_template(name, getattr(self, name))
 
     def answer_format(self, answer_type: AnswerType, chain_of_thought: bool = False) -> str:
         if answer_type == "mc":
@@ -101,4 +143,7 @@ def load_templates(path: str | Path | None) -> PromptTemplates:
             raise ConfigError(f"prompt file {path}: unknown template '{key}' (known: {', '.join(sorted(known))})")
         if not isinstance(value, str) and not (key == "system_prompt" and value is None):
             raise ConfigError(f"prompt file {path}: template '{key}' must be a string")
-    return replace(PromptTemplates(), **overrides)
+    try:
+        return replace(PromptTemplates(), **overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"prompt file {path}: {exc}") from None

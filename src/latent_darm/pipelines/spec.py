@@ -211,8 +211,8 @@ class AutoregressiveRole:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.repetition_penalty <= 0:
-            raise ConfigError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not math.isfinite(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **_written(self)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -74,6 +75,15 @@ class SamplerConfig:
                 f"steps {self.steps} is not divisible by the number of blocks {self.num_blocks} "
                 f"(gen_length {self.gen_length} / block_length {self.block_length})"
             )
+        if self.steps > self.gen_length:
+            # Each step reveals at least one token when there are as many steps as tokens; more would run passes
+            # that reveal nothing (and that the per-row count of passes would not report).
+            raise ConfigError(f"steps {self.steps} exceeds gen_length {self.gen_length} (at most one step per token)")
+        for name in ("temperature", "cfg_scale", "alg_temp"):
+            value = getattr(self, name)
+            # nan passes every comparison below and inf turns the sampling noise into nan: both are refused here.
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value}")
         if self.temperature < 0:
             raise ConfigError(f"temperature must be ≥ 0, got {self.temperature}")
         if self.remasking not in REMASKING_RULES:
@@ -105,6 +115,8 @@ class SamplerConfig:
             raise ConfigError(f"denoise_fraction must be in (0, 1], got {self.denoise_fraction}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.alg_temp is not None and self.alg_temp < 0:
+            raise ConfigError(f"alg_temp must be ≥ 0, got {self.alg_temp}")
         if self.top_k is not None and self.top_k < 1:
             raise ConfigError(f"top_k must be ≥ 1, got {self.top_k}")
         if self.latent_rows not in ("plan", "predictor"):
