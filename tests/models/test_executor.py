@@ -233,3 +233,154 @@ def test_system_turn_setting(executor):
     ids = executor.generate(["Hi"], max_new_tokens=4, system="Be brief.")[0].token_ids
     embeds = executor.embed(executor.chat_ids("Hi", system="Be brief."))
     assert executor.greedy([embeds], 4) == [ids]
+
+
+# ---- decoding that wastes nothing: finished rows leave, the cache is written in place -----------------------------
+
+
+def random_qwen2(tokenizer, seed: int = 0, std: float = 0.2):
+    """A tiny random Qwen2 (biased q/k/v projections, GQA, untied head): the architecture of Qwen2.5 and Dream."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    model = Qwen2ForCausalLM(config).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            scale = 1.0 + 0.1 * torch.randn(param.shape, generator=generator)
+            param.copy_(scale if name.endswith("norm.weight") else std * torch.randn(param.shape, generator=generator))
+    return model
+
+
+@torch.no_grad()
+def carried_greedy(executor: CausalExecutor, rows, max_new_tokens: int, penalty: float = 1.0) -> list[list[int]]:
+    """The executor's greedy loop before finished rows left the batch: every row in every pass, transformers' own
+    concatenating cache (the tokens the new loop must reproduce)."""
+    from latent_darm.models.splice import left_pad
+
+    embeds, mask, positions = left_pad(rows)
+    out = executor._forward(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
+    batch = len(rows)
+    penalised = torch.zeros((batch, out.logits.shape[-1]), dtype=torch.bool)
+    stops = torch.tensor(executor.stop_token_ids)
+    done = torch.zeros(batch, dtype=torch.bool)
+    steps = []
+    for step in range(max_new_tokens):
+        logits = out.logits[:, -1].float()
+        if penalty != 1.0:
+            logits = apply_repetition_penalty(logits, penalised, penalty)
+        token = logits.argmax(-1).masked_fill(done, executor.pad_token_id)
+        steps.append(token)
+        penalised[torch.arange(batch), token] = True
+        done |= torch.isin(token, stops)
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
+        positions = positions[:, -1:] + 1
+        out = executor._forward(input_ids=token[:, None], attention_mask=mask, position_ids=positions,
+                                **{executor._cache_kwarg: executor._cache_of(out)})  # fmt: skip
+    generated = torch.stack(steps, dim=1).tolist()
+    return [row[: count_generated_tokens(row, executor.stop_token_ids)] for row in generated]
+
+
+def stopping_executor(model, tokenizer, prompts, budget: int) -> CausalExecutor:
+    """An executor whose stop tokens make the rows of ``prompts`` finish at different steps: for each prompt but
+    the last, a token its free answer produces for the first time at a different position becomes a stop token (one
+    the last prompt's answer never produces, so that row runs to the budget)."""
+    executor = CausalExecutor(model, tokenizer)
+    free = executor.generate(prompts, max_new_tokens=budget, batch_size=len(prompts))
+    stops = set(executor.stop_token_ids)
+    last = set(free[-1].token_ids)
+    for i, generation in enumerate(free[:-1]):
+        ids = generation.token_ids
+        fresh = [t for k, t in enumerate(ids) if k > i and t not in ids[:k] and t not in stops | last]
+        if fresh:
+            stops.add(fresh[0])
+    executor.stop_token_ids = tuple(sorted(stops))
+    return executor
+
+
+def reference_generate(executor: CausalExecutor, embeds: torch.Tensor, budget: int, penalty: float) -> list[int]:
+    """transformers' ``generate`` from input embeddings, greedy, one row, cut after the first stop token."""
+    with torch.no_grad():
+        out = executor.model.generate(
+            inputs_embeds=embeds[None], attention_mask=torch.ones((1, embeds.shape[0]), dtype=torch.long),
+            max_new_tokens=budget, do_sample=False, repetition_penalty=penalty,
+            eos_token_id=list(executor.stop_token_ids), pad_token_id=executor.pad_token_id,
+        )[0].tolist()  # fmt: skip
+    return out[: count_generated_tokens(out, executor.stop_token_ids)]
+
+
+@pytest.mark.filterwarnings("ignore:Passing `repetition_penalty` with `inputs_embeds`:UserWarning")
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_rows_leave_the_batch_when_done_and_the_tokens_do_not_change(tokenizer, architecture, penalty):
+    model = (varied_llama(tokenizer, seed=3) if architecture == "llama" else random_qwen2(tokenizer, seed=3)).eval()
+    budget = 14
+    executor = stopping_executor(model, tokenizer, PROMPTS, budget)
+    sizes: list[int] = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: sizes.append((kwargs.get("input_ids", kwargs.get("inputs_embeds"))).shape[0]),
+        with_kwargs=True,
+    )
+    try:
+        batched = executor.generate(PROMPTS, max_new_tokens=budget, repetition_penalty=penalty, batch_size=5)
+    finally:
+        hook.remove()
+    lengths = sorted(len(g.token_ids) for g in batched)
+    assert len(set(lengths)) >= 3 and lengths[-1] == budget  # rows finish at different steps
+    # One pass per step of the longest row, each over the rows still decoding: the batch shrinks as rows finish.
+    assert len(sizes) == budget and sizes[0] == 5 and sizes == sorted(sizes, reverse=True) and sizes[-1] < 5
+    assert sizes == [sum(n > step for n in lengths) for step in range(budget)]
+
+    with torch.no_grad():
+        rows = [executor.embed(executor.chat_ids(p)) for p in PROMPTS]
+    order = sorted(range(len(rows)), key=lambda i: rows[i].shape[0])  # the batch generate() forms
+    before = carried_greedy(executor, [rows[i] for i in order], budget, penalty)
+    assert [batched[i].token_ids for i in order] == before  # today's loop, finished rows carried along
+    alone = [executor.generate([p], max_new_tokens=budget, repetition_penalty=penalty)[0] for p in PROMPTS]
+    assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
+    assert [g.token_ids for g in batched] == [reference_generate(executor, r, budget, penalty) for r in rows]
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_soft_token_rows_with_left_padding_equal_transformers_generate(tokenizer, architecture):
+    """The latent pipeline's inputs: soft tokens spliced into chat prompts of different lengths, batched (left
+    padding) with rows finishing early, equal transformers' ``generate`` on each spliced row alone."""
+    model = varied_llama(tokenizer, seed=5) if architecture == "llama" else random_qwen2(tokenizer, seed=5)
+    budget = 12
+    executor = stopping_executor(model, tokenizer, PROMPTS, budget)
+    generator = torch.Generator().manual_seed(0)
+    soft = [torch.randn(n, executor.hidden_size, generator=generator) for n in (3, 8, 1, 5, 2)]
+    batched = executor.generate_from_embeddings(soft, PROMPTS, max_new_tokens=budget, batch_size=5)
+    assert len({len(g.token_ids) for g in batched}) >= 2
+    with torch.no_grad():
+        spliced = [torch.cat([s, executor.embed(executor.chat_ids(p))]) for s, p in zip(soft, PROMPTS, strict=True)]
+    assert [g.token_ids for g in batched] == [reference_generate(executor, r, budget, 1.0) for r in spliced]
+
+
+def test_the_cache_is_written_in_place(executor):
+    """Between rows leaving, a step writes one position into the preallocated buffers; it copies nothing else."""
+    from latent_darm.models.executor import PreallocatedLayer
+
+    cache = executor._new_cache(40)
+    assert cache is not None and len(cache.layers) == executor.model.config.num_hidden_layers
+    layer = cache.layers[0]
+    assert isinstance(layer, PreallocatedLayer)
+    keys, values = torch.randn(3, 2, 5, 12), torch.randn(3, 2, 5, 12)
+    layer.update(keys, values)
+    buffer = layer._keys.data_ptr()
+    step_keys, step_values = torch.randn(3, 2, 1, 12), torch.randn(3, 2, 1, 12)
+    got_keys, got_values = layer.update(step_keys, step_values)
+    assert layer._keys.data_ptr() == buffer and got_keys.data_ptr() == buffer  # a view, not a new tensor
+    assert torch.equal(got_keys, torch.cat([keys, step_keys], dim=2))
+    assert torch.equal(got_values, torch.cat([values, step_values], dim=2))
+    layer.batch_select_indices(torch.tensor([0, 2]))
+    assert torch.equal(layer.keys, torch.cat([keys, step_keys], dim=2)[[0, 2]]) and layer.get_seq_length() == 6
+    with pytest.raises(RuntimeError, match="40 positions"):
+        layer.update(torch.randn(2, 2, 35, 12), torch.randn(2, 2, 35, 12))

@@ -84,3 +84,39 @@ def write_tiny_llama_gguf(path: Path, tokenizer: PreTrainedTokenizerFast, seed: 
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_gguf_of_architecture(path: Path, architecture: str) -> Path:
+    """A GGUF file with metadata only (no tensors) that names ``architecture``: enough for the architecture check."""
+    import gguf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_block_count(1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def install_fake_parts(root: Path, prefix: str, chunks: list[bytes], skip: tuple[int, ...] = ()) -> list[str]:
+    """Distributions ``<prefix>1`` … ``<prefix>N`` (version 0.1) under ``root``, each shipping one chunk as
+    ``data/partNN.bin`` the way the part packages of the package index do (dist-info with METADATA and RECORD);
+    part numbers in ``skip`` are left out. Put ``root`` on ``sys.path`` to make them visible to
+    ``importlib.metadata``. Returns the distribution names."""
+    names = []
+    for i, chunk in enumerate(chunks, start=1):
+        name = f"{prefix}{i}"
+        names.append(name)
+        if i in skip:
+            continue
+        package = name.replace("-", "_")
+        data = root / package / "data" / f"part{i:02d}.bin"
+        data.parent.mkdir(parents=True, exist_ok=True)
+        data.write_bytes(chunk)
+        info = root / f"{package}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        (info / "RECORD").write_text(f"{package}/data/part{i:02d}.bin,,\n{package}-0.1.dist-info/METADATA,,\n")
+    return names

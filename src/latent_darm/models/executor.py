@@ -20,6 +20,7 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -33,6 +34,7 @@ from typing import Any
 import torch
 import transformers
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.io import read_json_file
@@ -429,34 +431,119 @@ class CausalExecutor:
             inputs["logits_to_keep"] = 1
         return self.model(**inputs, use_cache=True)
 
+    def _new_cache(self, capacity: int) -> Any:
+        """A key/value cache whose full-attention layers are preallocated for ``capacity`` positions
+        (:class:`PreallocatedLayer`); None when this transformers' cache classes are not the layered ones this was
+        written for (the model then builds its own)."""
+        try:
+            cache = DynamicCache(config=self.model.config)
+        except (TypeError, ValueError, AttributeError):
+            return None
+        layers = getattr(cache, "layers", None)
+        if not isinstance(layers, list) or not hasattr(cache, "layer_class_to_replicate"):
+            return None
+        if layers:
+            cache.layers = [PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in layers]
+        else:
+            cache.layer_class_to_replicate = functools.partial(PreallocatedLayer, capacity)
+        return cache
+
     @torch.no_grad()
     def greedy(self, rows: Sequence[torch.Tensor], max_new_tokens: int, penalty: float = 1.0) -> list[list[int]]:
         """One batch: rows [T_i, d] of input embeddings → generated ids per row, cut after the first stop token.
-        Prompt pass once, then one cached pass per token. The repetition penalty covers the tokens generated so far
-        only, never the prompt: the authors' executor generated from input embeddings, where Hugging Face's
-        penalty sees no prompt ids."""
+        Prompt pass once, then one cached pass per token over the rows still decoding: a row that produced its stop
+        token leaves the batch (its cache rows dropped), and the cache is written in place into room reserved for
+        the whole generation, so a step copies nothing it already holds. Each row sees exactly what it saw when
+        finished rows were carried along, so the tokens are the same. The repetition penalty covers the tokens
+        generated so far only, never the prompt: the authors' executor generated from input embeddings, where
+        Hugging Face's penalty sees no prompt ids."""
         embeds, mask, positions = left_pad(rows)
-        out = self._forward(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
-        batch = len(rows)
-        penalised = torch.zeros((batch, out.logits.shape[-1]), dtype=torch.bool, device=embeds.device)
+        batch, width = mask.shape
+        cache = self._new_cache(width + max_new_tokens)
+        masks = mask.new_ones((batch, width + max_new_tokens))  # the attention mask, grown by viewing more of it
+        masks[:, :width] = mask
+        extra = {} if cache is None else {self._cache_kwarg: cache}
+        out = self._forward(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **extra)
+        cache = self._cache_of(out) if cache is None else cache
         stops = torch.tensor(self.stop_token_ids, dtype=torch.long, device=embeds.device)
-        done = torch.zeros(batch, dtype=torch.bool, device=embeds.device)
-        steps: list[torch.Tensor] = []
+        penalised = None
+        if penalty != 1.0:
+            penalised = torch.zeros((batch, out.logits.shape[-1]), dtype=torch.bool, device=embeds.device)
+        active = list(range(batch))  # the original row of each row still decoding
+        generated: list[list[int]] = [[] for _ in range(batch)]
         for step in range(max_new_tokens):
             logits = out.logits[:, -1].float()
-            if penalty != 1.0:
+            if penalised is not None:
                 logits = apply_repetition_penalty(logits, penalised, penalty)
-            token = logits.argmax(-1).masked_fill(done, self.pad_token_id)
-            steps.append(token)
-            penalised[torch.arange(batch), token] = True
-            done |= torch.isin(token, stops)
-            if bool(done.all()) or step == max_new_tokens - 1:
+            token = logits.argmax(-1)
+            if penalised is not None:
+                penalised[torch.arange(len(active)), token] = True
+            for row, value in zip(active, token.tolist(), strict=True):
+                generated[row].append(value)
+            if step == max_new_tokens - 1:
                 break
-            mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
+            finished = torch.isin(token, stops)
+            if bool(finished.any()):
+                keep = (~finished).nonzero().squeeze(1)
+                if keep.numel() == 0:
+                    break
+                active = [active[i] for i in keep.tolist()]
+                token, positions, masks = token[keep], positions[keep], masks[keep]
+                penalised = None if penalised is None else penalised[keep]
+                cache.batch_select_indices(keep)
             positions = positions[:, -1:] + 1
-            cache = out.cache if self._cache_kwarg == "cache" else out.past_key_values
             out = self._forward(
-                input_ids=token[:, None], attention_mask=mask, position_ids=positions, **{self._cache_kwarg: cache}
+                input_ids=token[:, None],
+                attention_mask=masks[:, : width + step + 1],
+                position_ids=positions,
+                **{self._cache_kwarg: cache},
             )
-        generated = torch.stack(steps, dim=1).tolist()
         return [row[: count_generated_tokens(row, self.stop_token_ids)] for row in generated]
+
+    def _cache_of(self, out: Any) -> Any:
+        return out.cache if self._cache_kwarg == "cache" else out.past_key_values
+
+
+class PreallocatedLayer(DynamicLayer):
+    """One full-attention layer's keys and values in a buffer with room for the whole generation. transformers'
+    ``DynamicLayer`` concatenates every step, copying the layer's whole cache each time (a third of a SmolLM2
+    chain-of-thought step on CPU); here a step writes its own position in place and the attention reads a view of
+    the filled part: the same values in the same order, so the same outputs."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self._keys = key_states.new_empty((*key_states.shape[:2], self.capacity, key_states.shape[-1]))
+        self._values = value_states.new_empty((*value_states.shape[:2], self.capacity, value_states.shape[-1]))
+        self.is_initialized = True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"preallocated cache of {self.capacity} positions asked to hold {end}")
+        self._keys[:, :, self.length : end] = key_states
+        self._values[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the rows ``indices`` (rows that finished leave); only the filled positions are copied."""
+        if not self.is_initialized:
+            return
+        for name in ("_keys", "_values"):
+            old = getattr(self, name)
+            new = old.new_empty((len(indices), *old.shape[1:]))
+            new[:, :, : self.length] = old[indices, :, : self.length]
+            setattr(self, name, new)
+        self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -91,6 +92,47 @@ def _parse_once() -> Iterator[None]:
         gguf.GGUFReader, gguf.get_tensor_name_map = reader_class, name_map
 
 
+# What the gguf package raises on a file that is not GGUF or ends early (inside its header: ``struct.error``).
+UNREADABLE = (struct.error, ValueError, IndexError, KeyError, OSError, UnicodeDecodeError, OverflowError)
+
+
+def read_architecture(file: str | Path) -> str:
+    """``general.architecture`` of a GGUF file (its metadata is parsed; tensors are memory-mapped, not read). A file
+    that is not GGUF, or is truncated inside its header, is one :class:`CheckpointError` naming the file."""
+    gguf = require("gguf", f"reading {Path(file).name}")
+    try:
+        field = gguf.GGUFReader(file).fields.get("general.architecture")
+        if field is None:
+            raise CheckpointError(f"{file}: a GGUF file without general.architecture; cannot tell which model it is")
+        return bytes(field.parts[field.data[0]]).decode("utf-8")
+    except UNREADABLE as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{file}: not a readable GGUF file (truncated or corrupt header: {reason})") from None
+
+
+def transformers_reads(architecture: str) -> bool:
+    """Whether the installed transformers loads GGUF files of ``architecture`` (llama.cpp spells a few differently:
+    ``qwen2moe``, ``gpt-oss``, ``t5encoder``)."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    spellings = {architecture, architecture.replace("-", "_"), architecture.replace("moe", "_moe")}
+    if "t5" in architecture:
+        spellings.add("t5")
+    return bool(spellings & set(GGUF_SUPPORTED_ARCHITECTURES))
+
+
+def check_architecture(file: str | Path, shown_as: str | Path | None = None) -> str:
+    """The file's architecture, or one error naming the file (``shown_as``, e.g. the final name of a file still
+    being written) when transformers cannot read it."""
+    architecture = read_architecture(file)
+    if not transformers_reads(architecture):
+        raise CheckpointError(
+            f"{shown_as or file}: GGUF architecture {architecture!r} cannot be read by the installed transformers "
+            f"{transformers.__version__}; a newer transformers may read it"
+        )
+    return architecture
+
+
 def _quiet_load(file: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     require("gguf", f"reading {file.name}")  # transformers needs it; say so in one line, not its long ImportError
     verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
@@ -98,10 +140,11 @@ def _quiet_load(file: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTra
     transformers.logging.disable_progress_bar()
     try:
         with _parse_once(), _no_dequantize_bar():
+            check_architecture(file)  # parsed once: the same reader serves the loads below
             config = AutoConfig.from_pretrained(file.parent, gguf_file=file.name)
             tokenizer = AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name, config=config)
             model = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, config=config, dtype=dtype)
-    except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError, struct.error) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{file}: cannot load a causal LM from this GGUF file ({reason})") from None
     finally:
