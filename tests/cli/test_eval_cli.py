@@ -186,6 +186,22 @@ def test_report_and_diagnose_commands(darm, builder, data_dir, tmp_path):
     assert code == 2 and "not a results directory" in stderr
 
 
+@pytest.mark.parametrize("label", ["../../escaped", "/tmp/absolute/label", "..", "a/../../b"])
+def test_a_label_never_places_files_outside_the_output_directories(darm, builder, data_dir, tmp_path, label):
+    """A label is display text: eval, report and diagnose write only where --out (or the run) says."""
+    work = tmp_path / "work"
+    base = ["--benchmark", "gsm8k", "--data-dir", data_dir, "--no-progress", "--limit", "4"]
+    before = set(tmp_path.rglob("*"))
+    assert darm("eval", *TEXT, *base, "--out", work / "run", "--label", label)[0] == 0
+    assert darm("report", work / "run", "--out", work / "report")[0] == 0
+    code, _, stderr = darm("diagnose", work / "run", "--out", work / "chart", "--no-progress", "--device", "cpu")
+    assert code == 0, stderr
+    created = set(tmp_path.rglob("*")) - before - {work}  # relative escapes would land in tmp_path too
+    assert created and all(work in p.parents for p in created), sorted(created)
+    assert {p.relative_to(work).parts[0] for p in created} == {"run", "report", "chart"}
+    assert f"| {label} |" in (work / "report" / "report.md").read_text()
+
+
 def test_spec_defaults_follow_the_paper(tmp_path):
     projector = Projector(ProjectorConfig(planner_dim=8, executor_dim=8, plan_length=96)).save_pretrained(tmp_path)
     latent = build_spec(pipeline="latent", planner="p", executor="e", projector=str(projector))

@@ -18,6 +18,7 @@ from latent_darm.evaluation.benchmarks import (
     load_benchmark,
     load_training_split,
     register_benchmark,
+    select_subset,
 )
 from tests.conftest import BENCHMARKS, needs_benchmarks
 
@@ -116,6 +117,15 @@ def test_subsets_are_deterministic_and_follow_the_protocol(monkeypatch):
     assert len(load_benchmark("aime24", data_dir=BENCHMARKS, **PAPER_PROTOCOL)) == 30  # fewer rows than the limit
     monkeypatch.setenv(benchmarks.DATA_ENV, str(BENCHMARKS))
     assert load_benchmark("gsm8k", **PAPER_PROTOCOL) == paper
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 10**30, True, "42"])
+def test_a_seed_the_shuffle_cannot_take_is_one_line(seed):
+    """Before: "expected non-negative integer" or an overflow from deep inside datasets/numpy."""
+    examples = [Example(f"q{i}", f"What is {i}?", str(i), "integer") for i in range(3)]
+    with pytest.raises(DataError, match=r"seed must be an integer from 0 to 4294967295"):
+        select_subset(examples, seed=seed)
+    assert len(select_subset(examples, seed=2**32 - 1)) == 3
 
 
 def test_examples_are_frozen_and_hashable():

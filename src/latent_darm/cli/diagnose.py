@@ -23,7 +23,10 @@ def diagnose_command(
     batch_size: int = typer.Option(8, help="Questions per pipeline call."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     out: Path = typer.Option(
-        None, parser=output_path, help="Where to write diagnosis.png (default: the directory, or . for several)."
+        None,
+        parser=output_path,
+        metavar="<path>",
+        help="Where to write diagnosis.png (default: the directory, or . for several).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:

@@ -302,7 +302,7 @@ def eval_command(
     seed: int = typer.Option(None, callback=seed_callback, help="Shuffle the examples with this seed before --limit."),
     paper_protocol: bool = typer.Option(False, help="The paper's subset: shuffle with seed 42, first 200."),
     out: Path = typer.Option(
-        ..., parser=output_path, help="Results directory (created; rerun the same command to resume)."
+        ..., parser=output_path, metavar="<path>", help="Results directory (created; rerun the same command to resume)."
     ),
     batch_size: int = typer.Option(8, help="Questions per pipeline call."),
     gen_length: int = typer.Option(None, help="Plan length (default: latent, the projector's; text / ddlm 256)."),

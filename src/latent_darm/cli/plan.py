@@ -41,7 +41,7 @@ def plan(
     chat: bool = typer.Option(True, "--chat/--no-chat", help="Wrap prompts in the tokenizer's chat template."),
     gen_length: int = typer.Option(64, help="Tokens to generate."),
     steps: int = typer.Option(
-        64, help="Denoising steps in total (LLaDA: divisible by the number of blocks; Dream: ≤ gen length)."
+        64, help="Denoising steps in total, ≤ gen length (LLaDA: divisible by the number of blocks)."
     ),
     block_length: int = typer.Option(
         None, help="Semi-autoregressive block length (LLaDA only, default 32; Dream denoises the whole canvas)."

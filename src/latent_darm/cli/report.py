@@ -14,7 +14,9 @@ from latent_darm.evaluation.report import write_report
 @app.command("report")
 def report_command(
     directories: list[Path] = typer.Argument(..., help="Results directories written by darm eval."),
-    out: Path = typer.Option("report", parser=output_path, help="Where to write report.md, the CSVs and the PNGs."),
+    out: Path = typer.Option(
+        "report", parser=output_path, metavar="<path>", help="Where to write report.md, the CSVs and the PNGs."
+    ),
 ) -> None:
     """Accuracy (95% Wilson interval), tokens per stage and time per question, per benchmark and configuration."""
     check_output_dir(out)

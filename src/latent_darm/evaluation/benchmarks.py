@@ -127,9 +127,15 @@ def load_benchmark(
     return select_subset(examples, limit=limit, seed=seed)
 
 
+MAX_SEED = 2**32 - 1  # numpy's seed range, which datasets' shuffle uses
+
+
 def select_subset(examples: list[Example], *, limit: int | None = None, seed: int | None = None) -> list[Example]:
     """With a seed: the order of ``datasets.Dataset.shuffle(seed=seed)`` (the authors' selection, for local and hub
-    rows alike), then the first ``limit``; without: the first ``limit`` in file order."""
+    rows alike), then the first ``limit``; without: the first ``limit`` in file order. The seed must be what that
+    shuffle (numpy underneath) takes, 0 to 2**32 - 1, or it fails deep inside datasets."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise DataError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
     ordered = list(examples)
     if seed is not None and ordered:
         datasets = require("datasets", "the seeded subset (the authors' datasets shuffle)")
