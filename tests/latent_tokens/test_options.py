@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from latent_darm.latent_tokens.diagnostic import one_step
 from latent_darm.latent_tokens.objectives import batch_loss, excluded_ids, make_batch
 from latent_darm.latent_tokens.tasks import WorldConfig, encode_rows, generate_splits
 from latent_darm.latent_tokens.train import MODEL_DIR, TrainSettings, ema_decay, new_model, train_variant
@@ -94,6 +95,24 @@ def test_seeds_train_one_model_each_and_the_table_shows_mean_and_sd(darm, tmp_pa
     ]  # fmt: skip
     assert len({r["key"] for r in records}) == 4
     assert all(r["final_loss"] > 0 for r in records)
-    assert stdout.count("(2 seeds)") == 2 and "train loss" in stdout
+    assert stdout.count("(2 seeds)") == 2 and "train loss" in stdout and "1-step loss: latents / none" in stdout
     models = list((tmp_path / "c").glob("*/models/*"))
     assert len(models) == 2  # one training fingerprint per seed
+
+
+def test_one_step_diagnostic_compares_latents_with_none(rows):
+    model = new_model(SMALL, max_length=rows[0].shape[1]).eval()
+    model.model.transformer.wpe.weight.data.normal_(0, 1)  # an untrained model with some structure to read
+    test, prompt = rows[0][:24], rows[1]
+    sidm = one_step(model, test, prompt, "sidm", 0, torch.Generator().manual_seed(0))
+    assert sidm["loss"] == sidm["loss_none"]  # SIDM's target cannot read latent tokens at all
+    mdm = one_step(model, test, prompt, "mdm", None, torch.Generator().manual_seed(0))
+    assert mdm["loss"] != mdm["loss_none"] and 0 <= mdm["accuracy"] <= 1
+    scdm0 = one_step(model, test, prompt, "scdm", 0, torch.Generator().manual_seed(0))
+    assert scdm0["loss"] == scdm0["loss_none"]  # n = 0 is the pass without latent tokens
+    assert one_step(model, test, prompt, "scdm", None, torch.Generator().manual_seed(0)) == one_step(
+        model, test, prompt, "scdm", None, torch.Generator().manual_seed(0)
+    )  # reproducible
+    w1 = one_step(model, test, prompt, "ar-mtp", 1, torch.Generator().manual_seed(0))
+    assert w1["loss"] == w1["loss_none"]
+    assert one_step(model, test, prompt, "ar", None, torch.Generator()) is None

@@ -30,6 +30,7 @@ from latent_darm.errors import ConfigError
 from latent_darm.evaluation.report import wilson_interval
 from latent_darm.io import append_jsonl, atomic_write_json, read_results_jsonl
 from latent_darm.latent_tokens.decoding import DecodeSettings, decode_autoregressive, decode_diffusion
+from latent_darm.latent_tokens.diagnostic import one_step
 from latent_darm.latent_tokens.patterns import DEFAULT_VARIANTS, DIFFUSION_VARIANTS, check_variant
 from latent_darm.latent_tokens.tasks import (
     Puzzle,
@@ -308,6 +309,7 @@ def run(
     done = {r["key"]: r for r in read_results_jsonl(results_path, _has_key, repair=True, say=log)}
     records: list[dict[str, Any]] = []
     seconds.update(train=0.0, evaluate=0.0)
+    test_rows = encode_rows(settings.world, test)
     with single_thread(enabled=device == "cpu"):
         for seed in seeds:
             train = replace(settings.train, seed=seed)
@@ -351,17 +353,22 @@ def run(
                                 models[variant], settings, test, variant, value,
                                 lambda n, t=task: bar.advance(t, n), decode=decode, seed=seed,
                             )  # fmt: skip
+                            diagnostic = one_step(
+                                models[variant], test_rows, settings.world.prompt_length, variant, value,
+                                torch.Generator().manual_seed(seed), settings.eval_batch,
+                            )  # fmt: skip
                             record = {
                                 "key": key,
                                 "variant": variant,
                                 "knob": knob,
                                 "value": None if knob is None else label(value),
-                                "selection": decode.label(),
+                                "selection": decode.label() if variant in DIFFUSION_VARIANTS else "left to right",
                                 "primary": decode == settings.decode,
                                 "seed": seed,
                                 "latent_tokens": latent_count(settings, variant, value),
                                 **result,
                                 "final_loss": losses[variant],
+                                "one_step": diagnostic,
                                 "device": device,
                                 "dtype": dtype_name,
                             }
