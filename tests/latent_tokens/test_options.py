@@ -116,3 +116,22 @@ def test_one_step_diagnostic_compares_latents_with_none(rows):
     w1 = one_step(model, test, prompt, "ar-mtp", 1, torch.Generator().manual_seed(0))
     assert w1["loss"] == w1["loss_none"]
     assert one_step(model, test, prompt, "ar", None, torch.Generator()) is None
+
+
+def test_the_paper_preset_builds_and_trains_a_step_with_its_shapes_on_cpu(rows):
+    from latent_darm.latent_tokens.settings import run_settings
+
+    settings = run_settings(preset="paper", size=9, difficulty=30)
+    train = settings.train
+    assert (train.layers, train.d_model, train.heads, train.batch_size, train.ema) == (6, 512, 8, 512, 0.9999)
+    assert settings.world.test_size == 1280 and train.warmup_steps == 2500
+    model = new_model(train, settings.world.row_length)
+    assert model.config.absolute_position_embedding
+    # ~25M: LLaDA's SwiGLU MLP has three d × 4d matrices where the authors' GELU MLP (~19M in all) has two
+    assert 24e6 < sum(p.numel() for p in model.parameters()) < 26e6
+    world = replace(settings.world, train_size=2, test_size=1)
+    batch_rows = encode_rows(world, generate_splits(world)["train"])
+    batch = make_batch("scdm", batch_rows, world.prompt_length, model.config.mask_token_id, torch.Generator())
+    loss = batch_loss(model, batch, no_special_logits=True)
+    loss.backward()
+    assert torch.isfinite(loss) and model.model.transformer.wpe.weight.grad is not None

@@ -119,6 +119,11 @@ def latent_tokens_command(
     candidates: str = typer.Option(
         "all", help="Confidence decoding: top probability over N random masked positions, or 'all' (the authors)."
     ),
+    chain_candidates: bool = typer.Option(
+        True,
+        "--chain-candidates/--no-chain-candidates",
+        help="SCDM with several candidates per step: each reads the candidates before it too (the authors).",
+    ),
     temperature: float = typer.Option(1.0, help="Gumbel sampling temperature (the authors: 1); 0 = argmax."),
     ema: str | None = typer.Option(
         None, help="EMA decay of the weights used for evaluation, or 'off' (default: the preset's, cpu 0.999)."
@@ -171,7 +176,13 @@ def latent_tokens_command(
         variants=chosen,
         latent_values=parse_knobs(latent, "--latent-tokens", 0),
         windows=parse_knobs(windows, "--windows", 1),
-        decode=DecodeSettings(k=k, selection=str(selection), candidates=picked[0], temperature=temperature),
+        decode=DecodeSettings(
+            k=k,
+            selection=str(selection),
+            candidates=picked[0],
+            temperature=temperature,
+            chain_candidates=chain_candidates,
+        ),
         eval_batch=base.eval_batch,
         seeds=run_seeds,
     )
