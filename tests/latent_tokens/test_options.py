@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from latent_darm.errors import ConfigError
 from latent_darm.latent_tokens.diagnostic import one_step
 from latent_darm.latent_tokens.objectives import batch_loss, excluded_ids, make_batch
 from latent_darm.latent_tokens.tasks import WorldConfig, encode_rows, generate_splits
@@ -135,3 +136,19 @@ def test_the_paper_preset_builds_and_trains_a_step_with_its_shapes_on_cpu(rows):
     loss = batch_loss(model, batch, no_special_logits=True)
     loss.backward()
     assert torch.isfinite(loss) and model.model.transformer.wpe.weight.grad is not None
+
+
+def test_ar_mtp_trains_one_model_per_swept_window_unless_shared():
+    from latent_darm.latent_tokens.settings import run_settings
+    from latent_darm.latent_tokens.sweep import RunSettings
+
+    base = run_settings(quick=True)
+    per_window = RunSettings(world=base.world, train=base.train, variants=("ar", "ar-mtp"), windows=(1, 4, None))
+    plan = per_window.trainings(base.train)
+    assert [(v, t.mtp_window) for v, t in plan] == [("ar", None), ("ar-mtp", 1), ("ar-mtp", 4), ("ar-mtp", 17)]
+    assert len({t.fingerprint() for _, t in plan}) == 4  # each model its own cache entry
+    assert per_window.recipe(base.train, "ar-mtp", 4).mtp_window == 4
+    shared = replace(per_window, mtp_models="shared")
+    assert [(v, t.mtp_window) for v, t in shared.trainings(base.train)] == [("ar", None), ("ar-mtp", None)]
+    with pytest.raises(ConfigError, match="--mtp-models: 'both'"):
+        replace(per_window, mtp_models="both")

@@ -24,6 +24,11 @@ class Preset(StrEnum):
     paper = "paper"
 
 
+class MtpModels(StrEnum):
+    per_window = "per-window"
+    shared = "shared"
+
+
 class Selection(StrEnum):
     random = "random"
     confidence = "confidence"
@@ -109,6 +114,11 @@ def latent_tokens_command(
         None, "--latent-tokens", help="SCDM's n values, e.g. 0,1,2,4,all (default 0, 1, 2, 4, … and all)."
     ),
     windows: str | None = typer.Option(None, help="AR+MTP's w values, e.g. 1,2,4,all (default 1, 2, 4, … and all)."),
+    mtp_models: MtpModels = typer.Option(
+        MtpModels.per_window,
+        case_sensitive=False,
+        help="AR+MTP: one model trained per swept w (the authors), or one shared model trained on random w.",
+    ),
     k: int = typer.Option(1, "--k", help="Answer tokens committed per diffusion step."),
     selection: Selection = typer.Option(
         Selection.random,
@@ -185,6 +195,7 @@ def latent_tokens_command(
         ),
         eval_batch=base.eval_batch,
         seeds=run_seeds,
+        mtp_models=str(mtp_models),
     )
     device = resolve_device(device)
     torch_dtype = parse_dtype(resolve_dtype(dtype, device))
