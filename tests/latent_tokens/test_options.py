@@ -11,8 +11,9 @@ import torch
 
 from latent_darm.errors import ConfigError
 from latent_darm.latent_tokens.diagnostic import one_step
-from latent_darm.latent_tokens.objectives import batch_loss, excluded_ids, make_batch
+from latent_darm.latent_tokens.objectives import batch_loss, diffusion_batch, excluded_ids, make_batch
 from latent_darm.latent_tokens.tasks import WorldConfig, encode_rows, generate_splits
+from latent_darm.latent_tokens.tokenizer import VOCABULARY
 from latent_darm.latent_tokens.train import MODEL_DIR, TrainSettings, ema_decay, new_model, train_variant
 from latent_darm.models.llada.checkpoint import load_llada, save_llada
 from latent_darm.models.llada.configuration import LLaDAConfig
@@ -152,3 +153,23 @@ def test_ar_mtp_trains_one_model_per_swept_window_unless_shared():
     assert [(v, t.mtp_window) for v, t in shared.trainings(base.train)] == [("ar", None), ("ar-mtp", None)]
     with pytest.raises(ConfigError, match="--mtp-models: 'both'"):
         replace(per_window, mtp_models="both")
+
+
+def test_noise_puzzle_masks_puzzle_cells_but_never_bos_sep_or_padding():
+    config = WorldConfig(task="countdown", size=3, difficulty=9, train_size=30, test_size=2)
+    rows = encode_rows(config, generate_splits(config)["train"])
+    prompt = config.prompt_length
+    pad, mask = VOCABULARY.index("[PAD]"), VOCABULARY.index("[MASK]")
+    assert (rows[:, 1 : prompt - 1] == pad).any()  # countdown puzzles are left-padded
+    plain = diffusion_batch(rows, prompt, mask, "scdm", torch.Generator().manual_seed(0))
+    noised = diffusion_batch(
+        rows, prompt, mask, "scdm", torch.Generator().manual_seed(0), noise_puzzle=True, pad_id=pad
+    )
+    for batch in (plain, noised):
+        masked = batch.input_ids == mask
+        true = batch.position_ids[masked]
+        assert not ((true == 0) | (true == prompt - 1)).any()
+        assert not (rows.gather(1, batch.position_ids)[masked] == pad).any()
+    assert not (plain.position_ids[plain.input_ids == mask] < prompt).any()
+    assert (noised.position_ids[noised.input_ids == mask] < prompt).any()
+    assert replace(SMALL, noise_puzzle=True).fingerprint() != SMALL.fingerprint()

@@ -142,6 +142,11 @@ def latent_tokens_command(
         None, help="Train and evaluate under each of these seeds, e.g. 0,1,2 (the table shows mean ± sd)."
     ),
     steps: int | None = typer.Option(None, help="Training steps per variant (overrides the preset)."),
+    noise_puzzle: bool = typer.Option(
+        False,
+        "--noise-puzzle",
+        help="Diffusion training noises and predicts the puzzle cells too (the authors' SCDM sweep checkpoints).",
+    ),
     test_file: Path | None = typer.Option(
         None, help="Evaluate on these puzzles (JSONL with 'puzzle', optional 'solution') instead of the test split."
     ),
@@ -182,6 +187,7 @@ def latent_tokens_command(
             base.train,
             steps=base.train.steps if steps is None else steps,
             ema=base.train.ema if ema is None else parse_ema(ema),
+            noise_puzzle=noise_puzzle,
         ),
         variants=chosen,
         latent_values=parse_knobs(latent, "--latent-tokens", 0),
