@@ -995,6 +995,31 @@ def _(env: Env):
     ], r"--convert .*full exists and is not an empty"
 
 
+@row("latent-tokens-candidates-0")
+def _(env: Env) -> tuple[list[Any], str]:
+    return latent_tokens(env, "--selection", "confidence", "--candidates", "0"), r"--candidates: 0 must be ≥ 1"
+
+
+@row("latent-tokens-candidates-beyond-the-answer")
+def _(env: Env) -> tuple[list[Any], str]:
+    return latent_tokens(env, "--candidates", "99"), r"--candidates: 99 exceeds the answer length 17"
+
+
+@row("latent-tokens-temperature-negative")
+def _(env: Env) -> tuple[list[Any], str]:
+    return latent_tokens(env, "--temperature", "-1"), r"--temperature: -1.0 must be ≥ 0"
+
+
+@row("latent-tokens-seeds-repeated")
+def _(env: Env) -> tuple[list[Any], str]:
+    return latent_tokens(env, "--seeds", "1,2,1"), r"--seeds: 1 is repeated"
+
+
+@row("latent-tokens-seeds-empty")
+def _(env: Env) -> tuple[list[Any], str]:
+    return latent_tokens(env, "--seeds", ""), r"--seeds: '' names no seed"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 

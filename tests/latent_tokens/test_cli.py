@@ -35,7 +35,8 @@ def test_quick_run_writes_every_file_and_a_rerun_reuses_it(darm, tmp_path):
     )
     assert again[0] == 0
     run = json.loads((out / "run.json").read_text())
-    assert sorted(run["reused_models"]) == sorted(["mdm", "sidm", "scdm", "ar", "ar-mtp", "ar-ntp"])
+    windows = [f"ar-mtp w={w}" for w in (1, 2, 4, 8, 17)]  # one AR+MTP model per swept w (all = 17)
+    assert sorted(run["reused_models"]) == sorted(["mdm", "sidm", "scdm", "ar", *windows, "ar-ntp"])
     assert len((out / RESULTS_FILE).read_text().splitlines()) == len(records)  # nothing re-evaluated
 
 

@@ -9,8 +9,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from latent_darm.latent_tokens.objectives import batch_loss, excluded_ids, make_batch
+from latent_darm.errors import ConfigError
+from latent_darm.latent_tokens.diagnostic import one_step
+from latent_darm.latent_tokens.objectives import batch_loss, diffusion_batch, excluded_ids, make_batch
 from latent_darm.latent_tokens.tasks import WorldConfig, encode_rows, generate_splits
+from latent_darm.latent_tokens.tokenizer import VOCABULARY
 from latent_darm.latent_tokens.train import MODEL_DIR, TrainSettings, ema_decay, new_model, train_variant
 from latent_darm.models.llada.checkpoint import load_llada, save_llada
 from latent_darm.models.llada.configuration import LLaDAConfig
@@ -94,6 +97,79 @@ def test_seeds_train_one_model_each_and_the_table_shows_mean_and_sd(darm, tmp_pa
     ]  # fmt: skip
     assert len({r["key"] for r in records}) == 4
     assert all(r["final_loss"] > 0 for r in records)
-    assert stdout.count("(2 seeds)") == 2 and "train loss" in stdout
+    assert stdout.count("(2 seeds)") == 2 and "train loss" in stdout and "1-step loss: latents / none" in stdout
     models = list((tmp_path / "c").glob("*/models/*"))
     assert len(models) == 2  # one training fingerprint per seed
+
+
+def test_one_step_diagnostic_compares_latents_with_none(rows):
+    model = new_model(SMALL, max_length=rows[0].shape[1]).eval()
+    model.model.transformer.wpe.weight.data.normal_(0, 1)  # an untrained model with some structure to read
+    test, prompt = rows[0][:24], rows[1]
+    sidm = one_step(model, test, prompt, "sidm", 0, torch.Generator().manual_seed(0))
+    assert sidm["loss"] == sidm["loss_none"]  # SIDM's target cannot read latent tokens at all
+    mdm = one_step(model, test, prompt, "mdm", None, torch.Generator().manual_seed(0))
+    assert mdm["loss"] != mdm["loss_none"] and 0 <= mdm["accuracy"] <= 1
+    scdm0 = one_step(model, test, prompt, "scdm", 0, torch.Generator().manual_seed(0))
+    assert scdm0["loss"] == scdm0["loss_none"]  # n = 0 is the pass without latent tokens
+    assert one_step(model, test, prompt, "scdm", None, torch.Generator().manual_seed(0)) == one_step(
+        model, test, prompt, "scdm", None, torch.Generator().manual_seed(0)
+    )  # reproducible
+    w1 = one_step(model, test, prompt, "ar-mtp", 1, torch.Generator().manual_seed(0))
+    assert w1["loss"] == w1["loss_none"]
+    assert one_step(model, test, prompt, "ar", None, torch.Generator()) is None
+
+
+def test_the_paper_preset_builds_and_trains_a_step_with_its_shapes_on_cpu(rows):
+    from latent_darm.latent_tokens.settings import run_settings
+
+    settings = run_settings(preset="paper", size=9, difficulty=30)
+    train = settings.train
+    assert (train.layers, train.d_model, train.heads, train.batch_size, train.ema) == (6, 512, 8, 512, 0.9999)
+    assert settings.world.test_size == 1280 and train.warmup_steps == 2500
+    model = new_model(train, settings.world.row_length)
+    assert model.config.absolute_position_embedding
+    # ~25M: LLaDA's SwiGLU MLP has three d × 4d matrices where the authors' GELU MLP (~19M in all) has two
+    assert 24e6 < sum(p.numel() for p in model.parameters()) < 26e6
+    world = replace(settings.world, train_size=2, test_size=1)
+    batch_rows = encode_rows(world, generate_splits(world)["train"])
+    batch = make_batch("scdm", batch_rows, world.prompt_length, model.config.mask_token_id, torch.Generator())
+    loss = batch_loss(model, batch, no_special_logits=True)
+    loss.backward()
+    assert torch.isfinite(loss) and model.model.transformer.wpe.weight.grad is not None
+
+
+def test_ar_mtp_trains_one_model_per_swept_window_unless_shared():
+    from latent_darm.latent_tokens.settings import run_settings
+    from latent_darm.latent_tokens.sweep import RunSettings
+
+    base = run_settings(quick=True)
+    per_window = RunSettings(world=base.world, train=base.train, variants=("ar", "ar-mtp"), windows=(1, 4, None))
+    plan = per_window.trainings(base.train)
+    assert [(v, t.mtp_window) for v, t in plan] == [("ar", None), ("ar-mtp", 1), ("ar-mtp", 4), ("ar-mtp", 17)]
+    assert len({t.fingerprint() for _, t in plan}) == 4  # each model its own cache entry
+    assert per_window.recipe(base.train, "ar-mtp", 4).mtp_window == 4
+    shared = replace(per_window, mtp_models="shared")
+    assert [(v, t.mtp_window) for v, t in shared.trainings(base.train)] == [("ar", None), ("ar-mtp", None)]
+    with pytest.raises(ConfigError, match="--mtp-models: 'both'"):
+        replace(per_window, mtp_models="both")
+
+
+def test_noise_puzzle_masks_puzzle_cells_but_never_bos_sep_or_padding():
+    config = WorldConfig(task="countdown", size=3, difficulty=9, train_size=30, test_size=2)
+    rows = encode_rows(config, generate_splits(config)["train"])
+    prompt = config.prompt_length
+    pad, mask = VOCABULARY.index("[PAD]"), VOCABULARY.index("[MASK]")
+    assert (rows[:, 1 : prompt - 1] == pad).any()  # countdown puzzles are left-padded
+    plain = diffusion_batch(rows, prompt, mask, "scdm", torch.Generator().manual_seed(0))
+    noised = diffusion_batch(
+        rows, prompt, mask, "scdm", torch.Generator().manual_seed(0), noise_puzzle=True, pad_id=pad
+    )
+    for batch in (plain, noised):
+        masked = batch.input_ids == mask
+        true = batch.position_ids[masked]
+        assert not ((true == 0) | (true == prompt - 1)).any()
+        assert not (rows.gather(1, batch.position_ids)[masked] == pad).any()
+    assert not (plain.position_ids[plain.input_ids == mask] < prompt).any()
+    assert (noised.position_ids[noised.input_ids == mask] < prompt).any()
+    assert replace(SMALL, noise_puzzle=True).fingerprint() != SMALL.fingerprint()

@@ -97,3 +97,15 @@ def test_scdm_decoding_with_all_latents_computes_every_masked_position_like_mdm(
     none = decode_diffusion(model, prompts, 6, "scdm", 0, settings, torch.Generator().manual_seed(0))
     # step s holds the prompt, s committed tokens and the one being decoded
     assert none.tokens == sum(4 + s + 1 for s in range(6))
+
+
+def test_chained_scdm_targets_read_the_targets_before_them():
+    plain = diffusion_pattern("scdm", 2, 7, targets=3)
+    chained = diffusion_pattern("scdm", 2, 7, targets=3, chain_targets=True)
+    # columns: clean 0-1, latents 2-3, targets 4-6
+    assert not plain[6, 4] and not plain[5, 4]
+    assert chained[6, 4] and chained[6, 5] and chained[5, 4] and not chained[4, 5] and not chained[5, 6]
+    assert torch.equal(plain, chained & ~(torch.ones(7, 7, dtype=torch.bool).tril(-1) & (torch.arange(7) >= 4)))
+    assert torch.equal(
+        diffusion_pattern("scdm", 2, 7, targets=1), diffusion_pattern("scdm", 2, 7, 1, chain_targets=True)
+    )

@@ -24,6 +24,11 @@ class Preset(StrEnum):
     paper = "paper"
 
 
+class MtpModels(StrEnum):
+    per_window = "per-window"
+    shared = "shared"
+
+
 class Selection(StrEnum):
     random = "random"
     confidence = "confidence"
@@ -109,6 +114,11 @@ def latent_tokens_command(
         None, "--latent-tokens", help="SCDM's n values, e.g. 0,1,2,4,all (default 0, 1, 2, 4, … and all)."
     ),
     windows: str | None = typer.Option(None, help="AR+MTP's w values, e.g. 1,2,4,all (default 1, 2, 4, … and all)."),
+    mtp_models: MtpModels = typer.Option(
+        MtpModels.per_window,
+        case_sensitive=False,
+        help="AR+MTP: one model trained per swept w (the authors), or one shared model trained on random w.",
+    ),
     k: int = typer.Option(1, "--k", help="Answer tokens committed per diffusion step."),
     selection: Selection = typer.Option(
         Selection.random,
@@ -119,6 +129,11 @@ def latent_tokens_command(
     candidates: str = typer.Option(
         "all", help="Confidence decoding: top probability over N random masked positions, or 'all' (the authors)."
     ),
+    chain_candidates: bool = typer.Option(
+        True,
+        "--chain-candidates/--no-chain-candidates",
+        help="SCDM with several candidates per step: each reads the candidates before it too (the authors).",
+    ),
     temperature: float = typer.Option(1.0, help="Gumbel sampling temperature (the authors: 1); 0 = argmax."),
     ema: str | None = typer.Option(
         None, help="EMA decay of the weights used for evaluation, or 'off' (default: the preset's, cpu 0.999)."
@@ -127,6 +142,11 @@ def latent_tokens_command(
         None, help="Train and evaluate under each of these seeds, e.g. 0,1,2 (the table shows mean ± sd)."
     ),
     steps: int | None = typer.Option(None, help="Training steps per variant (overrides the preset)."),
+    noise_puzzle: bool = typer.Option(
+        False,
+        "--noise-puzzle",
+        help="Diffusion training noises and predicts the puzzle cells too (the authors' SCDM sweep checkpoints).",
+    ),
     test_file: Path | None = typer.Option(
         None, help="Evaluate on these puzzles (JSONL with 'puzzle', optional 'solution') instead of the test split."
     ),
@@ -167,13 +187,21 @@ def latent_tokens_command(
             base.train,
             steps=base.train.steps if steps is None else steps,
             ema=base.train.ema if ema is None else parse_ema(ema),
+            noise_puzzle=noise_puzzle,
         ),
         variants=chosen,
         latent_values=parse_knobs(latent, "--latent-tokens", 0),
         windows=parse_knobs(windows, "--windows", 1),
-        decode=DecodeSettings(k=k, selection=str(selection), candidates=picked[0], temperature=temperature),
+        decode=DecodeSettings(
+            k=k,
+            selection=str(selection),
+            candidates=picked[0],
+            temperature=temperature,
+            chain_candidates=chain_candidates,
+        ),
         eval_batch=base.eval_batch,
         seeds=run_seeds,
+        mtp_models=str(mtp_models),
     )
     device = resolve_device(device)
     torch_dtype = parse_dtype(resolve_dtype(dtype, device))

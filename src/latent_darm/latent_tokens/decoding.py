@@ -10,7 +10,8 @@ Diffusion variants take ``steps = answer length / k`` steps. Each step, with m m
    it cannot read them; ``scdm``: the knob, clamped to what is left — so n = ``None`` means "all");
 3. the forward pass holds only the clean tokens (prompt and committed answer tokens), the latents and the
    candidates, clean-first with their true position ids, under the variant's pattern; every other masked
-   position is dropped, so a pass costs c + n + candidates tokens.
+   position is dropped, so a pass costs c + n + candidates tokens. Under SCDM a candidate reads the latents and
+   (``chain_candidates``, the default) the candidates before it in the order.
 
 ``ar`` decodes left to right over the prefix (causal); ``ar-mtp`` / ``ar-ntp`` decode left to right over the
 prefix and the next ``window`` MASK positions (``None``: all remaining), full attention. Committed tokens are
@@ -42,6 +43,7 @@ class DecodeSettings:
     selection: str = "random"
     candidates: int | None = None
     temperature: float = 1.0
+    chain_candidates: bool = True  # SCDM: a candidate reads the candidates before it in the order too
 
     def scored(self, remaining: int) -> int:
         """Masked positions scored at a step with ``remaining`` left: k for random selection, else candidates."""
@@ -131,7 +133,9 @@ def decode_diffusion(
         prompt_cols = torch.arange(prompt_length, device=device).expand(batch, -1)
         columns = torch.cat((prompt_cols, answer_cols), dim=1)
         length = columns.shape[1]
-        pattern = diffusion_pattern(variant, length - n - n_cand, length, targets=n_cand).to(device)
+        pattern = diffusion_pattern(
+            variant, length - n - n_cand, length, targets=n_cand, chain_targets=settings.chain_candidates
+        ).to(device)
         logits = model(
             canvas.gather(1, columns),
             position_ids=columns,

@@ -37,13 +37,30 @@ class Batch:
 
 
 def diffusion_batch(
-    rows: torch.Tensor, prompt_length: int, mask_id: int, variant: str, generator: torch.Generator
+    rows: torch.Tensor,
+    prompt_length: int,
+    mask_id: int,
+    variant: str,
+    generator: torch.Generator,
+    *,
+    noise_puzzle: bool = False,
+    pad_id: int | None = None,
 ) -> Batch:
+    """With ``noise_puzzle`` (the authors' ``-tat`` checkpoints) the puzzle cells are noised and predicted too
+    (not [BOS], [SEP] or ``pad_id`` padding); the loss is then normalised by the noisable cells of each row."""
     batch, length = rows.shape
     answer = length - prompt_length
     t = EPS + (1 - EPS) * torch.rand(batch, 1, generator=generator)
+    noisable = torch.zeros(batch, length, dtype=torch.bool)
+    noisable[:, prompt_length:] = True
+    if noise_puzzle:
+        noisable[:, 1 : prompt_length - 1] = True if pad_id is None else rows[:, 1 : prompt_length - 1] != pad_id
     masked = torch.zeros(batch, length, dtype=torch.bool)
     masked[:, prompt_length:] = torch.rand(batch, answer, generator=generator) < t
+    if noise_puzzle:
+        masked[:, :prompt_length] = noisable[:, :prompt_length] & (
+            torch.rand(batch, prompt_length, generator=generator) < t
+        )
     forced = prompt_length + torch.randint(answer, (batch,), generator=generator)
     none = ~masked.any(1)
     masked[none, forced[none]] = True
@@ -54,7 +71,7 @@ def diffusion_batch(
     clean = length - masked.sum(1)
     input_ids = torch.where(is_masked, torch.full_like(tokens, mask_id), tokens)
     labels = torch.where(is_masked, tokens, torch.full_like(tokens, -100))
-    weights = is_masked.float() / t / answer
+    weights = is_masked.float() / t / noisable.sum(1, keepdim=True)
     return Batch(input_ids, order, diffusion_pattern(variant, clean, length), labels, weights)
 
 
@@ -99,9 +116,14 @@ def make_batch(
     mask_id: int,
     generator: torch.Generator,
     window: int | None = None,
+    *,
+    noise_puzzle: bool = False,
+    pad_id: int | None = None,
 ) -> Batch:
     if variant in ("mdm", "sidm", "scdm"):
-        return diffusion_batch(rows, prompt_length, mask_id, variant, generator)
+        return diffusion_batch(
+            rows, prompt_length, mask_id, variant, generator, noise_puzzle=noise_puzzle, pad_id=pad_id
+        )
     if variant == "ar":
         return ar_batch(rows, prompt_length)
     return window_batch(rows, prompt_length, mask_id, window, generator, ntp=variant == "ar-ntp")

@@ -36,10 +36,13 @@ def _as_counts(value: int | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.long).reshape(-1)
 
 
-def diffusion_pattern(variant: str, clean: int | torch.Tensor, length: int, targets: int = 0) -> torch.Tensor:
+def diffusion_pattern(
+    variant: str, clean: int | torch.Tensor, length: int, targets: int = 0, *, chain_targets: bool = False
+) -> torch.Tensor:
     """The ``variant``'s pattern over ``length`` clean-first columns with ``clean`` clean columns (an int, or a
     tensor [B] of per-row counts) whose last ``targets`` columns are being decoded. [T, T] for an int, else
-    [B, T, T]."""
+    [B, T, T]. SCDM's targets read every latent; with ``chain_targets`` also the targets before them in the
+    order (the semi-causal rule carried on through the targets, as the authors' decoding)."""
     if variant not in DIFFUSION_VARIANTS:
         raise ConfigError(f"unknown diffusion variant {variant!r}; expected one of {', '.join(DIFFUSION_VARIANTS)}")
     counts = _as_counts(clean)
@@ -60,6 +63,8 @@ def diffusion_pattern(variant: str, clean: int | torch.Tensor, length: int, targ
         key_latent = (k >= c) & (k < first_target)
         query_target = q >= first_target
         pattern = key_clean | self_ | (query_latent & key_latent & (k < q)) | (query_target & key_latent)
+        if chain_targets:
+            pattern = pattern | (query_target & (k >= first_target) & (k < q))
     return pattern[0] if isinstance(clean, int) else pattern
 
 

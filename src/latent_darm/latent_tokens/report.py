@@ -27,6 +27,8 @@ HEADERS = (
     "tokens / pass",
     "s / puzzle",
     "train loss",
+    "1-step loss: latents / none",
+    "1-step accuracy %: latents / none",
 )
 COLORS = {"mdm": "C0", "sidm": "C1", "scdm": "C2", "ar": "C3", "ar-mtp": "C4", "ar-ntp": "C5"}
 DIFFUSION = ("mdm", "sidm", "scdm")
@@ -60,8 +62,15 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "accuracy": statistics.fmean(accuracies), "accuracy_sd": statistics.stdev(accuracies),
             "correct": correct, "n": n, "ci_low": low, "ci_high": high, "seeds": len(rows),
             "final_loss": statistics.fmean(losses) if losses else None,
+            "one_step": _mean_diagnostic([r.get("one_step") for r in rows]),
         })  # fmt: skip
     return out
+
+
+def _mean_diagnostic(items: list[dict[str, float] | None]) -> dict[str, float] | None:
+    if not items or any(not item for item in items):
+        return None
+    return {k: statistics.fmean(item[k] for item in items if item) for k in items[0] or {}}
 
 
 def cells(record: dict[str, Any]) -> list[str]:
@@ -83,7 +92,19 @@ def cells(record: dict[str, Any]) -> list[str]:
         f"{record['seconds_per_puzzle'] * 1000:.2f} ms" if record["seconds_per_puzzle"] < 1 else
         f"{record['seconds_per_puzzle']:.2f} s",
         "–" if loss is None else f"{loss:.3f}",
+        *_one_step_cells(record.get("one_step")),
     ]  # fmt: skip
+
+
+def _one_step_cells(diagnostic: dict[str, float] | None) -> list[str]:
+    """The teacher-forced one-step diagnostic (:mod:`.diagnostic`) beside the accuracy: with the row's latent
+    tokens and with none."""
+    if not diagnostic:
+        return ["–", "–"]
+    return [
+        f"{diagnostic['loss']:.3f} / {diagnostic['loss_none']:.3f}",
+        f"{100 * diagnostic['accuracy']:.1f} / {100 * diagnostic['accuracy_none']:.1f}",
+    ]
 
 
 def markdown_table(records: list[dict[str, Any]]) -> str:

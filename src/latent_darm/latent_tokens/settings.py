@@ -7,9 +7,9 @@ from latent_darm.latent_tokens.sweep import RunSettings
 from latent_darm.latent_tokens.tasks import WorldConfig
 from latent_darm.latent_tokens.train import TrainSettings
 
-# The authors average weights with decay 0.9999 over ~10⁵ steps (a horizon of ~10,000 steps, a tenth of the run).
-# The CPU preset runs 2,400 steps, so 0.999 keeps about that ratio (a ~1,000-step horizon, over the cosine decay's
-# low-learning-rate end); with the warm-up of train.ema_decay the early random weights do not linger.
+# The authors' EMA decay 0.9999 averages over ~10,000 steps, suited to their runs of 20–100 epochs. The CPU preset
+# runs 2,400 steps, so 0.999 (a ~1,000-step horizon, over the cosine decay's low-learning-rate end) is the analogue;
+# with the warm-up of train.ema_decay the early random weights do not linger.
 CPU_EMA = 0.999
 # task → (size, difficulty) of the default world
 DEFAULT_WORLD = {"sudoku": (4, 8), "countdown": (3, 9)}

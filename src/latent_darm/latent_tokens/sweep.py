@@ -30,6 +30,7 @@ from latent_darm.errors import ConfigError
 from latent_darm.evaluation.report import wilson_interval
 from latent_darm.io import append_jsonl, atomic_write_json, read_results_jsonl
 from latent_darm.latent_tokens.decoding import DecodeSettings, decode_autoregressive, decode_diffusion
+from latent_darm.latent_tokens.diagnostic import one_step
 from latent_darm.latent_tokens.patterns import DEFAULT_VARIANTS, DIFFUSION_VARIANTS, check_variant
 from latent_darm.latent_tokens.tasks import (
     Puzzle,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 RESULTS_FILE = "results.jsonl"
+MTP_MODELS = ("per-window", "shared")
 ALL = "all"
 Knob = int | None  # None = all
 
@@ -65,10 +67,13 @@ class RunSettings:
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     eval_batch: int = 256
     seeds: tuple[int, ...] | None = None  # training + decoding seeds, one model per variant each; None = (train.seed,)
+    mtp_models: str = "per-window"  # AR+MTP: one model per swept w (the authors), or "shared" (one, w drawn per row)
 
     def __post_init__(self) -> None:
         if not self.variants:
             raise ConfigError("--variants: no variant given")
+        if self.mtp_models not in MTP_MODELS:
+            raise ConfigError(f"--mtp-models: {self.mtp_models!r} is not one of {', '.join(MTP_MODELS)}")
         for name in self.variants:
             check_variant(name)
         candidates = self.decode.candidates
@@ -113,6 +118,23 @@ class RunSettings:
             return [self.decode, replace(self.decode, selection="confidence", candidates=None)]
         return [self.decode]
 
+    def recipe(self, train: TrainSettings, variant: str, value: Knob) -> TrainSettings:
+        """The training settings of the model that evaluates ``variant`` at ``value``: under per-window AR+MTP
+        (the authors: one model per w) ``mtp_window`` = w (all = the answer length, so every remaining cell)."""
+        if variant != "ar-mtp" or self.mtp_models == "shared":
+            return train
+        return replace(train, mtp_window=self.world.answer_length if value is None else value)
+
+    def trainings(self, train: TrainSettings) -> list[tuple[str, TrainSettings]]:
+        """(variant, training settings) of every model the run needs, each once, in order."""
+        out: list[tuple[str, TrainSettings]] = []
+        for variant in self.variants:
+            for _, value in self.knobs(variant):
+                item = (variant, self.recipe(train, variant, value))
+                if item not in out:
+                    out.append(item)
+        return out
+
     def run_seeds(self) -> tuple[int, ...]:
         return self.seeds if self.seeds is not None else (self.train.seed,)
 
@@ -126,6 +148,7 @@ class RunSettings:
             "decode": asdict(self.decode),
             "eval_batch": self.eval_batch,
             "seeds": list(self.run_seeds()),
+            "mtp_models": self.mtp_models,
         }
 
 
@@ -308,39 +331,45 @@ def run(
     done = {r["key"]: r for r in read_results_jsonl(results_path, _has_key, repair=True, say=log)}
     records: list[dict[str, Any]] = []
     seconds.update(train=0.0, evaluate=0.0)
+    test_rows = encode_rows(settings.world, test)
     with single_thread(enabled=device == "cpu"):
         for seed in seeds:
             train = replace(settings.train, seed=seed)
-            models_dir = world_dir / "models" / train.fingerprint()
             tag = "" if len(seeds) == 1 else f" (seed {seed})"
-            reused += [v + tag for v in settings.variants if is_trained(models_dir / v)]
-            models, losses = {}, {}
+            models: dict[str, torch.nn.Module] = {}
+            losses: dict[str, float | None] = {}
             phase = time.perf_counter()
             with _bar(progress) as bar:
-                for variant in settings.variants:
-                    task = bar.add_task(f"train {variant}{tag}", total=train.steps)
+                for variant, recipe in settings.trainings(train):
+                    directory = world_dir / "models" / recipe.fingerprint() / variant
+                    name = variant + ("" if recipe.mtp_window is None else f" w={recipe.mtp_window}") + tag
+                    if is_trained(directory):
+                        reused.append(name)
+                    task = bar.add_task(f"train {name}", total=recipe.steps)
                     model = train_variant(
                         variant,
                         train_rows,
                         settings.world.prompt_length,
-                        train,
-                        models_dir / variant,
+                        recipe,
+                        directory,
                         device=device,
                         autocast_dtype=autocast,
                         on_step=lambda n, task=task: bar.advance(task, n),
                         log=log,
                     )
-                    bar.update(task, completed=train.steps)
-                    models[variant] = model.to(device=device, dtype=dtype).eval()
-                    losses[variant] = final_loss(models_dir / variant)
+                    bar.update(task, completed=recipe.steps)
+                    models[recipe.fingerprint() + variant] = model.to(device=device, dtype=dtype).eval()
+                    losses[recipe.fingerprint() + variant] = final_loss(directory)
             seconds["train"] += time.perf_counter() - phase
             phase = time.perf_counter()
             with _bar(progress) as bar:
                 for variant in settings.variants:
                     for decode in settings.decodes(variant):
                         for knob, value in settings.knobs(variant):
+                            recipe = settings.recipe(train, variant, value)
+                            model = models[recipe.fingerprint() + variant]
                             key = evaluation_key(
-                                settings, test, variant, value, device, dtype_name, train=train, decode=decode
+                                settings, test, variant, value, device, dtype_name, train=recipe, decode=decode
                             )
                             if key in done:
                                 records.append(done[key])
@@ -348,20 +377,25 @@ def run(
                             name = (variant if knob is None else f"{variant} {knob}={label(value)}") + tag
                             task = bar.add_task(f"evaluate {name}, {decode.label()}", total=len(test))
                             result = evaluate(
-                                models[variant], settings, test, variant, value,
+                                model, settings, test, variant, value,
                                 lambda n, t=task: bar.advance(t, n), decode=decode, seed=seed,
+                            )  # fmt: skip
+                            diagnostic = one_step(
+                                model, test_rows, settings.world.prompt_length, variant, value,
+                                torch.Generator().manual_seed(seed), settings.eval_batch,
                             )  # fmt: skip
                             record = {
                                 "key": key,
                                 "variant": variant,
                                 "knob": knob,
                                 "value": None if knob is None else label(value),
-                                "selection": decode.label(),
+                                "selection": decode.label() if variant in DIFFUSION_VARIANTS else "left to right",
                                 "primary": decode == settings.decode,
                                 "seed": seed,
                                 "latent_tokens": latent_count(settings, variant, value),
                                 **result,
-                                "final_loss": losses[variant],
+                                "final_loss": losses[recipe.fingerprint() + variant],
+                                "one_step": diagnostic,
                                 "device": device,
                                 "dtype": dtype_name,
                             }

@@ -52,6 +52,7 @@ class TrainSettings:
     mtp_window: int | None = None  # ar-mtp's training window; None = uniform in 1..rest per row
     absolute_positions: bool = True  # a learned position embedding beside RoPE, as the authors' models
     no_special_logits: bool = True  # [MASK], [PAD] and the padded vocabulary rows get −inf in the training softmax
+    noise_puzzle: bool = False  # diffusion: noise and predict the puzzle cells too (the authors' SCDM sweep, -tat)
 
     def fingerprint(self) -> str:
         payload = {**asdict(self), "version": TRAIN_VERSION}
@@ -197,7 +198,10 @@ def train_variant(
     while step < settings.steps:
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         index = torch.randint(rows.shape[0], (settings.batch_size,), generator=generator)
-        batch = make_batch(variant, rows[index], prompt_length, mask_id, generator, settings.mtp_window)
+        batch = make_batch(
+            variant, rows[index], prompt_length, mask_id, generator, settings.mtp_window,
+            noise_puzzle=settings.noise_puzzle, pad_id=model.config.pad_token_id,
+        )  # fmt: skip
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype or torch.float32,
                             enabled=autocast_dtype is not None):  # fmt: skip
             loss = batch_loss(model, batch, no_special_logits=settings.no_special_logits)

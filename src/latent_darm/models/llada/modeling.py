@@ -15,7 +15,6 @@ which key. With neither, the forward pass is exactly the published model's.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 
 import torch
