@@ -2,6 +2,9 @@
 (stage 2) into ``OUT/projector/``.
 
 Both stages resume: rerunning the same command reuses every cached latent and continues from the latest checkpoint.
+The latents are keyed by the planner's weights (their fingerprint, not their path) and the run by both models'
+weights, checked before any model loads: a resume after either model's weights changed is refused. A second run on
+the same ``--out`` waits for the first (a lock file), then reuses what it made.
 Under ``accelerate launch -m latent_darm.cli.app train-projector …`` stage 1 splits the questions across processes
 and stage 2 trains data-parallel. Training questions are checked first against every evaluation set ``darm eval``
 would load with the same data directory (local files, else the hub), and training is refused when one cannot be
