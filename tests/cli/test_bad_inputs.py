@@ -698,7 +698,8 @@ def _(env: Env):
 def _(env: Env):
     """Refused before stage 1 (which would cache every planner latent first)."""
     env.forbid_loading()
-    args = _train(env, "--data", env.write("pairs.jsonl", ""))
+    pairs = "".join(json.dumps({"question": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(4))
+    args = _train(env, "--data", env.write("pairs.jsonl", pairs), "--no-overlap-check")
     args[args.index(env.executor_dir)] = env.tmp / "no-such-executor"
     return args, r"--executor directory not found: .*no-such-executor"
 

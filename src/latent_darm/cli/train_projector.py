@@ -2,6 +2,9 @@
 (stage 2) into ``OUT/projector/``.
 
 Both stages resume: rerunning the same command reuses every cached latent and continues from the latest checkpoint.
+The latents are keyed by the planner's weights (their fingerprint, not their path) and the run by both models'
+weights, checked before any model loads: a resume after either model's weights changed is refused. A second run on
+the same ``--out`` waits for the first (a lock file), then reuses what it made.
 Under ``accelerate launch -m latent_darm.cli.app train-projector …`` stage 1 splits the questions across processes
 and stage 2 trains data-parallel. Training questions are checked first against every evaluation set ``darm eval``
 would load with the same data directory (local files, else the hub), and training is refused when one cannot be
@@ -252,8 +255,6 @@ def train_projector_command(
     check_output_dir(out)
     cache_root = cache_dir or out / "latents"
     check_output_dir(cache_root, "--cache-dir" if cache_dir is not None else "--out")
-    weights = check_models(planner, executor)
-    LatentCache.check_planner(cache_root, weights["planner"])
     family = local_family(planner)
     sampler_options: dict[str, Any] = {
         "gen_length": gen_length,
@@ -288,7 +289,7 @@ def train_projector_command(
         lora=lora,
         lora_lr=lora_lr,
     )
-    check_settings(out, config, weights)  # a directory of other settings or weights is refused before any work
+    check_settings(out, config)  # a directory of other settings is refused before any work
     templates = load_templates(prompts)
     pools = list(benchmark_train or [])
     examples = gather_examples(
@@ -302,6 +303,11 @@ def train_projector_command(
     train, held_out = split_held_out(examples, per_source=held_out_per_source, seed=seed)
     if not train:
         raise DataError("no training examples left after holding out validation questions")
+    # Both models' files, before any model loads (the executor's would otherwise be read only after stage 1), and
+    # their weights against those the latents and the run were made with.
+    weights = check_models(planner, executor)
+    LatentCache.check_planner(cache_root, weights["planner"])
+    check_settings(out, config, weights)
 
     accelerator = make_accelerator(config, cpu=True if device == "cpu" else None)
     # One process at a time per run directory (a second waits, then finds the work done and reuses it); the ranks

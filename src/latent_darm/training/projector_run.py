@@ -40,8 +40,6 @@ HISTORY_FILE = "history.jsonl"
 CURVE_FILE = "curve.png"
 PROJECTOR_DIR = "projector"
 CHECKPOINTS_DIR = "checkpoints"
-# Projector config fields that are not part of a run's identity.
-IDENTITY_FREE = ("training", "planner_sampler", "planner", "executor")
 
 
 @dataclass
@@ -77,12 +75,13 @@ def run_identity(
     """Everything that decides the trained weights; a rerun in the same directory must match it. ``executor``:
     the executor's reference, whose weights' fingerprint is recorded (the planner's is in the latents' spec)."""
     spec = json.dumps(cache.spec, sort_keys=True)
+    identity_free = ("training", "planner_sampler", "planner", "executor")  # projector fields not part of it
     return {
         "training": run_identity_settings(config),
         "weights": {"planner": spec_planner_weights(cache.spec), "executor": weights_id(executor)},
         # The sampler settings are part of the latents' identity already (an earlier run did not record them here);
         # the models are named by their weights (below), not by their paths, so a moved run still resumes.
-        "projector": {k: v for k, v in projector.config.to_dict().items() if k not in IDENTITY_FREE},
+        "projector": {k: v for k, v in projector.config.to_dict().items() if k not in identity_free},
         "latents": hashlib.sha256(spec.encode()).hexdigest()[:16],
         "train": _fingerprint(train),
         "held_out": _fingerprint(held_out),
