@@ -661,7 +661,7 @@ def _(env: Env):
 def _(env: Env):
     args = [*_solve_latent(env, _projector(env)), "--latent-noise", "nan"]
     env.forbid_loading()
-    return args, r"latent_noise must be a finite number >= 0, got nan"
+    return args, r"--latent-noise must be a finite number >= 0, got nan"
 
 
 def _edit_projector(env: Env, **changes: Any) -> Path:
