@@ -33,6 +33,7 @@ def convert_command(
     file = find_gguf(gguf)
     if file is None:
         raise CheckpointError(f"{gguf}: not a .gguf file, nor a directory holding one (and no config.json)")
+    created = not out.exists()
     check_output_dir(out, "OUT")  # a file, a read-only or unwritable place: one line before the minutes of reading
     if any(out.iterdir()):
         raise CheckpointError(f"OUT {out} exists and is not empty; choose a new output directory")
@@ -46,6 +47,10 @@ def convert_command(
             convert_gguf(file, staging, parse_dtype(resolve_dtype(dtype.value, "cpu")))
         out.rmdir()
         staging.rename(out)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # the check made it; a failed conversion leaves no trace
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if bars:
