@@ -555,6 +555,26 @@ def _(env: Env):
     return args, r"--out .*train-file is a file"
 
 
+# ---- h18-core rows ----
+
+
+def _results(env: Env, name: str) -> Path:
+    """A finished one-question results directory (no model needed)."""
+    directory = env.write(f"{name}/config.json", json.dumps({"benchmark": "b", "label": name})).parent
+    append_jsonl(directory / "results.jsonl", {"id": "q0", "correct": True})
+    return directory
+
+
+@row("report-pair-not-two-names")
+def _(env: Env):
+    return ["report", _results(env, "A"), "--pair", "A", "--out", env.tmp / "r"], r"--pair must be A,B"
+
+
+@row("report-pair-unknown-run")
+def _(env: Env):
+    return ["report", _results(env, "A"), "--pair", "A,Z", "--out", env.tmp / "r"], r"--pair: no results .*'Z'"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 
