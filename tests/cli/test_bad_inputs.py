@@ -575,6 +575,53 @@ def _(env: Env):
     return ["report", _results(env, "A"), "--pair", "A,Z", "--out", env.tmp / "r"], r"--pair: no results .*'Z'"
 
 
+def _saved_projector(env: Env, placement: str) -> Path:
+    """A projector directory (weights unread: the placement check comes first) stored with ``placement``."""
+    from latent_darm.bridge.projector import Projector, ProjectorConfig
+
+    return Projector(ProjectorConfig(8, 8, hidden_dim=4, placement=placement)).save_pretrained(env.tmp / "proj")
+
+
+def _latent(env: Env, projector: Path, *extra: Any) -> list[Any]:
+    return ["eval", "--pipeline", "latent", "--planner", env.llada_dir, "--executor", env.executor_dir,
+            "--projector", projector, "--benchmark", "gsm8k", "--data-dir", env.data_dir(), "--out", env.tmp / "run",
+            "--device", "cpu", "--no-progress", *extra]  # fmt: skip
+
+
+@row("train-projector-unknown-placement")
+def _(env: Env):
+    env.forbid_loading()
+    return _train(env, "--placement", "suffix"), r"--placement must be one of prefix, inline, prefix-cue; got 'suffix'"
+
+
+@row("eval-unknown-placement")
+def _(env: Env):
+    env.forbid_loading()
+    return _latent(env, _saved_projector(env, "prefix"), "--placement", "middle"), r"--placement must be one of"
+
+
+@row("eval-placement-differs-from-projector")
+def _(env: Env):
+    env.forbid_loading()
+    args = _latent(env, _saved_projector(env, "inline"), "--placement", "prefix")
+    return args, r"--placement prefix differs from the projector's stored placement 'inline'"
+
+
+@row("solve-placement-differs-from-projector")
+def _(env: Env):
+    env.forbid_loading()
+    projector = _saved_projector(env, "prefix-cue")
+    args = ["solve", QUESTION, "--pipeline", "latent", "--planner", env.llada_dir, "--executor", env.executor_dir,
+            "--projector", projector, "--device", "cpu", "--placement", "inline"]  # fmt: skip
+    return args, r"--placement inline differs from the projector's stored placement 'prefix-cue'"
+
+
+@row("eval-placement-on-a-text-pipeline")
+def _(env: Env):
+    env.forbid_loading()
+    return evaluate(env, "--placement", "inline"), r"--placement is not used by --pipeline arm"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 

@@ -370,10 +370,12 @@ def test_bad_input(tmp_path, task, reader):
         ProjectorTrainingConfig(batch_size=0)
     with pytest.raises(ConfigError, match="mixed_precision must be one of auto, no, bf16"):
         ProjectorTrainingConfig(mixed_precision="fp8")
+    no_plan_slot = PromptTemplates(executor_latent="{question}", executor_text="{question}")  # inline: no {plan}
     with pytest.raises(ConfigError, match="inline placement needs the prompt to contain <<PLAN>>"):
         train_projector(
-            _projector(reader, placement="inline"), reader, cache, train[:4], [], tmp_path, config, templates=TEMPLATES
-        )
+            _projector(reader, placement="inline"), reader, cache, train[:4], [], tmp_path, config,
+            templates=no_plan_slot,
+        )  # fmt: skip
 
 
 def test_a_given_reply_is_the_target_and_the_gold_stays_the_answer(task, reader):

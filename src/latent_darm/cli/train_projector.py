@@ -19,7 +19,15 @@ import typer
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import Cache, Dtype, TrainDevice
-from latent_darm.cli.common import check_output_dir, check_positive, console, parse_dtype, resolve_dtype
+from latent_darm.cli.common import (
+    PLACEMENT_HELP,
+    check_output_dir,
+    check_placement,
+    check_positive,
+    console,
+    parse_dtype,
+    resolve_dtype,
+)
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import (
     DATA_ENV,
@@ -166,7 +174,7 @@ def train_projector_command(
         "mlp2_gelu_rmsnorm", help="mlp2_gelu_rmsnorm | mlp3_gelu_rmsnorm | linear | mlp2x_gelu."
     ),
     hidden_dim: int = typer.Option(1024, help="Projector hidden width."),
-    placement: str = typer.Option("prefix", help="prefix | inline (inline needs <<PLAN>> in the prompt template)."),
+    placement: str = typer.Option("prefix", help=PLACEMENT_HELP + " Stored with the projector."),
     lr: float = typer.Option(3e-4, help="Projector learning rate."),
     weight_decay: float = typer.Option(1e-3, help="AdamW weight decay."),
     warmup_steps: int = typer.Option(300, help="Linear warm-up steps before the cosine decay."),
@@ -209,6 +217,7 @@ def train_projector_command(
     if lora:
         require("peft", "--lora")
     check_answer_type(answer_type)
+    check_placement(placement)
     if held_out_per_source < 0:
         raise ConfigError(f"--held-out-per-source must be >= 0, got {held_out_per_source}")
     if plan_batch_size < 1:
