@@ -622,6 +622,12 @@ def _(env: Env):
     return evaluate(env, "--placement", "inline"), r"--placement is not used by --pipeline arm"
 
 
+@row("train-projector-unknown-init")
+def _(env: Env):
+    env.forbid_loading()
+    return _train(env, "--init", "zeros"), r"--init must be one of random, lstsq; got 'zeros'"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 

@@ -93,17 +93,40 @@ class LatentCache:
     def plan(self, key: str) -> str:
         return self.index[key].plan
 
-    def add(self, latents: dict[str, torch.Tensor], plans: dict[str, str], rank: int = 0) -> None:
-        """Write one shard: tensors first, then the sidecar that makes them visible."""
+    def add(
+        self,
+        latents: dict[str, torch.Tensor],
+        plans: dict[str, str],
+        rank: int = 0,
+        tokens: dict[str, list[int]] | None = None,
+    ) -> None:
+        """Write one shard: tensors (and the decoded plan token ids, ``tokens-…json``) first, then the sidecar that
+        makes them visible."""
         number = sum(1 for _ in self.directory.glob(f"shard-r{rank}-*.json"))
         stem = f"shard-r{rank}-{number:05d}"
         tensors = {key: value.detach().to("cpu", torch.float16).contiguous() for key, value in latents.items()}
         tmp = self.directory / f".{stem}.safetensors.tmp"
         save_file(tensors, str(tmp))
         tmp.replace(self.directory / f"{stem}.safetensors")
+        if tokens is not None:  # --init lstsq's targets; a separate file so older caches stay readable
+            atomic_write_json(self.directory / f"tokens-r{rank}-{number:05d}.json", tokens)
         atomic_write_json(self.directory / f"{stem}.json", plans)
         for key, plan in plans.items():
             self.index[key] = CachedPlan(f"{stem}.safetensors", plan)
+
+    def plan_tokens(self, keys: Sequence[str]) -> list[list[int]]:
+        """The planner's decoded token ids at the plan positions, for ``keys``; a cache built before they were
+        stored (or an example without them) is a DataError naming ``--init lstsq``."""
+        found: dict[str, list[int]] = {}
+        for path in sorted(self.directory.glob("tokens-r*-*.json")):
+            found.update(json.loads(path.read_text()))
+        missing = [k for k in keys if k not in found]
+        if missing:
+            raise DataError(
+                f"latent cache {self.directory}: no plan token ids for example '{missing[0]}' (cached before they "
+                "were stored); --init lstsq needs them: rebuild the cache in a new --cache-dir"
+            )
+        return [found[k] for k in keys]
 
     def load(self, keys: Sequence[str]) -> torch.Tensor:
         """Latents [B, L, d] (fp16) for ``keys``, read through safetensors' memory map."""
@@ -147,6 +170,7 @@ def build_latent_cache(
         chunk = pending[start : start + shard_size]
         latents: dict[str, torch.Tensor] = {}
         plans: dict[str, str] = {}
+        tokens: dict[str, list[int]] = {}
         for first in range(0, len(chunk), batch_size):
             batch = chunk[first : first + batch_size]
             outputs = planner.generate(
@@ -156,7 +180,8 @@ def build_latent_cache(
                 assert plan.latents is not None
                 latents[example.id] = plan.latents
                 plans[example.id] = plan.text
+                tokens[example.id] = list(plan.token_ids)
             if on_progress is not None:
                 on_progress(len(batch))
-        cache.add(latents, plans, rank)
+        cache.add(latents, plans, rank, tokens)
     return cache
