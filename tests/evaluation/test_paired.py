@@ -49,7 +49,9 @@ def test_mcnemar_edge_cases():
 
 
 def spec(kind: str, steps: int) -> dict:
-    planner = {"kind": "ddlm", "model": "planner", "gen_length": 8, "steps": steps}
+    planner = {"kind": "ddlm", "model": "planner", "gen_length": 8, "steps": steps, "cache": "none"}
+    if kind == "latent":  # what a latent spec stores besides (its projector's sampler defaults): not compared
+        planner |= {"denoise_fraction": 1.0, "latent_rows": "plan", "remasking": "low_confidence"}
     return {"kind": kind, "planner": planner, "executor": {"kind": "arm", "model": "executor"}}
 
 

@@ -31,7 +31,8 @@ def report_command(
         "--pair",
         help="A,B: compare run A with run B (each a label or results directory name) by the exact McNemar test on "
         "the questions both answered; repeatable. Without it, every latent run is compared with every text run on "
-        "the same benchmark whose planner settings (model, steps, plan length, sampler) are identical.",
+        "the same benchmark whose planner has the same model, plan length, steps, block length, threshold, cache and "
+        "latent-token setting (latent-only settings such as denoise-fraction are not compared).",
     ),
 ) -> None:
     """Accuracy (95% Wilson interval), tokens per stage and time per question, per benchmark and configuration;

@@ -310,16 +310,27 @@ def _spec(run: Run) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
+# The planner settings that fix its plan and budget. A latent spec also stores latent-only ones (which rows, the
+# remasking defaults it was trained with); those do not make two runs' planners differ.
+PLANNER_BUDGET_KEYS = ("kind", "model", "gen_length", "steps", "block_length", "threshold", "cache", "latent_tokens")
+
+
+def _planner_budget(run: Run) -> dict[str, Any] | None:
+    planner = _spec(run).get("planner")
+    return {key: planner.get(key) for key in PLANNER_BUDGET_KEYS} if isinstance(planner, dict) else None
+
+
 def default_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:
-    """Every latent run against every text run on the same benchmark whose planner role (model and sampler
-    settings) is identical: the paper's comparison at an equal planner budget."""
+    """Every latent run against every text run on the same benchmark whose planner has the same model, plan
+    length, steps, block length, threshold, cache and latent-token setting (:data:`PLANNER_BUDGET_KEYS`): the
+    paper's comparison at an equal planner budget."""
     latent = [r for r in runs if _spec(r).get("kind") == "latent"]
     text = [r for r in runs if _spec(r).get("kind") == "text"]
     return [
         (a, b)
         for a in latent
         for b in text
-        if a.benchmark == b.benchmark and _spec(a).get("planner") == _spec(b).get("planner")
+        if a.benchmark == b.benchmark and _planner_budget(a) is not None and _planner_budget(a) == _planner_budget(b)
     ]
 
 
