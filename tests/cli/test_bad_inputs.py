@@ -612,6 +612,8 @@ def _(env: Env) -> tuple[list[Any], str]:
     return latent_tokens(env, "--size", "9", "--difficulty", "40", "--test-file", path), (
         r"puzzles.jsonl:1: could not solve Sudoku '\.{8}9.*' within the solver's budget of 20,000 search nodes"
     )
+
+
 # ---- h21-train rows ----
 
 
@@ -789,6 +791,8 @@ def _(env: Env):
     args = _demo(env)
     args[args.index(env.tmp / "demo")] = env.write("plain-file", "x") / "demo"
     return args, r"--out .*plain-file/demo: a parent of it is a file"
+
+
 # ---- h21-cli rows ----------------------------------------------------------------------------------------------
 
 SANDBOX_ESCAPE = "{{ ''.__class__.__mro__[1].__subclasses__() }}"  # stopped by jinja's sandbox, never executed
@@ -922,6 +926,8 @@ def _(env: Env):
 def _(env: Env):
     args = _report_of(env, lambda records: records[1].update(id="not-in-the-selection"))
     return args, r"run: the results are not the run's selection"
+
+
 # ---- h20-exec rows ----
 
 
@@ -1019,6 +1025,79 @@ def _(env: Env) -> tuple[list[Any], str]:
 @row("latent-tokens-seeds-empty")
 def _(env: Env) -> tuple[list[Any], str]:
     return latent_tokens(env, "--seeds", ""), r"--seeds: '' names no seed"
+
+
+# ---- h18-core rows ----
+
+
+def _results(env: Env, name: str) -> Path:
+    """A finished one-question results directory (no model needed)."""
+    directory = env.write(f"{name}/config.json", json.dumps({"benchmark": "b", "label": name})).parent
+    append_jsonl(directory / "results.jsonl", {"id": "q0", "correct": True})
+    return directory
+
+
+@row("report-pair-not-two-names")
+def _(env: Env):
+    return ["report", _results(env, "A"), "--pair", "A", "--out", env.tmp / "r"], r"--pair must be A,B"
+
+
+@row("report-pair-unknown-run")
+def _(env: Env):
+    return ["report", _results(env, "A"), "--pair", "A,Z", "--out", env.tmp / "r"], r"--pair: no results .*'Z'"
+
+
+def _saved_projector(env: Env, placement: str) -> Path:
+    """A projector directory (weights unread: the placement check comes first) stored with ``placement``."""
+    from latent_darm.bridge.projector import Projector, ProjectorConfig
+
+    return Projector(ProjectorConfig(8, 8, hidden_dim=4, placement=placement)).save_pretrained(env.tmp / "proj")
+
+
+def _latent(env: Env, projector: Path, *extra: Any) -> list[Any]:
+    return ["eval", "--pipeline", "latent", "--planner", env.llada_dir, "--executor", env.executor_dir,
+            "--projector", projector, "--benchmark", "gsm8k", "--data-dir", env.data_dir(), "--out", env.tmp / "run",
+            "--device", "cpu", "--no-progress", *extra]  # fmt: skip
+
+
+@row("train-projector-unknown-placement")
+def _(env: Env):
+    env.forbid_loading()
+    return _train(env, "--placement", "suffix"), r"--placement must be one of prefix, inline, prefix-cue; got 'suffix'"
+
+
+@row("eval-unknown-placement")
+def _(env: Env):
+    env.forbid_loading()
+    return _latent(env, _saved_projector(env, "prefix"), "--placement", "middle"), r"--placement must be one of"
+
+
+@row("eval-placement-differs-from-projector")
+def _(env: Env):
+    env.forbid_loading()
+    args = _latent(env, _saved_projector(env, "inline"), "--placement", "prefix")
+    return args, r"--placement prefix differs from the projector's stored placement 'inline'"
+
+
+@row("solve-placement-differs-from-projector")
+def _(env: Env):
+    env.forbid_loading()
+    projector = _saved_projector(env, "prefix-cue")
+    args = ["solve", QUESTION, "--pipeline", "latent", "--planner", env.llada_dir, "--executor", env.executor_dir,
+            "--projector", projector, "--device", "cpu", "--placement", "inline"]  # fmt: skip
+    return args, r"--placement inline differs from the projector's stored placement 'prefix-cue'"
+
+
+@row("eval-placement-on-a-text-pipeline")
+def _(env: Env):
+    env.forbid_loading()
+    return evaluate(env, "--placement", "inline"), r"--placement is not used by --pipeline arm"
+
+
+@row("train-projector-unknown-init")
+def _(env: Env):
+    env.forbid_loading()
+    return _train(env, "--init", "zeros"), r"--init must be one of random, lstsq; got 'zeros'"
 
 
 # ---- the test ---------------------------------------------------------------------------------------------------

@@ -311,3 +311,56 @@ def test_two_runs_on_one_out_do_the_work_once(tmp_path, data, llada_dir, executo
     assert all(run.returncode == 0 for run in runs), [err[-2000:] for _, err in results]
     assert sorted(json.loads(out.strip().splitlines()[-1])["resumed_from"] for out, _ in results) == [0, 3]
     assert [p.name for p in (tmp_path / "run/latents").glob("shard-*.safetensors")] == ["shard-r0-00000.safetensors"]
+
+
+def test_lstsq_init_training_free_with_a_stored_placement(darm, tmp_path, data, llada_dir, executor_dir):
+    """``--init lstsq --max-steps 0``: the ridge map on the cached latents and plan tokens is the projector (no
+    training), saved with its placement, and the latent pipeline runs with it."""
+    from latent_darm.training.latent_cache import LatentCache
+    from latent_darm.training.projector_lstsq import plan_token_embeddings, ridge_map
+
+    pairs, _ = data
+    out = tmp_path / "free"
+    tiny = [*TINY, "--max-steps", "0", "--held-out-per-source", "0"]  # the last of a repeated option wins
+    code, _, stderr = darm(
+        "train-projector", "--planner", llada_dir, "--executor", executor_dir, "--out", out, "--data", pairs,
+        "--no-overlap-check", "--init", "lstsq", "--architecture", "linear", "--placement", "prefix-cue", *tiny,
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "--init lstsq: ridge map fitted on 14 examples" in stderr and "0 steps: no training" in stderr
+    assert not (out / "checkpoints").exists()
+    executor = CausalExecutor.from_pretrained(executor_dir)
+    projector = Projector.from_pretrained(out / "projector", executor=executor)
+    assert projector.config.placement == "prefix-cue"
+    assert projector.config.training["init"] == {"init": "lstsq", "ridge": 0.001}
+    cache = LatentCache.open(out / "latents")
+    keys = sorted(cache.index)
+    assert len(keys) == len(QUESTIONS)  # nothing held out here: every example is a training row
+    lmap = ridge_map(cache.load(keys).float(), plan_token_embeddings(executor, cache.plan_tokens(keys)), 1e-3)
+    assert torch.allclose(projector.layers[0].weight.detach().double(), lmap.weight.T, atol=1e-5)
+    assert torch.allclose(projector.layers[0].bias.detach().double(), lmap.bias, atol=1e-5)
+    spec = {
+        "kind": "latent",
+        "planner": {"kind": "ddlm", "model": str(llada_dir), "gen_length": 8, "steps": 8, "block_length": 8},
+        "executor": {"kind": "arm", "model": str(executor_dir), "max_new_tokens": 4},
+        "projector": str(out / "projector"),
+    }
+    result = build_pipeline(spec).run([QUESTIONS[3]], "math")[0]
+    assert result.accounting.planner_tokens == 8 and 1 <= result.accounting.executor_tokens <= 4
+
+
+def test_lstsq_with_too_few_examples_is_one_error_and_keeps_the_cache(darm, tmp_path, llada_dir, executor_dir):
+    """4 questions × 8 plan positions = 32 rows cannot determine a ridge-0 map from the tiny planner's 64
+    dimensions: the last stderr line names --init lstsq, exit 2, and the latents already cached stay for a rerun."""
+    pairs = tmp_path / "few.jsonl"
+    pairs.write_text("".join(json.dumps({"question": q, "answer": "1"}) + "\n" for q in QUESTIONS[:4]))
+    out = tmp_path / "few"
+    code, _, stderr = darm(
+        "train-projector", "--planner", llada_dir, "--executor", executor_dir, "--out", out, "--data", pairs,
+        "--no-overlap-check", "--init", "lstsq", "--ridge", "0", *TINY, "--max-steps", "0",
+        "--held-out-per-source", "0",
+    )  # fmt: skip
+    lines = stderr.strip().splitlines()
+    assert code == 2 and "Traceback" not in stderr
+    assert lines[-1].startswith("error: --init lstsq: 32 plan positions are too few") and "at least 65" in lines[-1]
+    assert len(list((out / "latents").glob("shard-*.safetensors"))) == 1 and not (out / "projector").exists()

@@ -370,10 +370,12 @@ def test_bad_input(tmp_path, task, reader):
         ProjectorTrainingConfig(batch_size=0)
     with pytest.raises(ConfigError, match="mixed_precision must be one of auto, no, bf16"):
         ProjectorTrainingConfig(mixed_precision="fp8")
+    no_plan_slot = PromptTemplates(executor_latent="{question}", executor_text="{question}")  # inline: no {plan}
     with pytest.raises(ConfigError, match="inline placement needs the prompt to contain <<PLAN>>"):
         train_projector(
-            _projector(reader, placement="inline"), reader, cache, train[:4], [], tmp_path, config, templates=TEMPLATES
-        )
+            _projector(reader, placement="inline"), reader, cache, train[:4], [], tmp_path, config,
+            templates=no_plan_slot,
+        )  # fmt: skip
 
 
 def test_a_given_reply_is_the_target_and_the_gold_stays_the_answer(task, reader):
@@ -445,3 +447,24 @@ def test_weight_decay_spares_biases_and_norms_as_the_authors_trainer_did(tmp_pat
     assert names == {name: 0.1 if (p.dim() == 2 or decay_all) else 0.0 for name, p in projector.named_parameters()}
     assert sorted(n for n, d in names.items() if d == 0.0) == ([] if decay_all else ["layers.0.bias", "layers.2.bias",
                                                                                      "layers.3.weight"])  # fmt: skip
+
+
+def test_lstsq_init_starts_below_a_random_init_on_held_out_loss(task, reader):
+    """``--init lstsq`` on this task: the map from latents to the hint token's embedding (the "decoded plan token"
+    at every position), fitted on the training latents, gives a lower held-out answer loss than the random init."""
+    from latent_darm.training.projector_lstsq import lstsq_projector, plan_token_embeddings
+
+    train, held_out, cache = task
+    hints = _hint_ids(reader.tokenizer)
+    targets = plan_token_embeddings(reader, [[hints[e.target]] * PLAN for e in train])
+    random_init, seeded = _projector(reader), _projector(reader)
+    assert torch.equal(random_init.layers[0].weight, seeded.layers[0].weight)  # the same start before the seed
+    lstsq_projector(seeded, cache.load([e.id for e in train]).float(), targets, ridge=1e-3)
+    encoded = encode_examples(reader, held_out, TEMPLATES, "prefix", PLAN)
+    latents = cache.load([e.id for e in held_out]).float()
+
+    def held_out_loss(projector: Projector) -> float:
+        with torch.no_grad():
+            return float(answer_loss(reader.model, build_batch(reader, projector(latents), encoded))[0])
+
+    assert held_out_loss(seeded) < 0.5 * held_out_loss(random_init)

@@ -96,6 +96,20 @@ def output_path(value: str) -> Path:
     return Path(value)
 
 
+PLACEMENT_HELP = (
+    "Where the executor reads the soft tokens: prefix (the paper's: before the chat prompt), inline (where the text "
+    "pipeline's executor prompt puts the plan), prefix-cue (the authors' code: prefix, then a short cue)."
+)
+
+
+def check_placement(value: str | None, option: str = "--placement") -> None:
+    """An unknown soft-token placement is a one-line error naming the option (checked before any model loads)."""
+    from latent_darm.models.splice import PLACEMENTS
+
+    if value is not None and value not in PLACEMENTS:
+        raise ConfigError(f"{option} must be one of {', '.join(PLACEMENTS)}; got {value!r}")
+
+
 def check_output_dir(path: Path, option: str = "--out") -> None:
     """Refuse an output directory that cannot be written (a file, a read-only directory, an unwritable parent)
     before any model is loaded: creates it and writes and deletes a probe file."""

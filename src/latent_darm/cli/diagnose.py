@@ -29,15 +29,29 @@ def diagnose_command(
         help="Where to write diagnosis.png (default: the directory, or . for several).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    attention: bool = typer.Option(
+        False,
+        "--attention",
+        help="Instead: per executor layer, the attention share of the answer positions on the plan slots (soft "
+        "tokens or plan text), the question, the rest of the prompt and the executor's own output, split by correct "
+        "and wrong answers (latent and text runs; the latent planner is re-run). Writes attention.csv, attention.md "
+        "and attention.png to --out (default as for the chart).",
+    ),
+    limit: int = typer.Option(50, help="--attention: the first N finished items of each directory."),
 ) -> None:
     """Setup X (planner swap) and Y (executor swap) on each failure; writes diagnosis.jsonl/.json and a chart."""
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
     from latent_darm.pipelines.factory import build_pipeline
 
     runtime = {"device": runtime_device(device)}
     if out is not None:
         check_output_dir(out)
+    if attention:
+        _attention(directories, runtime, limit, out or (directories[0] if len(directories) == 1 else Path(".")))
+        return
     main = current_processes().is_main
     diagnoses = []
     for directory in directories:
@@ -69,3 +83,21 @@ def diagnose_command(
     chart = chart_dir / "diagnosis.png"
     plot_attribution(diagnoses, chart)
     typer.echo(str(chart))
+
+
+def _attention(directories: list[Path], runtime: dict[str, str], limit: int, out: Path) -> None:
+    """``--attention``: rebuild each run's pipeline from its stored spec and profile its executor's attention."""
+    from latent_darm.evaluation.attention import attention_profile, write_attention
+    from latent_darm.evaluation.report import load_run
+    from latent_darm.pipelines.factory import build_pipeline
+
+    rows = []
+    for directory in directories:
+        run = load_run(directory)
+        spec = run.config.get("spec")
+        if not isinstance(spec, dict) or spec.get("kind") not in ("latent", "text"):
+            raise ConfigError(f"--attention: {directory} is not a latent or text run written by darm eval")
+        with console.status(f"attention of {run.label}"):
+            rows += attention_profile(run, build_pipeline({**spec, **runtime}), limit)
+    for path in write_attention(rows, out):
+        typer.echo(str(path))

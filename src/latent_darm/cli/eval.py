@@ -19,7 +19,9 @@ import typer
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, PipelineKind, complete_benchmark, complete_device
 from latent_darm.cli.common import (
+    PLACEMENT_HELP,
     check_output_dir,
+    check_placement,
     check_positive,
     console,
     output_path,
@@ -106,6 +108,21 @@ def latent_planner_role(model: str, projector: str, explicit: dict[str, Any]) ->
     return DiffusionRole.from_dict(role, "planner."), differs
 
 
+def check_projector_placement(projector: str | None, placement: str | None) -> None:
+    """``--placement`` only confirms the projector's stored placement: a projector reads its soft tokens where it
+    was trained to, so asking for another is refused (one line) instead of silently evaluating a mismatch."""
+    from latent_darm.bridge.projector import Projector
+
+    if placement is None or projector is None:
+        return
+    stored = Projector.stored_config(projector).placement
+    if placement != stored:
+        raise ConfigError(
+            f"--placement {placement} differs from the projector's stored placement {stored!r} (it was trained "
+            f"that way; train another projector with --placement {placement})"
+        )
+
+
 def autoregressive_role(model: str, max_new_tokens: int, repetition_penalty: float) -> AutoregressiveRole:
     if max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
@@ -135,10 +152,12 @@ def _check_options(pipeline: str, options: dict[str, Any]) -> None:
         "latent_noise": pipeline != "latent",
         "denoise_fraction": pipeline != "latent",
         "force_projector": pipeline != "latent",
+        "placement": pipeline != "latent",
         "chain_of_thought": pipeline in ("text", "latent"),
         "planner": pipeline == "arm",
     }
     _unused(pipeline, **{name: options[name] for name, refused in unused.items() if refused})
+    check_placement(options["placement"])
     if not math.isfinite(options["latent_noise"]) or options["latent_noise"] < 0:
         raise ConfigError(f"--latent-noise must be a finite number >= 0, got {options['latent_noise']}")
     if pipeline == "ddlm" and options["planner"] and options["executor"]:
@@ -170,6 +189,7 @@ def pipeline_spec(
     system_prompt: str | None = None,
     no_system_turn: bool = False,
     force_projector: bool = False,
+    placement: str | None = None,
 ) -> PipelineSpec:
     """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError.
     Sampler options left as None mean: for the latent planner, what the projector was trained with; elsewhere the
@@ -210,6 +230,7 @@ def pipeline_spec(
             planner_role, differs = latent_planner_role(
                 planner_model, _need(projector, "projector", pipeline), explicit
             )
+            check_projector_placement(projector, placement)
         else:
             planner_role = role(planner_kind or "ddlm", planner_model, plan_length, block_length)
         # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
@@ -332,6 +353,9 @@ def eval_command(
         False, "--no-system-turn", help="ARM chat prompts: no system turn (the chat template's own default applies)."
     ),
     dtype: Dtype = typer.Option(Dtype.auto, case_sensitive=False, help="auto: float32 on CPU, bfloat16 on a GPU."),
+    placement: str = typer.Option(
+        None, help=f"Latent: {PLACEMENT_HELP} Default: the projector's stored one; another is refused."
+    ),
     force_projector: bool = typer.Option(
         False, "--force-projector", help="Latent: use a projector trained for another tokenizer anyway."
     ),
@@ -370,6 +394,7 @@ def eval_command(
         system_prompt=system_prompt,
         no_system_turn=no_system_turn,
         force_projector=force_projector,
+        placement=placement,
     )
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")

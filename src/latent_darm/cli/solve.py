@@ -8,7 +8,7 @@ import typer
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, PipelineKind, complete_device
-from latent_darm.cli.common import console, resolve_device
+from latent_darm.cli.common import PLACEMENT_HELP, console, resolve_device
 from latent_darm.cli.eval import build_spec
 from latent_darm.errors import DataError
 from latent_darm.grading import check_answer_type, extract_answer
@@ -46,6 +46,9 @@ def solve(
         False, "--no-system-turn", help="ARM chat prompts: no system turn (the chat template's own default applies)."
     ),
     dtype: Dtype = typer.Option(Dtype.auto, case_sensitive=False, help="auto: float32 on CPU, bfloat16 on a GPU."),
+    placement: str = typer.Option(
+        None, help=f"Latent: {PLACEMENT_HELP} Default: the projector's stored one; another is refused."
+    ),
     force_projector: bool = typer.Option(
         False, "--force-projector", help="Latent: use a projector trained for another tokenizer anyway."
     ),
@@ -64,6 +67,7 @@ def solve(
         max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty, chain_of_thought=chain_of_thought,
         latent_noise=latent_noise, prompts=prompts, dtype=dtype.value, device=run_device,
         system_prompt=system_prompt, no_system_turn=no_system_turn, force_projector=force_projector,
+        placement=placement,
     )  # fmt: skip
     from latent_darm.pipelines.factory import build_pipeline
 

@@ -25,7 +25,9 @@ from filelock import FileLock
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import Cache, Dtype, TrainDevice
 from latent_darm.cli.common import (
+    PLACEMENT_HELP,
     check_output_dir,
+    check_placement,
     check_positive,
     console,
     parse_dtype,
@@ -144,6 +146,23 @@ def evaluation_sets(names: str | None, data_dir: Path | None) -> dict[str, list[
     return sets
 
 
+INITS = ("random", "lstsq")
+
+
+def seed_lstsq(
+    projector: Any, answerer: Any, planner_tokenizer: Any, latents: Any, train: list[Any], ridge: float, main: bool
+) -> None:
+    """``--init lstsq``: fit the map on the training examples' cached latents and plan tokens; seed ``projector``."""
+    from latent_darm.training.projector_lstsq import lstsq_projector, plan_token_embeddings
+
+    keys = [example.id for example in train]
+    targets = plan_token_embeddings(answerer, latents.plan_tokens(keys), planner_tokenizer)
+    lstsq_projector(projector, latents.load(keys).float().cpu(), targets, ridge)
+    projector.to(answerer.device)
+    if main:
+        console.print(f"--init lstsq: ridge map fitted on {len(keys)} examples' plan positions", highlight=False)
+
+
 def _split(names: str) -> list[str]:
     return [n.strip() for n in names.split(",") if n.strip()]
 
@@ -199,7 +218,15 @@ def train_projector_command(
         "mlp2_gelu_rmsnorm", help="mlp2_gelu_rmsnorm | mlp3_gelu_rmsnorm | linear | mlp2x_gelu."
     ),
     hidden_dim: int = typer.Option(1024, help="Projector hidden width."),
-    placement: str = typer.Option("prefix", help="prefix | inline (inline needs <<PLAN>> in the prompt template)."),
+    placement: str = typer.Option("prefix", help=PLACEMENT_HELP + " Stored with the projector."),
+    init: str = typer.Option(
+        "random",
+        help="random (Xavier) | lstsq: seed the projector with the closed-form ridge least-squares map from the "
+        "training latents to the executor's embeddings of the decoded plan tokens, position by position "
+        "(linear, mlp2_gelu_rmsnorm, mlp2x_gelu; see latent_darm.training.projector_lstsq). With --max-steps 0 the "
+        "map is the projector, training-free.",
+    ),
+    ridge: float = typer.Option(1e-3, help="--init lstsq: ridge penalty (0: plain least squares)."),
     lr: float = typer.Option(3e-4, help="Projector learning rate."),
     weight_decay: float = typer.Option(1e-3, help="AdamW weight decay."),
     warmup_steps: int = typer.Option(300, help="Linear warm-up steps before the cosine decay."),
@@ -232,6 +259,7 @@ def train_projector_command(
     from latent_darm.pipelines.prompts import load_templates
     from latent_darm.sampling import SamplerConfig
     from latent_darm.training.latent_cache import LatentCache, build_latent_cache
+    from latent_darm.training.projector_run import save_projector
     from latent_darm.training.projector_trainer import (
         ProjectorTrainingConfig,
         check_settings,
@@ -244,12 +272,19 @@ def train_projector_command(
     if lora:
         require("peft", "--lora")
     check_answer_type(answer_type)
+    check_placement(placement)
     if held_out_per_source < 0:
         raise ConfigError(f"--held-out-per-source must be >= 0, got {held_out_per_source}")
     if plan_batch_size < 1:
         raise ConfigError(f"--plan-batch-size must be >= 1, got {plan_batch_size}")
+    if init not in INITS:
+        raise ConfigError(f"--init must be one of {', '.join(INITS)}; got {init!r}")
+    if ridge < 0:
+        raise ConfigError(f"--ridge must be >= 0, got {ridge}")
+    training_free = init == "lstsq" and max_steps == 0  # the map alone: 0 steps is a value here, not a mistake
     for name, value in (("steps", steps), ("block-length", block_length), ("max-steps", max_steps)):
-        check_positive(name, value)
+        if not (training_free and name == "max-steps"):
+            check_positive(name, value)
     if device != TrainDevice.auto:
         resolve_device(device.value)  # --device cuda on a machine without CUDA is refused, not run on the CPU
     check_output_dir(out)
@@ -279,7 +314,7 @@ def train_projector_command(
         epochs=epochs,
         batch_size=batch_size,
         grad_accum=grad_accum,
-        max_steps=max_steps,
+        max_steps=None if training_free else max_steps,
         mixed_precision=mixed_precision,
         eval_every=eval_every,
         save_every=save_every,
@@ -334,6 +369,7 @@ def train_projector_command(
         if not -1 <= latent_layer <= layers:
             raise ConfigError(f"--latent-layer must be -1 or 0..{layers} for this planner, got {latent_layer}")
         planner_side = signature_of(diffusion)
+        planner_tokenizer = diffusion.tokenizer  # --init lstsq maps plan token ids into the executor's vocabulary
         everything = train + held_out
         with progress_bar(show, console=console) as bar:
             # Under several processes this bar counts the main process's share only.
@@ -379,7 +415,15 @@ def train_projector_command(
             "data": sorted({e.source for e in examples}),
             "kept_disjoint_from": None if evaluation is None else sorted(evaluation),
             "prompts": None if prompts is None else str(prompts),
+            "init": init if init == "random" else {"init": init, "ridge": ridge},
         }
+        if init == "lstsq":
+            seed_lstsq(projector, answerer, planner_tokenizer, latents, train, ridge, main)
+        if training_free:
+            saved = save_projector(projector, None, out, provenance)
+            if main:
+                console.print(f"projector → {saved} (--init lstsq, 0 steps: no training)", highlight=False)
+            return
         summary = train_projector(
             projector,
             answerer,

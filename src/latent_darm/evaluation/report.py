@@ -4,6 +4,9 @@ For each benchmark, one row per configuration: accuracy with a 95% Wilson interv
 paper's 200-question protocol, and never outside [0, 1]), mean planner / executor / total tokens, mean forward
 passes and seconds per question; a per-level table when the examples carry ``meta.level`` (DART-1…5); and a PNG of
 accuracy against mean total tokens on a log axis (the paper's Figure 1), beside accuracy against forward passes.
+Paired comparisons (latent against text at the same planner settings, or ``--pair``) count the questions only one
+run got right and give the exact McNemar p-value: two runs on the same questions are not independent samples, so
+overlapping Wilson intervals say little about which is better.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latent_darm.errors import DataError
+from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import Example
 from latent_darm.evaluation.runner import (
     RESULTS_FILE,
@@ -41,6 +44,20 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denominator
     # The interval always contains p; min/max only undo rounding (e.g. 0.9999999999999999 at p = 1).
     return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: the binomial(n = only_a + only_b, 1/2) probability of a split at least as
+    uneven as the one seen (twice the smaller tail, capped at 1). Paired, so it only counts the discordant questions
+    (one run right, the other wrong); 1.0 when there are none."""
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {only_a}, {only_b}")
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    # Exact integer arithmetic: the tail sum of C(n, i) over 2^n, with no floating-point underflow at large n.
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return min(1.0, 2 * tail / 2**n)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -266,7 +283,10 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 
 def write_csv(path: Path, rows: Sequence[Row]) -> None:
-    records = [row.csv_fields() for row in rows]
+    _write_dicts(path, [row.csv_fields() for row in rows])
+
+
+def _write_dicts(path: Path, records: Sequence[dict[str, Any]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(records[0]))
         writer.writeheader()
@@ -290,6 +310,123 @@ def file_stems(benchmarks: Sequence[str]) -> dict[str, str]:
             stem = f"{slug(benchmark)}-{n}"
         stems[benchmark] = stem
     return stems
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Paired comparisons
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Run A against run B on the questions both answered (matched by question id): the exact McNemar test."""
+
+    a: str
+    b: str
+    n: int
+    a_correct: int
+    b_correct: int
+    only_a: int
+    only_b: int
+
+    @property
+    def p_value(self) -> float:
+        return mcnemar_exact(self.only_a, self.only_b)
+
+    def csv_fields(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "n": self.n,
+            "a_correct": self.a_correct,
+            "b_correct": self.b_correct,
+            "only_a_right": self.only_a,
+            "only_b_right": self.only_b,
+            "p_mcnemar": round(self.p_value, 6),
+        }
+
+    def markdown_cells(self) -> list[str]:
+        def pct(k: int) -> str:
+            return f"{100 * k / self.n:.1f}" if self.n else "-"
+
+        return [
+            self.a,
+            self.b,
+            str(self.n),
+            pct(self.a_correct),
+            pct(self.b_correct),
+            str(self.only_a),
+            str(self.only_b),
+            f"{self.p_value:.3g}",
+        ]
+
+
+PAIRED_HEADERS = ["A", "B", "n (both answered)", "A %", "B %", "only A right", "only B right", "McNemar p"]
+
+
+def paired(a: Run, b: Run) -> Paired:
+    """Compare two runs on the question ids both have; counts the discordant pairs for :func:`mcnemar_exact`."""
+    right_a = {r["id"]: bool(r.get("correct")) for r in a.records}
+    right_b = {r["id"]: bool(r.get("correct")) for r in b.records}
+    shared = [i for i in right_a if i in right_b]
+    return Paired(
+        a.label,
+        b.label,
+        len(shared),
+        sum(right_a[i] for i in shared),
+        sum(right_b[i] for i in shared),
+        sum(right_a[i] and not right_b[i] for i in shared),
+        sum(right_b[i] and not right_a[i] for i in shared),
+    )
+
+
+def _spec(run: Run) -> dict[str, Any]:
+    spec = run.config.get("spec")
+    return spec if isinstance(spec, dict) else {}
+
+
+# The planner settings that fix its plan and budget. A latent spec also stores latent-only ones (which rows, the
+# remasking defaults it was trained with); those do not make two runs' planners differ.
+PLANNER_BUDGET_KEYS = ("kind", "model", "gen_length", "steps", "block_length", "threshold", "cache", "latent_tokens")
+
+
+def _planner_budget(run: Run) -> dict[str, Any] | None:
+    planner = _spec(run).get("planner")
+    return {key: planner.get(key) for key in PLANNER_BUDGET_KEYS} if isinstance(planner, dict) else None
+
+
+def default_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:
+    """Every latent run against every text run on the same benchmark whose planner has the same model, plan
+    length, steps, block length, threshold, cache and latent-token setting (:data:`PLANNER_BUDGET_KEYS`): the
+    paper's comparison at an equal planner budget."""
+    latent = [r for r in runs if _spec(r).get("kind") == "latent"]
+    text = [r for r in runs if _spec(r).get("kind") == "text"]
+    return [
+        (a, b)
+        for a in latent
+        for b in text
+        if a.benchmark == b.benchmark and _planner_budget(a) is not None and _planner_budget(a) == _planner_budget(b)
+    ]
+
+
+def _find_run(runs: Sequence[Run], name: str) -> Run:
+    """A run named by its label, its directory name or its directory path."""
+    hits = [r for r in runs if name in (r.label, r.directory.name, str(r.directory))]
+    if len(hits) != 1:
+        what = "no" if not hits else "more than one"
+        raise ConfigError(f"--pair: {what} results directory matches {name!r} (give a label or directory name)")
+    return hits[0]
+
+
+def explicit_pairs(runs: Sequence[Run], pairs: Sequence[tuple[str, str]]) -> list[tuple[Run, Run]]:
+    """``--pair A,B`` pairs, each side found by label or directory; both sides must be on one benchmark."""
+    found = []
+    for name_a, name_b in pairs:
+        a, b = _find_run(runs, name_a), _find_run(runs, name_b)
+        if a.benchmark != b.benchmark:
+            raise ConfigError(f"--pair {name_a},{name_b}: the runs are on different benchmarks")
+        found.append((a, b))
+    return found
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -346,13 +483,21 @@ def plot_accuracy_vs_tokens(rows: Sequence[Row], path: Path, title: str) -> None
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def write_report(directories: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
+def write_report(
+    directories: Sequence[str | Path],
+    out_dir: str | Path,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> list[Path]:
     """Write ``report.md`` plus, per benchmark, ``<benchmark>.csv``, ``<benchmark>_levels.csv`` (when levels
-    exist) and ``<benchmark>_accuracy_vs_tokens.png``; return the paths written."""
+    exist), ``<benchmark>_paired.csv`` (when there are pairs to compare, see :func:`default_pairs`; ``pairs``
+    replaces that rule by explicit (A, B) names) and ``<benchmark>_accuracy_vs_tokens.png``; return the paths
+    written. ``echo`` receives each benchmark's paired table as markdown."""
     if not directories:
         raise DataError("give at least one results directory")
     runs = [load_run(directory) for directory in directories]
     _unique_labels(runs)
+    chosen = explicit_pairs(runs, pairs) if pairs else default_pairs(runs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -376,6 +521,15 @@ def write_report(directories: Sequence[str | Path], out_dir: str | Path) -> list
             level_cells = [[r.label, str(r.level), *r.markdown_cells()[1:]] for r in levels]
             headers = [MARKDOWN_HEADERS[0], "level", *MARKDOWN_HEADERS[1:]]
             sections += ["### By level", "", markdown_table(headers, level_cells), ""]
+        comparisons = [paired(a, b) for a, b in chosen if a.benchmark == benchmark]
+        if comparisons:
+            paired_path = out_dir / f"{name}_paired.csv"
+            _write_dicts(paired_path, [c.csv_fields() for c in comparisons])
+            written.append(paired_path)
+            table = markdown_table(PAIRED_HEADERS, [c.markdown_cells() for c in comparisons])
+            sections += ["### Paired comparisons (exact McNemar test on the questions both answered)", "", table, ""]
+            if echo is not None:
+                echo(f"{benchmark}: paired comparisons (exact McNemar)\n{table}")
         sections += [f"![accuracy against tokens]({png_path.name})", ""]
     report_path = out_dir / "report.md"
     report_path.write_text("\n".join(sections), encoding="utf-8")

@@ -44,7 +44,7 @@ from latent_darm.models.gguf import find_gguf, is_gguf_model, load_gguf, plain_c
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.planner import load_tokenizer
 from latent_darm.models.safetensors_files import checked_weight_files
-from latent_darm.models.splice import PLACEMENTS, PLAN_MARKER, left_pad, splice
+from latent_darm.models.splice import PLACEMENTS, PLAN_CUE, PLAN_MARKER, left_pad, splice
 
 EOT_TOKENS = ("<|eot_id|>", "<|im_end|>")
 PINNED_DATE = "26 Jul 2024"
@@ -308,9 +308,14 @@ class CausalExecutor:
 
     def plan_segments(self, prompt: str, placement: str, system: str | None = "") -> tuple[list[int], list[int]]:
         """(ids before the soft tokens, ids after them). ``prefix``: nothing before, the whole chat prompt after.
-        ``inline``: the chat prompt split where the user text holds :data:`PLAN_MARKER` (exactly once)."""
+        ``inline``: the chat prompt split where the user text holds :data:`PLAN_MARKER` (exactly once).
+        ``prefix-cue``: nothing before; :data:`PLAN_CUE` (tokenized without BOS), then the whole chat prompt."""
         if placement == "prefix":
             return [], self.chat_ids(prompt, system)
+        if placement == "prefix-cue":
+            return [], self._tokenize(PLAN_CUE) + self.chat_ids(prompt, system)
+        if placement != "inline":
+            raise ConfigError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         if prompt.count(PLAN_MARKER) != 1:
             raise ConfigError(f"inline placement needs the prompt to contain {PLAN_MARKER} exactly once")
         text = self.chat_text(prompt, system)

@@ -4,7 +4,12 @@ Placements:
 
 - ``prefix`` (the paper's): ``[soft ; embed(chat prompt incl. BOS and assistant header)]``.
 - ``inline``: the soft tokens replace :data:`PLAN_MARKER` inside the user turn; the text on either side of the
-  marker is tokenized separately, so the result never depends on how the marker itself would tokenize.
+  marker is tokenized separately, so the result never depends on how the marker itself would tokenize. The latent
+  pipeline's prompt is then the text pipeline's executor prompt with the marker where the plan text goes (unless the
+  latent template holds the marker itself), so the soft tokens sit exactly where a text plan would.
+- ``prefix-cue`` (the authors' released code): ``[soft ; embed(PLAN_CUE) ; embed(chat prompt)]`` — the prefix
+  followed by a short cue that tells the executor what came before. Their 128 placeholder tokens between prefix and
+  cue are left out (they carry nothing the executor can read).
 
 Rows are left-padded as a whole (pads before the soft tokens) and positions come from the attention mask, so each
 row's first real input sits at position 0 and a row's logits are the same in a batch as alone. Hugging Face
@@ -18,8 +23,9 @@ from collections.abc import Sequence
 
 import torch
 
-PLACEMENTS = ("prefix", "inline")
+PLACEMENTS = ("prefix", "inline", "prefix-cue")
 PLAN_MARKER = "<<PLAN>>"
+PLAN_CUE = "Given these hints:\n"  # prefix-cue placement: read right after the soft tokens (no BOS of its own)
 
 
 def splice(soft: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:

@@ -95,11 +95,12 @@ class LatentPipeline(Pipeline):
         generator = torch.Generator(device=latents.device).manual_seed(self.seed)
         latents = add_latent_noise(latents, self.latent_noise, generator)
         soft = self.projector.project(latents, device=self.executor.device, dtype=self.executor.dtype)
-        prompts = [self.templates.latent_executor_prompt(q, answer_type) for q in questions]
+        placement = self.projector.config.placement
+        prompts = [self.templates.soft_token_prompt(q, answer_type, placement) for q in questions]
         answers = self.executor.generate_from_embeddings(
             soft,
             prompts,
-            placement=self.projector.config.placement,
+            placement=placement,
             max_new_tokens=self.max_new_tokens,
             repetition_penalty=self.repetition_penalty,
             batch_size=batch_size,
@@ -128,7 +129,7 @@ class LatentPipeline(Pipeline):
 
     def rendered_prompts(self, question: str, answer_type: AnswerType) -> dict[str, str]:
         """The executor's text; the projected plan's soft tokens go before it (prefix) or at the plan marker."""
-        prompt = self.templates.latent_executor_prompt(question, answer_type)
+        prompt = self.templates.soft_token_prompt(question, answer_type, self.projector.config.placement)
         return {
             "planner": self.planner.tokenizer.decode(self.planner.prompt_ids(self.templates.planner_prompt(question))),
             "executor": self.executor.rendered_prompt(prompt, system=self.templates.system_prompt),

@@ -99,6 +99,16 @@ class PromptTemplates:
     def latent_executor_prompt(self, question: str, answer_type: AnswerType) -> str:
         return self.executor_latent.format(question=question, answer_format=self.answer_format(answer_type))
 
+    def soft_token_prompt(self, question: str, answer_type: AnswerType, placement: str) -> str:
+        """The latent executor's user text for a soft-token ``placement``. ``inline``: the latent template when it
+        holds :data:`PLAN_MARKER` itself, else the text executor's prompt with the marker where the plan text goes
+        (the same words around the plan in both channels); the prefix placements: the latent template."""
+        from latent_darm.models.splice import PLAN_MARKER  # here: prompts load with `darm --help`, torch must not
+
+        if placement == "inline" and PLAN_MARKER not in self.executor_latent:
+            return self.text_executor_prompt(question, PLAN_MARKER, answer_type)
+        return self.latent_executor_prompt(question, answer_type)
+
     def direct_prompt(self, question: str, answer_type: AnswerType, chain_of_thought: bool = False) -> str:
         template = self.chain_of_thought if chain_of_thought else self.direct
         return template.format(question=question, answer_format=self.answer_format(answer_type, chain_of_thought))

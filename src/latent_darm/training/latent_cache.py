@@ -143,9 +143,16 @@ class LatentCache:
     def plan(self, key: str) -> str:
         return self.index[key].plan
 
-    def add(self, latents: dict[str, torch.Tensor], plans: dict[str, str], rank: int = 0) -> None:
-        """Write one shard: tensors first, then the sidecar that makes them visible. Numbered after every shard of
-        this rank on disk (a damaged one removed in between must not make a new shard overwrite a good one)."""
+    def add(
+        self,
+        latents: dict[str, torch.Tensor],
+        plans: dict[str, str],
+        rank: int = 0,
+        tokens: dict[str, list[int]] | None = None,
+    ) -> None:
+        """Write one shard: tensors (and the decoded plan token ids, ``tokens-…json``) first, then the sidecar that
+        makes them visible. Numbered after every shard of this rank on disk (a damaged one removed in between must
+        not make a new shard overwrite a good one)."""
         numbers = [int(m[2]) for p in self.directory.iterdir() if (m := _SHARD.fullmatch(p.name)) and int(m[1]) == rank]
         number = max(numbers, default=-1) + 1
         stem = f"shard-r{rank}-{number:05d}"
@@ -157,9 +164,25 @@ class LatentCache:
                 tmp.replace(self.directory / f"{stem}.safetensors")
         finally:
             tmp.unlink(missing_ok=True)
+        if tokens is not None:  # --init lstsq's targets; a separate file so older caches stay readable
+            atomic_write_json(self.directory / f"tokens-r{rank}-{number:05d}.json", tokens)
         atomic_write_json(self.directory / f"{stem}.json", plans)
         for key, plan in plans.items():
             self.index[key] = CachedPlan(f"{stem}.safetensors", plan)
+
+    def plan_tokens(self, keys: Sequence[str]) -> list[list[int]]:
+        """The planner's decoded token ids at the plan positions, for ``keys``; a cache built before they were
+        stored (or an example without them) is a DataError naming ``--init lstsq``."""
+        found: dict[str, list[int]] = {}
+        for path in sorted(self.directory.glob("tokens-r*-*.json")):
+            found.update(json.loads(path.read_text()))
+        missing = [k for k in keys if k not in found]
+        if missing:
+            raise DataError(
+                f"latent cache {self.directory}: no plan token ids for example '{missing[0]}' (cached before they "
+                "were stored); --init lstsq needs them: rebuild the cache in a new --cache-dir"
+            )
+        return [found[k] for k in keys]
 
     def load(self, keys: Sequence[str]) -> torch.Tensor:
         """Latents [B, L, d] (fp16) for ``keys``, read through safetensors' memory map."""
@@ -250,6 +273,7 @@ def _fill(
         chunk = pending[start : start + shard_size]
         latents: dict[str, torch.Tensor] = {}
         plans: dict[str, str] = {}
+        tokens: dict[str, list[int]] = {}
         for first in range(0, len(chunk), batch_size):
             batch = chunk[first : first + batch_size]
             outputs = planner.generate(
@@ -259,7 +283,8 @@ def _fill(
                 assert plan.latents is not None
                 latents[example.id] = plan.latents
                 plans[example.id] = plan.text
+                tokens[example.id] = list(plan.token_ids)
             if on_progress is not None:
                 on_progress(len(batch))
-        cache.add(latents, plans, rank)
+        cache.add(latents, plans, rank, tokens)
     return cache

@@ -60,11 +60,12 @@ def encode_examples(
     placement: str,
     plan_length: int,
 ) -> list[EncodedExample]:
-    """Tokenize every example once, with the latent-executor prompt the latent pipeline uses."""
+    """Tokenize every example once, with the latent-executor prompt and soft-token placement the latent pipeline
+    uses (:meth:`PromptTemplates.soft_token_prompt`), so training and evaluation place the soft tokens alike."""
     limit = executor.context_length
     encoded = []
     for example in examples:
-        prompt = templates.latent_executor_prompt(example.question, example.answer_type)
+        prompt = templates.soft_token_prompt(example.question, example.answer_type, placement)
         before, after = executor.plan_segments(prompt, placement)
         target = executor.reply_ids(prompt, example.reply_text())
         length = len(before) + plan_length + len(after) + len(target)

@@ -181,6 +181,8 @@ class ProjectorTrainer:
         self.held_out = encode_examples(executor, held_out, templates, placement, length)
         check_cache(cache, self.train + self.held_out, projector)
         identity = run_identity(projector, cache, self.train, self.held_out, config, executor.name_or_path)
+        if (init := provenance.get("init", "random")) != "random":
+            identity["init"] = init  # a seeded start is other weights: no resume across inits (random stays implicit)
         check_run(out, identity, accelerator)
 
         torch.manual_seed(config.seed)  # LoRA's initial weights

@@ -1,0 +1,148 @@
+"""``--init lstsq``: a closed-form projector from planner latents to the executor's embeddings of the plan tokens.
+
+Each plan position gives one regression row: the planner's latent there (x, d_planner) and the executor's input
+embedding of the token the planner decoded there (y, d_executor). Ridge least squares on centred rows,
+
+    W = (Xcᵀ Xc + ridge · I)⁻¹ Xcᵀ Yc,   b = ȳ − x̄ W,
+
+maps a latent to the embedding of its own plan token, position by position: the soft tokens then read as the plan
+text would, with no training (0 steps), or as a start for training. With ``ridge`` 0 the map needs at least
+d_planner + 1 rows and centred latents of full rank; otherwise it is refused (one line naming ``--init lstsq``).
+
+How the map seeds each architecture (:func:`seed_projector`):
+
+- ``linear``: weight = Wᵀ, bias = b (exact).
+- ``mlp2_gelu_rmsnorm`` / ``mlp2x_gelu`` (Linear(d_p→h) → GELU → Linear(h→d_e)): GELU(u) − GELU(−u) = u for the exact
+  and the tanh GELU alike (Φ(u) + Φ(−u) = 1, tanh is odd), so a pair of hidden units carries one direction linearly.
+  With W ≈ A B its best rank-k factorisation (SVD, k = min(h // 2, rank W)), A = U_k S_k, B = V_kᵀ: the first
+  linear's rows 0..k−1 are Aᵀ with bias −x̄ A, rows k..2k−1 their negation; the second linear's columns are Bᵀ and
+  −Bᵀ, bias ȳ. So the MLP computes (x − x̄) A B + ȳ exactly (exactly x W + b when k = rank W). The remaining hidden
+  units keep their random first-layer rows and get zero second-layer columns, so they start silent but train. The
+  output RMSNorm (``mlp2_gelu_rmsnorm``) then rescales each soft token to the norm's scale, the executor's typical
+  embedding RMS when built by ``Projector.for_pair``: the direction is the map's, the length the embeddings'.
+- Other architectures are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from latent_darm.bridge.projector import Projector
+from latent_darm.errors import ConfigError
+from latent_darm.models.executor import CausalExecutor, tokenizer_fingerprint
+
+OPTION = "--init lstsq"
+SEEDABLE = ("linear", "mlp2_gelu_rmsnorm", "mlp2x_gelu")
+
+
+@dataclass(frozen=True)
+class LinearMap:
+    """y ≈ (x − x_mean) @ weight + y_mean; weight [d_planner, d_executor], means [d]."""
+
+    weight: torch.Tensor
+    x_mean: torch.Tensor
+    y_mean: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.double() - self.x_mean) @ self.weight + self.y_mean
+
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.y_mean - self.x_mean @ self.weight
+
+
+def ridge_map(latents: torch.Tensor, targets: torch.Tensor, ridge: float) -> LinearMap:
+    """Fit latents [..., d_p] → targets [..., d_e] (rows paired position by position) in float64."""
+    if ridge < 0:
+        raise ConfigError(f"{OPTION}: the ridge must be >= 0, got {ridge}")
+    x = latents.reshape(-1, latents.shape[-1]).double()
+    y = targets.reshape(-1, targets.shape[-1]).double()
+    if x.shape[0] != y.shape[0]:
+        raise ConfigError(f"{OPTION}: {x.shape[0]} latent rows but {y.shape[0]} target rows")
+    rows, dim = x.shape
+    if rows < 2 or (ridge == 0 and rows < dim + 1):
+        raise ConfigError(
+            f"{OPTION}: {rows} plan positions are too few for a map from {dim} planner dimensions "
+            f"(with ridge 0 it needs at least {dim + 1}); give more training examples or a ridge > 0"
+        )
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc + ridge * torch.eye(dim, dtype=x.dtype)
+    if ridge == 0 and int(torch.linalg.matrix_rank(xc)) < dim:
+        raise ConfigError(
+            f"{OPTION}: the centred planner latents have rank {int(torch.linalg.matrix_rank(xc))} < {dim} "
+            "(a singular system with ridge 0); give more varied examples or a ridge > 0"
+        )
+    weight = torch.linalg.solve(gram, xc.T @ yc)
+    return LinearMap(weight, x_mean, y_mean)
+
+
+def plan_token_embeddings(
+    executor: CausalExecutor, token_ids: Sequence[Sequence[int]], planner_tokenizer: object | None = None
+) -> torch.Tensor:
+    """The executor's input embeddings of the planner's decoded plan tokens: [N, L] ids → [N, L, d_executor].
+    Same tokenizer (by fingerprint, or none given): the ids index the executor's table directly. Otherwise each
+    planner token is decoded to text and re-tokenized by the executor, and its pieces' embeddings averaged (a token
+    with no executor pieces, e.g. a special one, maps to zeros)."""
+    table = executor.input_embeddings.weight.detach().float().cpu()
+    ids = torch.tensor([list(row) for row in token_ids], dtype=torch.long)
+    same = planner_tokenizer is None or tokenizer_fingerprint(planner_tokenizer) == tokenizer_fingerprint(
+        executor.tokenizer
+    )
+    if same:
+        return table[ids]
+    pieces: dict[int, torch.Tensor] = {}
+    for token in ids.unique().tolist():
+        text = planner_tokenizer.decode([token])  # type: ignore[attr-defined]
+        found = executor.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        pieces[token] = table[found].mean(0) if found else torch.zeros(table.shape[1])
+    return torch.stack([torch.stack([pieces[t] for t in row]) for row in ids.tolist()])
+
+
+def _linear(module: nn.Module) -> nn.Linear:
+    assert isinstance(module, nn.Linear)
+    return module
+
+
+@torch.no_grad()
+def seed_projector(projector: Projector, lmap: LinearMap) -> None:
+    """Set ``projector``'s weights from the map, as the module docstring describes per architecture."""
+    architecture = projector.config.architecture
+    if architecture not in SEEDABLE:
+        raise ConfigError(f"{OPTION} seeds {', '.join(SEEDABLE)} projectors; --architecture is {architecture}")
+    weight, bias = lmap.weight, lmap.bias
+    layers = projector.layers
+    if architecture == "linear":
+        first = _linear(layers[0])
+        first.weight.copy_(weight.T.to(first.weight.dtype))
+        first.bias.copy_(bias.to(first.bias.dtype))
+        return
+    first, second = _linear(layers[0]), _linear(layers[2])
+    hidden = first.out_features
+    u, s, vh = torch.linalg.svd(weight, full_matrices=False)
+    rank = int((s > s.max() * 1e-10).sum()) if s.numel() and float(s.max()) > 0 else 0
+    k = min(hidden // 2, rank)
+    a, b = u[:, :k] * s[:k], vh[:k]  # weight ≈ a @ b: [d_p, k] and [k, d_e]
+    dtype = first.weight.dtype
+    first.weight[:k] = a.T.to(dtype)
+    first.weight[k : 2 * k] = -a.T.to(dtype)
+    shift = -(lmap.x_mean @ a)
+    first.bias[:k] = shift.to(dtype)
+    first.bias[k : 2 * k] = -shift.to(dtype)
+    second.weight.zero_()
+    second.weight[:, :k] = b.T.to(dtype)
+    second.weight[:, k : 2 * k] = -b.T.to(dtype)
+    second.bias.copy_(lmap.y_mean.to(dtype))
+
+
+def lstsq_projector(
+    projector: Projector, latents: torch.Tensor, token_embeddings: torch.Tensor, ridge: float
+) -> LinearMap:
+    """Fit the map on latents [N, L, d_p] and their plan tokens' embeddings [N, L, d_e], seed ``projector``."""
+    lmap = ridge_map(latents.float(), token_embeddings.float(), ridge)
+    seed_projector(projector, lmap)
+    return lmap
