@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,6 +104,27 @@ def assembled_gguf(name: str) -> Path:
     return path
 
 
+def dequantized(name: str, file: Path) -> CausalExecutor:
+    """The model of GGUF ``file`` in float32. Parsing and dequantizing a 0.5B GGUF file costs about 30 s here, so the
+    first session also saves the result as a safetensors checkpoint (what ``darm convert`` writes; the SmolLM2 tests
+    show it holds the same weights and answers the same) beside the file, tagged with the file's sha256, and later
+    sessions open that in a few seconds. Written to a temporary directory and renamed, so a killed session leaves no
+    half-written checkpoint behind."""
+    directory = file.with_name(f"{file.stem}.float32")
+    sha256 = ASSEMBLIES[name].sha256
+    stamp = directory / "source.sha256"
+    if stamp.is_file() and stamp.read_text() == sha256:
+        return CausalExecutor.from_pretrained(directory, dtype=torch.float32)
+    executor = CausalExecutor.from_pretrained(file, dtype=torch.float32)
+    staging = directory.with_name(f".{directory.name}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    executor.save_pretrained(staging)
+    (staging / "source.sha256").write_text(sha256)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(staging, directory)
+    return executor
+
+
 @pytest.fixture(scope="session")
 def qwen_gguf() -> Path:
     return assembled_gguf("qwen2.5-coder-0.5b")
@@ -110,11 +132,11 @@ def qwen_gguf() -> Path:
 
 @pytest.fixture(scope="session")
 def qwen(qwen_gguf) -> CausalExecutor:
-    """Qwen2.5-Coder-0.5B-Instruct read from its GGUF file once per session (dequantized to float32)."""
-    return CausalExecutor.from_pretrained(qwen_gguf, dtype=torch.float32)
+    """Qwen2.5-Coder-0.5B-Instruct, once per session (float32)."""
+    return dequantized("qwen2.5-coder-0.5b", qwen_gguf)
 
 
 @pytest.fixture(scope="session")
-def gemma(tmp_path_factory) -> CausalExecutor:
-    """Gemma-3-270M (base model, no chat template) read from its GGUF file once per session."""
-    return CausalExecutor.from_pretrained(assembled_gguf("gemma-3-270m"), dtype=torch.float32)
+def gemma() -> CausalExecutor:
+    """Gemma-3-270M (base model, no chat template), once per session (float32)."""
+    return dequantized("gemma-3-270m", assembled_gguf("gemma-3-270m"))
