@@ -1100,6 +1100,39 @@ def _(env: Env):
     return _train(env, "--init", "zeros"), r"--init must be one of random, lstsq; got 'zeros'"
 
 
+# ---- integration rows: every directory option of every command ----------------------------------------------
+
+
+def _with(args: list[Any], option: str, value: Any) -> list[Any]:
+    """``args`` with ``option``'s value replaced (or the option added)."""
+    if option in args:
+        args = list(args)
+        args[args.index(option) + 1] = value
+        return args
+    return [*args, option, value]
+
+
+@row("latent-tokens-out-is-a-file")
+def _(env: Env):
+    return _with(latent_tokens(env), "--out", env.write("lt-file", "x")), r"--out .*lt-file is a file"
+
+
+@row("latent-tokens-cache-dir-is-a-file")
+def _(env: Env):
+    return _with(latent_tokens(env), "--cache-dir", env.write("ltc-file", "x")), r"--cache-dir .*ltc-file is a file"
+
+
+for _command, _build in {
+    "demo": lambda env: ["demo", "--quick", "--out", env.tmp / "demo", "--cache-dir", env.tmp / "toy"],
+    "latent-tokens": latent_tokens,
+    "train-projector": lambda env: _train(env, "--cache-dir", env.tmp / "latents"),
+}.items():
+    for _option in ("--out", "--cache-dir"):
+        ROWS[f"{_command}{_option}-empty"] = _before_loading(
+            lambda env, b=_build, o=_option: _with(b(env), o, ""), rf"{_option} is empty"
+        )
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 

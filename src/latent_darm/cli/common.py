@@ -10,6 +10,7 @@ import os
 import re
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,11 +90,20 @@ def seed_callback(value: int | None) -> int | None:
     return check_seed(value)
 
 
-def output_path(value: str) -> Path:
-    """``--out`` as typed: an empty string would become ``.`` and scatter files into the current directory."""
-    if not str(value).strip():
-        raise ConfigError("--out is empty; give a directory (use . for the current one)")
-    return Path(value)
+def nonempty_path(option: str) -> Callable[[str], Path]:
+    """A ``parser=`` for a directory option as typed: an empty string would become ``.`` and scatter files into the
+    current directory."""
+
+    def parse(value: str) -> Path:
+        if not str(value).strip():
+            raise ConfigError(f"{option} is empty; give a directory (use . for the current one)")
+        return Path(value)
+
+    return parse
+
+
+output_path = nonempty_path("--out")
+cache_dir_path = nonempty_path("--cache-dir")
 
 
 PLACEMENT_HELP = (

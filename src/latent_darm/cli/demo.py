@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from latent_darm.cli.app import app
-from latent_darm.cli.common import check_output_dir, console, seed_callback
+from latent_darm.cli.common import cache_dir_path, check_output_dir, console, output_path, seed_callback
 from latent_darm.errors import ConfigError
 from latent_darm.evaluation.report import MARKDOWN_HEADERS, Run, level_rows, make_row
 from latent_darm.extras import require
@@ -93,10 +93,15 @@ def print_outcome(outcome: DemoOutcome, by_level: bool) -> None:
 @app.command("demo")
 def demo_command(
     seed: int = typer.Option(0, callback=seed_callback, help="Seed of the world's data and of every model's training."),
-    out: Path | None = typer.Option(None, help="Output directory (default ./darm-demo-seed<SEED>[-quick])."),
+    out: Path | None = typer.Option(
+        None, parser=output_path, metavar="<path>", help="Output directory (default ./darm-demo-seed<SEED>[-quick])."
+    ),
     quick: bool = typer.Option(False, "--quick", help="A small world in seconds (its models learn little)."),
     cache_dir: Path | None = typer.Option(
-        None, help="Where trained worlds are cached (default $LATENT_DARM_CACHE/toy or ~/.cache/latent-darm/toy)."
+        None,
+        parser=cache_dir_path,
+        metavar="<path>",
+        help="Where trained worlds are cached (default $LATENT_DARM_CACHE/toy or ~/.cache/latent-darm/toy).",
     ),
     levels: bool = typer.Option(False, "--levels", help="Also print every configuration's cost per level."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),

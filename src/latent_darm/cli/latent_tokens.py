@@ -10,7 +10,16 @@ import typer
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Dtype, complete_device
-from latent_darm.cli.common import console, parse_dtype, resolve_device, resolve_dtype, seed_callback
+from latent_darm.cli.common import (
+    cache_dir_path,
+    check_output_dir,
+    console,
+    output_path,
+    parse_dtype,
+    resolve_device,
+    resolve_dtype,
+    seed_callback,
+)
 from latent_darm.errors import ConfigError
 
 
@@ -96,7 +105,12 @@ def latent_tokens_command(
         None, help="Sudoku: number of givens (fewer = harder); Countdown: largest number."
     ),
     seed: int = typer.Option(0, callback=seed_callback, help="Seed of the puzzles, the models and decoding."),
-    out: Path | None = typer.Option(None, help="Output directory (default ./darm-latent-tokens-<task>-seed<SEED>)."),
+    out: Path | None = typer.Option(
+        None,
+        parser=output_path,
+        metavar="<path>",
+        help="Output directory (default ./darm-latent-tokens-<task>-seed<SEED>).",
+    ),
     device: str = typer.Option("auto", help=DEVICE_HELP, autocompletion=complete_device),
     dtype: Dtype = typer.Option(
         Dtype.auto,
@@ -151,7 +165,10 @@ def latent_tokens_command(
         None, help="Evaluate on these puzzles (JSONL with 'puzzle', optional 'solution') instead of the test split."
     ),
     cache_dir: Path | None = typer.Option(
-        None, help="Trained-model cache (default $LATENT_DARM_CACHE/latent-tokens or ~/.cache/latent-darm/…)."
+        None,
+        parser=cache_dir_path,
+        metavar="<path>",
+        help="Trained-model cache (default $LATENT_DARM_CACHE/latent-tokens or ~/.cache/latent-darm/…).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
 ) -> None:
@@ -206,6 +223,10 @@ def latent_tokens_command(
     device = resolve_device(device)
     torch_dtype = parse_dtype(resolve_dtype(dtype, device))
     out_dir = out if out is not None else Path(f"darm-latent-tokens-{task_name}-seed{seed}{'-quick' if quick else ''}")
+    from latent_darm.latent_tokens.sweep import default_cache_dir
+
+    check_output_dir(out_dir)  # a file, a read-only or unwritable place: one line before any puzzle or model
+    check_output_dir(cache_dir if cache_dir is not None else default_cache_dir(), "--cache-dir")
     test = load_puzzle_file(test_file, settings.world) if test_file is not None else None
 
     def log(message: str) -> None:

@@ -26,10 +26,12 @@ from latent_darm.cli.app import app
 from latent_darm.cli.choices import Cache, Dtype, TrainDevice
 from latent_darm.cli.common import (
     PLACEMENT_HELP,
+    cache_dir_path,
     check_output_dir,
     check_placement,
     check_positive,
     console,
+    output_path,
     parse_dtype,
     resolve_device,
     resolve_dtype,
@@ -171,7 +173,9 @@ def _split(names: str) -> list[str]:
 def train_projector_command(
     planner: str = typer.Option(..., help="Planner checkpoint (LLaDA, Dream, …): directory or Hugging Face id."),
     executor: str = typer.Option(..., help="Executor (causal LM) checkpoint: directory or Hugging Face id."),
-    out: Path = typer.Option(..., help="Run directory (rerun the same command to resume)."),
+    out: Path = typer.Option(
+        ..., parser=output_path, metavar="<path>", help="Run directory (rerun the same command to resume)."
+    ),
     data: list[Path] = typer.Option(None, "--data", help="JSONL file of training pairs (repeatable)."),
     question_field: str = typer.Option("question", help="--data: field holding the question."),
     target_field: str = typer.Option("answer", help="--data: field holding the gold answer (a string or number)."),
@@ -198,7 +202,9 @@ def train_projector_command(
     no_overlap_check: bool = typer.Option(
         False, "--no-overlap-check", help="Skip the train/test overlap check (you vouch for the data)."
     ),
-    cache_dir: Path = typer.Option(None, help="Latent cache (default OUT/latents)."),
+    cache_dir: Path = typer.Option(
+        None, parser=cache_dir_path, metavar="<path>", help="Latent cache (default OUT/latents)."
+    ),
     gen_length: int = typer.Option(64, help="Plan length L (positions whose latents the projector reads)."),
     steps: int = typer.Option(None, help="Denoising steps (default: gen-length)."),
     block_length: int = typer.Option(
