@@ -136,6 +136,12 @@ def read_results_jsonl(
             f"{path}: moved {len(bad)} unreadable line(s) (line {number}: {reason}{more}) to {side}; "
             "their items are computed again"
         )
+    if bad and not repair:  # a reader (report, diagnose) must not cover fewer items than the run without a word
+        number, _, reason = bad[0]
+        (say or notice)(
+            f"{path}: skipped {len(bad)} unreadable line(s) (line {number}: {reason}); rerun the job that wrote it "
+            "to set them aside and compute their items again"
+        )
     if repair and (bad or torn):
         atomic_write_bytes(path, b"".join(raw + b"\n" for raw in good))
     return records

@@ -1133,6 +1133,13 @@ for _command, _build in {
         )
 
 
+@row("train-projector-ridge-nan")
+def _(env: Env):
+    env.forbid_loading()
+    args = _train(env, "--data", env.write("pairs.jsonl", ""), "--init", "lstsq", "--ridge", "nan")
+    return args, r"--ridge must be a finite number >= 0, got nan"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 

@@ -79,3 +79,14 @@ def test_batch_size_is_recorded_and_a_reduced_precision_resume_keeps_it(darm, bu
     assert code == 2 and "batch_size: 4 there, 2 now" in err
     code, _, err = darm(*args, "--batch-size", "4", "--dtype", "float32")
     assert code == 2 and "spec.dtype" in err
+
+
+def test_a_diffusion_executor_answer_canvas_takes_the_planner_steps_at_most_one_per_position():
+    """--steps is the planner's; a ddlm executor's shorter answer canvas caps it (LLaDA's schedule would give the
+    extra passes nothing to reveal) instead of refusing a command that names no answer steps."""
+    text = {"pipeline": "text", "planner": "p", "executor": "e", "executor_kind": "ddlm", "steps": 64}
+    spec = build_spec(**text, gen_length=64, max_new_tokens=32)
+    assert (spec["planner"]["steps"], spec["executor"]["steps"], spec["executor"]["gen_length"]) == (64, 32, 32)
+    assert build_spec(**text, gen_length=64, max_new_tokens=128)["executor"]["steps"] == 64
+    with pytest.raises(ConfigError, match="steps 64 exceeds gen_length 32"):
+        build_spec(pipeline="ddlm", executor="e", steps=64, gen_length=32)

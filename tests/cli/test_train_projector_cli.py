@@ -248,7 +248,9 @@ def _same_run(ours: Path, theirs: Path) -> None:
     from safetensors.torch import load_file
 
     def files(root: Path) -> list[str]:
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".lock")
+        return sorted(
+            str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name not in (".lock", ".run.lock")
+        )
 
     assert files(ours) == files(theirs)
     for name in files(ours):
@@ -364,3 +366,41 @@ def test_lstsq_with_too_few_examples_is_one_error_and_keeps_the_cache(darm, tmp_
     assert code == 2 and "Traceback" not in stderr
     assert lines[-1].startswith("error: --init lstsq: 32 plan positions are too few") and "at least 65" in lines[-1]
     assert len(list((out / "latents").glob("shard-*.safetensors"))) == 1 and not (out / "projector").exists()
+
+
+def test_a_latent_cache_inside_out_itself_does_not_deadlock_and_the_map_never_replaces_a_trained_run(
+    darm, tmp_path, data, llada_dir, executor_dir
+):
+    """--cache-dir OUT: the run's lock and the cache's lock are two files (one file locked twice by one process
+    waited forever). Then --init lstsq --max-steps 0 into that trained run is refused before any work."""
+    pairs, _ = data
+    out = tmp_path / "run"
+    code, _, stderr = darm(*_tiny_command(llada_dir, executor_dir, pairs, out), "--cache-dir", out)
+    assert code == 0, stderr
+    assert (out / "projector").is_dir() and list(out.glob("shard-*.safetensors"))
+    trained = (out / "projector" / "model.safetensors").read_bytes()
+    code, _, stderr = darm(
+        *_tiny_command(llada_dir, executor_dir, pairs, out), "--cache-dir", out, "--init", "lstsq", "--max-steps", "0"
+    )
+    assert code == 2 and "holds a trained projector run" in stderr.strip().splitlines()[-1], stderr
+    assert (out / "projector" / "model.safetensors").read_bytes() == trained
+
+
+def test_plan_token_files_are_checked_and_leave_with_their_damaged_shard(tmp_path):
+    """A torn plan-token file is a one-line DataError naming it (was a JSONDecodeError traceback); a damaged shard
+    takes its token file with it, so its examples are computed again whole."""
+    from latent_darm.errors import DataError
+    from latent_darm.training.latent_cache import LatentCache
+
+    cache = LatentCache.open(tmp_path / "c", {"planner": "p"})
+    cache.add({"a": torch.zeros(2, 3)}, {"a": "plan"}, tokens={"a": [1, 2]})
+    assert cache.plan_tokens(["a"]) == [[1, 2]]
+    (tmp_path / "c" / "tokens-r0-00000.json").write_text('{"a": [1,')
+    with pytest.raises(DataError, match=r"tokens-r0-00000\.json: malformed JSON"):
+        cache.plan_tokens(["a"])
+    shard = tmp_path / "c" / "shard-r0-00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:20])  # truncated
+    reopened = LatentCache.open(tmp_path / "c")
+    assert reopened.damaged == [shard]
+    reopened.remove_damaged()
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["spec.json"]

@@ -184,8 +184,8 @@ def test_bad_lines_before_the_end_are_set_aside_and_recomputed_to_the_uninterrup
     path.write_text("".join(rows))
     before = path.read_bytes()
     assert [r["id"] for r in read_results(path)] == ["q0", "q2", "q4", "q5"]
-    assert path.read_bytes() == before  # reading alone never writes
-    capsys.readouterr()
+    assert path.read_bytes() == before  # reading alone never writes, but says what it skipped (report, diagnose)
+    assert "results.jsonl: skipped 2 unreadable line(s) (line 2: malformed JSON)" in capsys.readouterr().err
 
     resumed = FakePipeline()
     summary = run(resumed, out)

@@ -211,11 +211,12 @@ def pipeline_spec(
     answer_budget = budget if max_new_tokens is None else max_new_tokens
     differs: dict[str, Any] = {}
 
-    def role(kind: str, model: str, length: int, block: int | None) -> Role:
+    def role(kind: str, model: str, length: int, block: int | None, answer: bool = False) -> Role:
         if kind == "ddlm":
-            return diffusion_role(
-                model, length, length if steps is None else steps, block, threshold, cache or "none", held
-            )
+            # A diffusion executor's answer canvas takes the planner's --steps at most one per position: LLaDA's
+            # schedule gives the extra steps no token to reveal (same tokens, wasted passes), so they are capped.
+            n = length if steps is None else (min(steps, length) if answer else steps)
+            return diffusion_role(model, length, n, block, threshold, cache or "none", held)
         return autoregressive_role(model, length, repetition_penalty)
 
     planner_role: Role | None = None
@@ -235,7 +236,7 @@ def pipeline_spec(
             planner_role = role(planner_kind or "ddlm", planner_model, plan_length, block_length)
         # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
         answer_block = block_length if answer_budget % (block_length or DEFAULT_BLOCK_LENGTH) == 0 else answer_budget
-        executor_role = role(executor_kind or "arm", executor_model, answer_budget, answer_block)
+        executor_role = role(executor_kind or "arm", executor_model, answer_budget, answer_block, answer=True)
     templates = TemplatesSpec(prompts)
     if prompts is not None:
         templates.load()  # a bad prompt file fails now, not after the models load

@@ -13,6 +13,7 @@ from latent_darm.cli.choices import DEVICE_HELP, Dtype, complete_device
 from latent_darm.cli.common import (
     cache_dir_path,
     check_output_dir,
+    check_seed,
     console,
     output_path,
     parse_dtype,
@@ -76,8 +77,7 @@ def parse_seeds(text: str | None) -> tuple[int, ...] | None:
             value = int(part)
         except ValueError:
             raise ConfigError(f"--seeds: {part!r} is not an integer") from None
-        if value < 0:
-            raise ConfigError(f"--seeds: {value} must be ≥ 0")
+        check_seed(value, "--seeds")  # negative or past 2**32 - 1: torch's and numpy's generators refuse it
         if value in values:
             raise ConfigError(f"--seeds: {value} is repeated")
         values.append(value)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ from latent_darm.training.data import (
 )
 
 PRESETS = ("paper",)
-LOCK_FILE = ".lock"
+LOCK_FILE = ".run.lock"  # not the latent cache's .lock: --cache-dir may be --out itself
 
 
 def check_models(planner: str, executor: str) -> dict[str, str]:
@@ -265,7 +266,7 @@ def train_projector_command(
     from latent_darm.pipelines.prompts import load_templates
     from latent_darm.sampling import SamplerConfig
     from latent_darm.training.latent_cache import LatentCache, build_latent_cache
-    from latent_darm.training.projector_run import save_projector
+    from latent_darm.training.projector_run import RUN_FILE, save_projector
     from latent_darm.training.projector_trainer import (
         ProjectorTrainingConfig,
         check_settings,
@@ -285,8 +286,8 @@ def train_projector_command(
         raise ConfigError(f"--plan-batch-size must be >= 1, got {plan_batch_size}")
     if init not in INITS:
         raise ConfigError(f"--init must be one of {', '.join(INITS)}; got {init!r}")
-    if ridge < 0:
-        raise ConfigError(f"--ridge must be >= 0, got {ridge}")
+    if not math.isfinite(ridge) or ridge < 0:  # nan passes every comparison and gives a NaN projector
+        raise ConfigError(f"--ridge must be a finite number >= 0, got {ridge}")
     training_free = init == "lstsq" and max_steps == 0  # the map alone: 0 steps is a value here, not a mistake
     for name, value in (("steps", steps), ("block-length", block_length), ("max-steps", max_steps)):
         if not (training_free and name == "max-steps"):
@@ -330,6 +331,8 @@ def train_projector_command(
         lora=lora,
         lora_lr=lora_lr,
     )
+    if training_free and (out / RUN_FILE).exists():  # the map never replaces a trained run's projector
+        raise ConfigError(f"--out {out} holds a trained projector run; give --init lstsq --max-steps 0 its own --out")
     check_settings(out, config)  # a directory of other settings is refused before any work
     templates = load_templates(prompts)
     pools = list(benchmark_train or [])
@@ -426,9 +429,10 @@ def train_projector_command(
         if init == "lstsq":
             seed_lstsq(projector, answerer, planner_tokenizer, latents, train, ridge, main)
         if training_free:
-            saved = save_projector(projector, None, out, provenance)
-            if main:
+            if main:  # one writer: save_projector replaces the directory by a rename
+                saved = save_projector(projector, None, out, provenance)
                 console.print(f"projector → {saved} (--init lstsq, 0 steps: no training)", highlight=False)
+            accelerator.wait_for_everyone()
             return
         summary = train_projector(
             projector,

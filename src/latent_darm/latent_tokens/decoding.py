@@ -174,6 +174,7 @@ def decode_autoregressive(
     batch, prompt_length = prompts.shape
     mask_id = model.config.mask_token_id
     canvas = torch.cat((prompts, torch.full((batch, answer_length), mask_id, dtype=torch.long)), dim=1).to(device)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)  # one stream, every step
     passes = tokens = 0
     for step in range(answer_length):
         here = prompt_length + step
@@ -185,7 +186,7 @@ def decode_autoregressive(
             visible = here + (answer_length - step if window is None else min(window, answer_length - step))
             out = model(canvas[:, :visible], logits_slice=slice(here, here + 1))
         assert out.logits is not None
-        _, values = sample(out.logits[:, 0], model, temperature, generator or torch.Generator().manual_seed(0))
+        _, values = sample(out.logits[:, 0], model, temperature, generator)
         canvas[:, prompt_length + step] = values
         passes += 1
         tokens += out.last_hidden_state.shape[1]

@@ -175,7 +175,12 @@ class LatentCache:
         stored (or an example without them) is a DataError naming ``--init lstsq``."""
         found: dict[str, list[int]] = {}
         for path in sorted(self.directory.glob("tokens-r*-*.json")):
-            found.update(json.loads(path.read_text()))
+            tokens = parse_json(path.read_bytes(), str(path))
+            if not isinstance(tokens, dict) or not all(isinstance(v, list) for v in tokens.values()):
+                raise DataError(
+                    f"{path}: expected {{example id: [plan token ids]}}; rebuild the cache in a new --cache-dir"
+                )
+            found.update(tokens)
         missing = [k for k in keys if k not in found]
         if missing:
             raise DataError(
@@ -204,6 +209,7 @@ class LatentCache:
         for shard in self.damaged:
             logger.warning("latent cache shard %s is unreadable (truncated?); its latents are computed again", shard)
             shard.with_suffix(".json").unlink(missing_ok=True)
+            shard.with_name(shard.name.replace("shard-", "tokens-", 1)).with_suffix(".json").unlink(missing_ok=True)
             shard.unlink(missing_ok=True)
         self.damaged = []
 

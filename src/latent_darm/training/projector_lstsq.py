@@ -25,6 +25,7 @@ How the map seeds each architecture (:func:`seed_projector`):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,8 +58,8 @@ class LinearMap:
 
 def ridge_map(latents: torch.Tensor, targets: torch.Tensor, ridge: float) -> LinearMap:
     """Fit latents [..., d_p] → targets [..., d_e] (rows paired position by position) in float64."""
-    if ridge < 0:
-        raise ConfigError(f"{OPTION}: the ridge must be >= 0, got {ridge}")
+    if not math.isfinite(ridge) or ridge < 0:
+        raise ConfigError(f"{OPTION}: the ridge must be a finite number >= 0, got {ridge}")
     x = latents.reshape(-1, latents.shape[-1]).double()
     y = targets.reshape(-1, targets.shape[-1]).double()
     if x.shape[0] != y.shape[0]:
