@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from filelock import FileLock
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import Cache, Dtype, TrainDevice
@@ -352,6 +351,8 @@ def train_projector_command(
     weights = check_models(planner, executor)
     LatentCache.check_planner(cache_root, weights["planner"])
     check_settings(out, config, weights)
+
+    from filelock import FileLock  # here: `darm --help` imports this module
 
     accelerator = make_accelerator(config, cpu=True if device == "cpu" else None)
     # One process at a time per run directory (a second waits, then finds the work done and reuses it); the ranks
