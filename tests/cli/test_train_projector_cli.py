@@ -46,6 +46,18 @@ def data(tmp_path):
     return path, tmp_path / "benchmarks"
 
 
+def _answers_through_the_latent_pipeline(out: Path, llada_dir: Path, executor_dir: Path) -> None:
+    """The trained projector in OUT answers a question through the latent pipeline with the paper's accounting."""
+    spec = {
+        "kind": "latent",
+        "planner": {"kind": "ddlm", "model": str(llada_dir), "gen_length": 8, "steps": 8, "block_length": 8},
+        "executor": {"kind": "arm", "model": str(executor_dir), "max_new_tokens": 4},
+        "projector": str(out / "projector"),
+    }
+    result = build_pipeline(spec).run([QUESTIONS[3]], "math")[0]
+    assert result.accounting.planner_tokens == 8 and 1 <= result.accounting.executor_tokens <= 4
+
+
 def test_trains_a_projector_the_latent_pipeline_loads_and_resumes(
     darm, tmp_path, data, llada_dir, executor_dir, tokenizer
 ):
@@ -88,14 +100,7 @@ def test_trains_a_projector_the_latent_pipeline_loads_and_resumes(
         str(executor_dir),
     )
     assert config.training["kept_disjoint_from"] == ["gsm8k"] and config.training["sampler"]["gen_length"] == 8
-    spec = {
-        "kind": "latent",
-        "planner": {"kind": "ddlm", "model": str(llada_dir), "gen_length": 8, "steps": 8, "block_length": 8},
-        "executor": {"kind": "arm", "model": str(executor_dir), "max_new_tokens": 4},
-        "projector": str(out / "projector"),
-    }
-    result = build_pipeline(spec).run([QUESTIONS[3]], "math")[0]
-    assert result.accounting.planner_tokens == 8 and 1 <= result.accounting.executor_tokens <= 4
+    _answers_through_the_latent_pipeline(out, llada_dir, executor_dir)
 
     # Rerunning the same command resumes at the end: nothing is recomputed.
     code, stdout, _ = darm(*command)
@@ -341,14 +346,7 @@ def test_lstsq_init_training_free_with_a_stored_placement(darm, tmp_path, data, 
     lmap = ridge_map(cache.load(keys).float(), plan_token_embeddings(executor, cache.plan_tokens(keys)), 1e-3)
     assert torch.allclose(projector.layers[0].weight.detach().double(), lmap.weight.T, atol=1e-5)
     assert torch.allclose(projector.layers[0].bias.detach().double(), lmap.bias, atol=1e-5)
-    spec = {
-        "kind": "latent",
-        "planner": {"kind": "ddlm", "model": str(llada_dir), "gen_length": 8, "steps": 8, "block_length": 8},
-        "executor": {"kind": "arm", "model": str(executor_dir), "max_new_tokens": 4},
-        "projector": str(out / "projector"),
-    }
-    result = build_pipeline(spec).run([QUESTIONS[3]], "math")[0]
-    assert result.accounting.planner_tokens == 8 and 1 <= result.accounting.executor_tokens <= 4
+    _answers_through_the_latent_pipeline(out, llada_dir, executor_dir)
 
 
 def test_lstsq_with_too_few_examples_is_one_error_and_keeps_the_cache(darm, tmp_path, llada_dir, executor_dir):
