@@ -2,7 +2,7 @@
 
 For each batch size and length, both decode the same GSM8K questions greedily in float32, side by side in one
 process: transformers' ``generate`` on the left-padded chat prompts (its own cache, finished rows carried along
-to the end), then ``CausalExecutor.generate`` (finished rows leave the batch, the cache is preallocated and written in
+to the end), then ``AutoregressiveLM.generate`` (finished rows leave the batch, the cache is preallocated and written in
 place). Lengths: ``direct`` (the direct-answer prompt, 32 new tokens) and ``cot`` (the chain-of-thought prompt, 256
 new tokens, ``--cot-tokens`` to change). The table gives CPU seconds (process time: what the decoding cost, less
 sensitive than wall time to other jobs on a shared machine), wall seconds, the ratio generate / ours, and whether
@@ -27,7 +27,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from latent_darm.models.executor import CausalExecutor, count_generated_tokens
+from latent_darm.models.autoregressive_lm import AutoregressiveLM, count_generated_tokens
 from latent_darm.pipelines.prompts import PromptTemplates
 
 LENGTHS = {"direct": 32, "cot": 256}
@@ -56,7 +56,7 @@ def timed(run: Any) -> tuple[Any, float, float]:
     return result, time.process_time() - cpu, time.perf_counter() - wall
 
 
-def transformers_generate(executor: CausalExecutor, texts: Sequence[str], budget: int) -> list[list[int]]:
+def transformers_generate(executor: AutoregressiveLM, texts: Sequence[str], budget: int) -> list[list[int]]:
     """transformers' own greedy ``generate`` on the rendered prompts, left-padded, cut as the project counts."""
     tokenizer = executor.tokenizer
     encoded = tokenizer(list(texts), add_special_tokens=False, return_tensors="pt", padding=True)
@@ -72,7 +72,7 @@ def transformers_generate(executor: CausalExecutor, texts: Sequence[str], budget
     return [row[: count_generated_tokens(row, executor.stop_token_ids)] for row in rows]
 
 
-def measure(executor: CausalExecutor, items: list[str], batch: int, length: str) -> dict[str, Any]:
+def measure(executor: AutoregressiveLM, items: list[str], batch: int, length: str) -> dict[str, Any]:
     templates, budget = PromptTemplates(), LENGTHS[length]
     prompts = [templates.direct_prompt(q, "math", chain_of_thought=length == "cot") for q in items[:batch]]
     texts = [executor.rendered_prompt(p) for p in prompts]
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = args.model or smollm_gguf()
     console = Console(width=150)
     with console.status(f"loading {model.name}"):
-        executor = CausalExecutor.from_pretrained(model, dtype=torch.float32)
+        executor = AutoregressiveLM.from_pretrained(model, dtype=torch.float32)
     items = questions(args.data, max(args.batch_sizes))
     rows = []
     for length in args.lengths:

@@ -27,11 +27,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from latent_darm.bridge.projector import Projector
-from latent_darm.models.executor import CausalExecutor
-from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.models.tiny import random_llada, random_llama, tiny_llada_config, train_bpe_tokenizer
 from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.projector.model import Projector
 from latent_darm.sampling import SamplerConfig
 from latent_darm.training.data import TrainingExample, example_id
 from latent_darm.training.latent_cache import build_latent_cache
@@ -46,16 +46,16 @@ CORPUS = [
 ] * 20
 
 
-def build_models(args: argparse.Namespace) -> tuple[DiffusionPlanner, CausalExecutor]:
+def build_models(args: argparse.Namespace) -> tuple[DiffusionLM, AutoregressiveLM]:
     """The given checkpoints, or a random LLaDA (d 256, 4 layers) and a tiny random Llama sharing one tokenizer."""
     if args.planner and args.executor:
-        return DiffusionPlanner.from_pretrained(args.planner), CausalExecutor.from_pretrained(args.executor)
+        return DiffusionLM.from_pretrained(args.planner), AutoregressiveLM.from_pretrained(args.executor)
     tokenizer = train_bpe_tokenizer(CORPUS, vocab_size=512)
     width = 64 if args.quick else 256
     config = tiny_llada_config(tokenizer, d_model=width, n_heads=4, n_kv_heads=4, n_layers=2 if args.quick else 4,
                                mlp_hidden_size=2 * width)  # fmt: skip
-    planner = DiffusionPlanner(random_llada(config, seed=0), tokenizer, name_or_path=f"random-llada-d{width}")
-    executor = CausalExecutor(random_llama(tokenizer, hidden_size=64, std=0.2), tokenizer, name_or_path="tiny-llama")
+    planner = DiffusionLM(random_llada(config, seed=0), tokenizer, name_or_path=f"random-llada-d{width}")
+    executor = AutoregressiveLM(random_llama(tokenizer, hidden_size=64, std=0.2), tokenizer, name_or_path="tiny-llama")
     return planner, executor
 
 

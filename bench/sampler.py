@@ -234,9 +234,9 @@ def build_workload(spec: WorkloadSpec) -> Workload:
 
 def _planner_workload(spec: WorkloadSpec, device: torch.device, dtype: torch.dtype) -> Workload:
     """A trained checkpoint with real prompts (chat template when the tokenizer has one), left-padded."""
-    from latent_darm.models.planner import DiffusionPlanner
+    from latent_darm.models.diffusion_lm import DiffusionLM
 
-    planner = DiffusionPlanner.from_pretrained(spec.planner, dtype=dtype, device=device)
+    planner = DiffusionLM.from_pretrained(spec.planner, dtype=dtype, device=device)
     texts = DEFAULT_PROMPTS
     if spec.prompts_file:
         lines = Path(spec.prompts_file).read_text().splitlines()

@@ -16,7 +16,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from latent_darm.cli import common
 from latent_darm.cli.app import main
-from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.tiny import (
     random_llada,
     random_llama,
@@ -111,8 +111,8 @@ def executor_dir(tmp_path_factory, tokenizer) -> Path:
 
 
 @pytest.fixture(scope="session")
-def executor(executor_dir) -> CausalExecutor:
-    return CausalExecutor.from_pretrained(executor_dir)
+def executor(executor_dir) -> AutoregressiveLM:
+    return AutoregressiveLM.from_pretrained(executor_dir)
 
 
 @pytest.fixture

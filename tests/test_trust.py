@@ -16,7 +16,7 @@ import tests.conftest as suite
 from latent_darm.cli.eval import build_spec, weights_of
 from latent_darm.errors import ConfigError, DiskFullError
 from latent_darm.evaluation.diagnose import executor_swap_spec
-from latent_darm.evaluation.runner import check_config
+from latent_darm.evaluation.runner import check_run_config
 from latent_darm.io import append_jsonl, atomic_write_json
 from latent_darm.models.fingerprint import reference_fingerprint, weights_fingerprint
 
@@ -63,13 +63,13 @@ def test_resume_is_refused_for_other_weights_and_allowed_for_the_same(tmp_path, 
     out = tmp_path / "run"
     out.mkdir()
     atomic_write_json(out / "config.json", config)
-    assert check_config(out, config, partial=True) is not None  # same weights: resumes
+    assert check_run_config(out, config, partial=True) is not None  # same weights: resumes
     changed = {**config, "weights": {"executor": "0123456789abcdef"}}
     with pytest.raises(ConfigError, match=r"other executor weights: .* changed since they were written"):
-        check_config(out, changed, partial=True)
+        check_run_config(out, changed, partial=True)
     # A directory written before fingerprints existed resumes (and gets them recorded by the runner).
     atomic_write_json(out / "config.json", {k: v for k, v in config.items() if k != "weights"})
-    assert check_config(out, changed, partial=True) is not None
+    assert check_run_config(out, changed, partial=True) is not None
 
 
 # ---- item 10: disk full ---------------------------------------------------------------------------------------

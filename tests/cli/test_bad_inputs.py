@@ -75,14 +75,14 @@ class Env:
 
     def forbid_loading(self) -> None:
         """Make any model load fail loudly, so a row proves its error comes before the models."""
-        from latent_darm.models.executor import CausalExecutor
-        from latent_darm.models.planner import DiffusionPlanner
+        from latent_darm.models.autoregressive_lm import AutoregressiveLM
+        from latent_darm.models.diffusion_lm import DiffusionLM
 
         def refuse(*args: Any, **kwargs: Any) -> Any:
             raise AssertionError("a model was loaded before the bad input was reported")
 
-        self.monkeypatch.setattr(CausalExecutor, "from_pretrained", refuse)
-        self.monkeypatch.setattr(DiffusionPlanner, "from_pretrained", refuse)
+        self.monkeypatch.setattr(AutoregressiveLM, "from_pretrained", refuse)
+        self.monkeypatch.setattr(DiffusionLM, "from_pretrained", refuse)
 
 
 Row = Callable[[Env], tuple[list[Any], str]]
@@ -619,12 +619,12 @@ def _(env: Env) -> tuple[list[Any], str]:
 
 def _projector(env: Env) -> Path:
     """A projector for the tiny LLaDA planner and executor (plan length 8)."""
-    from latent_darm.bridge.projector import Projector
-    from latent_darm.models.executor import CausalExecutor
-    from latent_darm.models.planner import DiffusionPlanner
+    from latent_darm.models.autoregressive_lm import AutoregressiveLM
+    from latent_darm.models.diffusion_lm import DiffusionLM
+    from latent_darm.projector.model import Projector
 
-    planner = DiffusionPlanner.from_pretrained(env.llada_dir)
-    executor = CausalExecutor.from_pretrained(env.executor_dir)
+    planner = DiffusionLM.from_pretrained(env.llada_dir)
+    executor = AutoregressiveLM.from_pretrained(env.executor_dir)
     return Projector.for_pair(planner, executor, plan_length=8, hidden_dim=16).save_pretrained(env.tmp / "projector")
 
 
@@ -1049,7 +1049,7 @@ def _(env: Env):
 
 def _saved_projector(env: Env, placement: str) -> Path:
     """A projector directory (weights unread: the placement check comes first) stored with ``placement``."""
-    from latent_darm.bridge.projector import Projector, ProjectorConfig
+    from latent_darm.projector.model import Projector, ProjectorConfig
 
     return Projector(ProjectorConfig(8, 8, hidden_dim=4, placement=placement)).save_pretrained(env.tmp / "proj")
 

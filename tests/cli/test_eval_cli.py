@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from latent_darm.bridge.projector import Projector, ProjectorConfig
 from latent_darm.cli.eval import build_spec
 from latent_darm.errors import ConfigError
+from latent_darm.projector.model import Projector, ProjectorConfig
 from tests.evaluation.test_runner import FakePipeline, Killed, number_in
 
 TEXT = ["--pipeline", "text", "--planner", "llada", "--executor", "llama", "--gen-length", "64"]

@@ -57,7 +57,7 @@ def test_force_projector_flag_only_for_latent():
 
 
 def test_the_flag_a_tokenizer_mismatch_suggests_exists_on_eval_and_solve():
-    """The projector's refusal names ``--force-projector`` (bridge/projector.py); both commands must take it."""
+    """The projector's refusal names ``--force-projector`` (projector/projector.py); both commands must take it."""
     import typer
 
     import latent_darm.cli.commands  # noqa: F401  (registers every command on the app)

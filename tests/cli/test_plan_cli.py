@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.sampling import SamplerConfig
 
 SETTINGS = ["--gen-length", "16", "--steps", "16", "--block-length", "8"]
@@ -31,7 +31,7 @@ def test_json_output_matches_the_api_in_input_order(darm, llada_dir, prompts_fil
     assert code == 0
     records = _json_lines(out)
     assert [set(r) for r in records] == [{"prompt_ids", "token_ids", "text", "nfe", "seconds"}] * 3
-    planner = DiffusionPlanner.from_pretrained(llada_dir)
+    planner = DiffusionLM.from_pretrained(llada_dir)
     expected = planner.generate(PROMPTS, SamplerConfig(gen_length=16, block_length=8, steps=16), batch_size=1)
     for record, plan in zip(records, expected, strict=True):
         assert record["prompt_ids"] == plan.prompt_ids
@@ -40,7 +40,7 @@ def test_json_output_matches_the_api_in_input_order(darm, llada_dir, prompts_fil
 
 
 def test_chat_and_raw_prompts(darm, llada_dir):
-    planner = DiffusionPlanner.from_pretrained(llada_dir)
+    planner = DiffusionLM.from_pretrained(llada_dir)
     _, out, _ = darm("plan", "--planner", llada_dir, "--prompt", PROMPTS[0], "--json", *SETTINGS)
     assert _json_lines(out)[0]["prompt_ids"][0] == planner.tokenizer.bos_token_id
     _, out, _ = darm("plan", "--planner", llada_dir, "--prompt", PROMPTS[0], "--json", "--no-chat", *SETTINGS)

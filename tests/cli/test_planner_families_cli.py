@@ -11,9 +11,9 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 
 from latent_darm.api import LatentDARM
-from latent_darm.bridge.projector import Projector
-from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.pipelines.factory import build_pipeline
+from latent_darm.projector.model import Projector
 from latent_darm.training.latent_cache import LatentCache
 
 PROMPTS = ["What is 3 + 4?", "Write a plan: multiply speed by time."]
@@ -33,7 +33,7 @@ def test_plan_on_dream_equals_the_api(darm, dream_dir):
     )  # fmt: skip
     assert code == 0, err
     records = [json.loads(line) for line in out.splitlines()]
-    planner = DiffusionPlanner.from_pretrained(dream_dir)
+    planner = DiffusionLM.from_pretrained(dream_dir)
     plans = planner.generate(PROMPTS, planner.sampler_config(gen_length=16, steps=8, remasking="topk_margin"))
     assert [r["token_ids"] for r in records] == [p.token_ids for p in plans]
     assert all(r["nfe"] == 8 for r in records)

@@ -14,12 +14,12 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 
-from latent_darm.bridge.projector import Projector
-from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.models.llada.checkpoint import load_llada, save_llada
-from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.models.tiny import random_llama
 from latent_darm.pipelines.factory import build_pipeline
+from latent_darm.projector.model import Projector
 
 QUESTIONS = [f"What is {a} plus {a + 3}?" for a in range(14)]
 TINY = ["--gen-length", "8", "--block-length", "8", "--hidden-dim", "16", "--batch-size", "4", "--warmup-steps", "1",
@@ -90,7 +90,7 @@ def test_trains_a_projector_the_latent_pipeline_loads_and_resumes(
     assert (out / "latents/spec.json").is_file() and (out / "curve.png").is_file()
     assert [r["step"] for r in map(json.loads, (out / "history.jsonl").read_text().splitlines())] == [0, 2, 3]
 
-    planner, executor = DiffusionPlanner.from_pretrained(llada_dir), CausalExecutor.from_pretrained(executor_dir)
+    planner, executor = DiffusionLM.from_pretrained(llada_dir), AutoregressiveLM.from_pretrained(executor_dir)
     projector = Projector.from_pretrained(out / "projector", planner=planner, executor=executor)
     config = projector.config
     assert (config.plan_length, config.hidden_dim, config.planner, config.executor) == (
@@ -336,7 +336,7 @@ def test_lstsq_init_training_free_with_a_stored_placement(darm, tmp_path, data, 
     assert code == 0, stderr
     assert "--init lstsq: ridge map fitted on 14 examples" in stderr and "0 steps: no training" in stderr
     assert not (out / "checkpoints").exists()
-    executor = CausalExecutor.from_pretrained(executor_dir)
+    executor = AutoregressiveLM.from_pretrained(executor_dir)
     projector = Projector.from_pretrained(out / "projector", executor=executor)
     assert projector.config.placement == "prefix-cue"
     assert projector.config.training["init"] == {"init": "lstsq", "ridge": 0.001}

@@ -9,7 +9,6 @@ import csv
 import pytest
 import torch
 
-from latent_darm.bridge.projector import Projector
 from latent_darm.evaluation.attention import (
     GROUPS,
     ItemInput,
@@ -19,9 +18,10 @@ from latent_darm.evaluation.attention import (
     write_attention,
 )
 from latent_darm.evaluation.report import Run
-from latent_darm.models.executor import CausalExecutor
-from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.pipelines.factory import build_pipeline
+from latent_darm.projector.model import Projector
 
 QUESTIONS = ["What is 3 plus 4?", "What is 10 plus 2?", "What is 7 plus 7?"]
 PLAN = 8
@@ -42,7 +42,7 @@ def _run(pipeline, spec: dict, tmp_path) -> Run:
 
 @pytest.fixture(scope="module")
 def projector_dir(tmp_path_factory, llada_dir, executor_dir):
-    planner, executor = DiffusionPlanner.from_pretrained(llada_dir), CausalExecutor.from_pretrained(executor_dir)
+    planner, executor = DiffusionLM.from_pretrained(llada_dir), AutoregressiveLM.from_pretrained(executor_dir)
     directory = tmp_path_factory.mktemp("projector") / "p"
     torch.manual_seed(0)
     Projector.for_pair(planner, executor, plan_length=PLAN, hidden_dim=16, placement="inline").save_pretrained(

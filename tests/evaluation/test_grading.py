@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from latent_darm import grading
 from latent_darm.errors import DataError
-from latent_darm.evaluation import grading
 from latent_darm.evaluation.benchmarks import Example, load_benchmark
-from latent_darm.evaluation.grading import Grade, answers_match, extract_answer, grade, symbolic_equal
+from latent_darm.grading import Grade, answers_match, extract_answer, grade, symbolic_equal
 from tests.conftest import BENCHMARKS, needs_benchmarks
 
 needs_data = needs_benchmarks

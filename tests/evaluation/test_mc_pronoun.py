@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from latent_darm.evaluation.grading import extract_answer
+from latent_darm.grading import extract_answer
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from latent_darm.errors import ConfigError
-from latent_darm.models.executor import CausalExecutor
-from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
+from latent_darm.models.diffusion_lm import DiffusionLM
 
 
-def _executor(tmp_path: Path, executor_dir: Path, template: str) -> CausalExecutor:
+def _executor(tmp_path: Path, executor_dir: Path, template: str) -> AutoregressiveLM:
     directory = Path(shutil.copytree(executor_dir, tmp_path / "executor"))
     (directory / "chat_template.jinja").write_text(template)
-    return CausalExecutor.from_pretrained(directory)
+    return AutoregressiveLM.from_pretrained(directory)
 
 
 def test_a_template_that_tries_to_run_a_shell_command_is_stopped_by_the_sandbox(tmp_path, executor_dir):
@@ -47,7 +47,7 @@ def test_a_broken_template_is_one_line_naming_its_file(tmp_path, executor_dir, t
 def test_the_planner_names_its_template_file_too(tmp_path, llada_dir):
     directory = Path(shutil.copytree(llada_dir, tmp_path / "planner"))
     (directory / "chat_template.jinja").write_text("{{ raise_exception('no chat') }}")
-    planner = DiffusionPlanner.from_pretrained(directory)
+    planner = DiffusionLM.from_pretrained(directory)
     with pytest.raises(ConfigError, match=r"planner/chat_template\.jinja: the chat template raised TemplateError"):
         planner.prompt_ids("What is 2 + 2?")
     assert planner.prompt_ids("What is 2 + 2?", chat=False)  # without the template the planner still works

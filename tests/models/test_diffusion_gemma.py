@@ -14,7 +14,7 @@ pytest.importorskip("transformers.models.diffusion_gemma", reason="this transfor
 
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.models.diffusion_gemma.tiny import save_tiny_diffusion_gemma, tiny_diffusion_gemma
-from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.models.diffusion_lm import DiffusionLM
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,8 @@ def gemma_dir(tmp_path_factory, tokenizer):
 
 
 @pytest.fixture(scope="module")
-def planner(gemma_dir) -> DiffusionPlanner:
-    return DiffusionPlanner.from_pretrained(gemma_dir)
+def planner(gemma_dir) -> DiffusionLM:
+    return DiffusionLM.from_pretrained(gemma_dir)
 
 
 def test_loads_by_model_type(planner):
@@ -78,4 +78,4 @@ def test_a_bad_config_field_is_a_one_line_error_naming_it(gemma_dir, tmp_path):
     raw["text_config"] = {**raw["text_config"], "num_hidden_layers": "2"}
     (target / "config.json").write_text(json.dumps(raw))
     with pytest.raises(CheckpointError, match="field 'num_hidden_layers' must be an integer, got '2'"):
-        DiffusionPlanner.from_pretrained(target)
+        DiffusionLM.from_pretrained(target)

@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from latent_darm.errors import CheckpointError, ConfigError
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.models.dream.modeling import DreamModel
 from latent_darm.models.dream.sampler import reveal_count, timestep_grid
-from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.sampling import SamplerConfig
 from tests.reference_dream import ReferenceDream, reference_diffusion_generate
 
 
 @pytest.fixture(scope="module")
-def planner(dream_dir) -> DiffusionPlanner:
-    return DiffusionPlanner.from_pretrained(dream_dir)
+def planner(dream_dir) -> DiffusionLM:
+    return DiffusionLM.from_pretrained(dream_dir)
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +228,7 @@ def test_bad_sampler_settings(planner, options, message):
 
 
 def test_llada_refuses_dream_settings(llada_dir):
-    llada = DiffusionPlanner.from_pretrained(llada_dir)
+    llada = DiffusionLM.from_pretrained(llada_dir)
     with pytest.raises(ConfigError, match="valid: low_confidence, random"):
         llada.sampler_config(gen_length=32, steps=32, remasking="entropy")
     with pytest.raises(ConfigError, match="top_k is a Dream sampler setting"):
@@ -248,12 +248,12 @@ def test_bad_checkpoints(dream_dir, tmp_path, dream_tokenizer):
     with pytest.raises(
         CheckpointError, match=r"model_type 'qwen2' is not a supported planner family; supported: llada, Dream"
     ):
-        DiffusionPlanner.from_pretrained(unknown)
+        DiffusionLM.from_pretrained(unknown)
 
     no_mask = copy("no_mask")
     (no_mask / "config.json").write_text(json.dumps({k: v for k, v in raw.items() if k != "mask_token_id"}))
     with pytest.raises(CheckpointError, match="missing required field 'mask_token_id'"):
-        DiffusionPlanner.from_pretrained(no_mask)
+        DiffusionLM.from_pretrained(no_mask)
 
     no_mask_token = copy("no_mask_token")
     config = json.loads((no_mask_token / "tokenizer_config.json").read_text())
@@ -263,14 +263,14 @@ def test_bad_checkpoints(dream_dir, tmp_path, dream_tokenizer):
     if special.exists():
         special.write_text(json.dumps({k: v for k, v in json.loads(special.read_text()).items() if k != "mask_token"}))
     with pytest.raises(CheckpointError, match="tokenizer has no mask token"):
-        DiffusionPlanner.from_pretrained(no_mask_token)
+        DiffusionLM.from_pretrained(no_mask_token)
 
     missing = copy("missing_shard_tensor")
     index = json.loads((missing / "model.safetensors.index.json").read_text())
     index["weight_map"].pop("lm_head.weight")
     (missing / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match="lm_head.weight"):
-        DiffusionPlanner.from_pretrained(missing)
+        DiffusionLM.from_pretrained(missing)
 
 
 @pytest.mark.parametrize(
@@ -290,13 +290,13 @@ def test_bad_config_fields_are_one_line_errors_naming_the_field(dream_dir, tmp_p
     raw = json.loads((target / "config.json").read_text())
     (target / "config.json").write_text(json.dumps({**raw, field: value}))
     with pytest.raises(CheckpointError, match=re.escape(message)) as info:
-        DiffusionPlanner.from_pretrained(target)
+        DiffusionLM.from_pretrained(target)
     assert "config.json" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_planner_forward_is_the_same_contract_for_llada(llada_dir):
     """LLaDA's logits already score their own rows; position ids pass through to the network."""
-    llada = DiffusionPlanner.from_pretrained(llada_dir)
+    llada = DiffusionLM.from_pretrained(llada_dir)
     ids = torch.randint(0, 300, (2, 9))
     out = llada.forward(ids, output_hidden=True)
     direct = llada.model(ids, hidden_layer=-1)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from latent_darm.errors import CheckpointError, ConfigError
-from latent_darm.models.executor import (
+from latent_darm.models.autoregressive_lm import (
     PINNED_DATE,
-    CausalExecutor,
+    AutoregressiveLM,
     apply_repetition_penalty,
     count_generated_tokens,
     tokenizer_fingerprint,
@@ -64,15 +64,15 @@ def test_tokenizer_fingerprint_changes_with_the_vocabulary_and_specials_but_not_
 
 def test_bad_directories_are_one_line_checkpoint_errors(tmp_path, executor_dir):
     with pytest.raises(CheckpointError, match="not found"):
-        CausalExecutor.from_pretrained(tmp_path / "missing")
+        AutoregressiveLM.from_pretrained(tmp_path / "missing")
     with pytest.raises(CheckpointError, match="no config.json"):
-        CausalExecutor.from_pretrained(tmp_path)
+        AutoregressiveLM.from_pretrained(tmp_path)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
     (bad / "model.safetensors").write_bytes((executor_dir / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="cannot load") as info:
-        CausalExecutor.from_pretrained(bad)
+        AutoregressiveLM.from_pretrained(bad)
     assert "\n" not in str(info.value)
 
 
@@ -86,19 +86,19 @@ def test_chat_prompt_has_one_bos_an_empty_system_turn_and_the_assistant_header(e
 
 
 def test_templates_without_system_role_or_without_any_template(executor_dir, tokenizer):
-    rejecting = CausalExecutor.from_pretrained(executor_dir)
+    rejecting = AutoregressiveLM.from_pretrained(executor_dir)
     rejecting.tokenizer.chat_template = (
         "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
         + tokenizer.chat_template
     )
     assert "system" not in tokenizer.decode(rejecting.chat_ids("hello"))
-    raw = CausalExecutor.from_pretrained(executor_dir)
+    raw = AutoregressiveLM.from_pretrained(executor_dir)
     raw.tokenizer.chat_template = None
     assert raw.chat_ids("hello") == [tokenizer.bos_token_id, *tokenizer("hello", add_special_tokens=False).input_ids]
 
 
 def test_llama3_style_date_is_pinned(executor_dir):
-    dated = CausalExecutor.from_pretrained(executor_dir)
+    dated = AutoregressiveLM.from_pretrained(executor_dir)
     dated.tokenizer.chat_template = "{{ 'Today Date: ' + (date_string if date_string is defined else 'now') }}"
     assert dated.chat_text("x") == f"Today Date: {PINNED_DATE}"
 
@@ -179,7 +179,7 @@ def test_stop_token_ends_a_row_and_is_counted(executor, tokenizer):
     ids = free[0].token_ids
     k = next(i for i in range(1, len(ids)) if ids[i] not in ids[:i])  # a fresh token, to be made a stop token
     stop = ids[k]
-    stopping = CausalExecutor(executor.model, executor.tokenizer)
+    stopping = AutoregressiveLM(executor.model, executor.tokenizer)
     stopping.stop_token_ids = (*executor.stop_token_ids, stop)
     batched = stopping.generate(PROMPTS, max_new_tokens=8, batch_size=5)
     alone = [stopping.generate([p], max_new_tokens=8)[0] for p in PROMPTS]
@@ -258,7 +258,7 @@ def random_qwen2(tokenizer, seed: int = 0, std: float = 0.2):
 
 
 @torch.no_grad()
-def carried_greedy(executor: CausalExecutor, rows, max_new_tokens: int, penalty: float = 1.0) -> list[list[int]]:
+def carried_greedy(executor: AutoregressiveLM, rows, max_new_tokens: int, penalty: float = 1.0) -> list[list[int]]:
     """The executor's greedy loop before finished rows left the batch: every row in every pass, transformers' own
     concatenating cache (the tokens the new loop must reproduce)."""
     from latent_darm.models.splice import left_pad
@@ -288,11 +288,11 @@ def carried_greedy(executor: CausalExecutor, rows, max_new_tokens: int, penalty:
     return [row[: count_generated_tokens(row, executor.stop_token_ids)] for row in generated]
 
 
-def stopping_executor(model, tokenizer, prompts, budget: int) -> CausalExecutor:
+def stopping_executor(model, tokenizer, prompts, budget: int) -> AutoregressiveLM:
     """An executor whose stop tokens make the rows of ``prompts`` finish at different steps: for each prompt but
     the last, a token its free answer produces for the first time at a different position becomes a stop token (one
     the last prompt's answer never produces, so that row runs to the budget)."""
-    executor = CausalExecutor(model, tokenizer)
+    executor = AutoregressiveLM(model, tokenizer)
     free = executor.generate(prompts, max_new_tokens=budget, batch_size=len(prompts))
     stops = set(executor.stop_token_ids)
     last = set(free[-1].token_ids)
@@ -305,7 +305,7 @@ def stopping_executor(model, tokenizer, prompts, budget: int) -> CausalExecutor:
     return executor
 
 
-def reference_generate(executor: CausalExecutor, embeds: torch.Tensor, budget: int, penalty: float) -> list[int]:
+def reference_generate(executor: AutoregressiveLM, embeds: torch.Tensor, budget: int, penalty: float) -> list[int]:
     """transformers' ``generate`` from input embeddings, greedy, one row, cut after the first stop token."""
     with torch.no_grad():
         out = executor.model.generate(
@@ -366,7 +366,7 @@ def test_soft_token_rows_with_left_padding_equal_transformers_generate(tokenizer
 
 def test_the_cache_is_written_in_place(executor):
     """Between rows leaving, a step writes one position into the preallocated buffers; it copies nothing else."""
-    from latent_darm.models.executor import PreallocatedLayer
+    from latent_darm.models.autoregressive_lm import PreallocatedLayer
 
     cache = executor._new_cache(40)
     assert cache is not None and len(cache.layers) == executor.model.config.num_hidden_layers

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latent_darm.errors import CheckpointError
 from latent_darm.models import gguf_parts
-from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.gguf import find_gguf, is_gguf_model, load_gguf, plain_copy
 from latent_darm.models.gguf_parts import Assembly, _numbered_parts
 from tests.models.tiny_gguf import install_fake_parts, write_gguf_of_architecture, write_tiny_llama_gguf
@@ -45,7 +45,7 @@ def test_an_unreadable_gguf_is_a_one_line_checkpoint_error(tmp_path):
     bogus = tmp_path / "broken.gguf"
     bogus.write_bytes(b"not a gguf file at all")
     with pytest.raises(CheckpointError) as info:
-        CausalExecutor.from_pretrained(bogus)
+        AutoregressiveLM.from_pretrained(bogus)
     assert str(bogus) in str(info.value) and "\n" not in str(info.value)
 
 
@@ -56,8 +56,8 @@ def test_plain_copy_has_the_same_weights_and_saves(executor, tmp_path):
     original = executor.model.state_dict()
     for name, tensor in copy.state_dict().items():
         assert torch.equal(tensor, original[name]), name
-    CausalExecutor(copy, executor.tokenizer).save_pretrained(tmp_path / "saved")
-    reopened = CausalExecutor.from_pretrained(tmp_path / "saved")
+    AutoregressiveLM(copy, executor.tokenizer).save_pretrained(tmp_path / "saved")
+    reopened = AutoregressiveLM.from_pretrained(tmp_path / "saved")
     prompts = ["What is 3x + 7 = 22?", "A train travels 60 miles per hour."]
     assert [g.token_ids for g in reopened.generate(prompts, max_new_tokens=6)] == [
         g.token_ids for g in executor.generate(prompts, max_new_tokens=6)
@@ -116,8 +116,8 @@ def test_darm_convert_writes_a_checkpoint_that_answers_as_the_gguf_file(darm, tm
     file = write_tiny_llama_gguf(tmp_path / "model" / "tiny.Q4_1.gguf", tokenizer, seed=2)
     code, _, err = darm("convert", file.parent, tmp_path / "converted")
     assert code == 0, err
-    converted = CausalExecutor.from_pretrained(tmp_path / "converted")
-    read = CausalExecutor.from_pretrained(file)
+    converted = AutoregressiveLM.from_pretrained(tmp_path / "converted")
+    read = AutoregressiveLM.from_pretrained(file)
     assert is_gguf_model(read.model) and not is_gguf_model(converted.model)
     prompts = ["What is 3x + 7 = 22?", "A train travels 60 miles per hour.", "Natalia sold clips"]
     assert [g.token_ids for g in converted.generate(prompts, max_new_tokens=8)] == [
@@ -145,7 +145,7 @@ def test_a_gguf_truncated_inside_its_header_is_one_line_naming_the_file(tmp_path
     cut.parent.mkdir()
     cut.write_bytes(whole[:keep])
     with pytest.raises(CheckpointError, match=r"model\.gguf: not a readable GGUF file \(truncated or corrupt header"):
-        CausalExecutor.from_pretrained(cut)
+        AutoregressiveLM.from_pretrained(cut)
     code, _, err = darm("convert", cut, tmp_path / "out")
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1 and str(cut) in err
     assert not (tmp_path / "out").exists()
@@ -186,8 +186,8 @@ def test_fetch_gguf_joins_the_parts_checks_them_and_converts(darm, tmp_path, tok
     assert code == 0, err
     assert out.read_bytes() == content and leftovers(out.parent) == ["fake.gguf"]  # no temporary file left
     assert out.stat().st_mode & 0o044 == 0o044  # readable by others, like any file the user writes
-    converted = CausalExecutor.from_pretrained(tmp_path / "converted")
-    read = CausalExecutor.from_pretrained(tmp_path / "source" / "tiny.gguf")
+    converted = AutoregressiveLM.from_pretrained(tmp_path / "converted")
+    read = AutoregressiveLM.from_pretrained(tmp_path / "source" / "tiny.gguf")
     prompts = ["What is 3x + 7 = 22?", "hi"]
     assert [g.token_ids for g in converted.generate(prompts, max_new_tokens=6)] == [
         g.token_ids for g in read.generate(prompts, max_new_tokens=6)
@@ -243,7 +243,7 @@ def test_fetch_gguf_refuses_an_architecture_transformers_cannot_read(darm, tmp_p
     assert f"{out}: GGUF architecture 'notamodel' cannot be read by the installed transformers" in line
     assert leftovers(out.parent) == []
     with pytest.raises(CheckpointError, match="architecture 'notamodel' cannot be read"):
-        CausalExecutor.from_pretrained(tmp_path / "src" / "x.gguf")
+        AutoregressiveLM.from_pretrained(tmp_path / "src" / "x.gguf")
 
 
 def test_fetch_gguf_never_overwrites_another_file(darm, tmp_path, monkeypatch):

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from latent_darm.api import LatentDARM
-from latent_darm.bridge.projector import Projector
 from latent_darm.errors import ConfigError
-from latent_darm.models.executor import CausalExecutor
-from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.pipelines.text import TextPipeline
 from latent_darm.pipelines.writers import Written
+from latent_darm.projector.model import Projector
 from latent_darm.sampling import SamplerConfig
 
 QUESTIONS = [
@@ -29,8 +29,8 @@ PLAN = 16
 
 @pytest.fixture(scope="module")
 def projector_dir(tmp_path_factory, llada_dir, executor_dir):
-    planner = DiffusionPlanner.from_pretrained(llada_dir)
-    executor = CausalExecutor.from_pretrained(executor_dir)
+    planner = DiffusionLM.from_pretrained(llada_dir)
+    executor = AutoregressiveLM.from_pretrained(executor_dir)
     torch.manual_seed(0)
     projector = Projector.for_pair(planner, executor, plan_length=PLAN, hidden_dim=32)
     return projector.save_pretrained(tmp_path_factory.mktemp("projector") / "projector")

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from latent_darm.api import LatentDARM
-from latent_darm.bridge.projector import Projector, ProjectorConfig
 from latent_darm.cli.eval import build_spec
-from latent_darm.models.executor import CausalExecutor
-from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
+from latent_darm.projector.model import Projector, ProjectorConfig
 from latent_darm.sampling import SamplerConfig
 
 QUESTION = "What is 3x + 7 = 22?"
@@ -24,8 +24,8 @@ TRAINED = SamplerConfig(gen_length=8, block_length=4, steps=4, denoise_fraction=
 
 
 def save_projector(directory, llada_dir, executor_dir, sampler: SamplerConfig | None):
-    planner = DiffusionPlanner.from_pretrained(llada_dir)
-    executor = CausalExecutor.from_pretrained(executor_dir)
+    planner = DiffusionLM.from_pretrained(llada_dir)
+    executor = AutoregressiveLM.from_pretrained(executor_dir)
     torch.manual_seed(0)
     stored = {} if sampler is None else {"planner_sampler": sampler.to_dict()}
     return Projector.for_pair(planner, executor, plan_length=8, hidden_dim=16, **stored).save_pretrained(directory)
@@ -116,7 +116,7 @@ def test_the_lora_adapter_of_a_hub_id_projector_is_loaded(tmp_path, monkeypatch,
 
     local = save_projector(tmp_path / "snapshot", llada_dir, executor_dir, None)
     lora = get_peft_model(
-        CausalExecutor.from_pretrained(executor_dir).model, LoraConfig(r=2, target_modules=["q_proj"])
+        AutoregressiveLM.from_pretrained(executor_dir).model, LoraConfig(r=2, target_modules=["q_proj"])
     )
     torch.nn.init.normal_(lora.base_model.model.model.layers[0].self_attn.q_proj.lora_B.default.weight)
     lora.save_pretrained(local / "adapter")
@@ -127,5 +127,5 @@ def test_the_lora_adapter_of_a_hub_id_projector_is_loaded(tmp_path, monkeypatch,
             "executor": {"kind": "arm", "model": str(executor_dir), "max_new_tokens": 4}}  # fmt: skip
     pipeline = build_pipeline(spec, models)
     assert ("arm+adapter", f"{executor_dir}|{local / 'adapter'}") in models.loaded
-    plain = CausalExecutor.from_pretrained(executor_dir).model.model.layers[0].self_attn.q_proj.weight
+    plain = AutoregressiveLM.from_pretrained(executor_dir).model.model.layers[0].self_attn.q_proj.weight
     assert not torch.equal(pipeline.executor.model.model.layers[0].self_attn.q_proj.weight, plain)

@@ -11,7 +11,7 @@ import pytest
 
 from latent_darm.cli.eval import build_spec, pipeline_spec
 from latent_darm.errors import ConfigError
-from latent_darm.evaluation.runner import check_config, evaluate
+from latent_darm.evaluation.runner import check_run_config, evaluate
 from latent_darm.pipelines.spec import (
     AutoregressiveRole,
     DiffusionRole,
@@ -185,9 +185,9 @@ def test_a_results_directory_written_before_the_typed_spec_resumes(tmp_path, dar
     evaluate(FakePipeline(), make_examples(4), out, batch_size=2, config=old, progress=False)
     assert json.loads((out / "config.json").read_text())["spec"] == json.loads(STORED["text ddlm→arm"])
     again = {"benchmark": "gsm8k", "subset": {"limit": None, "seed": None}}
-    assert check_config(out, {**again, "spec": build_spec(**OPTIONS["text ddlm→arm"])}, partial=True) is not None
+    assert check_run_config(out, {**again, "spec": build_spec(**OPTIONS["text ddlm→arm"])}, partial=True) is not None
     with pytest.raises(ConfigError, match=r"spec.planner.gen_length: 64 there, 256 now"):
-        check_config(
+        check_run_config(
             out, {**again, "spec": build_spec(**{**OPTIONS["text ddlm→arm"], "gen_length": None})}, partial=True
         )
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from latent_darm.errors import CheckpointError
-from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.gguf import is_gguf_model
 from latent_darm.models.gguf_parts import ASSEMBLIES, assemble, locate_parts
 
@@ -66,9 +66,9 @@ def smollm_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm(smollm_gguf) -> CausalExecutor:
+def smollm(smollm_gguf) -> AutoregressiveLM:
     """SmolLM2 read from its GGUF file (dequantized to float32, tokenizer and chat template from the file)."""
-    executor = CausalExecutor.from_pretrained(smollm_gguf, dtype=torch.float32)
+    executor = AutoregressiveLM.from_pretrained(smollm_gguf, dtype=torch.float32)
     assert executor.dtype == torch.float32 and is_gguf_model(executor.model)
     return executor
 
@@ -104,7 +104,7 @@ def assembled_gguf(name: str) -> Path:
     return path
 
 
-def dequantized(name: str, file: Path) -> CausalExecutor:
+def dequantized(name: str, file: Path) -> AutoregressiveLM:
     """The model of GGUF ``file`` in float32. Parsing and dequantizing a 0.5B GGUF file costs about 30 s here, so the
     first session also saves the result as a safetensors checkpoint (what ``darm convert`` writes; the SmolLM2 tests
     show it holds the same weights and answers the same) beside the file, tagged with the file's sha256, and later
@@ -114,8 +114,8 @@ def dequantized(name: str, file: Path) -> CausalExecutor:
     sha256 = ASSEMBLIES[name].sha256
     stamp = directory / "source.sha256"
     if stamp.is_file() and stamp.read_text() == sha256:
-        return CausalExecutor.from_pretrained(directory, dtype=torch.float32)
-    executor = CausalExecutor.from_pretrained(file, dtype=torch.float32)
+        return AutoregressiveLM.from_pretrained(directory, dtype=torch.float32)
+    executor = AutoregressiveLM.from_pretrained(file, dtype=torch.float32)
     staging = directory.with_name(f".{directory.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     executor.save_pretrained(staging)
@@ -131,12 +131,12 @@ def qwen_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def qwen(qwen_gguf) -> CausalExecutor:
+def qwen(qwen_gguf) -> AutoregressiveLM:
     """Qwen2.5-Coder-0.5B-Instruct, once per session (float32)."""
     return dequantized("qwen2.5-coder-0.5b", qwen_gguf)
 
 
 @pytest.fixture(scope="session")
-def gemma() -> CausalExecutor:
+def gemma() -> AutoregressiveLM:
     """Gemma-3-270M (base model, no chat template), once per session (float32)."""
     return dequantized("gemma-3-270m", assembled_gguf("gemma-3-270m"))

@@ -11,7 +11,7 @@ import random
 import torch
 from accelerate.state import AcceleratorState, GradientState
 
-from latent_darm.models.executor import count_generated_tokens
+from latent_darm.models.autoregressive_lm import count_generated_tokens
 from latent_darm.models.gguf_parts import ASSEMBLIES
 from tests.real.test_smollm import reference_greedy
 
@@ -65,9 +65,9 @@ def test_gemma_greedy_batched_equals_transformers_generate_alone(gemma):
 def test_a_projector_learns_to_write_into_qwens_embeddings(qwen, llada_dir, tmp_path):
     """The latent channel on a real executor: a tiny random LLaDA's plan latents, projected into Qwen's input
     embeddings (its scale, its tokenizer, its ChatML prompt), trained a few steps: the held-out loss falls."""
-    from latent_darm.bridge.projector import Projector
-    from latent_darm.models.planner import DiffusionPlanner
+    from latent_darm.models.diffusion_lm import DiffusionLM
     from latent_darm.pipelines.prompts import PromptTemplates
+    from latent_darm.projector.model import Projector
     from latent_darm.sampling.config import SamplerConfig
     from latent_darm.training.data import TrainingExample, example_id
     from latent_darm.training.latent_cache import build_latent_cache
@@ -78,7 +78,7 @@ def test_a_projector_learns_to_write_into_qwens_embeddings(qwen, llada_dir, tmp_
     examples = [TrainingExample(example_id("sums", f"What is {a} + {b}?"), f"What is {a} + {b}?", str(a + b),
                                 "integer", "sums") for a, b in pairs]  # fmt: skip
     train, held_out = examples[:12], examples[12:]
-    planner = DiffusionPlanner.from_pretrained(llada_dir)
+    planner = DiffusionLM.from_pretrained(llada_dir)
     sampler = SamplerConfig(gen_length=8, block_length=8, steps=8, hidden_layer=-1)
     templates = PromptTemplates(executor_latent="{question}")  # a short prompt: each step is a 0.5B backward pass
     cache = build_latent_cache(planner, examples, tmp_path / "latents", sampler, templates, batch_size=8)

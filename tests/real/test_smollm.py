@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.gguf import is_gguf_model
 from latent_darm.pipelines.prompts import PromptTemplates
 
@@ -24,7 +24,7 @@ QUESTIONS = [
 SMOL_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
-def reference_greedy(executor: CausalExecutor, prompt_text: str, max_new_tokens: int) -> list[int]:
+def reference_greedy(executor: AutoregressiveLM, prompt_text: str, max_new_tokens: int) -> list[int]:
     """Plain transformers ``generate`` (greedy) on the rendered prompt, one prompt, no padding; cut after the first
     stop token as the project counts."""
     ids = executor.tokenizer(prompt_text, add_special_tokens=False, return_tensors="pt").input_ids
@@ -75,7 +75,7 @@ def test_greedy_equals_transformers_generate_alone_and_batched(smollm):
 def test_the_converted_checkpoint_is_the_gguf_model_and_answers_as_it(darm, smollm, smollm_dir):
     """The safetensors copy holds the GGUF file's weights, tokenizer and chat template, and ``darm solve`` on it
     answers exactly as the executor read from the GGUF file."""
-    converted = CausalExecutor.from_pretrained(smollm_dir, dtype=torch.float32)
+    converted = AutoregressiveLM.from_pretrained(smollm_dir, dtype=torch.float32)
     assert not is_gguf_model(converted.model)
     expected_weights = smollm.model.state_dict()
     for name, tensor in converted.model.state_dict().items():

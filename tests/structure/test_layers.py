@@ -1,4 +1,4 @@
-"""One-way imports: a base of small modules (errors, io, grading, ...) ← models (with the sampler) ← bridge ←
+"""One-way imports: a base of small modules (errors, io, grading, ...) ← models (with the sampler) ← projector ←
 pipelines ← evaluation | training ← toy ← cli / api. No part of the package, imported whole, loads a part above
 it; evaluation and training load nothing of each other."""
 
@@ -17,7 +17,7 @@ BASE = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__",
 LAYERS = [
     BASE,
     ["models", "sampling"],
-    ["bridge"],
+    ["projector"],
     ["pipelines"],
     ["evaluation", "training"],
     ["toy", "latent_tokens"],
@@ -69,13 +69,3 @@ def test_no_part_imports_a_layer_above_it():
     for part, loaded in added.items():
         wrong = [o for o in loaded if LAYER[o] > LAYER[part] or (part, o) in APART]
         assert not wrong, f"importing latent_darm.{part} loads latent_darm.{', '.join(wrong)}"
-
-
-def test_old_names_of_moved_modules_still_import():
-    from latent_darm import grading
-    from latent_darm.bridge.splice import splice as old_splice
-    from latent_darm.evaluation import grading as old_grading
-    from latent_darm.models.splice import splice
-
-    assert old_splice is splice
-    assert old_grading is grading  # the same module object: patching through the old name reaches the grader

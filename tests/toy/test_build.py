@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.evaluation.benchmarks import get_benchmark, load_benchmark
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.models.llada.checkpoint import load_llada
-from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.threads import single_thread
 from latent_darm.toy import build as build_module
@@ -53,7 +53,7 @@ def test_checkpoints_open_through_the_public_loaders(artifacts):
     executor = AutoModelForCausalLM.from_pretrained(artifacts.executor_dir)
     assert executor.config.tie_word_embeddings
     assert executor.config.model_type == "llama"
-    planner = DiffusionPlanner.from_pretrained(artifacts.planner_dir)
+    planner = DiffusionLM.from_pretrained(artifacts.planner_dir)
     question = artifacts.problems("test")[0].question
     (plan,) = planner.generate([PromptTemplates().planner_prompt(question)], artifacts.plan_sampler())
     assert len(plan.token_ids) == artifacts.config.plan_length

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from latent_darm.evaluation.grading import grade
-from latent_darm.models.executor import CausalExecutor
+from latent_darm.grading import grade
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.toy import build as toy_build
 from latent_darm.toy.build import build_prefix_executor, build_world
@@ -130,7 +130,7 @@ def test_the_paper_setting_executor_never_saw_the_latent_slots(outcome):
 def test_the_trained_executor_beats_chance_given_the_gold_plan(outcome):
     """The chance of naming the end node is 1/nodes; the quick executor learns the lookup well above it."""
     world = outcome.world
-    executor = CausalExecutor.from_pretrained(world.executor_dir)
+    executor = AutoregressiveLM.from_pretrained(world.executor_dir)
     test = world.problems("test")
     templates = PromptTemplates()
     prompts = [templates.text_executor_prompt(p.question, p.plan, "integer") for p in test]

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from latent_darm.errors import ConfigError, DataError
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.models.llada.checkpoint import load_llada, save_llada
-from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.sampling import SamplerConfig
 from latent_darm.training.data import TrainingExample, example_id
@@ -29,13 +29,13 @@ def _examples(n: int, start: int = 0) -> list[TrainingExample]:
 
 @pytest.fixture
 def planner(llada_dir):
-    return DiffusionPlanner.from_pretrained(llada_dir)
+    return DiffusionLM.from_pretrained(llada_dir)
 
 
 class CountingPlanner:
     """Counts generate() calls and can fail on the n-th, like a job killed mid-run."""
 
-    def __init__(self, planner: DiffusionPlanner, fail_on_call: int | None = None) -> None:
+    def __init__(self, planner: DiffusionLM, fail_on_call: int | None = None) -> None:
         self.inner, self.calls, self.fail_on_call = planner, 0, fail_on_call
 
     def __getattr__(self, name):
@@ -126,7 +126,7 @@ def test_a_copied_planner_reuses_the_cache_and_replaced_weights_are_refused(tmp_
     the same place are refused (they would make other latents)."""
     build_latent_cache(planner, _examples(2), tmp_path / "cache", SAMPLER, PromptTemplates())
     copy = shutil.copytree(llada_dir, tmp_path / "elsewhere")
-    counting = CountingPlanner(DiffusionPlanner.from_pretrained(copy))
+    counting = CountingPlanner(DiffusionLM.from_pretrained(copy))
     build_latent_cache(counting, _examples(2), tmp_path / "cache", SAMPLER, PromptTemplates())
     assert counting.calls == 0
     model = load_llada(copy)
@@ -135,7 +135,7 @@ def test_a_copied_planner_reuses_the_cache_and_replaced_weights_are_refused(tmp_
             parameter.add_(0.01)
     save_llada(model, copy)
     with pytest.raises(ConfigError, match="built with a different 'planner_weights'"):
-        build_latent_cache(DiffusionPlanner.from_pretrained(copy), _examples(2), tmp_path / "cache", SAMPLER,
+        build_latent_cache(DiffusionLM.from_pretrained(copy), _examples(2), tmp_path / "cache", SAMPLER,
                            PromptTemplates())  # fmt: skip
 
 

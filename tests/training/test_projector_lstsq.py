@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latent_darm.bridge.projector import Projector, ProjectorConfig
 from latent_darm.errors import ConfigError
+from latent_darm.projector.model import Projector, ProjectorConfig
 from latent_darm.training.projector_lstsq import lstsq_projector, plan_token_embeddings, ridge_map
 
 D_EXEC, D_PLAN, VOCAB = 12, 20, 50
@@ -95,10 +95,10 @@ def test_plan_token_targets_are_the_executors_embeddings(executor):
 
 @pytest.fixture(scope="module")
 def executor(tmp_path_factory, tokenizer):
-    from latent_darm.models.executor import CausalExecutor
+    from latent_darm.models.autoregressive_lm import AutoregressiveLM
     from latent_darm.models.tiny import random_llama
 
-    return CausalExecutor(random_llama(tokenizer, seed=0), tokenizer, name_or_path="tiny")
+    return AutoregressiveLM(random_llama(tokenizer, seed=0), tokenizer, name_or_path="tiny")
 
 
 def test_the_cache_keeps_plan_tokens_and_names_the_option_when_an_old_cache_lacks_them(tmp_path):

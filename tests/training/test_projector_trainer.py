@@ -20,12 +20,12 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 from safetensors import safe_open
 
-from latent_darm.bridge.projector import ModelSignature, Projector
 from latent_darm.errors import CheckpointError, ConfigError, DataError
-from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.tiny import random_llama, train_bpe_tokenizer
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.projector.model import ModelSignature, Projector
 from latent_darm.training.data import TrainingExample, example_id, format_target
 from latent_darm.training.latent_cache import LatentCache
 from latent_darm.training.projector_trainer import (
@@ -77,7 +77,7 @@ def reader_dir(tmp_path_factory):
     saved, so each test opens a fresh copy."""
     corpus = [f"system user assistant Question {i}: which colour wins? Answer: {LETTERS[i % 4]}" for i in range(200)]
     tokenizer = train_bpe_tokenizer(corpus, vocab_size=300)
-    executor = CausalExecutor(random_llama(tokenizer, seed=0), tokenizer, name_or_path="reader")
+    executor = AutoregressiveLM(random_llama(tokenizer, seed=0), tokenizer, name_or_path="reader")
     questions = [f"Question {n}: which colour wins?" for n in random.Random(0).sample(range(10_000), 64)]
     pairs = [TrainingExample(str(i), q, letter, "mc", "syn") for i, q in enumerate(questions) for letter in LETTERS]
     encoded = encode_examples(executor, pairs, TEMPLATES, "prefix", PLAN)
@@ -101,14 +101,14 @@ def reader_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def reader(reader_dir) -> CausalExecutor:
-    return CausalExecutor.from_pretrained(reader_dir)
+def reader(reader_dir) -> AutoregressiveLM:
+    return AutoregressiveLM.from_pretrained(reader_dir)
 
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory, reader_dir):
     """(train, held_out, cache): latents = isometry · (letter embedding / its RMS) + noise, repeated L times."""
-    executor = CausalExecutor.from_pretrained(reader_dir)
+    executor = AutoregressiveLM.from_pretrained(reader_dir)
     train, held_out = _examples(64, 0, seed=1), _examples(16, 1000, seed=2)
     generator = torch.Generator().manual_seed(0)
     isometry, _ = torch.linalg.qr(torch.randn(PLANNER_DIM, executor.hidden_size, generator=generator))
@@ -125,7 +125,7 @@ def task(tmp_path_factory, reader_dir):
     return train, held_out, cache
 
 
-def _projector(executor: CausalExecutor, **config) -> Projector:
+def _projector(executor: AutoregressiveLM, **config) -> Projector:
     torch.manual_seed(0)
     planner = ModelSignature(PLANNER_DIM, None, "synthetic-planner")
     return Projector.for_pair(planner, executor, **{"plan_length": PLAN, "hidden_dim": 64, **config})
@@ -229,7 +229,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, task, reader_dir):
     data = train[:14], held_out[:2]
 
     def run(out, on_step=None):
-        executor = CausalExecutor.from_pretrained(reader_dir)
+        executor = AutoregressiveLM.from_pretrained(reader_dir)
         return train_projector(
             _projector(executor),
             executor,
@@ -309,7 +309,7 @@ def test_noised_latents_control_trains_on_other_inputs(tmp_path, task, reader_di
     train, held_out, cache = task
 
     def run(out, noise):
-        executor = CausalExecutor.from_pretrained(reader_dir)
+        executor = AutoregressiveLM.from_pretrained(reader_dir)
         config = ProjectorTrainingConfig(lr=1e-2, max_steps=3, batch_size=4, latent_noise=noise, **QUICK)
         train_projector(
             _projector(executor),
@@ -336,7 +336,7 @@ def test_a_directory_of_another_configuration_is_refused(tmp_path, task, reader_
     train, held_out, cache = task
 
     def run(projector_config=None, **changes):
-        executor = CausalExecutor.from_pretrained(reader_dir)
+        executor = AutoregressiveLM.from_pretrained(reader_dir)
         config = ProjectorTrainingConfig(**{"lr": 1e-2, "max_steps": 1, "batch_size": 4, **QUICK, **changes})
         projector = _projector(executor, **(projector_config or {}))
         return train_projector(
@@ -395,7 +395,7 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, 
     data = train[:12], held_out[:2]
 
     def run(out, on_step=None):
-        executor = CausalExecutor.from_pretrained(reader_dir)
+        executor = AutoregressiveLM.from_pretrained(reader_dir)
         return train_projector(
             _projector(executor), executor, cache, *data, out, config, templates=TEMPLATES, progress=False,
             on_step=on_step,

@@ -34,7 +34,7 @@ from latent_darm.evaluation.benchmarks import DATA_ENV, PAPER_PROTOCOL, benchmar
 from latent_darm.evaluation.runner import (
     EvalSummary,
     accelerate_state,
-    check_config,
+    check_run_config,
     evaluate,
     examples_fingerprint,
 )
@@ -101,7 +101,7 @@ def diffusion_role(
 def latent_planner_role(model: str, projector: str, explicit: dict[str, Any]) -> tuple[DiffusionRole, dict[str, Any]]:
     """The latent planner's settings: those given explicitly, the rest as the projector was trained with (checked
     now), and the explicit ones that differ from its training."""
-    from latent_darm.bridge.projector import Projector, planner_role_for_projector
+    from latent_darm.projector.model import Projector, planner_role_for_projector
 
     given = {"kind": "ddlm", "model": model, **{k: v for k, v in explicit.items() if v is not None}}
     role, differs = planner_role_for_projector(given, Projector.stored_config(projector))
@@ -111,7 +111,7 @@ def latent_planner_role(model: str, projector: str, explicit: dict[str, Any]) ->
 def check_projector_placement(projector: str | None, placement: str | None) -> None:
     """``--placement`` only confirms the projector's stored placement: a projector reads its soft tokens where it
     was trained to, so asking for another is refused (one line) instead of silently evaluating a mismatch."""
-    from latent_darm.bridge.projector import Projector
+    from latent_darm.projector.model import Projector
 
     if placement is None or projector is None:
         return
@@ -414,7 +414,7 @@ def eval_command(
     }
     if label:
         config["label"] = label
-    check_config(out, config, partial=True)  # refuse a foreign directory before loading any model
+    check_run_config(out, config, partial=True)  # refuse a foreign directory before loading any model
     from latent_darm.pipelines.factory import build_pipeline
 
     built = build_pipeline({**spec, "device": run_device})

@@ -77,9 +77,9 @@ def plan(
     """Sample plans from a diffusion planner (LLaDA, Dream, DiffusionGemma: picked from its config.json)."""
     import torch
 
+    from latent_darm.models.diffusion_lm import DiffusionLM
     from latent_darm.models.family import family_of_directory, sampler_config
     from latent_darm.models.hub import resolve_checkpoint
-    from latent_darm.models.planner import DiffusionPlanner
     from latent_darm.sampling.config import parse_latent_tokens
 
     if bool(prompt) == (prompts_file is not None):
@@ -105,7 +105,7 @@ def plan(
         latent_choice=latent_choice,
     )
     resolved_device = resolve_device(device)
-    model = DiffusionPlanner.from_pretrained(
+    model = DiffusionLM.from_pretrained(
         planner,
         dtype=parse_dtype(resolve_dtype(dtype, resolved_device)),
         device=resolved_device,

@@ -258,11 +258,11 @@ def train_projector_command(
     """Train the latent projector between PLANNER and EXECUTOR; the best checkpoint lands in OUT/projector."""
     import torch
 
-    from latent_darm.bridge.projector import Projector, ProjectorConfig, signature_of
-    from latent_darm.models.executor import CausalExecutor
+    from latent_darm.models.autoregressive_lm import AutoregressiveLM
+    from latent_darm.models.diffusion_lm import DiffusionLM
     from latent_darm.models.family import local_family, sampler_config
-    from latent_darm.models.planner import DiffusionPlanner
     from latent_darm.pipelines.prompts import load_templates
+    from latent_darm.projector.model import Projector, ProjectorConfig, signature_of
     from latent_darm.sampling import SamplerConfig
     from latent_darm.training.latent_cache import LatentCache, build_latent_cache
     from latent_darm.training.projector_run import RUN_FILE, save_projector
@@ -373,7 +373,7 @@ def train_projector_command(
         load_device = accelerator.device if accelerator.device.type != "cpu" else torch.device("cpu")
 
         # Stage 1: the planner's latents, computed once and shared out across processes.
-        diffusion = DiffusionPlanner.from_pretrained(planner, dtype=weights_dtype, device=load_device)
+        diffusion = DiffusionLM.from_pretrained(planner, dtype=weights_dtype, device=load_device)
         sampler = diffusion.sampler_config(**sampler_options)  # a hub planner's family is known only now
         layers = diffusion.num_layers
         if not -1 <= latent_layer <= layers:
@@ -404,7 +404,7 @@ def train_projector_command(
             torch.cuda.empty_cache()
 
         # Stage 2.
-        answerer = CausalExecutor.from_pretrained(executor, dtype=weights_dtype, device=load_device)
+        answerer = AutoregressiveLM.from_pretrained(executor, dtype=weights_dtype, device=load_device)
         torch.manual_seed(seed)
         projector = Projector.for_pair(
             planner_side,

@@ -28,7 +28,7 @@ import torch
 from latent_darm.errors import ConfigError
 from latent_darm.evaluation.report import Run, markdown_table
 from latent_darm.figures import agg_figure
-from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.splice import PLAN_MARKER
 from latent_darm.pipelines.base import Pipeline
 from latent_darm.pipelines.latent import LatentPipeline
@@ -37,7 +37,7 @@ GROUPS = ("plan", "question", "prompt", "output")
 
 
 def label_tokens(
-    executor: CausalExecutor, text: str, spans: dict[str, tuple[int, int]], ids: Sequence[int]
+    executor: AutoregressiveLM, text: str, spans: dict[str, tuple[int, int]], ids: Sequence[int]
 ) -> list[str]:
     """A group per token of ``ids`` (the tokenization of ``text``, maybe with a BOS the text lacks): the span
     (character range) a token overlaps, else ``prompt``."""
@@ -61,7 +61,7 @@ def _span(text: str, part: str | None) -> dict[str, tuple[int, int]]:
     return {} if at < 0 else {"x": (at, at + len(part))}
 
 
-def _segment(executor: CausalExecutor, text: str, ids: Sequence[int], question: str, plan: str | None) -> list[str]:
+def _segment(executor: AutoregressiveLM, text: str, ids: Sequence[int], question: str, plan: str | None) -> list[str]:
     spans = {f"question{k}": v for k, v in _span(text, question).items()}
     spans |= {f"plan{k}": v for k, v in _span(text, plan).items()}
     return [label.rstrip("x") for label in label_tokens(executor, text, spans, ids)]
@@ -77,12 +77,12 @@ class ItemInput:
     answer_length: int
 
 
-def _executor_of(pipeline: Pipeline) -> tuple[CausalExecutor, str | None]:
+def _executor_of(pipeline: Pipeline) -> tuple[AutoregressiveLM, str | None]:
     executor = getattr(pipeline, "executor", None)
     model = getattr(executor, "model", None)
-    if isinstance(executor, CausalExecutor):
+    if isinstance(executor, AutoregressiveLM):
         return executor, pipeline.templates.system_prompt  # type: ignore[attr-defined]
-    if isinstance(model, CausalExecutor):
+    if isinstance(model, AutoregressiveLM):
         return model, getattr(executor, "system", "")
     raise ConfigError("--attention needs a latent or text run with an autoregressive executor")
 
@@ -127,7 +127,7 @@ def build_inputs(pipeline: Pipeline, records: Sequence[dict[str, Any]]) -> list[
 
 
 @torch.no_grad()
-def attention_shares(executor: CausalExecutor, item: ItemInput) -> torch.Tensor:
+def attention_shares(executor: AutoregressiveLM, item: ItemInput) -> torch.Tensor:
     """[layers, 4] mean attention share of the answer-producing positions on each group in :data:`GROUPS`."""
     model = executor.model
     if hasattr(model, "set_attn_implementation"):

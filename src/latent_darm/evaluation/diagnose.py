@@ -25,7 +25,7 @@ from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import Example
 from latent_darm.evaluation.report import Run, load_run
 from latent_darm.evaluation.runner import (
-    check_config,
+    check_run_config,
     current_processes,
     evaluate,
     load_results,
@@ -235,7 +235,7 @@ def run_setup(
     directory = run.directory / "diagnosis" / setup
     config = {"benchmark": run.benchmark, "setup": setup, "spec": spec, "label": f"{run.label} [{setup}]"}
     if not _already_done(directory, config, [e.id for e in examples]):
-        check_config(directory, config, partial=True)  # refuse other swap settings before loading any model
+        check_run_config(directory, config, partial=True)  # refuse other swap settings before loading any model
         pipeline = build_pipeline_fn({**spec, **runtime})
         if spec.get("plans") == RECORDED_PLANS:
             pipeline = with_recorded_plans(pipeline, run)

@@ -55,7 +55,7 @@ def cosmetic_keys(config: dict[str, Any]) -> frozenset[str]:
 
 
 GRADING = {
-    "grader": "latent_darm.evaluation.grading",
+    "grader": "latent_darm.grading",
     "math_verify_timeout_s": MATH_VERIFY_TIMEOUT_S,
     "item_time_limit_s": ITEM_TIME_LIMIT_S,
     "truncated_outputs": "anchored answers only",
@@ -201,7 +201,7 @@ def read_config(out_dir: Path) -> dict[str, Any] | None:
     return config
 
 
-def check_config(out_dir: Path, config: dict[str, Any], *, partial: bool = False) -> dict[str, Any] | None:
+def check_run_config(out_dir: Path, config: dict[str, Any], *, partial: bool = False) -> dict[str, Any] | None:
     """The stored configuration if it matches ``config``; None for a fresh directory; otherwise a ConfigError
     naming the first differing key. ``partial`` compares only the top-level keys ``config`` has (a check before
     the models are loaded, when ``pipeline.describe()`` is not known yet)."""
@@ -355,7 +355,7 @@ def evaluate(
     full_config = {**config, "pipeline": pipeline.describe(), "grading": GRADING, "prompt_sha256": prompt_sha256}
     processes = current_processes(shard, barrier)
 
-    stored = check_config(out_dir, full_config)  # every process checks, so every process raises alike
+    stored = check_run_config(out_dir, full_config)  # every process checks, so every process raises alike
     own_file = out_dir / (RESULTS_FILE if processes.world == 1 else f"results.rank{processes.rank}.jsonl")
     with _exclusive(out_dir, processes.is_main):
         if processes.is_main:

@@ -2,7 +2,7 @@
 the family from a checkpoint's ``config.json`` ``model_type``.
 
 A family owns its network, its checkpoint reader, its special ids and its sampler; everything else in the package
-(`DiffusionPlanner`, the pipelines, the CLI) talks to it only through :class:`PlannerFamily`. Adding a family is a
+(`DiffusionLM`, the pipelines, the CLI) talks to it only through :class:`PlannerFamily`. Adding a family is a
 folder under ``models/`` with a ``family.py`` that defines ``FAMILY``, plus one line in :data:`FAMILIES`.
 """
 

@@ -26,9 +26,9 @@ import torch
 from latent_darm.dtypes import torch_dtype
 from latent_darm.errors import CheckpointError
 from latent_darm.extras import require
-from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.models.hub import resolve_checkpoint
-from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.models.safetensors_files import PICKLE_PATTERNS, pickle_only_message, tensor_names
 from latent_darm.pipelines.base import Pipeline
 from latent_darm.pipelines.prompts import PromptTemplates
@@ -50,17 +50,17 @@ class ModelCache:
         self.dtype, self.device = dtype, device
         self.loaded: dict[tuple[str, str], Any] = {}
 
-    def diffusion(self, reference: str) -> DiffusionPlanner:
+    def diffusion(self, reference: str) -> DiffusionLM:
         key = ("ddlm", reference)
         if key not in self.loaded:
-            self.loaded[key] = DiffusionPlanner.from_pretrained(reference, dtype=self.dtype, device=self.device)
+            self.loaded[key] = DiffusionLM.from_pretrained(reference, dtype=self.dtype, device=self.device)
         return self.loaded[key]
 
-    def autoregressive(self, reference: str, adapter: str | None = None) -> CausalExecutor:
+    def autoregressive(self, reference: str, adapter: str | None = None) -> AutoregressiveLM:
         """The executor; with ``adapter`` (a peft LoRA directory) its own copy with the adapter merged in."""
         key = ("arm", reference) if adapter is None else ("arm+adapter", f"{reference}|{adapter}")
         if key not in self.loaded:
-            executor = CausalExecutor.from_pretrained(reference, dtype=self.dtype, device=self.device)
+            executor = AutoregressiveLM.from_pretrained(reference, dtype=self.dtype, device=self.device)
             self.loaded[key] = executor if adapter is None else merge_adapter(executor, adapter)
         return self.loaded[key]
 
@@ -81,16 +81,14 @@ def check_adapter(adapter: Path) -> None:
     raise CheckpointError(f"LoRA adapter {adapter}: no {ADAPTER_WEIGHTS}")
 
 
-def merge_adapter(executor: CausalExecutor, adapter: str) -> CausalExecutor:
+def merge_adapter(executor: AutoregressiveLM, adapter: str) -> AutoregressiveLM:
     peft = require("peft", "a projector trained with LoRA")
     check_adapter(Path(adapter))
     model = peft.PeftModel.from_pretrained(executor.model, adapter).merge_and_unload()
-    return CausalExecutor(model.eval(), executor.tokenizer, name_or_path=executor.name_or_path)
+    return AutoregressiveLM(model.eval(), executor.tokenizer, name_or_path=executor.name_or_path)
 
 
-def sampler_from_role(
-    role: DiffusionRole | Mapping[str, Any], planner: DiffusionPlanner | None = None
-) -> SamplerConfig:
+def sampler_from_role(role: DiffusionRole | Mapping[str, Any], planner: DiffusionLM | None = None) -> SamplerConfig:
     """The role's sampler settings (a role object in the JSON layout is checked first); with the loaded
     ``planner``, checked against (and defaulted by) its family. A family without blocks ignores the role's
     ``block_length`` (specs name one for LLaDA's sake; the commands refuse an explicit one for such a family before
@@ -137,8 +135,8 @@ def build_pipeline(spec: PipelineSpec | Mapping[str, Any], models: ModelCache | 
         return TextPipeline(
             writer_from_role(planner, models, templates), writer_from_role(executor, models, templates), templates
         )
-    from latent_darm.bridge.projector import Projector, planner_role_for_projector
     from latent_darm.pipelines.latent import LatentPipeline
+    from latent_darm.projector.model import Projector, planner_role_for_projector
 
     # The spec checked the pairing: a ddlm planner, an arm executor and a projector.
     assert isinstance(planner, DiffusionRole) and isinstance(executor, AutoregressiveRole) and spec.projector

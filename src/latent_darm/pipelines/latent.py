@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from latent_darm.bridge.projector import Projector
 from latent_darm.errors import ConfigError
-from latent_darm.models.executor import CausalExecutor
-from latent_darm.models.planner import DiffusionPlanner, Plan
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
+from latent_darm.models.diffusion_lm import DiffusionLM, Plan
 from latent_darm.pipelines.base import Accounting, Pipeline, PipelineResult, ProgressCallback, check_questions
 from latent_darm.pipelines.prompts import AnswerType, PromptTemplates
+from latent_darm.projector.model import Projector
 from latent_darm.sampling import SamplerConfig
 
 
@@ -47,9 +47,9 @@ def latent_summary(latents: torch.Tensor, layer: int) -> dict[str, Any]:
 class LatentPipeline(Pipeline):
     """DDLM → projector → ARM."""
 
-    planner: DiffusionPlanner
+    planner: DiffusionLM
     projector: Projector
-    executor: CausalExecutor
+    executor: AutoregressiveLM
     sampler: SamplerConfig
     max_new_tokens: int = 64
     repetition_penalty: float = 1.0

@@ -139,7 +139,7 @@ def _build(cls: type[T], values: dict[str, Any], path: str = "") -> T:
 class SamplerSpec:
     """A diffusion writer's :class:`SamplerConfig` settings (names as there; ``hidden_layer`` belongs to the
     projector, not the role), checked by building it. The first four are always stored; the rest only when set.
-    None takes the default of the planner's family (``DiffusionPlanner.sampler_config``) or SamplerConfig's."""
+    None takes the default of the planner's family (``DiffusionLM.sampler_config``) or SamplerConfig's."""
 
     gen_length: int | None = None  # None only before a latent planner takes its projector's settings
     steps: int | None = None
@@ -168,7 +168,7 @@ class SamplerSpec:
 
     def values(self) -> dict[str, Any]:
         """The settings that are set; the others take the defaults of :class:`SamplerConfig` or of the planner's
-        family (``DiffusionPlanner.sampler_config``)."""
+        family (``DiffusionLM.sampler_config``)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     def config(self, **extra: Any) -> SamplerConfig:

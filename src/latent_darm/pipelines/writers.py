@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from latent_darm.models.executor import CausalExecutor
-from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.sampling import SamplerConfig
 
 
@@ -41,7 +41,7 @@ class Writer(Protocol):
 class DiffusionWriter:
     """A LLaDA-family model writing with the masked-diffusion sampler."""
 
-    model: DiffusionPlanner
+    model: DiffusionLM
     sampler: SamplerConfig
     kind: str = "ddlm"
 
@@ -65,7 +65,7 @@ class AutoregressiveWriter:
     """A Hugging Face causal LM writing greedily. ``system``: the chat's system turn ("" the paper authors' empty
     one, None none at all, which lets a template insert its own default)."""
 
-    model: CausalExecutor
+    model: AutoregressiveLM
     max_new_tokens: int
     repetition_penalty: float = 1.0
     kind: str = "arm"

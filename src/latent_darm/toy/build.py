@@ -12,7 +12,7 @@ The cache entry is ``<cache_dir>/<config.fingerprint()>/``::
 The executor is trained first: by default the planner starts from its weights (see ``WorldConfig.planner_init``).
 Training runs on one CPU thread: on a small shared machine, two threads were many times slower than one.
 
-Both model directories are ordinary checkpoints: ``load_llada`` / ``DiffusionPlanner.from_pretrained`` and
+Both model directories are ordinary checkpoints: ``load_llada`` / ``DiffusionLM.from_pretrained`` and
 ``AutoModelForCausalLM.from_pretrained`` open them. An entry is built in ``<cache_dir>/.<fingerprint>.partial/`` and
 renamed into place only when complete, so a killed build never leaves a half entry that a later run would reuse;
 a model whose training finished (its ``training_history.json`` is written last) is kept there, and the next build
@@ -42,8 +42,8 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from latent_darm.errors import CheckpointError
 from latent_darm.io import read_jsonl
+from latent_darm.models.diffusion_lm import DiffusionLM, load_tokenizer
 from latent_darm.models.llada.checkpoint import save_llada
-from latent_darm.models.planner import DiffusionPlanner, load_tokenizer
 from latent_darm.models.safetensors_files import SINGLE_FILE, checked_weight_files
 from latent_darm.sampling import SamplerConfig
 from latent_darm.threads import single_thread
@@ -104,8 +104,8 @@ class WorldArtifacts:
         c = self.config
         return SamplerConfig(gen_length=c.answer_length, block_length=c.answer_length, steps=c.answer_length)
 
-    def load_planner(self) -> DiffusionPlanner:
-        return DiffusionPlanner.from_pretrained(self.planner_dir)
+    def load_planner(self) -> DiffusionLM:
+        return DiffusionLM.from_pretrained(self.planner_dir)
 
     def load_executor(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         return _load_executor(self.executor_dir).eval(), load_tokenizer(self.executor_dir)

@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from latent_darm.grading import grade
-from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.sampling import SamplerConfig
 from latent_darm.toy.build import WorldArtifacts
@@ -44,7 +44,7 @@ def greedy(
     return [r.strip() for r in replies]
 
 
-def diffuse(planner: DiffusionPlanner, prompts: Sequence[str], sampler: SamplerConfig) -> list[str]:
+def diffuse(planner: DiffusionLM, prompts: Sequence[str], sampler: SamplerConfig) -> list[str]:
     return [p.text for p in planner.generate(list(prompts), sampler, batch_size=64)]
 
 

@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 
-from latent_darm.bridge.projector import Projector
 from latent_darm.errors import ConfigError
-from latent_darm.models.executor import CausalExecutor
-from latent_darm.models.planner import DiffusionPlanner
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.progress import progress_bar
+from latent_darm.projector.model import Projector
 from latent_darm.sampling import SamplerConfig
 from latent_darm.toy.build import WorldArtifacts
 from latent_darm.toy.world import ToyProblem
@@ -131,7 +131,7 @@ class MixedLatentCache:
 
 def latent_cache(
     artifacts: WorldArtifacts,
-    planner: DiffusionPlanner,
+    planner: DiffusionLM,
     setting: PlanSetting,
     problems: Sequence[ToyProblem],
     *,
@@ -197,7 +197,7 @@ def train_recipe(
         k = len(recipe.settings)
         train = [training_example(p, recipe.settings[i % k]) for i, p in enumerate(train_problems)]
         held_out = [training_example(p, s) for p in held_problems for s in recipe.settings]
-    executor = CausalExecutor.from_pretrained(executor_dir)
+    executor = AutoregressiveLM.from_pretrained(executor_dir)
     torch.manual_seed(config.seed)  # the projector's initial weights: same settings, same projector
     # One sampler setting: the projector remembers it, so eval/solve feed it latents made the same way.
     stored_sampler = recipe.settings[0].sampler(artifacts).to_dict() if len(recipe.settings) == 1 else {}

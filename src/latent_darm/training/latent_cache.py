@@ -29,8 +29,8 @@ from safetensors.torch import save_file
 
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.io import atomic_write_json, parse_json, writing
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.models.fingerprint import reference_fingerprint
-from latent_darm.models.planner import DiffusionPlanner
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.sampling import SamplerConfig
 from latent_darm.training.data import TrainingExample
@@ -59,7 +59,7 @@ def spec_planner_weights(spec: dict[str, Any]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def cache_spec(planner: DiffusionPlanner, sampler: SamplerConfig, templates: PromptTemplates) -> dict[str, Any]:
+def cache_spec(planner: DiffusionLM, sampler: SamplerConfig, templates: PromptTemplates) -> dict[str, Any]:
     """What a cached latent depends on."""
     if sampler.hidden_layer is None:
         raise ConfigError("the latent cache needs sampler.hidden_layer (e.g. -1: after the final norm)")
@@ -229,7 +229,7 @@ def _readable_shard(shard: Path, sidecar: Path) -> dict[str, str] | None:
 
 
 def build_latent_cache(
-    planner: DiffusionPlanner,
+    planner: DiffusionLM,
     examples: Sequence[TrainingExample],
     directory: str | Path,
     sampler: SamplerConfig,
@@ -259,7 +259,7 @@ def build_latent_cache(
 
 
 def _fill(
-    planner: DiffusionPlanner,
+    planner: DiffusionLM,
     examples: Sequence[TrainingExample],
     cache: LatentCache,
     sampler: SamplerConfig,

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from latent_darm.bridge.projector import Projector
 from latent_darm.errors import ConfigError, DataError
+from latent_darm.projector.model import Projector
 from latent_darm.training.latent_cache import LatentCache
 
 if TYPE_CHECKING:

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from latent_darm.bridge.projector import Projector
 from latent_darm.errors import ConfigError
-from latent_darm.models.executor import CausalExecutor, tokenizer_fingerprint
+from latent_darm.models.autoregressive_lm import AutoregressiveLM, tokenizer_fingerprint
+from latent_darm.projector.model import Projector
 
 OPTION = "--init lstsq"
 SEEDABLE = ("linear", "mlp2_gelu_rmsnorm", "mlp2x_gelu")
@@ -83,7 +83,7 @@ def ridge_map(latents: torch.Tensor, targets: torch.Tensor, ridge: float) -> Lin
 
 
 def plan_token_embeddings(
-    executor: CausalExecutor, token_ids: Sequence[Sequence[int]], planner_tokenizer: object | None = None
+    executor: AutoregressiveLM, token_ids: Sequence[Sequence[int]], planner_tokenizer: object | None = None
 ) -> torch.Tensor:
     """The executor's input embeddings of the planner's decoded plan tokens: [N, L] ids → [N, L, d_executor].
     Same tokenizer (by fingerprint, or none given): the ids index the executor's table directly. Otherwise each

@@ -22,12 +22,12 @@ from typing import Any
 from accelerate import Accelerator
 from torch import nn
 
-from latent_darm.bridge.projector import Projector
 from latent_darm.config_diff import first_difference, short
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.figures import agg_figure
 from latent_darm.io import atomic_write_json, atomic_write_text, writing
 from latent_darm.pipelines.factory import ADAPTER_DIR
+from latent_darm.projector.model import Projector
 from latent_darm.training.latent_cache import LatentCache, spec_planner_weights, weights_id
 from latent_darm.training.projector_config import COSMETIC, ProjectorTrainingConfig
 from latent_darm.training.projector_step import EncodedExample

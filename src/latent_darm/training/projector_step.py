@@ -20,14 +20,14 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from latent_darm.bridge.projector import Projector
 from latent_darm.errors import ConfigError
 from latent_darm.extras import require
 from latent_darm.grading import grade
-from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.splice import position_ids_from_mask, splice
 from latent_darm.pipelines.latent import add_latent_noise
 from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.projector.model import Projector
 from latent_darm.training.data import TrainingExample
 from latent_darm.training.latent_cache import LatentCache
 from latent_darm.training.projector_config import ProjectorTrainingConfig
@@ -54,7 +54,7 @@ class EncodedExample:
 
 
 def encode_examples(
-    executor: CausalExecutor,
+    executor: AutoregressiveLM,
     examples: Sequence[TrainingExample],
     templates: PromptTemplates,
     placement: str,
@@ -102,7 +102,7 @@ def right_pad(rows: Sequence[torch.Tensor], labels: Sequence[Sequence[int]]) -> 
     return TrainingBatch(embeds, mask, position_ids_from_mask(mask), targets)
 
 
-def build_batch(executor: CausalExecutor, soft: torch.Tensor, encoded: Sequence[EncodedExample]) -> TrainingBatch:
+def build_batch(executor: AutoregressiveLM, soft: torch.Tensor, encoded: Sequence[EncodedExample]) -> TrainingBatch:
     """soft [B, L, d_executor] → ``[before ; soft ; after ; target]`` per row; only the target carries labels, on
     its own positions."""
     rows, labels = [], []
@@ -135,7 +135,7 @@ def freeze(model: nn.Module) -> None:
     model.eval()
 
 
-def add_lora(executor: CausalExecutor, config: ProjectorTrainingConfig) -> nn.Module:
+def add_lora(executor: AutoregressiveLM, config: ProjectorTrainingConfig) -> nn.Module:
     """Wrap the executor's model with LoRA on every attention and MLP projection (peft ``all-linear``: all linear
     layers but the LM head); only the adapter's weights train. ``executor.model`` becomes the peft model."""
     peft = require("peft", "--lora")
@@ -171,7 +171,7 @@ class Validation:
 @torch.no_grad()
 def validate(
     projector: Projector,
-    executor: CausalExecutor,
+    executor: AutoregressiveLM,
     cache: LatentCache,
     encoded: Sequence[EncodedExample],
     config: ProjectorTrainingConfig,

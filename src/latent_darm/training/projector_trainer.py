@@ -37,13 +37,13 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader
 from transformers import get_cosine_schedule_with_warmup
 
-from latent_darm.bridge.projector import Projector
 from latent_darm.errors import DataError
-from latent_darm.models.executor import CausalExecutor
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.pipelines.factory import ADAPTER_DIR
 from latent_darm.pipelines.latent import add_latent_noise
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.progress import progress_bar
+from latent_darm.projector.model import Projector
 from latent_darm.training.data import TrainingExample
 from latent_darm.training.latent_cache import LatentCache
 from latent_darm.training.projector_config import (
@@ -162,7 +162,7 @@ class ProjectorTrainer:
     def __init__(
         self,
         projector: Projector,
-        executor: CausalExecutor,
+        executor: AutoregressiveLM,
         cache: LatentCache,
         train: Sequence[TrainingExample],
         held_out: Sequence[TrainingExample],
@@ -358,7 +358,7 @@ class ProjectorTrainer:
 
 def train_projector(
     projector: Projector,
-    executor: CausalExecutor,
+    executor: AutoregressiveLM,
     cache: LatentCache,
     train: Sequence[TrainingExample],
     held_out: Sequence[TrainingExample],

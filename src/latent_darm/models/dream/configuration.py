@@ -69,7 +69,7 @@ class DreamConfig(PretrainedConfig):
         # The official config has these Qwen2 switches; we keep them so a saved config still reads as Dream's.
         for name, default in (("use_sliding_window", False), ("sliding_window", None)):
             setattr(self, name, kwargs.pop(name, default))
-        kwargs.pop("rope_scaling", None)  # checked to be null by check_config
+        kwargs.pop("rope_scaling", None)  # checked to be null by check_dream_config
         kwargs.pop("auto_map", None)  # the hub's remote-code pointer; we never follow it
         super().__init__(
             pad_token_id=pad_token_id,
@@ -84,7 +84,7 @@ class DreamConfig(PretrainedConfig):
         return self.hidden_size // self.num_attention_heads
 
 
-def check_config(raw: dict[str, Any], source: str) -> None:
+def check_dream_config(raw: dict[str, Any], source: str) -> None:
     """Refuse, by field name, a Dream config this implementation would not run faithfully."""
     for name in _REQUIRED:
         if raw.get(name) is None:
@@ -115,5 +115,5 @@ def read_config(directory: Path) -> DreamConfig:
     raw = read_json_file(path, CheckpointError)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    check_config(raw, str(path))
+    check_dream_config(raw, str(path))
     return DreamConfig(**{k: v for k, v in raw.items() if k != "model_type"})

@@ -12,7 +12,7 @@ from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.models.dream.configuration import DreamConfig, read_config
 from latent_darm.models.dream.modeling import DreamModel
 from latent_darm.models.dream.register import register
-from latent_darm.models.dream.sampler import ALGS, check_config, dream_generate
+from latent_darm.models.dream.sampler import ALGS, check_sampler_config, dream_generate
 from latent_darm.models.family import PlannerForward, from_pretrained_strictly
 from latent_darm.models.llada.checkpoint import weight_files
 from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds
@@ -95,7 +95,7 @@ class DreamFamily:
         return PlannerForward(logits, out.last_hidden_state if output_hidden else None)
 
     def check(self, config: SamplerConfig) -> None:
-        check_config(config)
+        check_sampler_config(config)
         if config.block_length != config.gen_length:
             raise ConfigError("block_length is not used by Dream (it denoises the whole canvas at once)")
         if config.latent_tokens is not None:

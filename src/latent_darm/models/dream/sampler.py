@@ -167,7 +167,7 @@ class Canvas:
         return SampleOutput(self.tokens, self.prompt_length, self.nfe, self.row_nfe, self.hidden)
 
 
-def check_config(config: SamplerConfig) -> None:
+def check_sampler_config(config: SamplerConfig) -> None:
     """Settings Dream's sampler cannot honour, by name."""
     if config.remasking not in ALGS:
         raise ConfigError(f"remasking {config.remasking!r} is not a Dream alg; valid: {', '.join(ALGS)}")
@@ -201,7 +201,7 @@ def dream_generate(
     generator: torch.Generator | None = None,
 ) -> SampleOutput:
     """Fill ``config.gen_length`` masks after the left-padded prompts ``input_ids`` [B, P]."""
-    check_config(config)
+    check_sampler_config(config)
     check_prompt(input_ids, attention_mask, ids)
     canvas = Canvas(model, input_ids, attention_mask, config)
     if config.threshold is not None:

@@ -7,7 +7,11 @@ import json
 import pytest
 import torch
 
-from latent_darm.bridge.projector import (
+from latent_darm.errors import CheckpointError, ConfigError
+from latent_darm.models.autoregressive_lm import AutoregressiveLM
+from latent_darm.models.diffusion_lm import DiffusionLM
+from latent_darm.models.tiny import train_bpe_tokenizer
+from latent_darm.projector.model import (
     ARCHITECTURES,
     ModelSignature,
     Projector,
@@ -15,21 +19,17 @@ from latent_darm.bridge.projector import (
     RMSNorm,
     embedding_rms,
 )
-from latent_darm.errors import CheckpointError, ConfigError
-from latent_darm.models.executor import CausalExecutor
-from latent_darm.models.planner import DiffusionPlanner
-from latent_darm.models.tiny import train_bpe_tokenizer
 from tests.models.test_executor import varied_llama
 
 
 @pytest.fixture(scope="module")
-def executor(tokenizer) -> CausalExecutor:
-    return CausalExecutor(varied_llama(tokenizer), tokenizer, name_or_path="tiny-llama")
+def executor(tokenizer) -> AutoregressiveLM:
+    return AutoregressiveLM(varied_llama(tokenizer), tokenizer, name_or_path="tiny-llama")
 
 
 @pytest.fixture(scope="module")
-def planner(llada_dir) -> DiffusionPlanner:
-    return DiffusionPlanner.from_pretrained(llada_dir)
+def planner(llada_dir) -> DiffusionLM:
+    return DiffusionLM.from_pretrained(llada_dir)
 
 
 def latents(batch: int = 2, length: int = 5, dim: int = 64) -> torch.Tensor:
@@ -125,7 +125,7 @@ def test_refuses_a_pair_it_was_not_trained_for(tmp_path, planner, executor):
     Projector.for_pair(planner, executor).save_pretrained(tmp_path / "p")
     assert Projector.from_pretrained(tmp_path / "p", planner=planner, executor=executor).config.executor_dim == 48
     other = train_bpe_tokenizer(["a completely different corpus of words"] * 10, vocab_size=300)
-    stranger = CausalExecutor(varied_llama(other), other)
+    stranger = AutoregressiveLM(varied_llama(other), other)
     with pytest.raises(CheckpointError, match="another executor tokenizer") as info:
         Projector.from_pretrained(tmp_path / "p", planner=planner, executor=stranger)
     assert "\n" not in str(info.value) and "--force-projector (darm eval / solve)" in str(info.value)

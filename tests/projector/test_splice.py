@@ -7,19 +7,19 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from latent_darm.bridge.projector import Projector, ProjectorConfig
-from latent_darm.bridge.splice import PLAN_MARKER, left_pad, position_ids_from_mask, splice
 from latent_darm.errors import ConfigError
-from latent_darm.models.executor import CausalExecutor, apply_repetition_penalty
+from latent_darm.models.autoregressive_lm import AutoregressiveLM, apply_repetition_penalty
+from latent_darm.models.splice import PLAN_MARKER, left_pad, position_ids_from_mask, splice
+from latent_darm.projector.model import Projector, ProjectorConfig
 from tests.models.test_executor import PROMPTS, varied_llama
 
 
 @pytest.fixture(scope="module")
-def executor(tmp_path_factory, tokenizer) -> CausalExecutor:
+def executor(tmp_path_factory, tokenizer) -> AutoregressiveLM:
     directory = tmp_path_factory.mktemp("splice") / "llama"
     varied_llama(tokenizer).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    return CausalExecutor.from_pretrained(directory)
+    return AutoregressiveLM.from_pretrained(directory)
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +31,14 @@ def plan_ids(length: int, seed: int, vocab: int = 400) -> list[int]:
     return torch.randint(7, vocab, (length,), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
-def soft_tokens(executor: CausalExecutor, identity: Projector, ids: list[int]) -> torch.Tensor:
+def soft_tokens(executor: AutoregressiveLM, identity: Projector, ids: list[int]) -> torch.Tensor:
     """The executor's own embeddings of ``ids`` passed through the identity projector: [L, d]."""
     with torch.no_grad():
         return identity.project(executor.embed(ids)[None])[0]
 
 
 def greedy_by_recomputation(
-    executor: CausalExecutor, before: list[int], plan: list[int], after: list[int], steps: int, penalty: float
+    executor: AutoregressiveLM, before: list[int], plan: list[int], after: list[int], steps: int, penalty: float
 ) -> list[int]:
     """The specification: no cache, the token sequence [before ; plan ; after ; generated] re-encoded at every step;
     the penalty covers the generated tokens only, never the prompt's or the plan's."""
@@ -92,7 +92,7 @@ def test_absolute_position_models_need_positions_from_the_mask(tokenizer):
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=256, n_embd=48, n_layer=2, n_head=4, initializer_range=0.2
     )
-    executor = CausalExecutor(GPT2LMHeadModel(config), tokenizer)
+    executor = AutoregressiveLM(GPT2LMHeadModel(config), tokenizer)
     rows = [executor.embed(executor.chat_ids(PROMPTS[2])), executor.embed(executor.chat_ids(PROMPTS[1]))]
     embeds, mask, positions = left_pad(rows)
     with torch.no_grad():

@@ -52,7 +52,7 @@ def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
         transformers.logging.set_verbosity(verbosity)
 
 
-class DiffusionPlanner:
+class DiffusionLM:
     """A planner family's model + tokenizer + special ids; samples plans in batches with left padding."""
 
     def __init__(
@@ -93,7 +93,7 @@ class DiffusionPlanner:
         device: str | torch.device = "cpu",
         mask_token_id: int | None = None,
         strict_config: bool = True,
-    ) -> DiffusionPlanner:
+    ) -> DiffusionLM:
         """Open a published checkpoint directory (or hub id) as it is; its ``model_type`` picks the family."""
         directory = resolve_checkpoint(reference, "planner")
         family = family_of_directory(directory)

@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
-from latent_darm.bridge.projector import Projector, ProjectorConfig
 from latent_darm.errors import CheckpointError
 from latent_darm.models.splice import PLACEMENTS, PLAN_CUE, PLAN_MARKER
 from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.projector.model import Projector, ProjectorConfig
 from latent_darm.training.data import TrainingExample
 from latent_darm.training.projector_step import IGNORE_INDEX, build_batch, encode_examples
-from tests.bridge.test_splice import executor, greedy_by_recomputation, identity, plan_ids, soft_tokens  # noqa: F401
+from tests.projector.test_splice import executor, greedy_by_recomputation, identity, plan_ids, soft_tokens  # noqa: F401
 
 TEMPLATES = PromptTemplates()
 QUESTION = "What is 2 + 3?"

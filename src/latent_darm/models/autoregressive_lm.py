@@ -40,9 +40,9 @@ from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.io import read_json_file
 from latent_darm.models.chat import render_chat
 from latent_darm.models.config_checks import check_generation_config, check_hf_config
+from latent_darm.models.diffusion_lm import load_tokenizer
 from latent_darm.models.gguf import find_gguf, is_gguf_model, load_gguf, plain_copy
 from latent_darm.models.hub import resolve_checkpoint
-from latent_darm.models.planner import load_tokenizer
 from latent_darm.models.safetensors_files import checked_weight_files
 from latent_darm.models.splice import PLACEMENTS, PLAN_CUE, PLAN_MARKER, left_pad, splice
 
@@ -177,7 +177,7 @@ def load_causal_lm(directory: Path, dtype: torch.dtype) -> PreTrainedModel:
     return model
 
 
-class CausalExecutor:
+class AutoregressiveLM:
     """Causal LM + tokenizer + stop ids; greedy answers from prompt strings or from soft tokens + prompts."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, name_or_path: str = "") -> None:
@@ -198,7 +198,7 @@ class CausalExecutor:
     @classmethod
     def from_pretrained(
         cls, reference: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-    ) -> CausalExecutor:
+    ) -> AutoregressiveLM:
         """Open a Hugging Face causal-LM directory (or hub id) with ``AutoModelForCausalLM``; no remote code. A
         ``.gguf`` file, or a directory holding one and no ``config.json``, is dequantized to ``dtype``
         (:mod:`latent_darm.models.gguf`)."""

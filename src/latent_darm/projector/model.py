@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from latent_darm.errors import CheckpointError, ConfigError
-from latent_darm.models.executor import tokenizer_fingerprint
+from latent_darm.models.autoregressive_lm import tokenizer_fingerprint
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.norm import RMSNorm
 from latent_darm.models.splice import PLACEMENTS
@@ -214,7 +214,7 @@ class Projector(nn.Module):
         cls, planner: _PairModel, executor: _PairModel, architecture: str = "mlp2_gelu_rmsnorm", **config: Any
     ) -> Projector:
         """A fresh projector sized and labelled for this planner/executor pair, its output norm starting at the
-        executor's embedding scale. ``executor`` needs ``input_embeddings`` (a :class:`CausalExecutor`)."""
+        executor's embedding scale. ``executor`` needs ``input_embeddings`` (a :class:`AutoregressiveLM`)."""
         ends = signature_of(planner), signature_of(executor)
         defaults = dict(
             planner_dim=ends[0].hidden_size,
