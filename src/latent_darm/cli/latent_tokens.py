@@ -179,11 +179,11 @@ def latent_tokens_command(
 
     from latent_darm.io import atomic_write_json
     from latent_darm.latent_tokens.decoding import DecodeSettings
-    from latent_darm.latent_tokens.patterns import VARIANTS
     from latent_darm.latent_tokens.report import markdown_table, write_report
     from latent_darm.latent_tokens.settings import run_settings
     from latent_darm.latent_tokens.sweep import RESULTS_FILE, RunSettings, run
     from latent_darm.latent_tokens.tasks import check_task, load_puzzle_file
+    from latent_darm.latent_tokens.variants import VARIANTS
 
     task_name = check_task(str(task))
     picked = parse_knobs(candidates, "--candidates", 1)

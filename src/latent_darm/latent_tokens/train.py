@@ -21,9 +21,10 @@ import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from latent_darm.io import atomic_write_json, notice, read_json_file
-from latent_darm.latent_tokens.objectives import batch_loss, make_batch
+from latent_darm.latent_tokens.objectives import batch_loss
 from latent_darm.latent_tokens.state import clear_states, save_state, saved_states
 from latent_darm.latent_tokens.tokenizer import VOCABULARY, puzzle_tokenizer
+from latent_darm.latent_tokens.variants import get_variant
 from latent_darm.models.llada.checkpoint import load_llada, save_llada
 from latent_darm.models.llada.configuration import LLaDAConfig
 from latent_darm.models.llada.modeling import LLaDAModelLM
@@ -171,6 +172,7 @@ def train_variant(
     log: Callable[[str], None] = notice,
 ) -> LLaDAModelLM:
     """Train (or resume, or load when finished) ``variant`` on ``rows`` [N, T]; returns the model in eval mode."""
+    spec = get_variant(variant)  # its objective and pattern
     if is_trained(directory):
         return load_llada(directory / MODEL_DIR, device=device)
     directory.mkdir(parents=True, exist_ok=True)
@@ -198,8 +200,8 @@ def train_variant(
     while step < settings.steps:
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         index = torch.randint(rows.shape[0], (settings.batch_size,), generator=generator)
-        batch = make_batch(
-            variant, rows[index], prompt_length, mask_id, generator, settings.mtp_window,
+        batch = spec.batch(
+            rows[index], prompt_length, mask_id, generator, settings.mtp_window,
             noise_puzzle=settings.noise_puzzle, pad_id=model.config.pad_token_id,
         )  # fmt: skip
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype or torch.float32,
