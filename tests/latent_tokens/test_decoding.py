@@ -73,7 +73,7 @@ def test_bad_decoding_settings(model):
         SCDM.decode(model, _prompts(), ANSWER, -1, DecodeSettings(), torch.Generator())
     with pytest.raises(ConfigError, match="w must be at least 1, got 0"):
         AR_MTP.decode(model, _prompts(), ANSWER, 0, GREEDY)
-    with pytest.raises(ConfigError, match="--candidates: 1 must be at least k=2"):
+    with pytest.raises(ConfigError, match="--candidates: 1 must be ≥ 2 "):
         DecodeSettings(k=2, selection="confidence", candidates=1)
 
 

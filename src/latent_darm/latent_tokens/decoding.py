@@ -58,10 +58,12 @@ class DecodeSettings:
             raise ConfigError(f"--k: tokens per step must be at least 1, got {self.k}")
         if self.selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {self.selection!r}; expected one of {', '.join(SELECTIONS)}")
-        if self.candidates is not None and self.candidates < max(self.k, 1):
-            raise ConfigError(f"--candidates: {self.candidates} must be at least k={self.k} (or 'all')")
+        if self.candidates is not None and self.candidates < self.k:
+            raise ConfigError(
+                f"--candidates: {self.candidates} must be ≥ {self.k} (--k, the tokens committed per step) or 'all'"
+            )
         if not self.temperature >= 0 or self.temperature == float("inf"):
-            raise ConfigError(f"--temperature: {self.temperature} must be a finite number ≥ 0 (0 = argmax)")
+            raise ConfigError(f"--temperature: {self.temperature} must be ≥ 0 and finite (0 = argmax)")
 
     def label(self) -> str:
         """How positions are chosen, for tables: 'random order' or 'top-p of N|all'."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from latent_darm.errors import ConfigError
+from latent_darm.evaluation.benchmarks import MAX_SEED
 from latent_darm.evaluation.report import wilson_interval
 from latent_darm.io import append_jsonl, atomic_write_json, read_results_jsonl
 from latent_darm.latent_tokens.decoding import DecodeSettings
@@ -41,7 +42,7 @@ from latent_darm.latent_tokens.tasks import (
 )
 from latent_darm.latent_tokens.tokenizer import puzzle_tokenizer
 from latent_darm.latent_tokens.train import TrainSettings, final_loss, is_trained, train_variant
-from latent_darm.latent_tokens.variants import SWEEPS, Sweep, Value, default_variants, get_variant
+from latent_darm.latent_tokens.variants import SWEEPS, VARIANTS, Sweep, Value, default_variants, get_variant
 from latent_darm.progress import progress_bar
 from latent_darm.threads import single_thread
 
@@ -69,7 +70,7 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         if not self.variants:
-            raise ConfigError("--variants: no variant given")
+            raise ConfigError(f"--variants: '' names no variant; expected some of {', '.join(VARIANTS)}")
         if self.mtp_models not in MTP_MODELS:
             raise ConfigError(f"--mtp-models: {self.mtp_models!r} is not one of {', '.join(MTP_MODELS)}")
         for name in self.variants:
@@ -82,13 +83,20 @@ class RunSettings:
             raise ConfigError(
                 f"--candidates: {candidates} exceeds the answer length {self.world.answer_length}; use 'all'"
             )
-        if self.seeds is not None:
-            if not self.seeds:
-                raise ConfigError("--seeds: no seed given")
-            if any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
-                raise ConfigError(f"--seeds: {','.join(map(str, self.seeds))} must be distinct integers ≥ 0")
+        self._check_seeds()
         for sweep in SWEEPS:
             sweep.check(getattr(self, sweep.field) or (), self.world.answer_length, self.decode.k)
+
+    def _check_seeds(self) -> None:
+        if self.seeds is None:
+            return
+        if not self.seeds:
+            raise ConfigError("--seeds: '' names no seed")
+        for index, seed in enumerate(self.seeds):
+            if not 0 <= seed <= MAX_SEED:  # torch's and numpy's generators refuse the others
+                raise ConfigError(f"--seeds must be an integer from 0 to {MAX_SEED}, got {seed}")
+            if seed in self.seeds[:index]:
+                raise ConfigError(f"--seeds: {seed} is repeated")
 
     def swept(self, sweep: Sweep) -> tuple[Value, ...]:
         """The values of ``sweep``'s knob this run evaluates: the ones given, else its defaults."""

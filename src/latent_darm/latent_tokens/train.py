@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+from latent_darm.errors import ConfigError
 from latent_darm.io import atomic_write_json, notice, read_json_file
 from latent_darm.latent_tokens.objectives import batch_loss
 from latent_darm.latent_tokens.state import clear_states, save_state, saved_states
@@ -59,6 +60,12 @@ class TrainSettings:
         payload = {**asdict(self), "version": TRAIN_VERSION}
         payload.pop("checkpoint_every")
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"--steps: {self.steps} must be ≥ 1 (training steps per variant)")
+        if self.ema is not None and not 0 <= self.ema < 1:
+            raise ConfigError(f"--ema: {self.ema} must be in [0, 1) (or 'off')")
 
 
 def ema_decay(target: float | None, step: int) -> float:
