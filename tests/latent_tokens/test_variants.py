@@ -97,3 +97,23 @@ def test_the_built_ins_keep_their_names_knobs_and_labels():
     assert settings.knobs("ar") == [(None, None)] and settings.knobs("ar-ntp") == [("w", None)]
     assert settings.knobs("ar-mtp") == [("w", v) for v in (1, 2, 4, 8, None)]
     assert [len(settings.decodes(v)) for v in settings.variants] == [2, 2, 1, 1, 1, 1]
+
+
+def test_the_one_step_diagnostic_runs_once_per_model_and_knob_value(monkeypatch, tmp_path):
+    """SIDM is evaluated under two decoding rules, but its teacher-forced diagnostic does not depend on the rule."""
+    calls: list[tuple[str, object]] = []
+    original = DiffusionVariant.one_step
+
+    def counted(self, model, rows, prompt, value, generator, batch_size=256):
+        calls.append((self.name, value))
+        return original(self, model, rows, prompt, value, generator, batch_size)
+
+    monkeypatch.setattr(DiffusionVariant, "one_step", counted)
+    base = run_settings(quick=True)
+    train = replace(base.train, steps=2, checkpoint_every=1)
+    settings = RunSettings(world=base.world, train=train, variants=("sidm", "scdm"), latent_values=(0, None))
+    outcome = run(settings, tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+    assert sorted(calls, key=str) == [("scdm", 0), ("scdm", None), ("sidm", 0)]
+    sidm = [r for r in outcome.records if r["variant"] == "sidm"]
+    assert [r["selection"] for r in sidm] == ["random order", "top-p of all"]
+    assert sidm[0]["one_step"] == sidm[1]["one_step"]

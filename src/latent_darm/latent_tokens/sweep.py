@@ -341,12 +341,15 @@ def run(
                     losses[recipe.fingerprint() + variant] = final_loss(directory)
             seconds["train"] += time.perf_counter() - phase
             phase = time.perf_counter()
+            diagnostics: dict[tuple[str, Value], dict[str, Any] | None] = {}  # per model and knob value
             with _bar(progress) as bar:
                 for variant in settings.variants:
+                    spec = get_variant(variant)
                     for decode in settings.decodes(variant):
                         for knob, value in settings.knobs(variant):
                             recipe = settings.recipe(train, variant, value)
-                            model = models[recipe.fingerprint() + variant]
+                            model_key = recipe.fingerprint() + variant
+                            model = models[model_key]
                             key = evaluation_key(
                                 settings, test, variant, value, device, dtype_name, train=recipe, decode=decode
                             )
@@ -359,22 +362,23 @@ def run(
                                 model, settings, test, variant, value,
                                 lambda n, t=task: bar.advance(t, n), decode=decode, seed=seed,
                             )  # fmt: skip
-                            diagnostic = get_variant(variant).one_step(
-                                model, test_rows, settings.world.prompt_length, value,
-                                torch.Generator().manual_seed(seed), settings.eval_batch,
-                            )  # fmt: skip
+                            if (model_key, value) not in diagnostics:  # the same under every decoding rule
+                                diagnostics[model_key, value] = spec.one_step(
+                                    model, test_rows, settings.world.prompt_length, value,
+                                    torch.Generator().manual_seed(seed), settings.eval_batch,
+                                )  # fmt: skip
                             record = {
                                 "key": key,
                                 "variant": variant,
                                 "knob": knob,
                                 "value": None if knob is None else label(value),
-                                "selection": get_variant(variant).selection(decode),
+                                "selection": spec.selection(decode),
                                 "primary": decode == settings.decode,
                                 "seed": seed,
                                 "latent_tokens": latent_count(settings, variant, value),
                                 **result,
-                                "final_loss": losses[recipe.fingerprint() + variant],
-                                "one_step": diagnostic,
+                                "final_loss": losses[model_key],
+                                "one_step": diagnostics[model_key, value],
                                 "device": device,
                                 "dtype": dtype_name,
                             }
