@@ -111,8 +111,8 @@ class RunSettings:
         return [(spec.knob, v) for v in self.swept(spec.sweep)]
 
     def decodes(self, variant: str) -> list[DecodeSettings]:
-        """The run's decoding, and for MDM and SIDM under a random order also the authors' MDM/SIDM rule (top
-        probability over all masked positions), so both orders are reported side by side."""
+        """The run's decoding, and for a variant ``also_by_confidence`` (MDM, SIDM) under a random order also the
+        authors' MDM/SIDM rule (top probability over all masked positions), so both are reported side by side."""
         if get_variant(variant).also_by_confidence and self.decode.selection == "random":
             return [self.decode, replace(self.decode, selection="confidence", candidates=None)]
         return [self.decode]
