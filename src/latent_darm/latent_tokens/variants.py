@@ -362,23 +362,29 @@ def drawn(panel: str | None = None) -> list[Variant]:
 
 # ---- the built-ins: the paper's five and the AR-NTP control ----------------------------------------------------
 
+# MDM: every masked position is in every pass (n = all); the authors decode it by top probability too
 MDM = register(
     DiffusionVariant(name="mdm", label="MDM", attention=full, knob="n", value=None, also_by_confidence=True,
                      color="C0", draw_order=3, marker="s")
 )  # fmt: skip
+# SIDM: a masked position reads only clean ones (n = 0)
 SIDM = register(
     DiffusionVariant(name="sidm", label="SIDM", attention=solo, knob="n", value=0, also_by_confidence=True,
                      color="C1", draw_order=2, marker="s")
 )  # fmt: skip
+# SCDM: semi-causal, the number of latent tokens per pass swept
 SCDM = register(
     DiffusionVariant(name="scdm", label="SCDM", attention=semi_causal, knob="n", sweep=LATENT, color="C2",
                      draw_order=0)
 )  # fmt: skip
+# AR: causal next-token, no latent tokens
 AR = register(CausalVariant(name="ar", label="AR", color="C3", draw_order=4))
+# AR+MTP: the window of MASK positions swept; the authors train one model per window
 AR_MTP = register(
     WindowVariant(name="ar-mtp", label="AR+MTP", knob="w", sweep=WINDOW, one_model_per_window=True, color="C4",
                   draw_order=1)
 )  # fmt: skip
+# AR-NTP: every MASK visible, next-token loss only (the control; opt-in)
 AR_NTP = register(
     WindowVariant(name="ar-ntp", label="AR-NTP", knob="w", value=None, ntp=True, default=False, color="C5",
                   draw_order=5)
