@@ -114,6 +114,20 @@ def save_llada_checkpoint(
     return directory
 
 
+# LLaDA's block weights under their names in transformers' Llama: the same block, without the causal mask.
+LLADA_BLOCK_AS_LLAMA = {
+    "q_proj": "self_attn.q_proj",
+    "k_proj": "self_attn.k_proj",
+    "v_proj": "self_attn.v_proj",
+    "attn_out": "self_attn.o_proj",
+    "ff_proj": "mlp.gate_proj",
+    "up_proj": "mlp.up_proj",
+    "ff_out": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ff_norm": "post_attention_layernorm",
+}
+
+
 def random_llama(
     tokenizer: PreTrainedTokenizerFast,
     hidden_size: int = 48,
