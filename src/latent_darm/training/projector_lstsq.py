@@ -6,8 +6,10 @@ embedding of the token the planner decoded there (y, d_executor). Ridge least sq
     W = (Xcᵀ Xc + ridge · I)⁻¹ Xcᵀ Yc,   b = ȳ − x̄ W,
 
 maps a latent to the embedding of its own plan token, position by position: the soft tokens then read as the plan
-text would, with no training (0 steps), or as a start for training. With ``ridge`` 0 the map needs at least
-d_planner + 1 rows and centred latents of full rank; otherwise it is refused (one line naming ``--init lstsq``).
+text would, with no training (0 steps), or as a start for training. The products are summed over batches of
+cached examples in float64 (:class:`RidgeSums`), so memory does not grow with the training set. With ``ridge`` 0
+the map needs at least d_planner + 1 rows and a centred Gram matrix Xcᵀ Xc of full rank (to float64 precision);
+otherwise it is refused (one line naming ``--init lstsq``).
 
 How the map seeds each architecture (:func:`seed_projector`):
 
