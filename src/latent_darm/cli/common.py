@@ -22,6 +22,7 @@ from rich.markup import escape
 from latent_darm.dtypes import canonical_dtype, resolve_dtype_name, torch_dtype
 from latent_darm.errors import ConfigError, DarmError
 from latent_darm.io import is_write_failure
+from latent_darm.seeds import MAX_SEED
 
 if TYPE_CHECKING:
     import torch
@@ -71,10 +72,6 @@ def check_positive(option: str, value: int | None) -> None:
     """An optional count option given as 0 or less is an error (not silently its default)."""
     if value is not None and value < 1:
         raise ConfigError(f"--{option} must be >= 1, got {value}")
-
-
-# The widest seed every consumer takes: numpy / datasets shuffles need 0 <= seed < 2**32 (torch takes more).
-MAX_SEED = 2**32 - 1
 
 
 def check_seed(value: int | None, option: str = "--seed") -> int | None:

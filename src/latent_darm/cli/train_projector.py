@@ -155,11 +155,10 @@ def seed_lstsq(
     projector: Any, answerer: Any, planner_tokenizer: Any, latents: Any, train: list[Any], ridge: float, main: bool
 ) -> None:
     """``--init lstsq``: fit the map on the training examples' cached latents and plan tokens; seed ``projector``."""
-    from latent_darm.training.projector_lstsq import lstsq_projector, plan_token_embeddings
+    from latent_darm.training.projector_lstsq import ridge_map_from_cache, seed_projector
 
     keys = [example.id for example in train]
-    targets = plan_token_embeddings(answerer, latents.plan_tokens(keys), planner_tokenizer)
-    lstsq_projector(projector, latents.load(keys).float().cpu(), targets, ridge)
+    seed_projector(projector, ridge_map_from_cache(answerer, latents, keys, ridge, planner_tokenizer))
     projector.to(answerer.device)
     if main:
         console.print(f"--init lstsq: ridge map fitted on {len(keys)} examples' plan positions", highlight=False)

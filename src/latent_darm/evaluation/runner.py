@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latent_darm.config_diff import COSMETIC_KEYS, first_difference, short
-from latent_darm.errors import ConfigError, DataError, DiskFullError
+from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import Example
 from latent_darm.grading import ITEM_TIME_LIMIT_S, MATH_VERIFY_TIMEOUT_S, grade
-from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text, is_disk_full, read_results_jsonl
+from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text, on_full_disk, read_results_jsonl
 from latent_darm.pipelines.base import Pipeline, PipelineResult
 from latent_darm.progress import progress_bar
 
@@ -372,17 +372,15 @@ def evaluate(
 
         pending = [e for e in examples if e.id not in finished]
         mine = shard_items(pending, processes.rank, processes.world)
-        try:
+
+        def disk_full() -> str:  # counts what was kept only once the disk is full
+            return (
+                f"disk full while writing results to {own_file}; the {len(load_results(out_dir))} results finished "
+                "before it are kept: free space and rerun the same command to resume"
+            )
+
+        with on_full_disk(own_file, disk_full, restate=True):
             _answer(pipeline, mine, own_file, batch_size, progress and processes.is_main)
-        except (DiskFullError, OSError) as exc:
-            if isinstance(exc, OSError) and not is_disk_full(exc):
-                raise
-            kept = len(load_results(out_dir))
-            raise DiskFullError(
-                f"disk full while writing results to {own_file}; the {kept} results finished before it are kept: "
-                "free space and rerun the same command to resume",
-                own_file,
-            ) from None
 
         processes.barrier()
         if processes.is_main:
