@@ -6,15 +6,12 @@ from pathlib import Path
 
 import typer
 
-from latent_darm.cli.app import app
-from latent_darm.cli.common import check_output_dir, console, output_path
-from latent_darm.cli.eval import runtime_device
+from latent_darm.cli.common import check_output_dir, console, output_path, runtime_device
 from latent_darm.errors import ConfigError
 from latent_darm.evaluation.diagnose import diagnose, plot_attribution
 from latent_darm.evaluation.runner import current_processes
 
 
-@app.command("diagnose")
 def diagnose_command(
     directories: list[Path] = typer.Argument(..., help="Results directories written by darm eval."),
     ar_planner: str = typer.Option(None, help="Setup X's autoregressive planner (default: the run's executor)."),

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, Remasking, complete_device
 from latent_darm.cli.common import console, parse_dtype, resolve_device, resolve_dtype, seed_callback
 from latent_darm.errors import DataError
@@ -33,8 +32,7 @@ def read_prompts(path: Path) -> list[str]:
     return prompts
 
 
-@app.command()
-def plan(
+def plan_command(
     planner: str = typer.Option(..., help="Planner checkpoint: local directory or Hugging Face id."),
     prompt: list[str] = typer.Option(None, "--prompt", help="A prompt (repeatable)."),
     prompts_file: Path = typer.Option(None, "--prompts-file", help='JSONL file, one {"prompt": ...} per line.'),

@@ -22,14 +22,11 @@ from typing import Any
 
 import typer
 
-from latent_darm.cli.app import app
 from latent_darm.cli.choices import Cache, Dtype, TrainDevice
 from latent_darm.cli.common import (
     PLACEMENT_HELP,
     cache_dir_path,
     check_output_dir,
-    check_placement,
-    check_positive,
     console,
     output_path,
     parse_dtype,
@@ -49,6 +46,7 @@ from latent_darm.evaluation.benchmarks import (
 )
 from latent_darm.extras import require
 from latent_darm.grading import check_answer_type
+from latent_darm.pipelines.builder import check_placement, check_positive
 from latent_darm.progress import progress_bar
 from latent_darm.training.data import (
     TrainingExample,
@@ -169,7 +167,6 @@ def _split(names: str) -> list[str]:
     return [n.strip() for n in names.split(",") if n.strip()]
 
 
-@app.command("train-projector")
 def train_projector_command(
     planner: str = typer.Option(..., help="Planner checkpoint (LLaDA, Dream, …): directory or Hugging Face id."),
     executor: str = typer.Option(..., help="Executor (causal LM) checkpoint: directory or Hugging Face id."),
