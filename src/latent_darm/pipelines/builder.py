@@ -38,6 +38,20 @@ DEFAULT_BLOCK_LENGTH = 32  # LLaDA's; families without blocks (Dream) ignore it
 DEFAULT_MAX_NEW_TOKENS = {"latent": 64, "text": 32, "arm": 32, "cot": 1024}
 
 
+def check_positive(option: str, value: int | None) -> None:
+    """An optional count option given as 0 or less is an error (not silently its default)."""
+    if value is not None and value < 1:
+        raise ConfigError(f"--{option} must be >= 1, got {value}")
+
+
+def check_placement(value: str | None, option: str = "--placement") -> None:
+    """An unknown soft-token placement is a one-line error naming the option (checked before any model loads)."""
+    from latent_darm.models.splice import PLACEMENTS
+
+    if value is not None and value not in PLACEMENTS:
+        raise ConfigError(f"{option} must be one of {', '.join(PLACEMENTS)}; got {value!r}")
+
+
 def diffusion_role(
     model: str,
     gen_length: int,
@@ -270,20 +284,6 @@ def spec_from_roles(
         dtype=dtype,
     )
     return spec.to_dict()
-
-
-def check_positive(option: str, value: int | None) -> None:
-    """An optional count option given as 0 or less is an error (not silently its default)."""
-    if value is not None and value < 1:
-        raise ConfigError(f"--{option} must be >= 1, got {value}")
-
-
-def check_placement(value: str | None, option: str = "--placement") -> None:
-    """An unknown soft-token placement is a one-line error naming the option (checked before any model loads)."""
-    from latent_darm.models.splice import PLACEMENTS
-
-    if value is not None and value not in PLACEMENTS:
-        raise ConfigError(f"{option} must be one of {', '.join(PLACEMENTS)}; got {value!r}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
