@@ -301,7 +301,12 @@ def sampler_options(o: TrainProjectorOptions) -> dict[str, Any]:
         "denoise_fraction": o.denoise_fraction,
         "latent_rows": o.latent_rows,
     }
-    sampler_config(family, **options) if family is not None else SamplerConfig(**options)
+    # Built only to check them: a setting the family refuses fails here, before any data or model loads. The
+    # pipeline completes them with the loaded planner's family (a hub planner's is known only then).
+    if family is not None:
+        sampler_config(family, **options)
+    else:
+        SamplerConfig(**options)
     return options
 
 
