@@ -13,12 +13,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import tests.conftest as suite
-from latent_darm.cli.eval import build_spec, weights_of
+from latent_darm.cli.eval import weights_of
 from latent_darm.errors import ConfigError, DiskFullError
 from latent_darm.evaluation.diagnose import executor_swap_spec
 from latent_darm.evaluation.runner import check_run_config
 from latent_darm.io import append_jsonl, atomic_write_json, on_full_disk
 from latent_darm.models.fingerprint import reference_fingerprint, weights_fingerprint
+from latent_darm.pipelines.builder import build_spec
 
 # ---- item 8: weights fingerprints -----------------------------------------------------------------------------
 

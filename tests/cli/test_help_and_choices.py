@@ -13,9 +13,9 @@ import pytest
 from latent_darm import extras
 from latent_darm.cli.choices import Cache, Dtype, PipelineKind, Remasking
 from latent_darm.cli.common import resolve_dtype
-from latent_darm.cli.eval import PIPELINES, build_spec
 from latent_darm.dtypes import DTYPE_NAMES
 from latent_darm.extras import MissingExtraError, require
+from latent_darm.pipelines.builder import PIPELINES, build_spec
 from latent_darm.sampling.config import CacheMode
 from latent_darm.sampling.config import Remasking as SamplerRemasking
 

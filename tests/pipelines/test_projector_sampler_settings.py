@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from latent_darm.api import LatentDARM
-from latent_darm.cli.eval import build_spec
 from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.diffusion_lm import DiffusionLM
+from latent_darm.pipelines.builder import build_spec
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.projector.model import Projector, ProjectorConfig
 from latent_darm.sampling import SamplerConfig

@@ -9,9 +9,9 @@ from dataclasses import fields, replace
 
 import pytest
 
-from latent_darm.cli.eval import build_spec, pipeline_spec
 from latent_darm.errors import ConfigError
 from latent_darm.evaluation.runner import check_run_config, evaluate
+from latent_darm.pipelines.builder import build_spec, pipeline_spec
 from latent_darm.pipelines.spec import (
     AutoregressiveRole,
     DiffusionRole,

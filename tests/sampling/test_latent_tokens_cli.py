@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from latent_darm.cli.eval import build_spec
 from latent_darm.errors import ConfigError
+from latent_darm.pipelines.builder import build_spec
 from latent_darm.pipelines.factory import sampler_from_role
 from latent_darm.sampling.config import parse_latent_tokens
 

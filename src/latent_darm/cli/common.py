@@ -68,10 +68,16 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def check_positive(option: str, value: int | None) -> None:
-    """An optional count option given as 0 or less is an error (not silently its default)."""
-    if value is not None and value < 1:
-        raise ConfigError(f"--{option} must be >= 1, got {value}")
+def runtime_device(device: str) -> str:
+    """``--device`` where a command runs a pipeline: under ``accelerate launch`` with several processes, ``auto``
+    means this process's own GPU."""
+    if device == "auto":
+        from latent_darm.evaluation.runner import accelerate_state
+
+        state = accelerate_state()
+        if state.num_processes > 1:
+            return str(state.device)
+    return resolve_device(device)
 
 
 def check_seed(value: int | None, option: str = "--seed") -> int | None:
@@ -107,14 +113,6 @@ PLACEMENT_HELP = (
     "Where the executor reads the soft tokens: prefix (the paper's: before the chat prompt), inline (where the text "
     "pipeline's executor prompt puts the plan), prefix-cue (the authors' code: prefix, then a short cue)."
 )
-
-
-def check_placement(value: str | None, option: str = "--placement") -> None:
-    """An unknown soft-token placement is a one-line error naming the option (checked before any model loads)."""
-    from latent_darm.models.splice import PLACEMENTS
-
-    if value is not None and value not in PLACEMENTS:
-        raise ConfigError(f"{option} must be one of {', '.join(PLACEMENTS)}; got {value!r}")
 
 
 def check_output_dir(path: Path, option: str = "--out") -> None:

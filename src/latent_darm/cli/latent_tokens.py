@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 
-from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Dtype, complete_device
 from latent_darm.cli.common import (
     cache_dir_path,
@@ -95,7 +94,6 @@ def parse_ema(text: str) -> float | None:
         raise ConfigError(f"--ema: {text!r} is not a number or 'off'") from None
 
 
-@app.command("latent-tokens")
 def latent_tokens_command(
     task: Task = typer.Option(Task.sudoku, case_sensitive=False, help="Puzzle task."),
     size: int | None = typer.Option(None, help="Sudoku side (4, 6, 9) or the count of Countdown numbers."),

@@ -135,8 +135,9 @@ def build_pipeline(spec: PipelineSpec | Mapping[str, Any], models: ModelCache | 
         return TextPipeline(
             writer_from_role(planner, models, templates), writer_from_role(executor, models, templates), templates
         )
+    from latent_darm.pipelines.builder import planner_role_for_projector
     from latent_darm.pipelines.latent import LatentPipeline
-    from latent_darm.projector.model import Projector, planner_role_for_projector
+    from latent_darm.projector.model import Projector
 
     # The spec checked the pairing: a ddlm planner, an arm executor and a projector.
     assert isinstance(planner, DiffusionRole) and isinstance(executor, AutoregressiveRole) and spec.projector
