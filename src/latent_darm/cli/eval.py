@@ -19,11 +19,14 @@ import typer
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, PipelineKind, complete_benchmark, complete_device
 from latent_darm.cli.common import (
+    LOOKAHEAD_CHOICE_HELP,
+    LOOKAHEAD_HELP,
     PLACEMENT_HELP,
     check_output_dir,
     check_placement,
     check_positive,
     console,
+    lookahead_options,
     output_path,
     resolve_device,
     resolve_dtype,
@@ -66,35 +69,23 @@ def diffusion_role(
     block_length: int | None,
     threshold: float | None,
     cache: str,
-    latent_tokens: int | None = None,
+    lookahead: int | None = None,
+    lookahead_choice: str | None = None,
 ) -> DiffusionRole:
     """A DDLM writer's settings, checked now (so a bad setting fails before any model loads) against the planner
     family when ``model`` is a local checkpoint; ``block_length`` None = the family's default (LLaDA: 32)."""
-    from latent_darm.models.family import local_family, sampler_config
+    from latent_darm.models.family import local_family, sampler_config, settings_for
 
     family = local_family(model)
+    settings = dict(gen_length=gen_length, steps=steps, threshold=threshold, cache=cache, lookahead=lookahead)
+    settings |= dict(lookahead_choice=lookahead_choice)
     if family is not None and not family.uses_blocks:
-        sampler_config(
-            family,
-            gen_length=gen_length,
-            block_length=block_length,
-            steps=steps,
-            threshold=threshold,
-            cache=cache,
-            latent_tokens=latent_tokens,
-        )
+        sampler_config(family, block_length=block_length, **settings_for(family, settings))
         block_length = None
     else:
         block_length = DEFAULT_BLOCK_LENGTH if block_length is None else block_length
-    # latent_tokens is stored only when set, so the specs of earlier runs (and their resumption) are unchanged.
-    sampler = SamplerSpec(
-        gen_length=gen_length,
-        steps=steps,
-        block_length=block_length,
-        threshold=threshold,
-        cache=cache,
-        latent_tokens=latent_tokens,
-    )
+    # lookahead is stored only when set, so the specs of earlier runs (and their resumption) are unchanged.
+    sampler = SamplerSpec(**settings, block_length=block_length)
     return DiffusionRole(model, sampler)
 
 
@@ -177,7 +168,8 @@ def pipeline_spec(
     block_length: int | None = None,
     threshold: float | None = None,
     cache: str | None = None,
-    latent_tokens: str | int | None = None,
+    lookahead: str | int | None = None,
+    lookahead_choice: str | None = None,
     denoise_fraction: float | None = None,
     max_new_tokens: int | None = None,
     repetition_penalty: float = 1.0,
@@ -201,11 +193,12 @@ def pipeline_spec(
     for name, value in (("gen-length", gen_length), ("steps", steps), ("max-new-tokens", max_new_tokens)):
         check_positive(name, value)
     check_positive("block-length", block_length)
-    from latent_darm.sampling.config import parse_latent_tokens
+    from latent_darm.models.llada.sampler_config import parse_lookahead
 
-    held = parse_latent_tokens(latent_tokens)
-    if pipeline == "arm" and held is not None:
-        raise ConfigError("--latent-tokens is not used by --pipeline arm")
+    held = parse_lookahead(lookahead)
+    for name, value in (("lookahead", held), ("lookahead-choice", lookahead_choice)):
+        if pipeline == "arm" and value is not None:  # 0 is a count here, not "unset"
+            raise ConfigError(f"--{name} is not used by --pipeline arm")
     plan_length = DEFAULT_GEN_LENGTH.get(pipeline, 256) if gen_length is None else gen_length
     budget = DEFAULT_MAX_NEW_TOKENS.get("cot" if chain_of_thought else pipeline, 32)
     answer_budget = budget if max_new_tokens is None else max_new_tokens
@@ -216,7 +209,7 @@ def pipeline_spec(
             # A diffusion executor's answer canvas takes the planner's --steps at most one per position: LLaDA's
             # schedule gives the extra steps no token to reveal (same tokens, wasted passes), so they are capped.
             n = length if steps is None else (min(steps, length) if answer else steps)
-            return diffusion_role(model, length, n, block, threshold, cache or "none", held)
+            return diffusion_role(model, length, n, block, threshold, cache or "none", held, lookahead_choice)
         return autoregressive_role(model, length, repetition_penalty)
 
     planner_role: Role | None = None
@@ -227,7 +220,8 @@ def pipeline_spec(
         planner_model, executor_model = _need(planner, "planner", pipeline), _need(executor, "executor", pipeline)
         if pipeline == "latent":
             explicit = dict(gen_length=gen_length, steps=steps, block_length=block_length, threshold=threshold)
-            explicit |= dict(cache=cache, denoise_fraction=denoise_fraction, latent_tokens=held)
+            explicit |= dict(cache=cache, denoise_fraction=denoise_fraction, lookahead=held)
+            explicit |= dict(lookahead_choice=lookahead_choice)
             planner_role, differs = latent_planner_role(
                 planner_model, _need(projector, "projector", pipeline), explicit
             )
@@ -339,11 +333,10 @@ def eval_command(
     denoise_fraction: float = typer.Option(
         None, help="Take plan latents after this share of the denoising steps (latent; default: as trained, else 1)."
     ),
-    latent_tokens: str = typer.Option(
-        "all",
-        help="DDLM planner: masked positions after the block each pass computes (the nearest N; 'all' = exact mode; "
-        "N above gen-length - block-length is refused).",
-    ),
+    lookahead: str = typer.Option(None, metavar="N|all", help="DDLM writer: " + LOOKAHEAD_HELP),
+    lookahead_choice: str = typer.Option(None, help=LOOKAHEAD_CHOICE_HELP),
+    latent_tokens: str = typer.Option(None, hidden=True, help="Deprecated name of --lookahead."),
+    latent_choice: str = typer.Option(None, hidden=True, help="Deprecated name of --lookahead-choice."),
     max_new_tokens: int = typer.Option(None, help="Answer budget (default 64 latent, 32 direct, 1024 CoT)."),
     repetition_penalty: float = typer.Option(1.0, help="Autoregressive decoding repetition penalty."),
     chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first."),
@@ -371,6 +364,7 @@ def eval_command(
     A resume is refused if the settings or any model's weights (fingerprinted in OUT/config.json) changed.
     --gen-length, --steps and --max-new-tokens must be >= 1 when given (0 is refused, not read as the default)."""
     run_device = runtime_device(device)
+    held, choice = lookahead_options(lookahead, lookahead_choice, latent_tokens, latent_choice)
     spec = build_spec(
         pipeline=pipeline.value,
         planner=planner,
@@ -383,7 +377,8 @@ def eval_command(
         block_length=block_length,
         threshold=threshold,
         cache=None if cache is None else cache.value,
-        latent_tokens=latent_tokens,
+        lookahead=held,
+        lookahead_choice=choice,
         denoise_fraction=denoise_fraction,
         max_new_tokens=max_new_tokens,
         repetition_penalty=repetition_penalty,

@@ -9,7 +9,16 @@ import typer
 
 from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, Remasking, complete_device
-from latent_darm.cli.common import console, parse_dtype, resolve_device, resolve_dtype, seed_callback
+from latent_darm.cli.common import (
+    LOOKAHEAD_CHOICE_HELP,
+    LOOKAHEAD_HELP,
+    console,
+    lookahead_options,
+    parse_dtype,
+    resolve_device,
+    resolve_dtype,
+    seed_callback,
+)
 from latent_darm.errors import DataError
 from latent_darm.io import read_jsonl
 from latent_darm.progress import progress_bar
@@ -61,12 +70,10 @@ def plan(
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
     cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache (Dream: none | prefix, the prompt's)."),
     early_stop: bool = typer.Option(False, help="Fast mode: after an all-EOS block, the rest is EOS."),
-    latent_tokens: str = typer.Option(
-        "all",
-        help="Masked positions after the block each pass computes, at their true positions ('all' = exact mode; "
-        "N above gen-length - block-length is refused; not with --cache).",
-    ),
-    latent_choice: str = typer.Option("nearest", help="Which N: nearest (after the block) | random (each step)."),
+    lookahead: str = typer.Option(None, metavar="N|all", help=LOOKAHEAD_HELP),
+    lookahead_choice: str = typer.Option(None, help=LOOKAHEAD_CHOICE_HELP + " random: not with --cache."),
+    latent_tokens: str = typer.Option(None, hidden=True, help="Deprecated name of --lookahead."),
+    latent_choice: str = typer.Option(None, hidden=True, help="Deprecated name of --lookahead-choice."),
     seed: int = typer.Option(0, callback=seed_callback, help="Random seed (temperature > 0 or random remasking)."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
     mask_token_id: int = typer.Option(None, help="Override the config's mask token id."),
@@ -80,8 +87,8 @@ def plan(
     from latent_darm.models.diffusion_lm import DiffusionLM
     from latent_darm.models.family import family_of_directory, sampler_config
     from latent_darm.models.hub import resolve_checkpoint
-    from latent_darm.sampling.config import parse_latent_tokens
 
+    held, choice = lookahead_options(lookahead, lookahead_choice, latent_tokens, latent_choice)
     if bool(prompt) == (prompts_file is not None):
         raise DataError("give exactly one of --prompt or --prompts-file")
     prompts = list(prompt) if prompt else read_prompts(prompts_file)
@@ -92,17 +99,17 @@ def plan(
         gen_length=gen_length,
         block_length=block_length,
         steps=steps,
-        temperature=temperature,
+        temperature=temperature or None,  # 0 is every family's default (DiffusionGemma has no temperature)
         top_p=top_p,
         top_k=top_k,
         alg_temp=alg_temp,
         remasking=None if remasking is None else remasking.value,
         cfg_scale=cfg_scale or None,
         threshold=threshold,
-        cache=cache.value,
+        cache=None if cache is Cache.none else cache.value,
         early_stop=early_stop or None,
-        latent_tokens=parse_latent_tokens(latent_tokens),
-        latent_choice=latent_choice,
+        lookahead=held,
+        lookahead_choice=choice,
     )
     resolved_device = resolve_device(device)
     model = DiffusionLM.from_pretrained(

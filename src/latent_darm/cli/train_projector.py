@@ -169,6 +169,17 @@ def _split(names: str) -> list[str]:
     return [n.strip() for n in names.split(",") if n.strip()]
 
 
+def family_options(family: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The sampler options for ``family`` (None: not known yet): ``cache`` none and ``latent_rows`` plan are
+    passed for every family and dropped where it has no such setting; an explicit ``block_length`` stays, for a
+    family without blocks to refuse."""
+    from latent_darm.models.family import settings_for
+
+    if family is None:
+        return options
+    return {**settings_for(family, options), "block_length": options["block_length"]}
+
+
 @app.command("train-projector")
 def train_projector_command(
     planner: str = typer.Option(..., help="Planner checkpoint (LLaDA, Dream, …): directory or Hugging Face id."),
@@ -263,7 +274,6 @@ def train_projector_command(
     from latent_darm.models.family import local_family, sampler_config
     from latent_darm.pipelines.prompts import load_templates
     from latent_darm.projector.model import Projector, ProjectorConfig, signature_of
-    from latent_darm.sampling import SamplerConfig
     from latent_darm.training.latent_cache import LatentCache, build_latent_cache
     from latent_darm.training.projector_run import RUN_FILE, save_projector
     from latent_darm.training.projector_trainer import (
@@ -309,7 +319,7 @@ def train_projector_command(
         "denoise_fraction": denoise_fraction,
         "latent_rows": latent_rows,
     }
-    sampler = sampler_config(family, **sampler_options) if family is not None else SamplerConfig(**sampler_options)
+    sampler = sampler_config(family, **family_options(family, sampler_options))
     ProjectorConfig(
         1, 1, architecture=architecture, hidden_dim=hidden_dim, placement=placement, latent_rows=latent_rows
     )
@@ -374,7 +384,8 @@ def train_projector_command(
 
         # Stage 1: the planner's latents, computed once and shared out across processes.
         diffusion = DiffusionLM.from_pretrained(planner, dtype=weights_dtype, device=load_device)
-        sampler = diffusion.sampler_config(**sampler_options)  # a hub planner's family is known only now
+        # a hub planner's family is known only now
+        sampler = diffusion.sampler_config(**family_options(diffusion.family, sampler_options))
         layers = diffusion.num_layers
         if not -1 <= latent_layer <= layers:
             raise ConfigError(f"--latent-layer must be -1 or 0..{layers} for this planner, got {latent_layer}")

@@ -28,10 +28,10 @@ from torch import nn
 
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.models.autoregressive_lm import tokenizer_fingerprint
+from latent_darm.models.family import renamed_settings
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.norm import RMSNorm
 from latent_darm.models.splice import PLACEMENTS
-from latent_darm.sampling.config import SAMPLER_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def planner_role_for_projector(
     trained with, and the settings given explicitly that differ from it (``{key: {"trained": x, "used": y}}``). A
     projector saved before the settings were recorded gets the old defaults for its plan length (steps = plan
     length, blocks of at most 32) and reports no difference."""
-    stored = {k: v for k, v in projector.planner_sampler.items() if k in SAMPLER_KEYS}
+    stored = {k: v for k, v in renamed_settings(projector.planner_sampler).items() if k != "hidden_layer"}
     length = projector.plan_length
     trained = {"gen_length": length, "steps": length, "block_length": min(32, length), **stored}
     filled = {**role, **{k: v for k, v in trained.items() if role.get(k) is None}}

@@ -25,10 +25,10 @@ import torch
 from latent_darm.errors import ConfigError
 from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.diffusion_lm import DiffusionLM
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.progress import progress_bar
 from latent_darm.projector.model import Projector
-from latent_darm.sampling import SamplerConfig
 from latent_darm.toy.build import WorldArtifacts
 from latent_darm.toy.world import ToyProblem
 from latent_darm.training.data import TrainingExample
@@ -60,9 +60,9 @@ class PlanSetting:
             return f", denoised {self.denoise_fraction:g} of {self.steps} steps"
         return "" if self.steps == full_steps else f", {self.steps} steps"
 
-    def sampler(self, artifacts: WorldArtifacts, hidden_layer: int | None = LATENT_LAYER) -> SamplerConfig:
+    def sampler(self, artifacts: WorldArtifacts, hidden_layer: int | None = LATENT_LAYER) -> LLaDASamplerConfig:
         base = artifacts.plan_sampler().to_dict()
-        return SamplerConfig(
+        return LLaDASamplerConfig(
             **{**base, "steps": self.steps, "denoise_fraction": self.denoise_fraction, "hidden_layer": hidden_layer}
         )
 
