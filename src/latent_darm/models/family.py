@@ -204,6 +204,21 @@ def settings_for(family: PlannerFamily, values: Mapping[str, Any]) -> dict[str, 
     }
 
 
+def current_sampler_dict(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A sampler's ``to_dict()`` as a results directory stored it before each family had its own settings (every
+    family's fields, ``latent_tokens`` among them), as today's code writes it: the family its ``remasking`` rule
+    names, its own settings. Anything else, or settings that no longer build, comes back unchanged."""
+    if "latent_tokens" not in stored and "latent_choice" not in stored:
+        return dict(stored)
+    for model_type in FAMILIES:
+        try:
+            family = get_family(model_type)
+            return family.sampler_config(**settings_for(family, stored)).to_dict()  # its remasking picks it
+        except (CheckpointError, ConfigError):
+            continue
+    return dict(stored)
+
+
 def refuse_incomplete_load(directory: Path, info: dict[str, Any]) -> None:
     """A transformers ``output_loading_info`` report with any missing, unexpected or mis-shaped tensor is a one-line
     error naming the first one: a model must never run with randomly initialised weights."""
