@@ -57,7 +57,7 @@ def generate_exact(
     prompt_length = input_ids.shape[1]
     canvas, mask = start_canvas(input_ids, attention_mask, config.gen_length, ids, model.config.max_sequence_length)
     denoise = Denoiser(model, canvas, mask, prompt_length, config, ids)
-    batch, length = canvas.shape
+    length = canvas.shape[1]
     steps_left = config.step_budget
     for block in blocks(config, prompt_length):
         counts = num_transfer_tokens(canvas[:, block[0] : block[1]] == ids.mask, config.steps_per_block)
@@ -68,12 +68,7 @@ def generate_exact(
             visible = visible_end(config, block, length)
             columns = held_columns(config, block, visible, canvas.device, generator)
             predictions = denoise(canvas, window, visible_end=visible, columns=columns)
-            uniform = None
-            if config.temperature > 0:
-                uniform = reference_uniform(predictions, window, (batch, length), canvas.device, generator)
-            remask_draw = None
-            if config.remasking == "random":
-                remask_draw = torch.rand((batch, length), device=canvas.device, generator=generator)
+            uniform, remask_draw = reference_draws(predictions, window, canvas, config, generator)
             tokens, confidence = pick(predictions, canvas, window, config, ids, uniform, remask_draw)
             chosen = top_k_per_row(confidence, counts[:, step], offset=window[0], length=length)
             reveal(canvas, window, tokens, chosen)
@@ -169,10 +164,28 @@ def held_columns(
     return torch.cat((torch.arange(block[1], device=device), chosen))
 
 
+def reference_draws(
+    predictions: Predictions,
+    window: tuple[int, int],
+    canvas: torch.Tensor,
+    config: LLaDASamplerConfig,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The reference's random draws, in its order: Gumbel noise (temperature > 0; at the predicted positions, see
+    :func:`reference_uniform`), then the random-remasking draw over the whole canvas [B, T]."""
+    uniform = None
+    if config.temperature > 0:
+        uniform = reference_uniform(predictions, window, canvas.shape, canvas.device, generator)
+    remask_draw = None
+    if config.remasking == "random":
+        remask_draw = torch.rand(canvas.shape, device=canvas.device, generator=generator)
+    return uniform, remask_draw
+
+
 def reference_uniform(
     predictions: Predictions,
     window: tuple[int, int],
-    canvas_shape: tuple[int, int],
+    canvas_shape: torch.Size | tuple[int, int],
     device: torch.device,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
