@@ -35,7 +35,7 @@ def llada_generate(
 ) -> SampleOutput:
     """Fill ``config.gen_length`` masks after the left-padded prompts ``input_ids`` [B, P]: the cache mode first,
     then τ, else exact mode."""
-    from latent_darm.models.llada import fast_sampler
+    from latent_darm.models.llada import fast_sampler  # built from this module's helpers, so imported here
 
     if config.cache != "none":
         return fast_sampler.generate_cached(model, input_ids, attention_mask, config, ids, generator)
