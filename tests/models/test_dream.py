@@ -13,7 +13,7 @@ import torch
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.models.dream.modeling import DreamModel
-from latent_darm.models.dream.sampler import reveal_count, timestep_grid
+from latent_darm.models.dream.sampler import DreamSamplerConfig, reveal_count, timestep_grid
 from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
 from tests.reference_dream import ReferenceDream, reference_diffusion_generate
 
@@ -235,6 +235,8 @@ def test_llada_refuses_dream_settings(llada_dir):
     with pytest.raises(ConfigError, match="top_k is not a LLaDA sampler setting"):
         llada.sampler_config(gen_length=32, steps=32, top_k=5)
     assert llada.sampler_config(gen_length=64, steps=64) == LLaDASamplerConfig(gen_length=64, steps=64)
+    with pytest.raises(ConfigError, match="a DreamSamplerConfig is not a LLaDA sampler config"):
+        llada.generate(["Add 2 and 2."], DreamSamplerConfig(gen_length=8, steps=8))
 
 
 def test_bad_checkpoints(dream_dir, tmp_path, dream_tokenizer):
