@@ -12,6 +12,7 @@ from latent_darm.errors import ConfigError
 from latent_darm.evaluation.runner import check_run_config
 from latent_darm.models import family as families
 from latent_darm.models.family import current_sampler_dict, get_family, sampler_config, settings_for
+from latent_darm.training.latent_cache import LatentCache
 
 TOY = "tests.models.toy_family"
 # SamplerConfig(gen_length=64, block_length=32, steps=64, latent_tokens=4, hidden_layer=-1).to_dict() at fa60b19,
@@ -101,3 +102,13 @@ def test_a_run_stored_before_the_split_resumes(tmp_path):
     other["pipeline"]["executor"]["sampler"]["lookahead"] = 5
     with pytest.raises(ConfigError, match=r"pipeline\.executor\.sampler\.lookahead: 4 there, 5 now"):
         check_run_config(tmp_path, other)
+
+
+def test_a_latent_cache_built_before_the_split_is_still_this_specs(tmp_path):
+    """Its spec.json stored every family's sampler fields; the same settings today write only LLaDA's."""
+    spec = {"version": 2, "planner_weights": "w", "planner_config": {}, "planner_template": "{question}"}
+    (tmp_path / "spec.json").write_text(json.dumps({**spec, "sampler": OLD_LLADA}))
+    opened = LatentCache.open(tmp_path, {**spec, "sampler": current_sampler_dict(OLD_LLADA)})
+    assert opened.spec["sampler"] == OLD_LLADA  # kept as stored: a run's identity hashes it, so the run resumes
+    with pytest.raises(ConfigError, match="built with a different 'sampler'"):
+        LatentCache.open(tmp_path, {**spec, "sampler": {**current_sampler_dict(OLD_LLADA), "lookahead": 5}})
