@@ -93,6 +93,35 @@ def seed_callback(value: int | None) -> int | None:
     return check_seed(value)
 
 
+LOOKAHEAD_HELP = (
+    "LLaDA: masked positions after the block each pass computes, at their true positions ('all', the default = "
+    "exact mode)."
+)
+LOOKAHEAD_CHOICE_HELP = "Which N for --lookahead: nearest (after the block; default) | random (drawn each step)."
+# The He et al. knob's former names, kept hidden for one release.
+DEPRECATED_LOOKAHEAD = {"--latent-tokens": "--lookahead", "--latent-choice": "--lookahead-choice"}
+
+
+def lookahead_options(
+    lookahead: str | None, lookahead_choice: str | None, latent_tokens: str | None, latent_choice: str | None
+) -> tuple[int | None, str | None]:
+    """``--lookahead`` (a count or 'all') and ``--lookahead-choice``, or their deprecated names ``--latent-tokens`` /
+    ``--latent-choice`` with one warning line on stderr; an old and a new name together are a one-line error."""
+    from latent_darm.models.llada.sampler_config import parse_lookahead
+
+    given = {"--latent-tokens": (latent_tokens, lookahead), "--latent-choice": (latent_choice, lookahead_choice)}
+    old = [name for name, (value, _) in given.items() if value is not None]
+    for name in old:
+        if given[name][1] is not None:
+            raise ConfigError(f"{name} is the deprecated name of {DEPRECATED_LOOKAHEAD[name]}; give only the latter")
+    option = "--latent-tokens" if latent_tokens is not None else "--lookahead"
+    count = parse_lookahead(latent_tokens if latent_tokens is not None else lookahead, option)
+    if old:  # after the checks: a bad value is one line
+        renamed = ", ".join(f"{name} is now {DEPRECATED_LOOKAHEAD[name]}" for name in old)
+        typer.echo(f"warning: {renamed} (the old name goes in the next release)", err=True)
+    return count, latent_choice if latent_choice is not None else lookahead_choice
+
+
 def nonempty_path(option: str) -> Callable[[str], Path]:
     """A ``parser=`` for a directory option as typed: an empty string would become ``.`` and scatter files into the
     current directory."""

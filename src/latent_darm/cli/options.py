@@ -22,7 +22,7 @@ from typing import Any
 import typer
 
 from latent_darm.cli.choices import Cache, Dtype
-from latent_darm.cli.common import PLACEMENT_HELP
+from latent_darm.cli.common import LOOKAHEAD_CHOICE_HELP, LOOKAHEAD_HELP, PLACEMENT_HELP, lookahead_options
 from latent_darm.pipelines.builder import build_spec
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
@@ -83,11 +83,10 @@ class PipelineOptions:
     denoise_fraction: float | None = typer.Option(
         None, help="Take plan latents after this share of the denoising steps (latent; default: as trained, else 1)."
     )
-    latent_tokens: str = typer.Option(
-        "all",
-        help="DDLM planner: masked positions after the block each pass computes (the nearest N; 'all' = exact mode; "
-        "N above gen-length - block-length is refused).",
-    )
+    lookahead: str | None = typer.Option(None, metavar="N|all", help="DDLM writer: " + LOOKAHEAD_HELP)
+    lookahead_choice: str | None = typer.Option(None, help=LOOKAHEAD_CHOICE_HELP)
+    latent_tokens: str | None = typer.Option(None, hidden=True, help="Deprecated name of --lookahead.")
+    latent_choice: str | None = typer.Option(None, hidden=True, help="Deprecated name of --lookahead-choice.")
     max_new_tokens: int | None = typer.Option(None, help="Answer budget (default 64 latent, 32 direct, 1024 CoT).")
     repetition_penalty: float = typer.Option(1.0, help="Autoregressive decoding repetition penalty.")
     chain_of_thought: bool = typer.Option(False, "--chain-of-thought", help="arm / ddlm alone: reason first.")
@@ -110,4 +109,6 @@ class PipelineOptions:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values |= {"cache": None if self.cache is None else self.cache.value, "dtype": self.dtype.value}
         values["prompts"] = None if self.prompts is None else str(self.prompts)
+        old = values.pop("latent_tokens"), values.pop("latent_choice")
+        values["lookahead"], values["lookahead_choice"] = lookahead_options(self.lookahead, self.lookahead_choice, *old)
         return build_spec(pipeline=pipeline, device=device, **values)

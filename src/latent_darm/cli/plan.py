@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, Remasking, complete_device
-from latent_darm.cli.common import console, parse_dtype, resolve_device, resolve_dtype, seed_callback
+from latent_darm.cli.common import (
+    LOOKAHEAD_CHOICE_HELP,
+    LOOKAHEAD_HELP,
+    console,
+    lookahead_options,
+    parse_dtype,
+    resolve_device,
+    resolve_dtype,
+    seed_callback,
+)
 from latent_darm.cli.options import with_option_groups
 from latent_darm.errors import DataError
 from latent_darm.io import read_jsonl
@@ -65,35 +74,33 @@ class SamplerOptions:
     threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ.")
     cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache (Dream: none | prefix, the prompt's).")
     early_stop: bool = typer.Option(False, help="Fast mode: after an all-EOS block, the rest is EOS.")
-    latent_tokens: str = typer.Option(
-        "all",
-        help="Masked positions after the block each pass computes, at their true positions ('all' = exact mode; "
-        "N above gen-length - block-length is refused; not with --cache).",
-    )
-    latent_choice: str = typer.Option("nearest", help="Which N: nearest (after the block) | random (each step).")
+    lookahead: str = typer.Option(None, metavar="N|all", help=LOOKAHEAD_HELP)
+    lookahead_choice: str = typer.Option(None, help=LOOKAHEAD_CHOICE_HELP + " random: not with --cache.")
+    latent_tokens: str = typer.Option(None, hidden=True, help="Deprecated name of --lookahead.")
+    latent_choice: str = typer.Option(None, hidden=True, help="Deprecated name of --lookahead-choice.")
 
     def config(self, planner: str) -> SamplerConfig:
         """The settings for ``planner``'s family, checked before the planner loads."""
         from latent_darm.models.family import family_of_directory, sampler_config
         from latent_darm.models.hub import resolve_checkpoint
-        from latent_darm.sampling.config import parse_latent_tokens
 
+        held, choice = lookahead_options(self.lookahead, self.lookahead_choice, self.latent_tokens, self.latent_choice)
         return sampler_config(
             family_of_directory(resolve_checkpoint(planner, "planner")),
             gen_length=self.gen_length,
             block_length=self.block_length,
             steps=self.steps,
-            temperature=self.temperature,
+            temperature=self.temperature or None,  # 0 is every family's default (DiffusionGemma has none)
             top_p=self.top_p,
             top_k=self.top_k,
             alg_temp=self.alg_temp,
             remasking=None if self.remasking is None else self.remasking.value,
             cfg_scale=self.cfg_scale or None,
             threshold=self.threshold,
-            cache=self.cache.value,
+            cache=None if self.cache is Cache.none else self.cache.value,
             early_stop=self.early_stop or None,
-            latent_tokens=parse_latent_tokens(self.latent_tokens),
-            latent_choice=self.latent_choice,
+            lookahead=held,
+            lookahead_choice=choice,
         )
 
 

@@ -287,7 +287,7 @@ def cache_root(o: TrainProjectorOptions) -> Path:
 def sampler_options(o: TrainProjectorOptions) -> dict[str, Any]:
     """The planner's sampler settings for stage 1, checked against its family when it is a local checkpoint."""
     from latent_darm.models.family import local_family, sampler_config
-    from latent_darm.sampling import SamplerConfig
+    from latent_darm.training.projector_pipeline import family_options
 
     family = local_family(o.planner)
     blockless = family is not None and not family.uses_blocks
@@ -303,10 +303,7 @@ def sampler_options(o: TrainProjectorOptions) -> dict[str, Any]:
     }
     # Built only to check them: a setting the family refuses fails here, before any data or model loads. The
     # pipeline completes them with the loaded planner's family (a hub planner's is known only then).
-    if family is not None:
-        sampler_config(family, **options)
-    else:
-        SamplerConfig(**options)
+    sampler_config(family, **family_options(family, options))
     return options
 
 

@@ -394,12 +394,18 @@ def _spec(run: Run) -> dict[str, Any]:
 
 # The planner settings that fix its plan and budget. A latent spec also stores latent-only ones (which rows, the
 # remasking defaults it was trained with); those do not make two runs' planners differ.
-PLANNER_BUDGET_KEYS = ("kind", "model", "gen_length", "steps", "block_length", "threshold", "cache", "latent_tokens")
+PLANNER_BUDGET_KEYS = ("kind", "model", "gen_length", "steps", "block_length", "threshold", "cache", "lookahead")
+PLANNER_BUDGET_KEYS += ("lookahead_choice",)
 
 
 def _planner_budget(run: Run) -> dict[str, Any] | None:
+    from latent_darm.models.family import renamed_settings  # runs stored before lookahead took over latent_tokens
+
     planner = _spec(run).get("planner")
-    return {key: planner.get(key) for key in PLANNER_BUDGET_KEYS} if isinstance(planner, dict) else None
+    if not isinstance(planner, dict):
+        return None
+    planner = {"lookahead_choice": "nearest", **renamed_settings(planner)}
+    return {key: planner.get(key) for key in PLANNER_BUDGET_KEYS}
 
 
 def default_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:

@@ -211,6 +211,7 @@ def check_run_config(out_dir: Path, config: dict[str, Any], *, partial: bool = F
             raise DataError(f"{out_dir}: has results but no {CONFIG_FILE}; use another --out directory")
         return None
     _check_weights(out_dir, stored, config)
+    stored = stored_in_todays_layout(stored)
     compared = {key: value for key, value in stored.items() if key in config} if partial else stored
     compared = {key: value for key, value in compared.items() if key != WEIGHTS_KEY}
     wanted = {key: value for key, value in json.loads(json.dumps(config)).items() if key != WEIGHTS_KEY}
@@ -222,6 +223,26 @@ def check_run_config(out_dir: Path, config: dict[str, Any], *, partial: bool = F
             "use another --out directory"
         )
     return stored
+
+
+def stored_in_todays_layout(value: Any) -> Any:
+    """A stored configuration as today's code writes it: sampler settings stored before lookahead took over
+    latent_tokens, and before each planner family had its own settings (every family's, at their defaults), are
+    read as their family's (``models.family``), so such a run still resumes."""
+    from latent_darm.models.family import current_sampler_dict, renamed_settings
+
+    if isinstance(value, list):
+        return [stored_in_todays_layout(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if value.get("kind") == "ddlm" and "sampler" not in value:  # a spec's diffusion role: settings beside "model"
+        value = renamed_settings(value)
+    return {
+        key: current_sampler_dict(item)
+        if key == "sampler" and isinstance(item, dict)
+        else stored_in_todays_layout(item)
+        for key, item in value.items()
+    }
 
 
 def _check_weights(out_dir: Path, stored: dict[str, Any], config: dict[str, Any]) -> None:

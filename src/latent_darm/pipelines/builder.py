@@ -59,39 +59,25 @@ def diffusion_role(
     block_length: int | None,
     threshold: float | None,
     cache: str,
-    latent_tokens: int | None = None,
-    **settings: Any,
+    lookahead: int | None = None,
+    lookahead_choice: str | None = None,
+    **extra: Any,
 ) -> DiffusionRole:
     """A DDLM writer's settings, checked now (so a bad setting fails before any model loads) against the planner
     family when ``model`` is a local checkpoint; ``block_length`` None = the family's default (LLaDA: 32).
-    ``settings``: further :class:`SamplerSpec` fields (the toy demo's ``denoise_fraction``), stored as given."""
-    from latent_darm.models.family import local_family, sampler_config
+    ``extra``: further :class:`SamplerSpec` fields (the toy demo's ``denoise_fraction``), stored as given."""
+    from latent_darm.models.family import local_family, sampler_config, settings_for
 
     family = local_family(model)
+    settings = dict(gen_length=gen_length, steps=steps, threshold=threshold, cache=cache, lookahead=lookahead)
+    settings |= dict(lookahead_choice=lookahead_choice, **extra)
     if family is not None and not family.uses_blocks:
-        sampler_config(
-            family,
-            gen_length=gen_length,
-            block_length=block_length,
-            steps=steps,
-            threshold=threshold,
-            cache=cache,
-            latent_tokens=latent_tokens,
-            **settings,
-        )
+        sampler_config(family, block_length=block_length, **settings_for(family, settings))
         block_length = None
     else:
         block_length = DEFAULT_BLOCK_LENGTH if block_length is None else block_length
-    # latent_tokens is stored only when set, so the specs of earlier runs (and their resumption) are unchanged.
-    sampler = SamplerSpec(
-        gen_length=gen_length,
-        steps=steps,
-        block_length=block_length,
-        threshold=threshold,
-        cache=cache,
-        latent_tokens=latent_tokens,
-        **settings,
-    )
+    # lookahead is stored only when set, so the specs of earlier runs (and their resumption) are unchanged.
+    sampler = SamplerSpec(**settings, block_length=block_length)
     return DiffusionRole(model, sampler)
 
 
@@ -174,7 +160,8 @@ def pipeline_spec(
     block_length: int | None = None,
     threshold: float | None = None,
     cache: str | None = None,
-    latent_tokens: str | int | None = None,
+    lookahead: str | int | None = None,
+    lookahead_choice: str | None = None,
     denoise_fraction: float | None = None,
     max_new_tokens: int | None = None,
     repetition_penalty: float = 1.0,
@@ -198,11 +185,12 @@ def pipeline_spec(
     for name, value in (("gen-length", gen_length), ("steps", steps), ("max-new-tokens", max_new_tokens)):
         check_positive(name, value)
     check_positive("block-length", block_length)
-    from latent_darm.sampling.config import parse_latent_tokens
+    from latent_darm.models.llada.sampler_config import parse_lookahead
 
-    held = parse_latent_tokens(latent_tokens)
-    if pipeline == "arm" and held is not None:
-        raise ConfigError("--latent-tokens is not used by --pipeline arm")
+    held = parse_lookahead(lookahead)
+    for name, value in (("lookahead", held), ("lookahead-choice", lookahead_choice)):
+        if pipeline == "arm" and value is not None:  # 0 is a count here, not "unset"
+            raise ConfigError(f"--{name} is not used by --pipeline arm")
     plan_length = DEFAULT_GEN_LENGTH.get(pipeline, 256) if gen_length is None else gen_length
     budget = DEFAULT_MAX_NEW_TOKENS.get("cot" if chain_of_thought else pipeline, 32)
     answer_budget = budget if max_new_tokens is None else max_new_tokens
@@ -213,7 +201,7 @@ def pipeline_spec(
             # A diffusion executor's answer canvas takes the planner's --steps at most one per position: LLaDA's
             # schedule gives the extra steps no token to reveal (same tokens, wasted passes), so they are capped.
             n = length if steps is None else (min(steps, length) if answer else steps)
-            return diffusion_role(model, length, n, block, threshold, cache or "none", held)
+            return diffusion_role(model, length, n, block, threshold, cache or "none", held, lookahead_choice)
         return autoregressive_role(model, length, repetition_penalty)
 
     planner_role: Role | None = None
@@ -224,7 +212,8 @@ def pipeline_spec(
         planner_model, executor_model = _need(planner, "planner", pipeline), _need(executor, "executor", pipeline)
         if pipeline == "latent":
             explicit = dict(gen_length=gen_length, steps=steps, block_length=block_length, threshold=threshold)
-            explicit |= dict(cache=cache, denoise_fraction=denoise_fraction, latent_tokens=held)
+            explicit |= dict(cache=cache, denoise_fraction=denoise_fraction, lookahead=held)
+            explicit |= dict(lookahead_choice=lookahead_choice)
             planner_role, differs = latent_planner_role(
                 planner_model, _need(projector, "projector", pipeline), explicit
             )
@@ -298,9 +287,9 @@ def planner_role_for_projector(
     trained with, and the settings given explicitly that differ from it (``{key: {"trained": x, "used": y}}``). A
     projector saved before the settings were recorded gets the old defaults for its plan length (steps = plan
     length, blocks of at most 32) and reports no difference."""
-    from latent_darm.sampling.config import SAMPLER_KEYS
+    from latent_darm.models.family import renamed_settings
 
-    stored = {k: v for k, v in projector.planner_sampler.items() if k in SAMPLER_KEYS}
+    stored = {k: v for k, v in renamed_settings(projector.planner_sampler).items() if k != "hidden_layer"}
     length = projector.plan_length
     trained = {"gen_length": length, "steps": length, "block_length": min(32, length), **stored}
     filled = {**role, **{k: v for k, v in trained.items() if role.get(k) is None}}

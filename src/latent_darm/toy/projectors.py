@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from latent_darm.errors import ConfigError
-from latent_darm.sampling import SamplerConfig
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
 from latent_darm.toy.build import WorldArtifacts
 from latent_darm.toy.world import ToyProblem
 from latent_darm.training.data import TrainingExample
@@ -55,9 +55,9 @@ class PlanSetting:
             return f", denoised {self.denoise_fraction:g} of {self.steps} steps"
         return "" if self.steps == full_steps else f", {self.steps} steps"
 
-    def sampler(self, artifacts: WorldArtifacts, hidden_layer: int | None = LATENT_LAYER) -> SamplerConfig:
+    def sampler(self, artifacts: WorldArtifacts, hidden_layer: int | None = LATENT_LAYER) -> LLaDASamplerConfig:
         base = artifacts.plan_sampler().to_dict()
-        return SamplerConfig(
+        return LLaDASamplerConfig(
             **{**base, "steps": self.steps, "denoise_fraction": self.denoise_fraction, "hidden_layer": hidden_layer}
         )
 

@@ -45,6 +45,17 @@ class LatentSource:
     directory: Path
 
 
+def family_options(family: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampler options for ``family`` (None: not known yet): ``cache`` none and ``latent_rows`` plan are
+    passed for every family and dropped where it has no such setting; an explicit ``block_length`` stays, for a
+    family without blocks to refuse."""
+    from latent_darm.models.family import settings_for
+
+    if family is None:
+        return dict(options)
+    return {**settings_for(family, options), "block_length": options["block_length"]}
+
+
 def no_provenance(samplers: Sequence[SamplerConfig]) -> dict[str, Any]:
     return {}
 
@@ -201,7 +212,7 @@ def _stage_one(
     for source in settings.sources:
         sampler = source.sampler
         if not isinstance(sampler, SamplerConfig):
-            sampler = planner.sampler_config(**sampler)
+            sampler = planner.sampler_config(**family_options(planner.family, sampler))
         samplers.append(sampler)
         with progress_bar(show) as bar:
             # Under several processes this bar counts the main process's share only.
