@@ -45,12 +45,28 @@ def find_smollm_gguf() -> tuple[Path | None, str]:
     return None, f"{WHEEL} is installed but holds no {GGUF_NAME}"
 
 
+THREADS_ENV = "LATENT_DARM_TEST_THREADS"
+
+
+def tier_threads() -> int:
+    """Intra-op threads for this tier: ``$LATENT_DARM_TEST_THREADS`` if set, else the cores left idle (at least 1,
+    at most 8). A 135M-0.5B model gains from threads on an idle machine (on 2 idle cores this tier takes about half
+    the time), but where other jobs already keep the cores busy each of the many small ops of a decoding step waits
+    for a thread that is not running: under a load average of 10-18 on 2 cores the SmolLM2 greedy test took 116 s
+    of CPU time (393 s wall) with two threads and 7 s (24 s wall) with one (see README)."""
+    if os.environ.get(THREADS_ENV):
+        return max(1, int(os.environ[THREADS_ENV]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(8, cores, round(cores - busy + 0.5)))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def every_core() -> Iterator[None]:
-    """A 135M-parameter model gains from intra-op threads (the suite's default is one, for tiny models): on 2 cores
-    this tier takes about half the time. Each comparison here is made within this one setting."""
+    """Threads for the real models (the suite's default is one, for tiny models); each comparison here is made
+    within this one setting."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(os.cpu_count() or 1, 8))
+    torch.set_num_threads(tier_threads())
     yield
     torch.set_num_threads(threads)
 
