@@ -58,7 +58,7 @@ def tier_threads() -> int:
         return max(1, int(os.environ[THREADS_ENV]))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(8, cores, round(cores - busy + 0.5)))
+    return max(1, min(8, cores, round(cores - busy + 1)))  # the load counts this process too
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -120,18 +120,24 @@ def assembled_gguf(name: str) -> Path:
     return path
 
 
-def dequantized(name: str, file: Path) -> AutoregressiveLM:
-    """The model of GGUF ``file`` in float32. Parsing and dequantizing a 0.5B GGUF file costs about 30 s here, so the
-    first session also saves the result as a safetensors checkpoint (what ``darm convert`` writes; the SmolLM2 tests
-    show it holds the same weights and answers the same) beside the file, tagged with the file's sha256, and later
-    sessions open that in a few seconds. Written to a temporary directory and renamed, so a killed session leaves no
-    half-written checkpoint behind."""
-    directory = file.with_name(f"{file.stem}.float32")
+def converted_copy(name: str) -> Path:
+    """Where :func:`dequantized` keeps the float32 checkpoint of the registry's GGUF file ``name``."""
+    return gguf_cache() / f"{Path(ASSEMBLIES[name].file_name).stem}.float32"
+
+
+def dequantized(name: str) -> AutoregressiveLM:
+    """The model of the registry's GGUF file ``name`` in float32. Parsing and dequantizing a 0.5B GGUF file costs
+    about 30 s here, so the first session also saves the result as a safetensors checkpoint (what ``darm convert``
+    writes; the SmolLM2 tests show it holds the same weights and answers the same) in :func:`gguf_cache`, tagged
+    with the assembled file's sha256, and later sessions open that in a few seconds without assembling or hashing
+    the GGUF file again. Written to a temporary directory and renamed, so a killed session leaves no half-written
+    checkpoint behind."""
+    directory = converted_copy(name)
     sha256 = ASSEMBLIES[name].sha256
     stamp = directory / "source.sha256"
     if stamp.is_file() and stamp.read_text() == sha256:
         return AutoregressiveLM.from_pretrained(directory, dtype=torch.float32)
-    executor = AutoregressiveLM.from_pretrained(file, dtype=torch.float32)
+    executor = AutoregressiveLM.from_pretrained(assembled_gguf(name), dtype=torch.float32)
     staging = directory.with_name(f".{directory.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     executor.save_pretrained(staging)
@@ -147,12 +153,12 @@ def qwen_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def qwen(qwen_gguf) -> AutoregressiveLM:
+def qwen() -> AutoregressiveLM:
     """Qwen2.5-Coder-0.5B-Instruct, once per session (float32)."""
-    return dequantized("qwen2.5-coder-0.5b", qwen_gguf)
+    return dequantized("qwen2.5-coder-0.5b")
 
 
 @pytest.fixture(scope="session")
 def gemma() -> AutoregressiveLM:
     """Gemma-3-270M (base model, no chat template), once per session (float32)."""
-    return dequantized("gemma-3-270m", assembled_gguf("gemma-3-270m"))
+    return dequantized("gemma-3-270m")
