@@ -50,8 +50,8 @@ THREADS_ENV = "LATENT_DARM_TEST_THREADS"
 
 def tier_threads() -> int:
     """Intra-op threads for this tier: ``$LATENT_DARM_TEST_THREADS`` if set, else the cores left idle (at least 1,
-    at most 8). A 135M-0.5B model gains from threads on an idle machine (on 2 idle cores this tier takes about half
-    the time), but where other jobs already keep the cores busy each of the many small ops of a decoding step waits
+    at most 8). A 135M-0.5B model gains from threads on an idle machine (on 2 quiet cores, an earlier measurement: about
+    half the time), but where other jobs already keep the cores busy each of the many small ops of a decoding step waits
     for a thread that is not running: under a load average of 10-18 on 2 cores the SmolLM2 greedy test took 116 s
     of CPU time (393 s wall) with two threads and 7 s (24 s wall) with one (see README)."""
     if os.environ.get(THREADS_ENV):
