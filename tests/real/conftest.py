@@ -45,12 +45,28 @@ def find_smollm_gguf() -> tuple[Path | None, str]:
     return None, f"{WHEEL} is installed but holds no {GGUF_NAME}"
 
 
+THREADS_ENV = "LATENT_DARM_TEST_THREADS"
+
+
+def tier_threads() -> int:
+    """Intra-op threads for this tier: ``$LATENT_DARM_TEST_THREADS`` if set, else the cores left idle (at least 1,
+    at most 8). A 135M-0.5B model gains from threads on an idle machine (on 2 quiet cores, an earlier measurement: about
+    half the time), but where other jobs already keep the cores busy each of the many small ops of a decoding step waits
+    for a thread that is not running: under a load average of 10-18 on 2 cores the SmolLM2 greedy test took 116 s
+    of CPU time (393 s wall) with two threads and 7 s (24 s wall) with one (see README)."""
+    if os.environ.get(THREADS_ENV):
+        return max(1, int(os.environ[THREADS_ENV]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(8, cores, round(cores - busy + 1)))  # the load counts this process too
+
+
 @pytest.fixture(scope="module", autouse=True)
 def every_core() -> Iterator[None]:
-    """A 135M-parameter model gains from intra-op threads (the suite's default is one, for tiny models): on 2 cores
-    this tier takes about half the time. Each comparison here is made within this one setting."""
+    """Threads for the real models (the suite's default is one, for tiny models); each comparison here is made
+    within this one setting."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(os.cpu_count() or 1, 8))
+    torch.set_num_threads(tier_threads())
     yield
     torch.set_num_threads(threads)
 
@@ -104,18 +120,24 @@ def assembled_gguf(name: str) -> Path:
     return path
 
 
-def dequantized(name: str, file: Path) -> AutoregressiveLM:
-    """The model of GGUF ``file`` in float32. Parsing and dequantizing a 0.5B GGUF file costs about 30 s here, so the
-    first session also saves the result as a safetensors checkpoint (what ``darm convert`` writes; the SmolLM2 tests
-    show it holds the same weights and answers the same) beside the file, tagged with the file's sha256, and later
-    sessions open that in a few seconds. Written to a temporary directory and renamed, so a killed session leaves no
-    half-written checkpoint behind."""
-    directory = file.with_name(f"{file.stem}.float32")
+def converted_copy(name: str) -> Path:
+    """Where :func:`dequantized` keeps the float32 checkpoint of the registry's GGUF file ``name``."""
+    return gguf_cache() / f"{Path(ASSEMBLIES[name].file_name).stem}.float32"
+
+
+def dequantized(name: str) -> AutoregressiveLM:
+    """The model of the registry's GGUF file ``name`` in float32. Parsing and dequantizing a 0.5B GGUF file costs
+    about 30 s here, so the first session also saves the result as a safetensors checkpoint (what ``darm convert``
+    writes; the SmolLM2 tests show it holds the same weights and answers the same) in :func:`gguf_cache`, tagged
+    with the assembled file's sha256, and later sessions open that in a few seconds without assembling or hashing
+    the GGUF file again. Written to a temporary directory and renamed, so a killed session leaves no half-written
+    checkpoint behind."""
+    directory = converted_copy(name)
     sha256 = ASSEMBLIES[name].sha256
     stamp = directory / "source.sha256"
     if stamp.is_file() and stamp.read_text() == sha256:
         return AutoregressiveLM.from_pretrained(directory, dtype=torch.float32)
-    executor = AutoregressiveLM.from_pretrained(file, dtype=torch.float32)
+    executor = AutoregressiveLM.from_pretrained(assembled_gguf(name), dtype=torch.float32)
     staging = directory.with_name(f".{directory.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     executor.save_pretrained(staging)
@@ -131,12 +153,12 @@ def qwen_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def qwen(qwen_gguf) -> AutoregressiveLM:
+def qwen() -> AutoregressiveLM:
     """Qwen2.5-Coder-0.5B-Instruct, once per session (float32)."""
-    return dequantized("qwen2.5-coder-0.5b", qwen_gguf)
+    return dequantized("qwen2.5-coder-0.5b")
 
 
 @pytest.fixture(scope="session")
 def gemma() -> AutoregressiveLM:
     """Gemma-3-270M (base model, no chat template), once per session (float32)."""
-    return dequantized("gemma-3-270m", assembled_gguf("gemma-3-270m"))
+    return dequantized("gemma-3-270m")

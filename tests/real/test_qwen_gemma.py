@@ -64,7 +64,9 @@ def test_gemma_greedy_batched_equals_transformers_generate_alone(gemma):
 
 def test_a_projector_learns_to_write_into_qwens_embeddings(qwen, llada_dir, tmp_path):
     """The latent channel on a real executor: a tiny random LLaDA's plan latents, projected into Qwen's input
-    embeddings (its scale, its tokenizer, its ChatML prompt), trained a few steps: the held-out loss falls."""
+    embeddings (its scale, its tokenizer, its ChatML prompt), trained a few steps: the held-out loss falls. Held-out
+    loss and greedy answers (graded) are computed before and after training only: each validation costs about as
+    much as two training steps of the 0.5B model."""
     from latent_darm.models.diffusion_lm import DiffusionLM
     from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
     from latent_darm.pipelines.prompts import PromptTemplates
@@ -86,7 +88,7 @@ def test_a_projector_learns_to_write_into_qwens_embeddings(qwen, llada_dir, tmp_
     projector = Projector.for_pair(planner, qwen, plan_length=8, hidden_dim=64)
     scale = qwen.input_embeddings.weight.pow(2).mean().sqrt()
     config = ProjectorTrainingConfig(
-        lr=3e-3, warmup_steps=1, epochs=10, batch_size=2, max_steps=4, eval_every=2, save_every=100,
+        lr=3e-3, warmup_steps=1, epochs=10, batch_size=2, max_steps=4, eval_every=4, save_every=100,
         mixed_precision="no", max_new_tokens=2, eval_batch_size=4,
     )  # fmt: skip
     before = {name: hashlib.sha256(t.numpy().tobytes()).hexdigest() for name, t in
@@ -101,7 +103,7 @@ def test_a_projector_learns_to_write_into_qwens_embeddings(qwen, llada_dir, tmp_
         qwen.model.eval()
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     validated = [r for r in history if "val_loss" in r]
-    assert [r["step"] for r in validated] == [0, 2, 4] and summary.steps == 4
+    assert [r["step"] for r in validated] == [0, 4] and summary.steps == 4  # validated before and after only
     assert validated[-1]["val_loss"] < validated[0]["val_loss"]
     # The executor stays frozen; the projector's output starts at Qwen's embedding scale (RMS ≈ 0.02, not 1).
     after = {name: hashlib.sha256(t.numpy().tobytes()).hexdigest() for name, t in
