@@ -172,14 +172,16 @@ def curves_table(curves: list[Curve]) -> str:
 
 
 def curves_figure(curves: list[Curve], path: Path, title: str) -> None:
-    """Training loss (50-step means, solid) and held-out loss of the evaluated weights (dashed) per model,
-    log scale; the shaded band is the last 20% of the steps, where flatness is measured."""
-    fig = agg_figure("darm latent-tokens loss curves", figsize=(9, 5))
-    ax = fig.subplots()
+    """Left the diffusion variants, right the autoregressive ones: training loss (50-step means, solid) and the
+    held-out loss of the evaluated weights (dashed) per model, every seed in its model's colour, log scale; the
+    shaded band is the last 20% of the steps, where flatness is measured."""
+    fig = agg_figure("darm latent-tokens loss curves", figsize=(12, 4.8))
+    axes = fig.subplots(1, 2, sharey=True)
     names = list(dict.fromkeys(c.name for c in curves))
     colors = {name: f"C{i % 10}" for i, name in enumerate(names)}
     labelled: set[str] = set()
     for curve in curves:
+        ax = axes[0 if curve.name.split()[0] in ("mdm", "sidm", "scdm") else 1]
         color = colors[curve.name]
         label = None if curve.name in labelled else curve.name
         labelled.add(curve.name)
@@ -189,14 +191,18 @@ def curves_figure(curves: list[Curve], path: Path, title: str) -> None:
             ax.plot([s for s, _ in curve.heldout], [v for _, v in curve.heldout], color=color, linestyle="--",
                     linewidth=1, alpha=0.85)  # fmt: skip
     longest = max((c.steps for c in curves), default=0)
-    if longest:
-        ax.axvspan(0.8 * longest, longest, color="grey", alpha=0.1)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss (solid: training, 50-step means; dashed: held-out, evaluated weights)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper right", fontsize=8, ncol=2)
+    for ax, what in zip(axes, ("diffusion", "autoregressive"), strict=True):
+        if longest:
+            ax.axvspan(0.8 * longest, longest, color="grey", alpha=0.1)
+        ax.plot([], [], color="grey", label="training (solid)")
+        ax.plot([], [], color="grey", linestyle="--", label="held-out, evaluated weights")
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_title(what, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(loc="upper right", fontsize=7, ncol=2)
+    axes[0].set_ylabel("loss per answer token (nats)")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
