@@ -13,10 +13,12 @@ import torch
 from latent_darm.latent_tokens.curves import (
     CURVES_FIGURE,
     CURVES_TABLE,
+    heldout_drop,
     heldout_every,
     heldout_loss,
     is_flat,
     tail_drop,
+    tail_drop_se,
 )
 from latent_darm.latent_tokens.tasks import WorldConfig, encode_rows, generate_splits
 from latent_darm.latent_tokens.train import HISTORY_FILE, MODEL_DIR, TrainSettings, train_variant
@@ -37,9 +39,12 @@ def test_tail_drop_compares_the_last_two_tenths():
     falling = [1.0] * 16 + [1.1, 1.1, 1.0, 1.0]  # [80%, 90%) mean 1.1, [90%, 100%] mean 1.0
     assert tail_drop(falling) == pytest.approx(0.1)
     assert tail_drop([1.0] * 9) is None
-    assert is_flat(falling) is False and is_flat([1.0] * 20) is True
-    assert is_flat([0.01] * 16 + [0.0101] * 2 + [0.01] * 2) is True  # 1% drop
-    assert is_flat([1e-4] * 18 + [5e-5] * 2) is True  # 100% drop, but 5e-5 nats: at zero already
+    assert tail_drop_se([1.0] * 20) == 0.0 and tail_drop_se([1.0] * 16 + [0.9, 1.1, 1.0, 1.0]) > 0
+    assert is_flat(0.1, 1.0) is False and is_flat(0.01, 1.0) is True and is_flat(None, 1.0) is None
+    assert is_flat(1.0, 5e-5) is True  # a 100% drop of 5e-5 nats: at zero already
+    points = [(s, 2.0 - s / 100) for s in range(4, 101, 4)]  # falling by 0.04 per point
+    assert heldout_drop(points, 100) == pytest.approx((1.16 - 1.04) / 1.04)  # 80, 84, 88 against 92, 96, 100
+    assert heldout_drop(points[:10], 100) is None
 
 
 @pytest.mark.parametrize("variant", ["scdm", "ar-mtp"])
@@ -94,4 +99,4 @@ def test_a_run_writes_the_curve_table_and_figure(darm, tmp_path):
     assert "| mdm | 0 | 8 |" in table and "| ar-mtp w=2 | 0 | 8 |" in table
     assert "| mdm | 0 | 8 |" in stdout
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert all(isinstance(r["heldout_loss"], float) for r in records)
+    assert all(isinstance(r["curve"]["heldout_loss"], float) for r in records)

@@ -1,17 +1,21 @@
 """Training curves: the held-out loss recorded while a variant trains, whether its loss has reached a plateau, and
 the run's ``loss_curves.png`` and curve table.
 
-Flatness is measured on the training loss (the 50-step means a model's ``history.json`` keeps): the *tail drop* is
-the relative fall of the loss from the mean over steps [80%, 90%) to the mean over [90%, 100%] of the run,
-``(before − after) / after``. A curve is *flat* when that drop is below :data:`FLAT_DROP` (2%: the last 10% of the
-steps took off less than 2% of the loss) or the absolute fall is below :data:`FLAT_ABSOLUTE` nats per answer token
-(a loss already at zero cannot fall by a share). Under the cosine schedule the learning rate is small over the
-tail, so a curve still falling there is far from converged. The held-out loss is the same objective on test rows
-(never trained on) under the evaluated (EMA) weights: it shows overfitting, which the training loss cannot.
+The *tail drop* of a curve is the relative fall of the loss from its mean over steps [80%, 90%) of the run to its
+mean over [90%, 100%], ``(before − after) / after``. A model is *flat* (on a plateau) when the drop is below
+:data:`FLAT_DROP` (2%: the last 10% of the steps took off less than 2% of the loss) or the absolute fall is below
+:data:`FLAT_ABSOLUTE` nats per answer token (a loss already at zero cannot fall by a share). The drop is judged on
+the held-out loss when the history has it — the same objective on test rows never trained on, under the evaluated
+(EMA) weights and one fixed masking draw, so it moves only with the weights and also shows overfitting — else on
+the training loss (the 50-step means ``history.json`` keeps), whose scatter is large at batch 32: its standard
+error is printed beside it. Under the cosine schedule the learning rate is small over the tail, so a curve still
+falling there is far from converged.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,26 +82,49 @@ def heldout_loss(
                 param.copy_(value)
 
 
-def tail_drop(curve: list[float]) -> float | None:
-    """Relative fall of the loss from the mean over [80%, 90%) of ``curve`` to the mean over [90%, 100%];
-    None when the curve has fewer than 10 points."""
-    n = len(curve)
+def _halves(values: list[float]) -> tuple[list[float], list[float]] | None:
+    """The values over [80%, 90%) and [90%, 100%] of an evenly spaced curve (None below 10 points)."""
+    n = len(values)
     if n < 10:
         return None
-    before, after = curve[round(0.8 * n) : round(0.9 * n)], curve[round(0.9 * n) :]
-    mean_after = sum(after) / len(after)
-    mean_before = sum(before) / len(before)
+    return values[round(0.8 * n) : round(0.9 * n)], values[round(0.9 * n) :]
+
+
+def _drop(before: list[float], after: list[float]) -> float:
+    mean_before, mean_after = statistics.fmean(before), statistics.fmean(after)
     return (mean_before - mean_after) / mean_after if mean_after > 0 else 0.0
 
 
-def is_flat(curve: list[float]) -> bool | None:
-    """The plateau rule of this module's docstring (None when the curve is too short to tell)."""
-    drop = tail_drop(curve)
+def tail_drop(curve: list[float]) -> float | None:
+    """Relative fall from the mean over [80%, 90%) of ``curve`` to the mean over [90%, 100%] (None below 10
+    points)."""
+    halves = _halves(curve)
+    return None if halves is None else _drop(*halves)
+
+
+def tail_drop_se(curve: list[float]) -> float | None:
+    """Standard error of :func:`tail_drop` from the scatter of the points in each tenth (None when too short)."""
+    halves = _halves(curve)
+    if halves is None or min(len(h) for h in halves) < 2:
+        return None
+    before, after = halves
+    spread = statistics.variance(before) / len(before) + statistics.variance(after) / len(after)
+    return math.sqrt(spread) / statistics.fmean(after) if statistics.fmean(after) > 0 else 0.0
+
+
+def heldout_drop(points: list[tuple[int, float]], steps: int) -> float | None:
+    """:func:`tail_drop` of held-out points (step, loss) over a run of ``steps`` (None without points in both
+    tenths)."""
+    before = [v for s, v in points if 0.8 * steps <= s < 0.9 * steps]
+    after = [v for s, v in points if s >= 0.9 * steps]
+    return _drop(before, after) if before and after else None
+
+
+def is_flat(drop: float | None, level: float) -> bool | None:
+    """The plateau rule of this module's docstring for a tail drop at loss ``level`` (None when unknown)."""
     if drop is None:
         return None
-    n = len(curve)
-    after = curve[round(0.9 * n) :]
-    return drop < FLAT_DROP or drop * sum(after) / len(after) < FLAT_ABSOLUTE
+    return drop < FLAT_DROP or drop * level < FLAT_ABSOLUTE
 
 
 @dataclass(frozen=True)
@@ -116,8 +143,15 @@ class Curve:
         return tail_drop(self.train)
 
     @property
+    def heldout_drop(self) -> float | None:
+        return heldout_drop(self.heldout, self.steps)
+
+    @property
     def flat(self) -> bool | None:
-        return is_flat(self.train)
+        """Judged on the held-out curve when there is one (little noise), else on the training curve."""
+        if self.heldout_drop is not None:
+            return is_flat(self.heldout_drop, self.heldout[-1][1])
+        return is_flat(self.drop, self.train[-1] if self.train else 0.0)
 
 
 def read_curve(directory: Path, name: str) -> Curve | None:
@@ -138,34 +172,41 @@ def read_curve(directory: Path, name: str) -> Curve | None:
 
 def curve_summary(curve: Curve) -> dict[str, Any]:
     """The per-model numbers that go into ``results.jsonl`` and the curve table."""
-    drop = curve.drop
     return {
         "final_loss": curve.final_loss,
-        "tail_drop": drop,
-        "flat": curve.flat,
+        "tail_drop": curve.drop,
+        "tail_drop_se": tail_drop_se(curve.train),
         "heldout_loss": curve.heldout[-1][1] if curve.heldout else None,
+        "heldout_tail_drop": curve.heldout_drop,
+        "flat": curve.flat,
     }
 
 
+def _percent(value: float | None, se: float | None = None) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f}%" + ("" if se is None else f" ± {100 * se:.1f}")
+
+
 def curves_table(curves: list[Curve]) -> str:
-    """One row per trained model: steps, final training loss, tail drop, flat or not, final held-out loss."""
+    """One row per trained model: final losses, tail drops and whether it ended on a plateau."""
     lines = [
-        f"| model | seed | steps | final train loss | loss drop over the last 10% of steps | flat (< {FLAT_DROP:.0%})"
-        " | held-out loss (evaluated weights) |",
-        "|---|---:|---:|---:|---:|---|---:|",
+        "| model | seed | steps | final train loss | train loss drop, last 10% of steps (± se) | final held-out loss"
+        f" | held-out drop, last 10% | flat (drop < {FLAT_DROP:.0%}) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for curve in curves:
         summary = curve_summary(curve)
-        drop, held = summary["tail_drop"], summary["heldout_loss"]
+        held = summary["heldout_loss"]
+        basis = " (held-out)" if curve.heldout_drop is not None else " (train)"
         lines.append(
             f"| {curve.name} | {curve.seed} | {curve.steps} | "
             + ("–" if curve.final_loss is None else f"{curve.final_loss:.4f}")
-            + " | "
-            + ("–" if drop is None else f"{100 * drop:.1f}%")
-            + " | "
-            + {True: "yes", False: "no", None: "–"}[curve.flat]
-            + " | "
+            + f" | {_percent(summary['tail_drop'], summary['tail_drop_se'])} | "
             + ("–" if held is None else f"{held:.4f}")
+            + f" | {_percent(summary['heldout_tail_drop'])} | "
+            + {True: "yes", False: "no", None: "–"}[curve.flat]
+            + ("" if curve.flat is None else basis)
             + " |"
         )
     return "\n".join(lines) + "\n"
