@@ -19,6 +19,7 @@ from latent_darm.latent_tokens.curves import (
     is_flat,
     tail_drop,
     tail_drop_se,
+    trend,
 )
 from latent_darm.latent_tokens.tasks import WorldConfig, encode_rows, generate_splits
 from latent_darm.latent_tokens.train import HISTORY_FILE, MODEL_DIR, TrainSettings, train_variant
@@ -42,6 +43,8 @@ def test_tail_drop_compares_the_last_two_tenths():
     assert tail_drop_se([1.0] * 20) == 0.0 and tail_drop_se([1.0] * 16 + [0.9, 1.1, 1.0, 1.0]) > 0
     assert is_flat(0.1, 1.0) is False and is_flat(0.01, 1.0) is True and is_flat(None, 1.0) is None
     assert is_flat(1.0, 5e-5) is True  # a 100% drop of 5e-5 nats: at zero already
+    assert [trend(d, 1.0) for d in (0.1, 0.01, -0.01, -0.1, None)] == ["falling", "flat", "flat", "rising", None]
+    assert is_flat(-0.1, 1.0) is True  # a rising (overfitting) held-out loss no longer falls
     points = [(s, 2.0 - s / 100) for s in range(4, 101, 4)]  # falling by 0.04 per point
     assert heldout_drop(points, 100) == pytest.approx((1.16 - 1.04) / 1.04)  # 80, 84, 88 against 92, 96, 100
     assert heldout_drop(points[:10], 100) is None
@@ -97,6 +100,7 @@ def test_a_run_writes_the_curve_table_and_figure(darm, tmp_path):
     assert (out / CURVES_FIGURE).stat().st_size > 0
     table = (out / CURVES_TABLE).read_text()
     assert "| mdm | 0 | 8 |" in table and "| ar-mtp w=2 | 0 | 8 |" in table
+    assert table.count("(held-out) |") == 2  # 8 steps: 8 held-out points, judged on them
     assert "| mdm | 0 | 8 |" in stdout
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert all(isinstance(r["curve"]["heldout_loss"], float) for r in records)

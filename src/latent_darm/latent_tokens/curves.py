@@ -2,9 +2,10 @@
 the run's ``loss_curves.png`` and curve table.
 
 The *tail drop* of a curve is the relative fall of the loss from its mean over steps [80%, 90%) of the run to its
-mean over [90%, 100%], ``(before − after) / after``. A model is *flat* (on a plateau) when the drop is below
-:data:`FLAT_DROP` (2%: the last 10% of the steps took off less than 2% of the loss) or the absolute fall is below
-:data:`FLAT_ABSOLUTE` nats per answer token (a loss already at zero cannot fall by a share). The drop is judged on
+mean over [90%, 100%], ``(before − after) / after``. A curve ends *falling* when the drop is at least
+:data:`FLAT_DROP` (2%) and at least :data:`FLAT_ABSOLUTE` nats per answer token (a loss already at zero cannot fall
+by a share), *rising* (the held-out loss of an overfitting model) when it climbs by as much, and *flat* otherwise;
+a model is on a plateau (``flat`` true) when its curve no longer falls. The drop is judged on
 the held-out loss when the history has it — the same objective on test rows never trained on, under the evaluated
 (EMA) weights and one fixed masking draw, so it moves only with the weights and also shows overfitting — else on
 the training loss (the 50-step means ``history.json`` keeps), whose scatter is large at batch 32: its standard
@@ -120,11 +121,19 @@ def heldout_drop(points: list[tuple[int, float]], steps: int) -> float | None:
     return _drop(before, after) if before and after else None
 
 
-def is_flat(drop: float | None, level: float) -> bool | None:
-    """The plateau rule of this module's docstring for a tail drop at loss ``level`` (None when unknown)."""
+def trend(drop: float | None, level: float) -> str | None:
+    """'falling', 'flat' or 'rising' for a tail drop at loss ``level`` (this module's docstring; None unknown)."""
     if drop is None:
         return None
-    return drop < FLAT_DROP or drop * level < FLAT_ABSOLUTE
+    if abs(drop) < FLAT_DROP or abs(drop) * level < FLAT_ABSOLUTE:
+        return "flat"
+    return "falling" if drop > 0 else "rising"
+
+
+def is_flat(drop: float | None, level: float) -> bool | None:
+    """On a plateau: the curve no longer falls (None when unknown)."""
+    end = trend(drop, level)
+    return None if end is None else end != "falling"
 
 
 @dataclass(frozen=True)
@@ -147,11 +156,15 @@ class Curve:
         return heldout_drop(self.heldout, self.steps)
 
     @property
-    def flat(self) -> bool | None:
+    def trend(self) -> str | None:
         """Judged on the held-out curve when there is one (little noise), else on the training curve."""
         if self.heldout_drop is not None:
-            return is_flat(self.heldout_drop, self.heldout[-1][1])
-        return is_flat(self.drop, self.train[-1] if self.train else 0.0)
+            return trend(self.heldout_drop, self.heldout[-1][1])
+        return trend(self.drop, self.train[-1] if self.train else 0.0)
+
+    @property
+    def flat(self) -> bool | None:
+        return None if self.trend is None else self.trend != "falling"
 
 
 def read_curve(directory: Path, name: str) -> Curve | None:
@@ -178,6 +191,7 @@ def curve_summary(curve: Curve) -> dict[str, Any]:
         "tail_drop_se": tail_drop_se(curve.train),
         "heldout_loss": curve.heldout[-1][1] if curve.heldout else None,
         "heldout_tail_drop": curve.heldout_drop,
+        "trend": curve.trend,
         "flat": curve.flat,
     }
 
@@ -192,7 +206,7 @@ def curves_table(curves: list[Curve]) -> str:
     """One row per trained model: final losses, tail drops and whether it ended on a plateau."""
     lines = [
         "| model | seed | steps | final train loss | train loss drop, last 10% of steps (± se) | final held-out loss"
-        f" | held-out drop, last 10% | flat (drop < {FLAT_DROP:.0%}) |",
+        f" | held-out drop, last 10% | curve ends (flat: drop within ±{FLAT_DROP:.0%}) |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for curve in curves:
@@ -205,8 +219,8 @@ def curves_table(curves: list[Curve]) -> str:
             + f" | {_percent(summary['tail_drop'], summary['tail_drop_se'])} | "
             + ("–" if held is None else f"{held:.4f}")
             + f" | {_percent(summary['heldout_tail_drop'])} | "
-            + {True: "yes", False: "no", None: "–"}[curve.flat]
-            + ("" if curve.flat is None else basis)
+            + (curve.trend or "–")
+            + ("" if curve.trend is None else basis)
             + " |"
         )
     return "\n".join(lines) + "\n"
