@@ -29,10 +29,10 @@ from rich.table import Table
 
 from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.diffusion_lm import DiffusionLM
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
 from latent_darm.models.tiny import random_llada, random_llama, tiny_llada_config, train_bpe_tokenizer
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.projector.model import Projector
-from latent_darm.sampling import SamplerConfig
 from latent_darm.training.data import TrainingExample, example_id
 from latent_darm.training.latent_cache import build_latent_cache
 from latent_darm.training.projector_trainer import answer_loss, build_batch, encode_examples
@@ -79,8 +79,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     planner, executor = build_models(args)
     executor.model.requires_grad_(False)
-    sampler = SamplerConfig(gen_length=args.gen_length, block_length=args.block_length, steps=args.gen_length,
-                            hidden_layer=-1)  # fmt: skip
+    sampler = LLaDASamplerConfig(
+        gen_length=args.gen_length, block_length=args.block_length, steps=args.gen_length, hidden_layer=-1
+    )
     templates = PromptTemplates()
     examples = questions(args.batch_size * 4)
     encoded = encode_examples(executor, examples, templates, "prefix", args.gen_length)

@@ -16,8 +16,8 @@ import torch
 
 from latent_darm.models.dream.configuration import DreamConfig
 from latent_darm.models.dream.modeling import DreamModel
-from latent_darm.models.dream.sampler import dream_generate
-from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds
+from latent_darm.models.dream.sampler import DreamSamplerConfig, dream_generate
+from latent_darm.sampling import SampleOutput, SpecialIds
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,10 +76,9 @@ def special_ids(model: DreamModel) -> SpecialIds:
     return SpecialIds(mask=model.config.mask_token_id, eos=model.config.eos_token_id)
 
 
-def sampler_config(gen_length: int, threshold: float | None, cache: str) -> SamplerConfig:
-    return SamplerConfig(
+def sampler_config(gen_length: int, threshold: float | None, cache: str) -> DreamSamplerConfig:
+    return DreamSamplerConfig(
         gen_length=gen_length,
-        block_length=gen_length,
         steps=gen_length,
         remasking="maskgit_plus",
         threshold=threshold,
@@ -88,7 +87,7 @@ def sampler_config(gen_length: int, threshold: float | None, cache: str) -> Samp
 
 
 def sample(
-    model: DreamModel, prompts: torch.Tensor, mask: torch.Tensor | None, config: SamplerConfig, ids: SpecialIds
+    model: DreamModel, prompts: torch.Tensor, mask: torch.Tensor | None, config: DreamSamplerConfig, ids: SpecialIds
 ) -> SampleOutput:
     return dream_generate(model, prompts, mask, config, ids)
 

@@ -1,7 +1,7 @@
 """An independent, deliberately plain port of ML-GSAI/LLaDA ``generate.py`` for equivalence tests and benchmarks.
 
 One loop over blocks and steps, whole-canvas logits every step, one prompt batch as given — no caching, no
-slicing, nothing shared with ``latent_darm.sampling``. Quirks kept on purpose:
+slicing, nothing shared with the package's sampler (``latent_darm.models.llada.sampler``). Quirks kept on purpose:
 * ``prompt_index`` is every non-mask position of the initial canvas (pads included) for the CFG branch;
 * ``confidence_eos_eot_inf`` at temperature 0 removes both EOS and EoT from the confidence softmax (the reference
   aliases ``logits_with_noise`` and ``logits`` there).

@@ -13,12 +13,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import tests.conftest as suite
-from latent_darm.cli.eval import build_spec, weights_of
+from latent_darm.cli.eval import weights_of
 from latent_darm.errors import ConfigError, DiskFullError
 from latent_darm.evaluation.diagnose import executor_swap_spec
 from latent_darm.evaluation.runner import check_run_config
-from latent_darm.io import append_jsonl, atomic_write_json
+from latent_darm.io import append_jsonl, atomic_write_json, on_full_disk
 from latent_darm.models.fingerprint import reference_fingerprint, weights_fingerprint
+from latent_darm.pipelines.builder import build_spec
 
 # ---- item 8: weights fingerprints -----------------------------------------------------------------------------
 
@@ -93,6 +94,36 @@ def test_a_full_disk_is_a_one_line_error_that_says_what_was_kept(tmp_path, monke
     monkeypatch.undo()
     assert (tmp_path / "config.json").read_text().count('"v": 1') == 1
     assert not (tmp_path / "new.json").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_one_helper_turns_every_kind_of_full_disk_into_one_error(tmp_path):
+    """``on_full_disk``: Python's ENOSPC and a library's own write error become the block's message (a callable
+    only called then); an inner writer's DiskFullError keeps its message unless restated; other errors pass."""
+    counted: list[int] = []
+
+    def message() -> str:
+        counted.append(1)
+        return "disk full while writing x; 3 kept"
+
+    with on_full_disk(tmp_path, message):
+        pass
+    assert not counted
+    torch_full = RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+    for failure in (OSError(errno.ENOSPC, "No space left on device"), torch_full):
+        with (
+            pytest.raises(DiskFullError, match="^disk full while writing x; 3 kept$") as caught,
+            on_full_disk(tmp_path, message),
+        ):
+            raise failure
+        assert caught.value.path == tmp_path
+    inner = DiskFullError("disk full while appending to y; the lines before it are kept")
+    with pytest.raises(DiskFullError, match="appending to y"), on_full_disk(tmp_path, message):
+        raise inner
+    with pytest.raises(DiskFullError, match="3 kept"), on_full_disk(tmp_path, message, restate=True):
+        raise inner
+    for other in (OSError(errno.EACCES, "Permission denied"), RuntimeError("boom"), ConfigError("bad")):
+        with pytest.raises(type(other)), on_full_disk(tmp_path, message):
+            raise other
 
 
 # ---- item 11: 0 is a value, not "the default" -----------------------------------------------------------------

@@ -1,30 +1,24 @@
 """The Python entry point in the transformers style: ``LatentDARM.from_pretrained(...)(questions)``.
 
-It builds the same latent pipeline ``darm eval --pipeline latent`` and ``darm solve`` build, from the same spec,
-so the API, the CLI and the evaluation harness cannot drift apart.
+It builds the same latent pipeline ``darm eval --pipeline latent`` and ``darm solve`` build, through the same
+pipeline builder (:func:`~latent_darm.pipelines.builder.pipeline_spec`), so the API, the CLI and the evaluation
+harness cannot drift apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import overload
 
-from latent_darm.dtypes import resolve_dtype_name
 from latent_darm.errors import ConfigError
 from latent_darm.models.family import local_family
 from latent_darm.pipelines.base import PipelineResult
+from latent_darm.pipelines.builder import pipeline_spec
 from latent_darm.pipelines.factory import build_pipeline
 from latent_darm.pipelines.latent import LatentPipeline
 from latent_darm.pipelines.prompts import AnswerType
-from latent_darm.pipelines.spec import (
-    AutoregressiveRole,
-    DiffusionRole,
-    PipelineSpec,
-    ProjectorSpec,
-    SamplerSpec,
-    TemplatesSpec,
-)
 
 
 class LatentDARM:
@@ -64,18 +58,26 @@ class LatentDARM:
         family = local_family(planner)
         if family is not None and not family.uses_blocks and block_length is not None:
             raise ConfigError(f"block_length is not used by {family.name} (it denoises the whole canvas at once)")
-        settings = dict(gen_length=gen_length, steps=steps, block_length=block_length, threshold=threshold)
-        settings |= dict(cache=cache, denoise_fraction=denoise_fraction)
-        spec = PipelineSpec(
-            kind="latent",
-            planner=DiffusionRole(str(planner), SamplerSpec(**settings)),
-            executor=AutoregressiveRole(str(executor), max_new_tokens, repetition_penalty),
-            projector=ProjectorSpec(str(projector), latent_noise, force=force),
-            templates=TemplatesSpec(None if prompts is None else str(prompts)),
-            dtype=resolve_dtype_name(dtype, device),
+        spec = pipeline_spec(
+            pipeline="latent",
+            planner=str(planner),
+            executor=str(executor),
+            projector=str(projector),
+            gen_length=gen_length,
+            steps=steps,
+            block_length=block_length,
+            threshold=threshold,
+            cache=cache,
+            denoise_fraction=denoise_fraction,
+            max_new_tokens=max_new_tokens,
+            repetition_penalty=repetition_penalty,
+            latent_noise=latent_noise,
+            prompts=None if prompts is None else str(prompts),
+            dtype=dtype,
             device=device,
+            force_projector=force,
         )
-        pipeline = build_pipeline(spec)
+        pipeline = build_pipeline(replace(spec, device=device))
         assert isinstance(pipeline, LatentPipeline)
         return cls(pipeline)
 

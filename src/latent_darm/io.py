@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,17 +177,29 @@ def is_write_failure(exc: BaseException) -> bool:
 
 
 @contextmanager
-def writing(path: str | Path, kept: str) -> Iterator[None]:
-    """Turn a full disk inside the block (any writer's error for it) into a :class:`DiskFullError` naming
-    ``path`` and saying what was ``kept``."""
+def on_full_disk(path: object, message: str | Callable[[], str], *, restate: bool = False) -> Iterator[None]:
+    """The one place a full disk becomes a :class:`DiskFullError`: a write failure inside the block (Python's
+    OSError, or a library's own error for it) is raised again as ``DiskFullError(message, path)``. ``message``
+    says what was kept; a callable is called only then (to count what was kept). A DiskFullError of a writer
+    inside the block keeps its own message, unless ``restate``."""
     try:
         yield
+    except DiskFullError:
+        if not restate:
+            raise
+        raise DiskFullError(message if isinstance(message, str) else message(), path) from None
     except DarmError:
         raise
     except Exception as exc:
         if not is_write_failure(exc):
             raise
-        raise DiskFullError(f"disk full while writing {path}; {kept}: free space and rerun", path) from None
+        raise DiskFullError(message if isinstance(message, str) else message(), path) from None
+
+
+def writing(path: str | Path, kept: str) -> AbstractContextManager[None]:
+    """Turn a full disk inside the block (any writer's error for it) into a :class:`DiskFullError` naming
+    ``path`` and saying what was ``kept``."""
+    return on_full_disk(path, f"disk full while writing {path}; {kept}: free space and rerun")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -200,17 +212,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+    def message() -> str:
+        kept = "its previous version is kept" if path.exists() else "nothing was written"
+        return f"disk full while writing {path}; {kept}"
+
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
+        with on_full_disk(path, message):
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+    except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        if is_disk_full(exc):
-            kept = "its previous version is kept" if path.exists() else "nothing was written"
-            raise DiskFullError(f"disk full while writing {path}; {kept}", path) from None
         raise
 
 
@@ -222,12 +237,8 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one line and fsync: a killed job loses at most the line being written (readers skip a torn tail)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise DiskFullError(f"disk full while appending to {path}; the lines before it are kept", path) from None
-        raise
+    kept = f"disk full while appending to {path}; the lines before it are kept"
+    with on_full_disk(path, kept), path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())

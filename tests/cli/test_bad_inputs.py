@@ -1140,6 +1140,34 @@ def _(env: Env):
     return args, r"--ridge must be a finite number >= 0, got nan"
 
 
+# ---- h19-sampling rows ----
+
+
+@row("plan-lookahead-not-a-count")
+def _(env: Env):
+    env.forbid_loading()
+    return plan(env.llada_dir, "--lookahead", "many"), r"--lookahead must be a non-negative integer or 'all'"
+
+
+@row("plan-lookahead-and-its-deprecated-name")
+def _(env: Env):
+    env.forbid_loading()
+    return plan(env.llada_dir, "--lookahead", "2", "--latent-tokens", "2"), r"--latent-tokens is the deprecated name"
+
+
+@row("eval-lookahead-on-an-arm")
+def _(env: Env):
+    env.forbid_loading()
+    return evaluate(env, "--lookahead", "0"), r"--lookahead is not used by --pipeline arm"
+
+
+@row("eval-lookahead-choice-and-its-deprecated-name")
+def _(env: Env):
+    env.forbid_loading()
+    args = evaluate(env, "--lookahead-choice", "random", "--latent-choice", "random")
+    return args, r"--latent-choice is the deprecated name of --lookahead-choice"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from latent_darm.cli.eval import build_spec
 from latent_darm.errors import ConfigError
+from latent_darm.pipelines.builder import build_spec
 from latent_darm.projector.model import Projector, ProjectorConfig
 from tests.evaluation.test_runner import FakePipeline, Killed, number_in
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from latent_darm.cli.common import resolve_dtype
-from latent_darm.cli.eval import build_spec
 from latent_darm.errors import ConfigError, DarmError
+from latent_darm.pipelines.builder import build_spec
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.pipelines.prompts import load_templates
 from tests.cli.test_eval_cli import TEXT, builder, data_dir  # noqa: F401  (fixtures)
@@ -60,7 +60,6 @@ def test_the_flag_a_tokenizer_mismatch_suggests_exists_on_eval_and_solve():
     """The projector's refusal names ``--force-projector`` (projector/projector.py); both commands must take it."""
     import typer
 
-    import latent_darm.cli.commands  # noqa: F401  (registers every command on the app)
     from latent_darm.cli.app import app
 
     registered = typer.main.get_command(app).commands

@@ -13,11 +13,12 @@ import pytest
 from latent_darm import extras
 from latent_darm.cli.choices import Cache, Dtype, PipelineKind, Remasking
 from latent_darm.cli.common import resolve_dtype
-from latent_darm.cli.eval import PIPELINES, build_spec
 from latent_darm.dtypes import DTYPE_NAMES
 from latent_darm.extras import MissingExtraError, require
-from latent_darm.sampling.config import CacheMode
-from latent_darm.sampling.config import Remasking as SamplerRemasking
+from latent_darm.models.diffusion_gemma.sampler import DiffusionGemmaSamplerConfig
+from latent_darm.models.dream.sampler import DreamSamplerConfig
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
+from latent_darm.pipelines.builder import PIPELINES, build_spec
 
 HEAVY = ("torch", "transformers", "accelerate", "safetensors", "matplotlib", "peft", "datasets", "math_verify")
 COMMANDS = ("demo", "eval", "diagnose", "grade", "report", "solve", "train-projector", "plan", "latent-tokens")
@@ -53,8 +54,10 @@ def test_help_imports_no_heavy_library():
 
 def test_choices_match_what_they_feed():
     assert tuple(PipelineKind) == PIPELINES
-    assert set(Cache) == set(typing.get_args(CacheMode))
-    assert set(Remasking) == set(typing.get_args(SamplerRemasking))
+    families = (LLaDASamplerConfig, DreamSamplerConfig, DiffusionGemmaSamplerConfig)
+    hints = [typing.get_type_hints(family) for family in families]
+    assert set(Cache) == {mode for hint in hints if "cache" in hint for mode in typing.get_args(hint["cache"])}
+    assert set(Remasking) == {rule for hint in hints for rule in typing.get_args(hint["remasking"])}
     assert set(Dtype) == {"auto", *DTYPE_NAMES}
 
 

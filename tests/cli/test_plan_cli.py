@@ -7,7 +7,7 @@ import json
 import pytest
 
 from latent_darm.models.diffusion_lm import DiffusionLM
-from latent_darm.sampling import SamplerConfig
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
 
 SETTINGS = ["--gen-length", "16", "--steps", "16", "--block-length", "8"]
 PROMPTS = ["What is 3x + 7 = 22?", "A train travels 60 miles per hour for 3 hours. How far?", "Natalia sold clips."]
@@ -32,7 +32,7 @@ def test_json_output_matches_the_api_in_input_order(darm, llada_dir, prompts_fil
     records = _json_lines(out)
     assert [set(r) for r in records] == [{"prompt_ids", "token_ids", "text", "nfe", "seconds"}] * 3
     planner = DiffusionLM.from_pretrained(llada_dir)
-    expected = planner.generate(PROMPTS, SamplerConfig(gen_length=16, block_length=8, steps=16), batch_size=1)
+    expected = planner.generate(PROMPTS, LLaDASamplerConfig(gen_length=16, block_length=8, steps=16), batch_size=1)
     for record, plan in zip(records, expected, strict=True):
         assert record["prompt_ids"] == plan.prompt_ids
         assert record["token_ids"] == plan.token_ids and len(record["token_ids"]) == 16

@@ -44,13 +44,14 @@ def test_plan_on_dream_equals_the_api(darm, dream_dir):
     [
         ("dream", ["--remasking", "low_confidence"], "remasking 'low_confidence' is not known to Dream; valid: "
          "maskgit_plus, topk_margin, entropy, origin"),
-        ("dream", ["--block-length", "8"], "block_length is not used by Dream"),
+        ("dream", ["--block-length", "8"], "block_length is not a Dream sampler setting"),
+        ("dream", ["--lookahead", "2"], "lookahead is not a Dream sampler setting"),
         ("dream", ["--steps", "20"], "steps 20 exceeds gen_length 16"),
         ("dream", ["--steps", "0"], "steps must be a positive integer, got 0"),
         ("dream", ["--cache", "dual"], "cache 'dual' is not available for Dream; valid: none, prefix"),
         ("llada", ["--remasking", "entropy"], "remasking 'entropy' is not known to LLaDA; valid: low_confidence, "
          "random"),
-        ("llada", ["--top-k", "5"], "top_k is a Dream sampler setting"),
+        ("llada", ["--top-k", "5"], "top_k is not a LLaDA sampler setting"),
     ],
 )  # fmt: skip
 def test_settings_a_family_does_not_know(darm, dream_dir, llada_dir, family, args, message):
@@ -117,7 +118,8 @@ def test_train_projector_with_both_latent_alignments(darm, tmp_path, dream_dir, 
         assert pipeline.sampler.latent_rows == rows and pipeline.sampler.hidden_layer == -1
         assert pipeline.run([questions[0]], "math")[0].accounting.planner_tokens == 8
         api = LatentDARM.from_pretrained(dream_dir, executor_dir, out / "projector", steps=4)
-        assert api.pipeline.sampler.latent_rows == rows and api.pipeline.sampler.block_length == 8
+        assert api.pipeline.sampler.latent_rows == rows and api.pipeline.sampler.gen_length == 8
+        assert not hasattr(api.pipeline.sampler, "block_length")  # Dream denoises the whole canvas
     torch.testing.assert_close(latents["predictor"][:, 1:], latents["plan"][:, :-1])
     assert not torch.allclose(latents["predictor"], latents["plan"])
 
@@ -134,4 +136,4 @@ def test_solve_with_a_dream_planner(darm, dream_dir, executor_dir):
         "solve", "What is 3 + 4?", "--pipeline", "text", "--planner", dream_dir, "--executor", executor_dir,
         "--gen-length", "8", "--block-length", "4",
     )  # fmt: skip
-    assert code == 2 and "block_length is not used by Dream" in err
+    assert code == 2 and "block_length is not a Dream sampler setting" in err

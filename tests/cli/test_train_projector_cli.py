@@ -63,23 +63,8 @@ def test_trains_a_projector_the_latent_pipeline_loads_and_resumes(
 ):
     pairs, benchmarks = data
     out = tmp_path / "run"
-    command = [
-        "train-projector",
-        "--planner",
-        llada_dir,
-        "--executor",
-        executor_dir,
-        "--out",
-        out,
-        "--data",
-        pairs,
-        "--data-dir",
-        benchmarks,
-        "--exclude-benchmarks",
-        "gsm8k",
-        "--drop-overlap",
-        *TINY,
-    ]
+    command = _train(llada_dir, executor_dir, out, "--data", pairs, "--data-dir", benchmarks,
+                     "--exclude-benchmarks", "gsm8k", "--drop-overlap", *TINY)  # fmt: skip
     code, stdout, stderr = darm(*command)
     assert code == 0, stderr
     assert "11 training and 2 held-out questions; kept disjoint from: gsm8k" in stderr
@@ -163,42 +148,16 @@ def test_bad_input_is_one_line(darm, tmp_path, data, llada_dir, executor_dir, ex
     pairs, benchmarks = data
     names = {"pairs": pairs, "benchmarks": benchmarks, "missing": tmp_path / "missing.jsonl"}
     args = [str(a).format(**names) for a in extra]
-    code, stdout, stderr = darm(
-        "train-projector",
-        "--planner",
-        llada_dir,
-        "--executor",
-        executor_dir,
-        "--out",
-        tmp_path / "out",
-        "--data-dir",
-        tmp_path / "empty",
-        *TINY,
-        *args,
-    )
+    code, stdout, stderr = darm(*_train(llada_dir, executor_dir, tmp_path / "out", "--data-dir", tmp_path / "empty",
+                                        *TINY, *args))  # fmt: skip
     error = stderr.strip().splitlines()[-1]  # after at most a status line
     assert code == 2 and not stdout and error.startswith("error: ") and message in error
 
 
 def test_bf16_autocast_on_cpu_when_asked(darm, tmp_path, data, llada_dir, executor_dir):
     pairs, _ = data
-    code, _, stderr = darm(
-        "train-projector",
-        "--planner",
-        llada_dir,
-        "--executor",
-        executor_dir,
-        "--out",
-        tmp_path / "out",
-        "--data",
-        pairs,
-        "--no-overlap-check",
-        *TINY,
-        "--mixed-precision",
-        "bf16",
-        "--max-steps",
-        "1",
-    )
+    code, _, stderr = darm(*_train(llada_dir, executor_dir, tmp_path / "out", "--data", pairs, "--no-overlap-check",
+                                   *TINY, "--mixed-precision", "bf16", "--max-steps", "1"))  # fmt: skip
     assert code == 0, stderr
     weights = Projector.from_pretrained(tmp_path / "out/projector").state_dict()
     assert all(w.dtype == torch.float32 for w in weights.values())  # master weights stay fp32
@@ -242,9 +201,14 @@ def test_two_processes_train_the_same_projector_as_one(tmp_path, llada_dir, exec
     assert any(not torch.equal(moved[k], v) for k, v in weights["one"].items())  # it did train between checkpoints
 
 
+def _train(llada_dir, executor_dir, out, *options) -> list:
+    """``darm train-projector`` arguments: the tiny planner and executor into ``out``, then ``options``."""
+    return ["train-projector", "--planner", llada_dir, "--executor", executor_dir, "--out", out, *options]
+
+
 def _tiny_command(llada_dir, executor_dir, pairs, out) -> list:
-    return ["train-projector", "--planner", llada_dir, "--executor", executor_dir, "--out", out, "--data", pairs,
-            "--answer-type", "integer", "--no-overlap-check", *TINY]  # fmt: skip
+    return _train(llada_dir, executor_dir, out, "--data", pairs, "--answer-type", "integer", "--no-overlap-check",
+                  *TINY)  # fmt: skip
 
 
 def _same_run(ours: Path, theirs: Path) -> None:
@@ -329,10 +293,10 @@ def test_lstsq_init_training_free_with_a_stored_placement(darm, tmp_path, data, 
     pairs, _ = data
     out = tmp_path / "free"
     tiny = [*TINY, "--max-steps", "0", "--held-out-per-source", "0"]  # the last of a repeated option wins
-    code, _, stderr = darm(
-        "train-projector", "--planner", llada_dir, "--executor", executor_dir, "--out", out, "--data", pairs,
+    code, _, stderr = darm(*_train(
+        llada_dir, executor_dir, out, "--data", pairs,
         "--no-overlap-check", "--init", "lstsq", "--architecture", "linear", "--placement", "prefix-cue", *tiny,
-    )  # fmt: skip
+    ))  # fmt: skip
     assert code == 0, stderr
     assert "--init lstsq: ridge map fitted on 14 examples" in stderr and "0 steps: no training" in stderr
     assert not (out / "checkpoints").exists()
@@ -355,11 +319,11 @@ def test_lstsq_with_too_few_examples_is_one_error_and_keeps_the_cache(darm, tmp_
     pairs = tmp_path / "few.jsonl"
     pairs.write_text("".join(json.dumps({"question": q, "answer": "1"}) + "\n" for q in QUESTIONS[:4]))
     out = tmp_path / "few"
-    code, _, stderr = darm(
-        "train-projector", "--planner", llada_dir, "--executor", executor_dir, "--out", out, "--data", pairs,
+    code, _, stderr = darm(*_train(
+        llada_dir, executor_dir, out, "--data", pairs,
         "--no-overlap-check", "--init", "lstsq", "--ridge", "0", *TINY, "--max-steps", "0",
         "--held-out-per-source", "0",
-    )  # fmt: skip
+    ))  # fmt: skip
     lines = stderr.strip().splitlines()
     assert code == 2 and "Traceback" not in stderr
     assert lines[-1].startswith("error: --init lstsq: 32 plan positions are too few") and "at least 65" in lines[-1]

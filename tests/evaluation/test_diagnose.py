@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from latent_darm.cli.eval import build_spec
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.diagnose import (
     EXECUTOR_SWAP,
@@ -24,6 +23,7 @@ from latent_darm.evaluation.diagnose import (
     plot_attribution,
 )
 from latent_darm.evaluation.runner import evaluate
+from latent_darm.pipelines.builder import build_spec
 from tests.evaluation.test_report import assert_png
 from tests.evaluation.test_runner import FakePipeline, Killed, make_examples, number_in
 

@@ -109,7 +109,6 @@ def test_explicit_pairs_and_their_errors(tmp_path):
 
 
 def test_cli_prints_the_paired_table(tmp_path):
-    from latent_darm.cli import commands  # noqa: F401
     from latent_darm.cli.app import app
 
     latent = run_dir(tmp_path / "latent", "L", "latent", 8, {0})

@@ -211,3 +211,25 @@ def test_benchmarks_whose_names_slug_alike_keep_their_own_files(tmp_path):
     csvs = sorted(p.name for p in written if p.name.endswith(".csv") and "levels" not in p.name)
     assert csvs == ["x_y-2.csv", "x_y.csv"]
     assert {row["label"] for name in csvs for row in read_csv(tmp_path / "out" / name)} == {"a", "b"}
+
+
+def test_a_benchmark_named_like_another_benchmarks_file_keeps_its_own_files(tmp_path):
+    """``x``'s paired and levels tables are ``x_paired.csv`` and ``x_levels.csv``: benchmarks named ``x_paired`` and
+    ``x_levels`` get other stems, so all twelve files are written and each holds its own benchmark's runs."""
+    runs, pairs = [], []
+    for benchmark in ("x", "x_paired", "x_levels"):
+        a = results_dir(tmp_path / benchmark / "a", label=f"{benchmark} A", benchmark=benchmark, n=4)
+        b = results_dir(tmp_path / benchmark / "b", label=f"{benchmark} B", benchmark=benchmark, n=4)
+        runs += [a, b]
+        pairs.append((f"{benchmark} A", f"{benchmark} B"))
+    written = write_report(runs, tmp_path / "out", pairs=pairs)
+    assert len(written) == len(set(written)) == 1 + 3 * 4
+    assert {"x.csv", "x_paired.csv", "x_levels.csv", "x_accuracy_vs_tokens.png"} <= {p.name for p in written}
+    owners = {}
+    for path in written:
+        if path.suffix == ".csv":
+            labels = {row.get("label") or row["a"] for row in read_csv(path)}
+            assert len({label.rsplit(" ", 1)[0] for label in labels}) == 1, (path.name, labels)
+            owners[path.name] = labels.pop().rsplit(" ", 1)[0]
+    assert owners["x_paired.csv"] == owners["x_levels.csv"] == owners["x.csv"] == "x"
+    assert sorted(owners.values()).count("x_paired") == sorted(owners.values()).count("x_levels") == 3

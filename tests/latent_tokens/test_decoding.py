@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from latent_darm.errors import ConfigError
-from latent_darm.latent_tokens.decoding import DecodeSettings, decode_autoregressive, decode_diffusion, sample
+from latent_darm.latent_tokens.decoding import DecodeSettings, sample
 from latent_darm.latent_tokens.objectives import excluded_ids
 from latent_darm.latent_tokens.train import TrainSettings, new_model
+from latent_darm.latent_tokens.variants import AR, AR_MTP, MDM, SCDM, SIDM, get_variant
 
 PROMPT, ANSWER = 5, 7
+GREEDY = DecodeSettings(temperature=0)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def _prompts() -> torch.Tensor:
 
 @pytest.mark.parametrize("latent", [0, 2, 3])
 def test_scdm_pass_holds_clean_tokens_n_latents_and_the_decoded_one(model, latent):
-    out = decode_diffusion(model, _prompts(), ANSWER, "scdm", latent, DecodeSettings(), torch.Generator())
+    out = SCDM.decode(model, _prompts(), ANSWER, latent, DecodeSettings(), torch.Generator())
     expected = sum(PROMPT + s + min(latent, ANSWER - s - 1) + 1 for s in range(ANSWER))
     assert out.forward_passes == ANSWER and out.tokens == expected
     assert not (out.answers == model.config.mask_token_id).any()
@@ -32,21 +34,21 @@ def test_scdm_pass_holds_clean_tokens_n_latents_and_the_decoded_one(model, laten
 
 def test_k_tokens_per_step_and_confidence_candidates(model):
     settings = DecodeSettings(k=2, selection="confidence", candidates=3)
-    out = decode_diffusion(model, _prompts(), ANSWER, "sidm", None, settings, torch.Generator())
+    out = SIDM.decode(model, _prompts(), ANSWER, None, settings, torch.Generator())
     assert out.forward_passes == 4  # 2 + 2 + 2 + 1
     # each pass: clean tokens plus min(3, remaining) candidates, no latents for SIDM
     assert out.tokens == sum(PROMPT + d + min(3, ANSWER - d) for d in (0, 2, 4, 6))
 
 
 def test_same_generator_seed_same_answers(model):
-    a = decode_diffusion(model, _prompts(), ANSWER, "scdm", 2, DecodeSettings(), torch.Generator().manual_seed(1))
-    b = decode_diffusion(model, _prompts(), ANSWER, "scdm", 2, DecodeSettings(), torch.Generator().manual_seed(1))
+    a = SCDM.decode(model, _prompts(), ANSWER, 2, DecodeSettings(), torch.Generator().manual_seed(1))
+    b = SCDM.decode(model, _prompts(), ANSWER, 2, DecodeSettings(), torch.Generator().manual_seed(1))
     assert torch.equal(a.answers, b.answers)
 
 
 @pytest.mark.parametrize(("variant", "window"), [("ar", None), ("ar-mtp", 1), ("ar-mtp", 3), ("ar-ntp", None)])
 def test_autoregressive_pass_sizes(model, variant, window):
-    out = decode_autoregressive(model, _prompts(), ANSWER, variant, window)
+    out = get_variant(variant).decode(model, _prompts(), ANSWER, window, GREEDY)
     if variant == "ar":
         expected = sum(PROMPT + s for s in range(ANSWER))
     else:
@@ -57,7 +59,7 @@ def test_autoregressive_pass_sizes(model, variant, window):
 def test_ar_decoding_is_greedy_continuation_of_the_causal_model(model):
     """Left-to-right AR decoding equals running the causal model on its own growing output."""
     prompts = _prompts()
-    out = decode_autoregressive(model, prompts, ANSWER, "ar", None)
+    out = AR.decode(model, prompts, ANSWER, None, GREEDY)
     full = torch.cat((prompts, out.answers), dim=1)
     from latent_darm.latent_tokens.patterns import causal_pattern
 
@@ -68,10 +70,10 @@ def test_ar_decoding_is_greedy_continuation_of_the_causal_model(model):
 
 def test_bad_decoding_settings(model):
     with pytest.raises(ConfigError, match="-1"):
-        decode_diffusion(model, _prompts(), ANSWER, "scdm", -1, DecodeSettings(), torch.Generator())
+        SCDM.decode(model, _prompts(), ANSWER, -1, DecodeSettings(), torch.Generator())
     with pytest.raises(ConfigError, match="w must be at least 1, got 0"):
-        decode_autoregressive(model, _prompts(), ANSWER, "ar-mtp", 0)
-    with pytest.raises(ConfigError, match="--candidates: 1 must be at least k=2"):
+        AR_MTP.decode(model, _prompts(), ANSWER, 0, GREEDY)
+    with pytest.raises(ConfigError, match="--candidates: 1 must be ≥ 2 "):
         DecodeSettings(k=2, selection="confidence", candidates=1)
 
 
@@ -80,7 +82,7 @@ def test_confidence_over_all_commits_the_most_probable_position_first(model):
     position of the top probability of the plain full pass (MDM's pass is permutation-equivariant)."""
     prompts = _prompts()
     settings = DecodeSettings(selection="confidence", candidates=None, temperature=0)
-    out = decode_diffusion(model, prompts, ANSWER, "mdm", None, settings, torch.Generator().manual_seed(3))
+    out = MDM.decode(model, prompts, ANSWER, None, settings, torch.Generator().manual_seed(3))
     canvas = torch.cat((prompts, torch.full((3, ANSWER), model.config.mask_token_id)), dim=1)
     with torch.no_grad():
         logits = model(canvas).logits[:, PROMPT:].float()

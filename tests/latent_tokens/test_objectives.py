@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latent_darm.latent_tokens.objectives import ar_batch, diffusion_batch, window_batch
-from latent_darm.latent_tokens.patterns import diffusion_pattern
+from latent_darm.latent_tokens.objectives import ar_batch, window_batch
 from latent_darm.latent_tokens.tasks import WorldConfig, encode_rows, generate_splits
 from latent_darm.latent_tokens.train import MODEL_DIR, TrainSettings, train_variant
+from latent_darm.latent_tokens.variants import get_variant
 from latent_darm.models.llada.checkpoint import load_llada
 
 MASK = 4
@@ -23,7 +23,7 @@ def _rows() -> tuple[torch.Tensor, int]:
 @pytest.mark.parametrize("variant", ["mdm", "sidm", "scdm"])
 def test_diffusion_batch_is_a_clean_first_reordering_masking_only_answer_tokens(variant):
     rows, prompt = _rows()
-    batch = diffusion_batch(rows, prompt, MASK, variant, torch.Generator().manual_seed(0))
+    batch = get_variant(variant).batch(rows, prompt, MASK, torch.Generator().manual_seed(0))
     for b in range(rows.shape[0]):
         positions = batch.position_ids[b]
         assert sorted(positions.tolist()) == list(range(rows.shape[1]))  # a permutation: true positions kept
@@ -34,7 +34,7 @@ def test_diffusion_batch_is_a_clean_first_reordering_masking_only_answer_tokens(
         assert torch.equal(batch.input_ids[b][~masked], rows[b][positions[~masked]])
         assert torch.equal(batch.labels[b][masked], rows[b][positions[masked]])
         assert (batch.labels[b][~masked] == -100).all()
-        assert torch.equal(batch.pattern[b], diffusion_pattern(variant, clean, rows.shape[1]))
+        assert torch.equal(batch.pattern[b], get_variant(variant).pattern(clean, rows.shape[1]))
 
 
 def test_ar_batch_predicts_each_answer_token_from_the_column_before():

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from latent_darm.errors import ConfigError
-from latent_darm.latent_tokens.diagnostic import one_step
-from latent_darm.latent_tokens.objectives import batch_loss, diffusion_batch, excluded_ids, make_batch
+from latent_darm.latent_tokens.objectives import batch_loss, excluded_ids
 from latent_darm.latent_tokens.tasks import WorldConfig, encode_rows, generate_splits
 from latent_darm.latent_tokens.tokenizer import VOCABULARY
 from latent_darm.latent_tokens.train import MODEL_DIR, TrainSettings, ema_decay, new_model, train_variant
+from latent_darm.latent_tokens.variants import AR, AR_MTP, MDM, SCDM, SIDM
 from latent_darm.models.llada.checkpoint import load_llada, save_llada
 from latent_darm.models.llada.configuration import LLaDAConfig
 
@@ -54,7 +54,7 @@ def test_the_position_embedding_follows_the_position_ids_and_survives_a_checkpoi
 
 def test_special_logits_leave_the_training_softmax(rows):
     model = new_model(SMALL, max_length=rows[0].shape[1])
-    batch = make_batch("mdm", rows[0][:8], rows[1], model.config.mask_token_id, torch.Generator().manual_seed(0))
+    batch = MDM.batch(rows[0][:8], rows[1], model.config.mask_token_id, torch.Generator().manual_seed(0))
     plain = batch_loss(model, batch)
     restricted = batch_loss(model, batch, no_special_logits=True)
     assert torch.isfinite(restricted) and restricted < plain  # a smaller partition function
@@ -106,18 +106,18 @@ def test_one_step_diagnostic_compares_latents_with_none(rows):
     model = new_model(SMALL, max_length=rows[0].shape[1]).eval()
     model.model.transformer.wpe.weight.data.normal_(0, 1)  # an untrained model with some structure to read
     test, prompt = rows[0][:24], rows[1]
-    sidm = one_step(model, test, prompt, "sidm", 0, torch.Generator().manual_seed(0))
+    sidm = SIDM.one_step(model, test, prompt, 0, torch.Generator().manual_seed(0))
     assert sidm["loss"] == sidm["loss_none"]  # SIDM's target cannot read latent tokens at all
-    mdm = one_step(model, test, prompt, "mdm", None, torch.Generator().manual_seed(0))
+    mdm = MDM.one_step(model, test, prompt, None, torch.Generator().manual_seed(0))
     assert mdm["loss"] != mdm["loss_none"] and 0 <= mdm["accuracy"] <= 1
-    scdm0 = one_step(model, test, prompt, "scdm", 0, torch.Generator().manual_seed(0))
+    scdm0 = SCDM.one_step(model, test, prompt, 0, torch.Generator().manual_seed(0))
     assert scdm0["loss"] == scdm0["loss_none"]  # n = 0 is the pass without latent tokens
-    assert one_step(model, test, prompt, "scdm", None, torch.Generator().manual_seed(0)) == one_step(
-        model, test, prompt, "scdm", None, torch.Generator().manual_seed(0)
+    assert SCDM.one_step(model, test, prompt, None, torch.Generator().manual_seed(0)) == SCDM.one_step(
+        model, test, prompt, None, torch.Generator().manual_seed(0)
     )  # reproducible
-    w1 = one_step(model, test, prompt, "ar-mtp", 1, torch.Generator().manual_seed(0))
+    w1 = AR_MTP.one_step(model, test, prompt, 1, torch.Generator().manual_seed(0))
     assert w1["loss"] == w1["loss_none"]
-    assert one_step(model, test, prompt, "ar", None, torch.Generator()) is None
+    assert AR.one_step(model, test, prompt, None, torch.Generator()) is None
 
 
 def test_the_paper_preset_builds_and_trains_a_step_with_its_shapes_on_cpu(rows):
@@ -133,7 +133,7 @@ def test_the_paper_preset_builds_and_trains_a_step_with_its_shapes_on_cpu(rows):
     assert 24e6 < sum(p.numel() for p in model.parameters()) < 26e6
     world = replace(settings.world, train_size=2, test_size=1)
     batch_rows = encode_rows(world, generate_splits(world)["train"])
-    batch = make_batch("scdm", batch_rows, world.prompt_length, model.config.mask_token_id, torch.Generator())
+    batch = SCDM.batch(batch_rows, world.prompt_length, model.config.mask_token_id, torch.Generator())
     loss = batch_loss(model, batch, no_special_logits=True)
     loss.backward()
     assert torch.isfinite(loss) and model.model.transformer.wpe.weight.grad is not None
@@ -161,10 +161,8 @@ def test_noise_puzzle_masks_puzzle_cells_but_never_bos_sep_or_padding():
     prompt = config.prompt_length
     pad, mask = VOCABULARY.index("[PAD]"), VOCABULARY.index("[MASK]")
     assert (rows[:, 1 : prompt - 1] == pad).any()  # countdown puzzles are left-padded
-    plain = diffusion_batch(rows, prompt, mask, "scdm", torch.Generator().manual_seed(0))
-    noised = diffusion_batch(
-        rows, prompt, mask, "scdm", torch.Generator().manual_seed(0), noise_puzzle=True, pad_id=pad
-    )
+    plain = SCDM.batch(rows, prompt, mask, torch.Generator().manual_seed(0))
+    noised = SCDM.batch(rows, prompt, mask, torch.Generator().manual_seed(0), noise_puzzle=True, pad_id=pad)
     for batch in (plain, noised):
         masked = batch.input_ids == mask
         true = batch.position_ids[masked]

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from latent_darm.errors import ConfigError
-from latent_darm.latent_tokens.decoding import DecodeSettings, decode_diffusion
-from latent_darm.latent_tokens.patterns import causal_pattern, check_variant, diffusion_pattern, window_pattern
+from latent_darm.latent_tokens.decoding import DecodeSettings
+from latent_darm.latent_tokens.patterns import causal_pattern, window_pattern
 from latent_darm.latent_tokens.train import TrainSettings, new_model
+from latent_darm.latent_tokens.variants import MDM, SCDM, SIDM, get_variant
 
 
 def _matrix(rows: list[str]) -> torch.Tensor:
@@ -16,40 +17,40 @@ def _matrix(rows: list[str]) -> torch.Tensor:
 
 
 def test_mdm_is_full_attention():
-    assert diffusion_pattern("mdm", 2, 4).all()
+    assert MDM.pattern(2, 4).all()
 
 
 def test_sidm_clean_sees_clean_masked_sees_clean_and_itself():
     # columns 0,1 clean; 2,3,4 masked
     expected = _matrix(["11000", "11000", "11100", "11010", "11001"])
-    assert torch.equal(diffusion_pattern("sidm", 2, 5), expected)
+    assert torch.equal(SIDM.pattern(2, 5), expected)
 
 
 def test_scdm_masked_sees_clean_and_earlier_masked_in_the_order():
     expected = _matrix(["11000", "11000", "11100", "11110", "11111"])
-    assert torch.equal(diffusion_pattern("scdm", 2, 5), expected)
+    assert torch.equal(SCDM.pattern(2, 5), expected)
 
 
 def test_scdm_targets_see_clean_every_latent_and_themselves_not_each_other():
     # 1 clean, 2 latents (cols 1,2), 2 targets (cols 3,4)
     expected = _matrix(["10000", "11000", "11100", "11110", "11101"])
-    assert torch.equal(diffusion_pattern("scdm", 1, 5, targets=2), expected)
+    assert torch.equal(SCDM.pattern(1, 5, targets=2), expected)
 
 
 def test_scdm_with_no_latents_is_sidm_for_the_target():
-    assert torch.equal(diffusion_pattern("scdm", 3, 4, targets=1), diffusion_pattern("sidm", 3, 4, targets=1))
+    assert torch.equal(SCDM.pattern(3, 4, targets=1), SIDM.pattern(3, 4, targets=1))
 
 
 def test_scdm_target_with_every_masked_position_as_latent_sees_what_mdm_sees():
-    pattern = diffusion_pattern("scdm", 2, 6, targets=1)
-    assert pattern[-1].all() and torch.equal(pattern[-1], diffusion_pattern("mdm", 2, 6, targets=1)[-1])
+    pattern = SCDM.pattern(2, 6, targets=1)
+    assert pattern[-1].all() and torch.equal(pattern[-1], MDM.pattern(2, 6, targets=1)[-1])
 
 
 def test_per_row_clean_counts_give_one_pattern_per_row():
-    batched = diffusion_pattern("sidm", torch.tensor([1, 3]), 4)
+    batched = SIDM.pattern(torch.tensor([1, 3]), 4)
     assert batched.shape == (2, 4, 4)
-    assert torch.equal(batched[0], diffusion_pattern("sidm", 1, 4))
-    assert torch.equal(batched[1], diffusion_pattern("sidm", 3, 4))
+    assert torch.equal(batched[0], SIDM.pattern(1, 4))
+    assert torch.equal(batched[1], SIDM.pattern(3, 4))
 
 
 def test_ar_is_causal():
@@ -62,10 +63,8 @@ def test_window_is_full_over_the_visible_prefix_and_hides_the_rest():
 
 
 def test_unknown_variant_is_a_one_line_error_naming_it():
-    with pytest.raises(ConfigError, match="'bogus'"):
-        check_variant("bogus")
-    with pytest.raises(ConfigError, match="'ar'"):
-        diffusion_pattern("ar", 1, 3)
+    with pytest.raises(ConfigError, match="unknown variant 'bogus'; expected one of mdm, sidm, scdm, ar, ar-mtp"):
+        get_variant("bogus")
 
 
 def test_mdm_decoding_pass_with_reordered_and_dropped_columns_is_the_plain_forward():
@@ -79,9 +78,7 @@ def test_mdm_decoding_pass_with_reordered_and_dropped_columns_is_the_plain_forwa
     canvas[:, 7] = 9  # one committed answer token
     plain = model(canvas).logits
     columns = torch.tensor([0, 1, 2, 3, 4, 7, 10, 5, 11, 6, 8, 9])  # clean first, masked in a random order
-    reordered = model(
-        canvas[:, columns], position_ids=columns, attention_pattern=diffusion_pattern("mdm", 6, 12, targets=1)
-    ).logits
+    reordered = model(canvas[:, columns], position_ids=columns, attention_pattern=MDM.pattern(6, 12, targets=1)).logits
     assert torch.allclose(reordered, plain[:, columns], atol=1e-5)
 
 
@@ -91,21 +88,19 @@ def test_scdm_decoding_with_all_latents_computes_every_masked_position_like_mdm(
     model = new_model(TrainSettings(layers=1, d_model=32, heads=2), max_length=10).eval()
     prompts = torch.randint(6, 15, (2, 4))
     settings = DecodeSettings()
-    full = decode_diffusion(model, prompts, 6, variant, None, settings, torch.Generator().manual_seed(0))
+    full = get_variant(variant).decode(model, prompts, 6, None, settings, torch.Generator().manual_seed(0))
     # step s holds the 4 prompt columns and all 6 answer columns: 10 per pass
     assert full.forward_passes == 6 and full.tokens == 6 * 10
-    none = decode_diffusion(model, prompts, 6, "scdm", 0, settings, torch.Generator().manual_seed(0))
+    none = SCDM.decode(model, prompts, 6, 0, settings, torch.Generator().manual_seed(0))
     # step s holds the prompt, s committed tokens and the one being decoded
     assert none.tokens == sum(4 + s + 1 for s in range(6))
 
 
 def test_chained_scdm_targets_read_the_targets_before_them():
-    plain = diffusion_pattern("scdm", 2, 7, targets=3)
-    chained = diffusion_pattern("scdm", 2, 7, targets=3, chain_targets=True)
+    plain = SCDM.pattern(2, 7, targets=3)
+    chained = SCDM.pattern(2, 7, targets=3, chain_targets=True)
     # columns: clean 0-1, latents 2-3, targets 4-6
     assert not plain[6, 4] and not plain[5, 4]
     assert chained[6, 4] and chained[6, 5] and chained[5, 4] and not chained[4, 5] and not chained[5, 6]
     assert torch.equal(plain, chained & ~(torch.ones(7, 7, dtype=torch.bool).tril(-1) & (torch.arange(7) >= 4)))
-    assert torch.equal(
-        diffusion_pattern("scdm", 2, 7, targets=1), diffusion_pattern("scdm", 2, 7, 1, chain_targets=True)
-    )
+    assert torch.equal(SCDM.pattern(2, 7, targets=1), SCDM.pattern(2, 7, 1, chain_targets=True))

@@ -58,10 +58,11 @@ def test_generate_plans_and_settings(planner):
     assert len(plans) == 1 and len(plans[0].token_ids) == 8
     with pytest.raises(ConfigError, match="valid: entropy_bound"):
         planner.sampler_config(gen_length=8, steps=2, remasking="low_confidence")
-    with pytest.raises(ConfigError, match="threshold is not a DiffusionGemma setting"):
-        planner.sampler_config(gen_length=8, steps=2, threshold=0.9)
-    with pytest.raises(ConfigError, match="block_length is not used by DiffusionGemma"):
-        planner.sampler_config(gen_length=8, steps=2, block_length=4)
+    # Settings of other families, the last three once accepted and silently ignored: one line naming each.
+    others = {"threshold": 0.9, "block_length": 4, "logits_eos_inf": True, "confidence_eos_eot_inf": True}
+    for name, value in {**others, "lookahead_choice": "random"}.items():
+        with pytest.raises(ConfigError, match=f"^{name} is not a DiffusionGemma sampler setting$"):
+            planner.sampler_config(gen_length=8, steps=2, **{name: value})
 
 
 def test_forward_scores_the_canvas(planner):

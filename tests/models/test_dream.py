@@ -13,8 +13,8 @@ import torch
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.models.dream.modeling import DreamModel
-from latent_darm.models.dream.sampler import reveal_count, timestep_grid
-from latent_darm.sampling import SamplerConfig
+from latent_darm.models.dream.sampler import DreamSamplerConfig, reveal_count, timestep_grid
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
 from tests.reference_dream import ReferenceDream, reference_diffusion_generate
 
 
@@ -214,11 +214,12 @@ def test_prefix_cache_first_pass_is_exact(planner):
     ("options", "message"),
     [
         ({"remasking": "low_confidence"}, "valid: maskgit_plus, topk_margin, entropy, origin"),
-        ({"block_length": 8}, "block_length is not used by Dream"),
+        ({"block_length": 8}, "block_length is not a Dream sampler setting"),
         ({"steps": 20}, "steps 20 exceeds gen_length 16"),
         ({"steps": 0}, "steps must be a positive integer"),
         ({"cache": "dual"}, "valid: none, prefix"),
-        ({"cfg_scale": 1.0}, "cfg_scale is a LLaDA sampler setting"),
+        ({"cfg_scale": 1.0}, "cfg_scale is not a Dream sampler setting"),
+        ({"lookahead": 2}, "lookahead is not a Dream sampler setting"),
         ({"threshold": 0.9, "remasking": "entropy"}, "threshold needs remasking"),
     ],
 )
@@ -231,9 +232,11 @@ def test_llada_refuses_dream_settings(llada_dir):
     llada = DiffusionLM.from_pretrained(llada_dir)
     with pytest.raises(ConfigError, match="valid: low_confidence, random"):
         llada.sampler_config(gen_length=32, steps=32, remasking="entropy")
-    with pytest.raises(ConfigError, match="top_k is a Dream sampler setting"):
+    with pytest.raises(ConfigError, match="top_k is not a LLaDA sampler setting"):
         llada.sampler_config(gen_length=32, steps=32, top_k=5)
-    assert llada.sampler_config(gen_length=64, steps=64) == SamplerConfig(gen_length=64, steps=64)
+    assert llada.sampler_config(gen_length=64, steps=64) == LLaDASamplerConfig(gen_length=64, steps=64)
+    with pytest.raises(ConfigError, match="a DreamSamplerConfig is not a LLaDA sampler config"):
+        llada.generate(["Add 2 and 2."], DreamSamplerConfig(gen_length=8, steps=8))
 
 
 def test_bad_checkpoints(dream_dir, tmp_path, dream_tokenizer):

@@ -8,7 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from latent_darm.models.llada.configuration import LLaDAConfig
 from latent_darm.models.llada.modeling import KVCache
-from latent_darm.models.tiny import random_llada
+from latent_darm.models.tiny import LLADA_BLOCK_AS_LLAMA, random_llada
 
 
 def _as_bidirectional_llama(model) -> LlamaForCausalLM:
@@ -34,19 +34,8 @@ def _as_bidirectional_llama(model) -> LlamaForCausalLM:
         "model.norm.weight": t.ln_f.weight,
         "lm_head.weight": t.ff_out.weight,
     }
-    names = {
-        "q_proj": "self_attn.q_proj",
-        "k_proj": "self_attn.k_proj",
-        "v_proj": "self_attn.v_proj",
-        "attn_out": "self_attn.o_proj",
-        "ff_proj": "mlp.gate_proj",
-        "up_proj": "mlp.up_proj",
-        "ff_out": "mlp.down_proj",
-        "attn_norm": "input_layernorm",
-        "ff_norm": "post_attention_layernorm",
-    }
     for i, block in enumerate(t.blocks):
-        for ours, theirs in names.items():
+        for ours, theirs in LLADA_BLOCK_AS_LLAMA.items():
             state[f"model.layers.{i}.{theirs}.weight"] = getattr(block, ours).weight
     llama.load_state_dict(state, strict=True)
     for layer in llama.model.layers:

@@ -12,12 +12,12 @@ from latent_darm.api import LatentDARM
 from latent_darm.errors import ConfigError
 from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.diffusion_lm import DiffusionLM
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.pipelines.text import TextPipeline
 from latent_darm.pipelines.writers import Written
 from latent_darm.projector.model import Projector
-from latent_darm.sampling import SamplerConfig
 
 QUESTIONS = [
     "What is 3x + 7 = 22?",
@@ -151,7 +151,7 @@ def test_latent_pipeline_is_planner_latents_through_projector_into_the_executor(
     results = pipeline.run(QUESTIONS, "math", batch_size=2)
     templates = PromptTemplates()
     planner, executor, projector = pipeline.planner, pipeline.executor, pipeline.projector
-    sampler = SamplerConfig(gen_length=PLAN, block_length=8, steps=PLAN, hidden_layer=-1)
+    sampler = LLaDASamplerConfig(gen_length=PLAN, block_length=8, steps=PLAN, hidden_layer=-1)
     plans = planner.generate([templates.planner_prompt(q) for q in QUESTIONS], sampler, batch_size=1)
     soft = projector(torch.stack([p.latents for p in plans]))
     expected = executor.generate_from_embeddings(

@@ -11,19 +11,19 @@ import pytest
 import torch
 
 from latent_darm.api import LatentDARM
-from latent_darm.cli.eval import build_spec
 from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.diffusion_lm import DiffusionLM
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
+from latent_darm.pipelines.builder import build_spec
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.projector.model import Projector, ProjectorConfig
-from latent_darm.sampling import SamplerConfig
 
 QUESTION = "What is 3x + 7 = 22?"
 # Plan length 8 (the toy world's) with non-default settings everywhere a trainer could set them.
-TRAINED = SamplerConfig(gen_length=8, block_length=4, steps=4, denoise_fraction=0.5, cache="prefix", threshold=0.9)
+TRAINED = LLaDASamplerConfig(gen_length=8, block_length=4, steps=4, denoise_fraction=0.5, cache="prefix", threshold=0.9)
 
 
-def save_projector(directory, llada_dir, executor_dir, sampler: SamplerConfig | None):
+def save_projector(directory, llada_dir, executor_dir, sampler: LLaDASamplerConfig | None):
     planner = DiffusionLM.from_pretrained(llada_dir)
     executor = AutoregressiveLM.from_pretrained(executor_dir)
     torch.manual_seed(0)
@@ -59,7 +59,7 @@ def test_build_pipeline_and_the_api_fill_in_the_stored_settings_and_warn_once(tr
             "max_new_tokens": 4}, "projector": str(trained)}  # fmt: skip
     with caplog.at_level(logging.WARNING):
         pipeline = build_pipeline(spec, models)
-    assert pipeline.sampler == SamplerConfig(**{**TRAINED.to_dict(), "hidden_layer": -1})
+    assert pipeline.sampler == LLaDASamplerConfig(**{**TRAINED.to_dict(), "hidden_layer": -1})
     assert not caplog.records and "sampler_differs_from_training" not in pipeline.describe()
     with caplog.at_level(logging.WARNING):
         pipeline = build_pipeline({**spec, "planner": {**bare, "denoise_fraction": 1.0}}, models)
@@ -67,7 +67,7 @@ def test_build_pipeline_and_the_api_fill_in_the_stored_settings_and_warn_once(tr
     assert pipeline.describe()["sampler_differs_from_training"] == {"denoise_fraction": {"trained": 0.5, "used": 1.0}}
     assert [r.getMessage().count("denoise_fraction 1.0 (trained with 0.5)") for r in caplog.records] == [1]
     api = LatentDARM.from_pretrained(llada_dir, executor_dir, trained, max_new_tokens=4)
-    assert api.pipeline.sampler == SamplerConfig(**{**TRAINED.to_dict(), "hidden_layer": -1})
+    assert api.pipeline.sampler == LLaDASamplerConfig(**{**TRAINED.to_dict(), "hidden_layer": -1})
 
 
 def test_solve_and_eval_with_a_plan_length_8_projector_need_no_block_length(

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from latent_darm.errors import CheckpointError
+from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.models.splice import PLACEMENTS, PLAN_CUE, PLAN_MARKER
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.projector.model import Projector, ProjectorConfig
@@ -54,6 +54,17 @@ def test_generation_reads_the_soft_tokens_at_their_placement(executor, identity,
     soft = soft_tokens(executor, identity, plan)
     out = executor.generate_from_embeddings([soft], [prompt], placement=placement, max_new_tokens=5)
     assert out[0].token_ids == greedy_by_recomputation(executor, before, plan, after, 5, 1.0)
+
+
+def test_an_unknown_placement_is_one_error_from_segments_and_generation(executor, identity):  # noqa: F811
+    """``plan_segments`` is the one check (generation goes through it before decoding anything)."""
+    prompt = TEMPLATES.soft_token_prompt(QUESTION, "integer", "prefix")
+    soft = soft_tokens(executor, identity, plan_ids(5, 11))
+    refusal = r"^placement must be one of prefix, inline, prefix-cue, got 'suffix'$"
+    with pytest.raises(ConfigError, match=refusal):
+        executor.plan_segments(prompt, "suffix")
+    with pytest.raises(ConfigError, match=refusal):
+        executor.generate_from_embeddings([soft, soft], [prompt, prompt], placement="suffix", max_new_tokens=5)
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)

@@ -66,9 +66,9 @@ def test_a_projector_learns_to_write_into_qwens_embeddings(qwen, llada_dir, tmp_
     """The latent channel on a real executor: a tiny random LLaDA's plan latents, projected into Qwen's input
     embeddings (its scale, its tokenizer, its ChatML prompt), trained a few steps: the held-out loss falls."""
     from latent_darm.models.diffusion_lm import DiffusionLM
+    from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
     from latent_darm.pipelines.prompts import PromptTemplates
     from latent_darm.projector.model import Projector
-    from latent_darm.sampling.config import SamplerConfig
     from latent_darm.training.data import TrainingExample, example_id
     from latent_darm.training.latent_cache import build_latent_cache
     from latent_darm.training.projector_trainer import ProjectorTrainingConfig, train_projector
@@ -79,7 +79,7 @@ def test_a_projector_learns_to_write_into_qwens_embeddings(qwen, llada_dir, tmp_
                                 "integer", "sums") for a, b in pairs]  # fmt: skip
     train, held_out = examples[:12], examples[12:]
     planner = DiffusionLM.from_pretrained(llada_dir)
-    sampler = SamplerConfig(gen_length=8, block_length=8, steps=8, hidden_layer=-1)
+    sampler = LLaDASamplerConfig(gen_length=8, block_length=8, steps=8, hidden_layer=-1)
     templates = PromptTemplates(executor_latent="{question}")  # a short prompt: each step is a 0.5B backward pass
     cache = build_latent_cache(planner, examples, tmp_path / "latents", sampler, templates, batch_size=8)
     torch.manual_seed(0)

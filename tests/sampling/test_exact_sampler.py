@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from latent_darm.errors import ConfigError
-from latent_darm.sampling import SamplerConfig, SpecialIds, diffusion_generate, generate_exact
+from latent_darm.models.llada.sampler import generate_exact, llada_generate
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
+from latent_darm.sampling import SpecialIds
 from tests.reference_llada import reference_generate
 from tests.sampling.prompts import left_padded
 
@@ -40,7 +42,7 @@ def _compare(model, ids, prompt, mask, **settings):
     expected = reference_generate(
         model, prompt, mask, mask_id=ids.mask, eos_id=ids.eos, eot_id=ids.eot, **reference_kwargs
     )
-    got = generate_exact(model, prompt, mask, SamplerConfig(**settings), ids)
+    got = generate_exact(model, prompt, mask, LLaDASamplerConfig(**settings), ids)
     assert torch.equal(got.sequences, expected), settings
     return got
 
@@ -86,12 +88,12 @@ def test_eos_options_change_the_output_of_an_eos_loving_model(tokenizer, ids):
     with torch.no_grad():
         model.model.transformer.ff_out.weight[ids.eos] *= 6
     prompt = torch.randint(20, 300, (2, 6))
-    base = SamplerConfig(gen_length=16, block_length=8, steps=16)
+    base = LLaDASamplerConfig(gen_length=16, block_length=8, steps=16)
     plain = generate_exact(model, prompt, None, base, ids).generated
-    no_eos = generate_exact(model, prompt, None, SamplerConfig(**{**base.to_dict(), "logits_eos_inf": True}), ids)
+    no_eos = generate_exact(model, prompt, None, LLaDASamplerConfig(**{**base.to_dict(), "logits_eos_inf": True}), ids)
     assert (plain == ids.eos).any() and not (no_eos.generated == ids.eos).any()
     late_eos = generate_exact(
-        model, prompt, None, SamplerConfig(**{**base.to_dict(), "confidence_eos_eot_inf": True}), ids
+        model, prompt, None, LLaDASamplerConfig(**{**base.to_dict(), "confidence_eos_eot_inf": True}), ids
     )
     assert not torch.equal(late_eos.generated, plain)
 
@@ -106,13 +108,13 @@ def test_random_remasking_reproduces_the_reference_draws_with_the_same_seed(llad
         llada_model, prompt, mask, mask_id=ids.mask, eos_id=ids.eos, eot_id=ids.eot, **settings
     )
     torch.manual_seed(seed)
-    got = generate_exact(llada_model, prompt, mask, SamplerConfig(**settings), ids)
+    got = generate_exact(llada_model, prompt, mask, LLaDASamplerConfig(**settings), ids)
     assert torch.equal(got.sequences, expected)
 
 
 def test_temperature_sampling_is_seeded_and_varies(llada_model, ids):
     prompt = torch.randint(20, 300, (2, 8))
-    config = SamplerConfig(gen_length=16, block_length=8, steps=8, temperature=1.0)
+    config = LLaDASamplerConfig(gen_length=16, block_length=8, steps=8, temperature=1.0)
     first = generate_exact(llada_model, prompt, None, config, ids, torch.Generator().manual_seed(1)).generated
     again = generate_exact(llada_model, prompt, None, config, ids, torch.Generator().manual_seed(1)).generated
     other = generate_exact(llada_model, prompt, None, config, ids, torch.Generator().manual_seed(2)).generated
@@ -121,13 +123,13 @@ def test_temperature_sampling_is_seeded_and_varies(llada_model, ids):
 
 def test_nfe_latents_and_partial_denoising(llada_model, ids):
     prompt = torch.randint(20, 300, (3, 7))
-    config = SamplerConfig(gen_length=16, block_length=8, steps=16, hidden_layer=-1)
+    config = LLaDASamplerConfig(gen_length=16, block_length=8, steps=16, hidden_layer=-1)
     out = generate_exact(llada_model, prompt, None, config, ids)
     assert out.nfe == 16 and out.row_nfe.tolist() == [16, 16, 16]
     assert out.hidden.shape == (3, 16, llada_model.config.d_model)
     # The latents come from the last forward pass, which saw the canvas one step before the end.
     penultimate = generate_exact(
-        llada_model, prompt, None, SamplerConfig(**{**config.to_dict(), "denoise_fraction": 15 / 16}), ids
+        llada_model, prompt, None, LLaDASamplerConfig(**{**config.to_dict(), "denoise_fraction": 15 / 16}), ids
     )
     assert penultimate.nfe == 15
     assert ((penultimate.sequences != out.sequences).sum(dim=1) == 1).all()
@@ -135,18 +137,18 @@ def test_nfe_latents_and_partial_denoising(llada_model, ids):
     assert torch.allclose(out.hidden, expected, atol=1e-5)
     # After half of the steps the second block is still fully masked.
     half = generate_exact(
-        llada_model, prompt, None, SamplerConfig(**{**config.to_dict(), "denoise_fraction": 0.5}), ids
+        llada_model, prompt, None, LLaDASamplerConfig(**{**config.to_dict(), "denoise_fraction": 0.5}), ids
     )
     assert half.nfe == 8 and (half.generated[:, 8:] == ids.mask).all()
     assert torch.equal(half.generated[:, :8], out.generated[:, :8])
 
 
 def test_cfg_without_attention_mask_works(llada_model, ids):
-    out = diffusion_generate(
+    out = llada_generate(
         llada_model,
         torch.randint(20, 300, (2, 5)),
         None,
-        SamplerConfig(gen_length=8, block_length=4, steps=4, cfg_scale=1.0),
+        LLaDASamplerConfig(gen_length=8, block_length=4, steps=4, cfg_scale=1.0),
         ids,
     )
     assert out.nfe == 8
@@ -157,18 +159,18 @@ def test_cfg_without_attention_mask_works(llada_model, ids):
     [
         (dict(gen_length=10, block_length=4), "gen_length 10 is not divisible by block_length 4"),
         (dict(gen_length=16, block_length=4, steps=6), "steps 6 is not divisible by the number of blocks 4"),
-        (dict(remasking="greedy"), "remasking must be"),
+        (dict(remasking="greedy"), "remasking 'greedy' is not known to LLaDA"),
         (dict(threshold=1.5), "threshold must be in"),
         (dict(cache="full"), "cache must be"),
     ],
 )
 def test_bad_settings_name_the_field(settings, message):
     with pytest.raises(ConfigError, match=message):
-        SamplerConfig(**settings)
+        LLaDASamplerConfig(**settings)
 
 
 def test_bad_prompts_are_refused(llada_model, ids):
-    config = SamplerConfig(gen_length=8, block_length=8, steps=8)
+    config = LLaDASamplerConfig(gen_length=8, block_length=8, steps=8)
     too_long = torch.randint(20, 300, (1, llada_model.config.max_sequence_length))
     with pytest.raises(ConfigError, match="exceeds the model's max_sequence_length"):
         generate_exact(llada_model, too_long, None, config, ids)
@@ -230,7 +232,7 @@ def test_temperature_sampling_reproduces_the_reference_with_the_same_seed(tokeni
         torch.manual_seed(seed)
         expected = reference_generate(model, prompt, mask, mask_id=ids.mask, eos_id=ids.eos, eot_id=ids.eot, **settings)
         torch.manual_seed(seed)
-        got = generate_exact(model, prompt, mask, SamplerConfig(**settings), ids)
+        got = generate_exact(model, prompt, mask, LLaDASamplerConfig(**settings), ids)
     assert torch.equal(got.sequences, expected), settings
 
 
@@ -239,8 +241,8 @@ def test_eos_confidence_exclusion_at_every_temperature_is_an_option(tokenizer, i
     temperature, and must change what a seeded EOS-loving run produces."""
     model = _eos_loving_model(tokenizer, ids, 21)
     prompt = torch.randint(20, 300, (2, 6))
-    base = SamplerConfig(gen_length=32, block_length=16, steps=8, temperature=1.0, confidence_eos_eot_inf=True)
+    base = LLaDASamplerConfig(gen_length=32, block_length=16, steps=8, temperature=1.0, confidence_eos_eot_inf=True)
     reference_like = generate_exact(model, prompt, None, base, ids, torch.Generator().manual_seed(3)).generated
-    everywhere = SamplerConfig(**{**base.to_dict(), "confidence_eos_every_temperature": True})
+    everywhere = LLaDASamplerConfig(**{**base.to_dict(), "confidence_eos_every_temperature": True})
     extended = generate_exact(model, prompt, None, everywhere, ids, torch.Generator().manual_seed(3)).generated
     assert not torch.equal(reference_like, extended)

@@ -16,7 +16,9 @@ import random
 import pytest
 import torch
 
-from latent_darm.sampling import SamplerConfig, SpecialIds, diffusion_generate
+from latent_darm.models.llada.sampler import llada_generate
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
+from latent_darm.sampling import SpecialIds
 from tests.sampling.prompts import left_padded
 
 MODES = {
@@ -40,11 +42,11 @@ def _prompts(pad_id: int, batch: int, seed: int) -> tuple[torch.Tensor, torch.Te
     return left_padded([[rng.randint(20, 299) for _ in range(length)] for length in lengths], pad_id)
 
 
-def _before_last_step(model, prompt, mask, config: SamplerConfig, ids: SpecialIds, nfe: int) -> torch.Tensor:
+def _before_last_step(model, prompt, mask, config: LLaDASamplerConfig, ids: SpecialIds, nfe: int) -> torch.Tensor:
     """The canvas the last pass saw: the same run stopped one step earlier (``denoise_fraction``)."""
-    earlier = SamplerConfig(**{**config.to_dict(), "denoise_fraction": (nfe - 1) / config.steps})
+    earlier = LLaDASamplerConfig(**{**config.to_dict(), "denoise_fraction": (nfe - 1) / config.steps})
     assert earlier.step_budget == nfe - 1
-    return diffusion_generate(model, prompt, mask, earlier, ids).sequences
+    return llada_generate(model, prompt, mask, earlier, ids).sequences
 
 
 def _uncached(model, canvas, mask, prompt_length, layer):
@@ -55,14 +57,14 @@ def _uncached(model, canvas, mask, prompt_length, layer):
 @pytest.mark.parametrize("layer", [1, -1])
 @pytest.mark.parametrize("mode", list(MODES))
 def test_latents_are_the_states_of_the_pass_the_method_says(llada_model, tokenizer, ids, mode, layer):
-    config = SamplerConfig(gen_length=24, block_length=8, steps=24, hidden_layer=layer, **MODES[mode])
+    config = LLaDASamplerConfig(gen_length=24, block_length=8, steps=24, hidden_layer=layer, **MODES[mode])
     prompt, mask = _prompts(tokenizer.pad_token_id, 3, 1)
     batches = [(prompt, mask)]
     if config.threshold is not None:  # rows finish at different steps: each runs alone to find its last canvas
         batches = [(prompt[row : row + 1], mask[row : row + 1]) for row in range(3)]
     last_block = slice(config.gen_length - config.block_length, None)
     for rows_prompt, rows_mask in batches:
-        out = diffusion_generate(llada_model, rows_prompt, rows_mask, config, ids)
+        out = llada_generate(llada_model, rows_prompt, rows_mask, config, ids)
         assert out.hidden is not None and not (out.generated == ids.mask).any()
         before_last_step = _before_last_step(llada_model, rows_prompt, rows_mask, config, ids, out.nfe)
         last_pass = _uncached(llada_model, before_last_step, rows_mask, prompt.shape[1], layer)

@@ -1,6 +1,7 @@
-"""One-way imports: a base of small modules (errors, io, grading, ...) ← models (with the sampler) ← projector ←
-pipelines ← evaluation | training ← toy ← cli / api. No part of the package, imported whole, loads a part above
-it; evaluation and training load nothing of each other."""
+"""One-way imports: a base of small modules (errors, io, grading, sampling: the types every family's sampler
+shares, ...) ← models (each family with its sampler) ← projector ← pipelines ← evaluation | training ← toy ← cli /
+api. No part of the package, imported whole, loads a part above it; evaluation and training load nothing of each
+other."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ BASE = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__",
 # Bottom to top; parts of one layer may import each other.
 LAYERS = [
     BASE,
-    ["models", "sampling"],
+    ["models"],
     ["projector"],
     ["pipelines"],
     ["evaluation", "training"],

@@ -10,6 +10,7 @@ from latent_darm.errors import DataError
 from latent_darm.training.data import (
     TrainingExample,
     check_no_overlap,
+    dedupe,
     example_id,
     examples_from_jsonl,
     format_target,
@@ -40,6 +41,13 @@ def test_jsonl_source_and_its_errors(tmp_path):
 def test_targets_use_the_answer_format_the_executor_is_asked_for():
     assert format_target("C", "mc") == "Answer: C"
     assert format_target("\\frac{1}{2}", "math") == "\\boxed{\\frac{1}{2}}"
+
+
+def test_dedupe_keeps_the_first_copy_per_source_and_normalised_question():
+    first, copy, other_source = _example("What is 1+1?"), _example("what is 1 + 1"), _example("What is 1+1?", "t")
+    copy = TrainingExample(copy.id, copy.question, "2", "math", "s")
+    later = _example("Next?")
+    assert dedupe([first, later, copy, other_source]) == [first, later, other_source]
 
 
 def test_held_out_split_is_per_source_deterministic_and_disjoint():

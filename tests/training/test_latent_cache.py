@@ -11,12 +11,12 @@ import torch
 from latent_darm.errors import ConfigError, DataError
 from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.models.llada.checkpoint import load_llada, save_llada
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
 from latent_darm.pipelines.prompts import PromptTemplates
-from latent_darm.sampling import SamplerConfig
 from latent_darm.training.data import TrainingExample, example_id
 from latent_darm.training.latent_cache import LatentCache, build_latent_cache
 
-SAMPLER = SamplerConfig(gen_length=8, block_length=8, steps=8, hidden_layer=-1)
+SAMPLER = LLaDASamplerConfig(gen_length=8, block_length=8, steps=8, hidden_layer=-1)
 
 
 def _examples(n: int, start: int = 0) -> list[TrainingExample]:
@@ -76,7 +76,7 @@ def test_resume_computes_only_what_is_missing(tmp_path, planner):
 
 def test_a_different_setting_is_refused(tmp_path, planner):
     build_latent_cache(planner, _examples(2), tmp_path, SAMPLER, PromptTemplates())
-    other = SamplerConfig(gen_length=16, block_length=8, steps=16, hidden_layer=-1)
+    other = LLaDASamplerConfig(gen_length=16, block_length=8, steps=16, hidden_layer=-1)
     with pytest.raises(ConfigError, match="built with a different 'sampler'"):
         build_latent_cache(planner, _examples(2), tmp_path, other, PromptTemplates())
 
@@ -84,7 +84,11 @@ def test_a_different_setting_is_refused(tmp_path, planner):
 def test_bad_input(tmp_path, planner):
     with pytest.raises(ConfigError, match="needs sampler.hidden_layer"):
         build_latent_cache(
-            planner, _examples(1), tmp_path, SamplerConfig(gen_length=8, block_length=8, steps=8), PromptTemplates()
+            planner,
+            _examples(1),
+            tmp_path,
+            LLaDASamplerConfig(gen_length=8, block_length=8, steps=8),
+            PromptTemplates(),
         )
     with pytest.raises(DataError, match="duplicate ids"):
         build_latent_cache(planner, _examples(1) * 2, tmp_path / "dup", SAMPLER, PromptTemplates())

@@ -8,20 +8,30 @@ import torch
 
 from latent_darm.errors import ConfigError
 from latent_darm.projector.model import Projector, ProjectorConfig
-from latent_darm.training.projector_lstsq import lstsq_projector, plan_token_embeddings, ridge_map
+from latent_darm.training.projector_lstsq import (
+    RidgeSums,
+    lstsq_projector,
+    plan_token_embeddings,
+    ridge_map,
+    ridge_map_from_cache,
+)
 
 D_EXEC, D_PLAN, VOCAB = 12, 20, 50
 
 
 def synthetic(n: int, length: int = 6, rows_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(table [V, d_e], token embeddings [n, L, d_e], latents [n, L, d_p] = embeddings @ M + c): an exact linear
-    image. The table, M and c are fixed; ``rows_seed`` draws other tokens."""
+    """(table [V, d_e], token embeddings [n, L, d_e], latents [n, L, d_p] = [embeddings, noise] @ M + c): an
+    invertible linear image of the embeddings beside d_p − d_e dimensions of noise, so the latents have full rank
+    and the embeddings are an exact linear function of them. The table, M and c are fixed; ``rows_seed`` draws
+    other tokens and noise."""
     g = torch.Generator().manual_seed(0)
     table = torch.randn(VOCAB, D_EXEC, generator=g)
-    mixing, offset = torch.randn(D_EXEC, D_PLAN, generator=g), torch.randn(D_PLAN, generator=g)
-    ids = torch.randint(VOCAB, (n, length), generator=torch.Generator().manual_seed(rows_seed))
+    mixing, offset = torch.randn(D_PLAN, D_PLAN, generator=g), torch.randn(D_PLAN, generator=g)
+    rows = torch.Generator().manual_seed(rows_seed)
+    ids = torch.randint(VOCAB, (n, length), generator=rows)
     embeddings = table[ids]
-    return table, embeddings, embeddings @ mixing + offset
+    noise = torch.randn(n, length, D_PLAN - D_EXEC, generator=rows)
+    return table, embeddings, torch.cat([embeddings, noise], -1) @ mixing + offset
 
 
 def test_the_map_recovers_embeddings_from_their_linear_image():
@@ -112,3 +122,51 @@ def test_the_cache_keeps_plan_tokens_and_names_the_option_when_an_old_cache_lack
     assert reopened.plan_tokens(["a"]) == [[70000, 2, 3]] and len(reopened) == 2
     with pytest.raises(DataError, match="no plan token ids for example 'b' .* --init lstsq needs them"):
         reopened.plan_tokens(["a", "b"])
+
+
+def closed_form(latents: torch.Tensor, targets: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The map's definition on all rows at once in float64 (weight, bias): the reference the running sums meet."""
+    x = latents.reshape(-1, latents.shape[-1]).double()
+    y = targets.reshape(-1, targets.shape[-1]).double()
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    weight = torch.linalg.solve(xc.T @ xc + ridge * torch.eye(x.shape[1], dtype=x.dtype), xc.T @ yc)
+    return weight, y.mean(0) - x.mean(0) @ weight
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.5])
+def test_running_sums_over_batches_give_the_closed_form(ridge):
+    """Latents far from 0 (as real planners' are) summed in uneven batches: the same map as on all rows at once."""
+    g = torch.Generator().manual_seed(3)
+    latents = torch.randn(9, 7, D_PLAN, generator=g) * 4 + 300 * torch.randn(D_PLAN, generator=g)
+    targets = torch.randn(9, 7, D_EXEC, generator=g) + 50
+    weight, bias = closed_form(latents, targets, ridge)
+    sums = RidgeSums()
+    for start, stop in [(0, 1), (1, 5), (5, 5), (5, 9)]:
+        sums.add(latents[start:stop], targets[start:stop])
+    lmap = sums.solve(ridge)
+    assert torch.allclose(lmap.weight, weight, rtol=1e-6, atol=1e-9)
+    assert torch.allclose(lmap.bias, bias, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(ridge_map(latents, targets, ridge).weight, weight, rtol=1e-6, atol=1e-9)
+
+
+def test_the_map_from_a_cache_reads_it_a_batch_at_a_time(tmp_path, executor):
+    """``--init lstsq`` on a latent cache: the closed form on all cached rows, yet no read asks for more than one
+    batch of examples (the whole training set is never in memory at once)."""
+    from latent_darm.training.latent_cache import LatentCache
+
+    g = torch.Generator().manual_seed(4)
+    width, vocab = executor.input_embeddings.weight.shape[1], executor.input_embeddings.weight.shape[0]
+    cache = LatentCache.open(tmp_path / "c", {"synthetic": True})
+    keys = [f"ex{i}" for i in range(11)]
+    for shard in (keys[:6], keys[6:]):
+        latents = {k: (torch.randn(5, 8, generator=g) + 20).half() for k in shard}
+        tokens = {k: torch.randint(vocab, (5,), generator=g).tolist() for k in shard}
+        cache.add(latents, {k: "plan" for k in shard}, tokens=tokens)
+    reads: list[int] = []
+    load = cache.load
+    cache.load = lambda some: reads.append(len(some)) or load(some)  # type: ignore[method-assign]
+    lmap = ridge_map_from_cache(executor, cache, keys, 1e-3, batch_size=4)
+    assert reads == [4, 4, 3]
+    weight, bias = closed_form(load(keys).float(), plan_token_embeddings(executor, cache.plan_tokens(keys)), 1e-3)
+    assert lmap.weight.shape == (8, width)
+    assert torch.allclose(lmap.weight, weight, rtol=1e-6, atol=1e-9) and torch.allclose(lmap.bias, bias, atol=1e-6)

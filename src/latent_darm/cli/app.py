@@ -1,4 +1,5 @@
-"""The ``darm`` command line: one typer app; each command lives in its own module of this package.
+"""The ``darm`` command line: one typer app; each command is a function ``<name>_command`` in its own module of
+this package, registered below by name (the list of commands is this file).
 
 User mistakes surface as :class:`~latent_darm.errors.DarmError` and are printed as one line on stderr with exit
 code 2; ``--debug`` shows the traceback instead.
@@ -11,6 +12,17 @@ import sys
 import typer
 
 from latent_darm.cli import common
+from latent_darm.cli.convert import convert_command
+from latent_darm.cli.demo import demo_command
+from latent_darm.cli.diagnose import diagnose_command
+from latent_darm.cli.eval import eval_command
+from latent_darm.cli.fetch_gguf import fetch_gguf_command
+from latent_darm.cli.grade import grade_command
+from latent_darm.cli.latent_tokens import latent_tokens_command
+from latent_darm.cli.plan import plan_command
+from latent_darm.cli.report import report_command
+from latent_darm.cli.solve import solve_command
+from latent_darm.cli.train_projector import train_projector_command
 
 app = typer.Typer(
     name="darm",
@@ -29,9 +41,22 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
     common.DEBUG = common.DEBUG or debug
 
 
-def _register() -> None:
-    """Import command modules; each adds its commands to ``app``."""
-    from latent_darm.cli import commands  # noqa: F401
+# In the order ``darm --help`` lists them.
+COMMANDS = {
+    "convert": convert_command,
+    "demo": demo_command,
+    "eval": eval_command,
+    "diagnose": diagnose_command,
+    "fetch-gguf": fetch_gguf_command,
+    "grade": grade_command,
+    "latent-tokens": latent_tokens_command,
+    "report": report_command,
+    "solve": solve_command,
+    "train-projector": train_projector_command,
+    "plan": plan_command,
+}
+for _name, _command in COMMANDS.items():
+    app.command(_name)(_command)
 
 
 def main() -> None:
@@ -39,13 +64,8 @@ def main() -> None:
     if "--debug" in sys.argv[1:]:
         common.DEBUG = True
         sys.argv = [arg for arg in sys.argv if arg != "--debug"]
-    _register()
     sys.exit(common.run_app(app))
 
 
-if __name__ == "__main__":
-    # ``python -m latent_darm.cli.app`` (as ``accelerate launch -m`` runs it): commands register on the importable
-    # module's app, not on this ``__main__`` copy, so run that one.
-    from latent_darm.cli.app import main as run_importable
-
-    run_importable()
+if __name__ == "__main__":  # ``python -m latent_darm.cli.app``, as ``accelerate launch -m`` runs it
+    main()

@@ -22,6 +22,7 @@ from rich.markup import escape
 from latent_darm.dtypes import canonical_dtype, resolve_dtype_name, torch_dtype
 from latent_darm.errors import ConfigError, DarmError
 from latent_darm.io import is_write_failure
+from latent_darm.seeds import MAX_SEED
 
 if TYPE_CHECKING:
     import torch
@@ -67,14 +68,16 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def check_positive(option: str, value: int | None) -> None:
-    """An optional count option given as 0 or less is an error (not silently its default)."""
-    if value is not None and value < 1:
-        raise ConfigError(f"--{option} must be >= 1, got {value}")
+def runtime_device(device: str) -> str:
+    """``--device`` where a command runs a pipeline: under ``accelerate launch`` with several processes, ``auto``
+    means this process's own GPU."""
+    if device == "auto":
+        from latent_darm.evaluation.runner import accelerate_state
 
-
-# The widest seed every consumer takes: numpy / datasets shuffles need 0 <= seed < 2**32 (torch takes more).
-MAX_SEED = 2**32 - 1
+        state = accelerate_state()
+        if state.num_processes > 1:
+            return str(state.device)
+    return resolve_device(device)
 
 
 def check_seed(value: int | None, option: str = "--seed") -> int | None:
@@ -88,6 +91,35 @@ def check_seed(value: int | None, option: str = "--seed") -> int | None:
 def seed_callback(value: int | None) -> int | None:
     """``callback=`` of every command's ``--seed`` option: checked while the line is parsed, before any work."""
     return check_seed(value)
+
+
+LOOKAHEAD_HELP = (
+    "LLaDA: masked positions after the block each pass computes, at their true positions ('all', the default = "
+    "exact mode)."
+)
+LOOKAHEAD_CHOICE_HELP = "Which N for --lookahead: nearest (after the block; default) | random (drawn each step)."
+# The He et al. knob's former names, kept hidden for one release.
+DEPRECATED_LOOKAHEAD = {"--latent-tokens": "--lookahead", "--latent-choice": "--lookahead-choice"}
+
+
+def lookahead_options(
+    lookahead: str | None, lookahead_choice: str | None, latent_tokens: str | None, latent_choice: str | None
+) -> tuple[int | None, str | None]:
+    """``--lookahead`` (a count or 'all') and ``--lookahead-choice``, or their deprecated names ``--latent-tokens`` /
+    ``--latent-choice`` with one warning line on stderr; an old and a new name together are a one-line error."""
+    from latent_darm.models.llada.sampler_config import parse_lookahead
+
+    given = {"--latent-tokens": (latent_tokens, lookahead), "--latent-choice": (latent_choice, lookahead_choice)}
+    old = [name for name, (value, _) in given.items() if value is not None]
+    for name in old:
+        if given[name][1] is not None:
+            raise ConfigError(f"{name} is the deprecated name of {DEPRECATED_LOOKAHEAD[name]}; give only the latter")
+    option = "--latent-tokens" if latent_tokens is not None else "--lookahead"
+    count = parse_lookahead(latent_tokens if latent_tokens is not None else lookahead, option)
+    if old:  # after the checks: a bad value is one line
+        renamed = ", ".join(f"{name} is now {DEPRECATED_LOOKAHEAD[name]}" for name in old)
+        typer.echo(f"warning: {renamed} (the old name goes in the next release)", err=True)
+    return count, latent_choice if latent_choice is not None else lookahead_choice
 
 
 def nonempty_path(option: str) -> Callable[[str], Path]:
@@ -110,14 +142,6 @@ PLACEMENT_HELP = (
     "Where the executor reads the soft tokens: prefix (the paper's: before the chat prompt), inline (where the text "
     "pipeline's executor prompt puts the plan), prefix-cue (the authors' code: prefix, then a short cue)."
 )
-
-
-def check_placement(value: str | None, option: str = "--placement") -> None:
-    """An unknown soft-token placement is a one-line error naming the option (checked before any model loads)."""
-    from latent_darm.models.splice import PLACEMENTS
-
-    if value is not None and value not in PLACEMENTS:
-        raise ConfigError(f"{option} must be one of {', '.join(PLACEMENTS)}; got {value!r}")
 
 
 def check_output_dir(path: Path, option: str = "--out") -> None:

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import typer
 
-from latent_darm.cli.app import app
 from latent_darm.cli.choices import Dtype
 from latent_darm.cli.common import check_output_dir, console, parse_dtype, resolve_dtype
 from latent_darm.errors import CheckpointError
 from latent_darm.io import writing
 
 
-@app.command("convert")
 def convert_command(
     gguf: Path = typer.Argument(..., help="A .gguf file, or a directory holding exactly one."),
     out: Path = typer.Argument(..., help="New checkpoint directory (must not exist or be empty)."),

@@ -11,7 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from latent_darm.cli.app import app
 from latent_darm.cli.common import cache_dir_path, check_output_dir, console, output_path, seed_callback
 from latent_darm.errors import ConfigError
 from latent_darm.evaluation.report import MARKDOWN_HEADERS, Run, level_rows, make_row
@@ -90,7 +89,6 @@ def print_outcome(outcome: DemoOutcome, by_level: bool) -> None:
     )
 
 
-@app.command("demo")
 def demo_command(
     seed: int = typer.Option(0, callback=seed_callback, help="Seed of the world's data and of every model's training."),
     out: Path | None = typer.Option(

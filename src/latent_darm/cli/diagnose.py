@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from latent_darm.cli.app import app
-from latent_darm.cli.common import check_output_dir, console, output_path
-from latent_darm.cli.eval import runtime_device
+from latent_darm.cli.common import check_output_dir, console, output_path, runtime_device
 from latent_darm.errors import ConfigError
-from latent_darm.evaluation.diagnose import diagnose, plot_attribution
+from latent_darm.evaluation.diagnose import Diagnosis, diagnose, plot_attribution
 from latent_darm.evaluation.runner import current_processes
 
 
-@app.command("diagnose")
 def diagnose_command(
     directories: list[Path] = typer.Argument(..., help="Results directories written by darm eval."),
     ar_planner: str = typer.Option(None, help="Setup X's autoregressive planner (default: the run's executor)."),
@@ -44,8 +42,6 @@ def diagnose_command(
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
-    from latent_darm.pipelines.factory import build_pipeline
-
     runtime = {"device": runtime_device(device)}
     if out is not None:
         check_output_dir(out)
@@ -53,21 +49,27 @@ def diagnose_command(
         _attention(directories, runtime, limit, out or (directories[0] if len(directories) == 1 else Path(".")))
         return
     main = current_processes().is_main
-    diagnoses = []
-    for directory in directories:
-        diagnosis = diagnose(
-            directory,
-            build_pipeline,
-            ar_planner=ar_planner,
-            diffusion_executor=diffusion_executor,
-            diffusion_gen_length=diffusion_gen_length,
-            runtime=runtime,
-            batch_size=batch_size,
-            progress=progress,
-        )
-        diagnoses.append(diagnosis)
-        if not main:
-            continue
+    swaps = dict(
+        ar_planner=ar_planner, diffusion_executor=diffusion_executor, diffusion_gen_length=diffusion_gen_length
+    )
+    diagnoses = [_diagnose_one(directory, swaps, runtime, batch_size, progress, main) for directory in directories]
+    if not main:
+        return
+    chart_dir = out or (directories[0] if len(directories) == 1 else Path("."))
+    chart_dir.mkdir(parents=True, exist_ok=True)
+    chart = chart_dir / "diagnosis.png"
+    plot_attribution(diagnoses, chart)
+    typer.echo(str(chart))
+
+
+def _diagnose_one(
+    directory: Path, swaps: dict[str, Any], runtime: dict[str, str], batch_size: int, progress: bool, main: bool
+) -> Diagnosis:
+    """Both swaps on one directory's failures; the main process prints the attribution counts."""
+    from latent_darm.pipelines.factory import build_pipeline
+
+    diagnosis = diagnose(directory, build_pipeline, **swaps, runtime=runtime, batch_size=batch_size, progress=progress)
+    if main:
         counts = diagnosis.counts()
         console.print(
             f"{diagnosis.label} on {diagnosis.benchmark}: {len(diagnosis.items)} failed of {diagnosis.n_items}; "
@@ -76,13 +78,7 @@ def diagnose_command(
             soft_wrap=True,
         )
         typer.echo(str(Path(directory) / "diagnosis.json"))
-    if not main:
-        return
-    chart_dir = out or (directories[0] if len(directories) == 1 else Path("."))
-    chart_dir.mkdir(parents=True, exist_ok=True)
-    chart = chart_dir / "diagnosis.png"
-    plot_attribution(diagnoses, chart)
-    typer.echo(str(chart))
+    return diagnosis
 
 
 def _attention(directories: list[Path], runtime: dict[str, str], limit: int, out: Path) -> None:

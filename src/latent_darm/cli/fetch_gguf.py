@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 
-from latent_darm.cli.app import app
 from latent_darm.cli.choices import Dtype
 from latent_darm.cli.common import console, parse_dtype, resolve_dtype
 from latent_darm.errors import CheckpointError
@@ -17,7 +16,6 @@ from latent_darm.models.gguf_parts import ASSEMBLIES, assemble, get_assembly
 NAMES = ", ".join(sorted(ASSEMBLIES))
 
 
-@app.command("fetch-gguf")
 def fetch_gguf_command(
     name: str = typer.Argument(..., help=f"Which model: {NAMES}."),
     out: Path | None = typer.Option(None, "--out", help="The .gguf file to write (default: its file name here)."),

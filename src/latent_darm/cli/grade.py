@@ -8,7 +8,6 @@ from typing import Any
 
 import typer
 
-from latent_darm.cli.app import app
 from latent_darm.cli.common import console
 from latent_darm.errors import DataError
 from latent_darm.grading import ANSWER_TYPES, grade
@@ -46,7 +45,6 @@ def read_predictions(path: Path, default_type: str) -> list[tuple[dict[str, Any]
     return rows
 
 
-@app.command("grade")
 def grade_command(
     file: Path = typer.Argument(
         ..., help='JSONL file: {"prediction": ..., "gold": ..., "answer_type"?: ..., "truncated"?: true|false}.'

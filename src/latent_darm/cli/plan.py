@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from latent_darm.cli.app import app
 from latent_darm.cli.choices import DEVICE_HELP, Cache, Dtype, Remasking, complete_device
-from latent_darm.cli.common import console, parse_dtype, resolve_device, resolve_dtype, seed_callback
+from latent_darm.cli.common import (
+    LOOKAHEAD_CHOICE_HELP,
+    LOOKAHEAD_HELP,
+    console,
+    lookahead_options,
+    parse_dtype,
+    resolve_device,
+    resolve_dtype,
+    seed_callback,
+)
+from latent_darm.cli.options import with_option_groups
 from latent_darm.errors import DataError
 from latent_darm.io import read_jsonl
 from latent_darm.progress import progress_bar
+
+if TYPE_CHECKING:
+    from latent_darm.sampling import SamplerConfig
 
 REMASKING_HELP = (
     "Which masked positions to reveal. LLaDA: low_confidence (default) | random. "
@@ -33,40 +47,86 @@ def read_prompts(path: Path) -> list[str]:
     return prompts
 
 
-@app.command()
-def plan(
+@dataclass(frozen=True)
+class SamplerOptions:
+    """The sampler options of ``darm plan`` (an option group: see :mod:`latent_darm.cli.options`); the planner's
+    family checks them and fills what is left unset."""
+
+    gen_length: int = typer.Option(64, help="Tokens to generate.")
+    steps: int = typer.Option(
+        64, help="Denoising steps in total, ≤ gen length (LLaDA: divisible by the number of blocks)."
+    )
+    block_length: int = typer.Option(
+        None, help="Semi-autoregressive block length (LLaDA only, default 32; Dream denoises the whole canvas)."
+    )
+    temperature: float = typer.Option(0.0, help="Sampling temperature; 0 = greedy (our default for every family).")
+    top_p: float = typer.Option(
+        None, help="Dream: nucleus filtering before sampling (default none). The official default is none too."
+    )
+    top_k: int = typer.Option(
+        None, help="Dream: top-k filtering (default none; the official sampler, called bare, uses 50 at temperature 1)."
+    )
+    alg_temp: float = typer.Option(
+        None, help="Dream: draw positions from softmax(confidence / alg_temp) (default none)."
+    )
+    remasking: Remasking = typer.Option(None, help=REMASKING_HELP)
+    cfg_scale: float = typer.Option(0.0, help="Classifier-free guidance scale.")
+    threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ.")
+    cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache (Dream: none | prefix, the prompt's).")
+    early_stop: bool = typer.Option(False, help="Fast mode: after an all-EOS block, the rest is EOS.")
+    lookahead: str = typer.Option(None, metavar="N|all", help=LOOKAHEAD_HELP)
+    lookahead_choice: str = typer.Option(None, help=LOOKAHEAD_CHOICE_HELP + " random: not with --cache.")
+    latent_tokens: str = typer.Option(None, hidden=True, help="Deprecated name of --lookahead.")
+    latent_choice: str = typer.Option(None, hidden=True, help="Deprecated name of --lookahead-choice.")
+
+    def config(self, planner: str) -> SamplerConfig:
+        """The settings for ``planner``'s family, checked before the planner loads."""
+        from latent_darm.models.family import family_of_directory, sampler_config
+        from latent_darm.models.hub import resolve_checkpoint
+
+        held, choice = lookahead_options(self.lookahead, self.lookahead_choice, self.latent_tokens, self.latent_choice)
+        return sampler_config(
+            family_of_directory(resolve_checkpoint(planner, "planner")),
+            gen_length=self.gen_length,
+            block_length=self.block_length,
+            steps=self.steps,
+            temperature=self.temperature or None,  # 0 is every family's default (DiffusionGemma has none)
+            top_p=self.top_p,
+            top_k=self.top_k,
+            alg_temp=self.alg_temp,
+            remasking=None if self.remasking is None else self.remasking.value,
+            cfg_scale=self.cfg_scale or None,
+            threshold=self.threshold,
+            cache=None if self.cache is Cache.none else self.cache.value,
+            early_stop=self.early_stop or None,
+            lookahead=held,
+            lookahead_choice=choice,
+        )
+
+
+def print_plans(prompts: list[str], plans: list[Any], as_json: bool) -> None:
+    """Each plan on stdout, in input order: text with its cost, or one JSON object per prompt."""
+    for text, result in zip(prompts, plans, strict=True):
+        if as_json:
+            record = {
+                "prompt_ids": result.prompt_ids,
+                "token_ids": result.token_ids,
+                "text": result.text,
+                "nfe": result.nfe,
+                "seconds": round(result.seconds, 4),
+            }
+            typer.echo(json.dumps(record, ensure_ascii=False))
+        else:
+            typer.echo(f"# {text}\n{result.text}\n[nfe {result.nfe}, {result.seconds:.2f}s]\n")
+
+
+@with_option_groups
+def plan_command(
     planner: str = typer.Option(..., help="Planner checkpoint: local directory or Hugging Face id."),
     prompt: list[str] = typer.Option(None, "--prompt", help="A prompt (repeatable)."),
     prompts_file: Path = typer.Option(None, "--prompts-file", help='JSONL file, one {"prompt": ...} per line.'),
     chat: bool = typer.Option(True, "--chat/--no-chat", help="Wrap prompts in the tokenizer's chat template."),
-    gen_length: int = typer.Option(64, help="Tokens to generate."),
-    steps: int = typer.Option(
-        64, help="Denoising steps in total, ≤ gen length (LLaDA: divisible by the number of blocks)."
-    ),
-    block_length: int = typer.Option(
-        None, help="Semi-autoregressive block length (LLaDA only, default 32; Dream denoises the whole canvas)."
-    ),
-    temperature: float = typer.Option(0.0, help="Sampling temperature; 0 = greedy (our default for every family)."),
-    top_p: float = typer.Option(
-        None, help="Dream: nucleus filtering before sampling (default none). The official default is none too."
-    ),
-    top_k: int = typer.Option(
-        None, help="Dream: top-k filtering (default none; the official sampler, called bare, uses 50 at temperature 1)."
-    ),
-    alg_temp: float = typer.Option(
-        None, help="Dream: draw positions from softmax(confidence / alg_temp) (default none)."
-    ),
-    remasking: Remasking = typer.Option(None, help=REMASKING_HELP),
-    cfg_scale: float = typer.Option(0.0, help="Classifier-free guidance scale."),
-    threshold: float = typer.Option(None, help="Fast mode: reveal every position with confidence ≥ τ."),
-    cache: Cache = typer.Option(Cache.none, help="Fast mode: block KV cache (Dream: none | prefix, the prompt's)."),
-    early_stop: bool = typer.Option(False, help="Fast mode: after an all-EOS block, the rest is EOS."),
-    latent_tokens: str = typer.Option(
-        "all",
-        help="Masked positions after the block each pass computes, at their true positions ('all' = exact mode; "
-        "N above gen-length - block-length is refused; not with --cache).",
-    ),
-    latent_choice: str = typer.Option("nearest", help="Which N: nearest (after the block) | random (each step)."),
+    sampler: SamplerOptions = ...,  # type: ignore[assignment]  (expanded into its options)
     seed: int = typer.Option(0, callback=seed_callback, help="Random seed (temperature > 0 or random remasking)."),
     batch_size: int = typer.Option(8, help="Prompts per batch."),
     mask_token_id: int = typer.Option(None, help="Override the config's mask token id."),
@@ -78,32 +138,13 @@ def plan(
     import torch
 
     from latent_darm.models.diffusion_lm import DiffusionLM
-    from latent_darm.models.family import family_of_directory, sampler_config
-    from latent_darm.models.hub import resolve_checkpoint
-    from latent_darm.sampling.config import parse_latent_tokens
 
     if bool(prompt) == (prompts_file is not None):
         raise DataError("give exactly one of --prompt or --prompts-file")
     prompts = list(prompt) if prompt else read_prompts(prompts_file)
     if any(not p.strip() for p in prompts):
         raise DataError("--prompt must not be empty")
-    config = sampler_config(
-        family_of_directory(resolve_checkpoint(planner, "planner")),
-        gen_length=gen_length,
-        block_length=block_length,
-        steps=steps,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        alg_temp=alg_temp,
-        remasking=None if remasking is None else remasking.value,
-        cfg_scale=cfg_scale or None,
-        threshold=threshold,
-        cache=cache.value,
-        early_stop=early_stop or None,
-        latent_tokens=parse_latent_tokens(latent_tokens),
-        latent_choice=latent_choice,
-    )
+    config = sampler.config(planner)
     resolved_device = resolve_device(device)
     model = DiffusionLM.from_pretrained(
         planner,
@@ -123,15 +164,4 @@ def plan(
             generator=generator,
             on_batch=lambda n: bar.advance(task, n),
         )
-    for text, result in zip(prompts, plans, strict=True):
-        if as_json:
-            record = {
-                "prompt_ids": result.prompt_ids,
-                "token_ids": result.token_ids,
-                "text": result.text,
-                "nfe": result.nfe,
-                "seconds": round(result.seconds, 4),
-            }
-            typer.echo(json.dumps(record, ensure_ascii=False))
-        else:
-            typer.echo(f"# {text}\n{result.text}\n[nfe {result.nfe}, {result.seconds:.2f}s]\n")
+    print_plans(prompts, plans, as_json)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from latent_darm.cli.app import app
 from latent_darm.cli.common import check_output_dir, console, output_path
 from latent_darm.errors import ConfigError
 from latent_darm.evaluation.report import write_report
@@ -22,7 +21,6 @@ def _parse_pairs(values: list[str] | None) -> list[tuple[str, str]]:
     return pairs
 
 
-@app.command("report")
 def report_command(
     directories: list[Path] = typer.Argument(..., help="Results directories written by darm eval."),
     out: Path = typer.Option(

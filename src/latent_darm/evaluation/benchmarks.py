@@ -25,7 +25,9 @@ from latent_darm.errors import DataError
 from latent_darm.extras import require
 from latent_darm.grading import MC_LETTERS, check_answer_type, format_choices, last_boxed
 from latent_darm.io import read_jsonl
+from latent_darm.iterables import first_per_key
 from latent_darm.pipelines.prompts import AnswerType
+from latent_darm.seeds import MAX_SEED
 
 DATA_ENV = "LATENT_DARM_DATA"
 PAPER_PROTOCOL: dict[str, int] = dict(seed=42, limit=200)
@@ -127,9 +129,6 @@ def load_benchmark(
     return select_subset(examples, limit=limit, seed=seed)
 
 
-MAX_SEED = 2**32 - 1  # numpy's seed range, which datasets' shuffle uses
-
-
 def select_subset(examples: list[Example], *, limit: int | None = None, seed: int | None = None) -> list[Example]:
     """With a seed: the order of ``datasets.Dataset.shuffle(seed=seed)`` (the authors' selection, for local and hub
     rows alike), then the first ``limit``; without: the first ``limit`` in file order. The seed must be what that
@@ -227,21 +226,10 @@ def _load_hub(spec: BenchmarkSpec, splits: tuple[str, ...] | None = None) -> lis
         raise error(f"benchmark {spec.name!r}: cannot load {where} from the Hugging Face hub: {reason}") from None
     examples = _parse_rows(spec, ((f"{where} row {i}", i, row) for i, row in enumerate(rows)))
     if spec.hub_unique_questions:
-        examples = _first_per_question(examples)
+        examples = first_per_key(examples, lambda example: example.question)  # DART: a row per sampled response
     if not examples:
         raise DataError(f"benchmark {spec.name!r}: no rows of {where} passed its filter")
     return examples
-
-
-def _first_per_question(examples: list[Example]) -> list[Example]:
-    """The DART pool repeats each query once per sampled response; keep its first row."""
-    seen: set[str] = set()
-    unique = []
-    for example in examples:
-        if example.question not in seen:
-            seen.add(example.question)
-            unique.append(example)
-    return unique
 
 
 def _parse_rows(spec: BenchmarkSpec, rows: Iterable[tuple[str, int, Mapping[str, Any]]]) -> list[Example]:

@@ -34,65 +34,12 @@ from latent_darm.evaluation.runner import (
 from latent_darm.figures import agg_figure
 from latent_darm.io import atomic_write_json, atomic_write_text
 from latent_darm.pipelines.base import Pipeline
-from latent_darm.pipelines.spec import AutoregressiveRole, DiffusionRole, PipelineSpec, SamplerSpec
+from latent_darm.pipelines.builder import RECORDED_PLANS, executor_swap_spec, planner_swap_spec
 
 PLANNER_SWAP = "planner_swap"  # Setup X
 EXECUTOR_SWAP = "executor_swap"  # Setup Y
 ATTRIBUTIONS = ("planner", "executor", "unresolved")
-RECORDED_PLANS = "recorded"  # setup Y's plans: read from the run's results
 BuildPipeline = Callable[[dict[str, Any]], Pipeline]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Swapped specs
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _as_text_pairing(spec: PipelineSpec, **changes: Any) -> dict[str, Any]:
-    """The same spec in text space (no projector, no noise, no chain of thought) with ``changes`` (roles) made."""
-    text = replace(spec, kind="text", projector=None, chain_of_thought=False, sampler_differs_from_training=None)
-    return replace(text, **changes).to_dict()
-
-
-def planner_swap_spec(stored: dict[str, Any], ar_planner: str | None = None) -> dict[str, Any] | None:
-    """Setup X: an ARM writes the plan (budget: the diffusion plan's length); None when there is no DDLM planner.
-    The ARM planner defaults to the run's own (autoregressive) executor model."""
-    spec = PipelineSpec.from_dict(stored)
-    planner, executor = spec.planner, spec.executor
-    if not isinstance(planner, DiffusionRole):
-        return None
-    model = ar_planner or (executor.model if isinstance(executor, AutoregressiveRole) else None)
-    if not model:
-        raise ConfigError("setup X needs an autoregressive planner: pass --ar-planner")
-    return _as_text_pairing(spec, planner=AutoregressiveRole(model, planner.sampler.gen_length))
-
-
-def executor_swap_spec(
-    stored: dict[str, Any], diffusion_executor: str | None = None, gen_length: int | None = None
-) -> dict[str, Any] | None:
-    """Setup Y: a DDLM writes the answer from the same plan; None when the executor is not an ARM. The DDLM
-    defaults to the run's own (diffusion) planner model; its canvas defaults to the ARM's answer budget, one token
-    per step, in the planner's block length when that divides it."""
-    spec = PipelineSpec.from_dict(stored)
-    planner, executor = spec.planner, spec.executor
-    if planner is None or not isinstance(executor, AutoregressiveRole):
-        return None
-    ddlm_planner = planner.sampler if isinstance(planner, DiffusionRole) else None
-    model = diffusion_executor or (planner.model if ddlm_planner is not None else None)
-    if not model:
-        raise ConfigError("setup Y needs a diffusion executor: pass --diffusion-executor")
-    length = executor.max_new_tokens if gen_length is None else gen_length
-    if length < 1:
-        raise ConfigError(f"--diffusion-gen-length must be >= 1, got {length}")
-    block = (ddlm_planner.block_length if ddlm_planner is not None else None) or length
-    sampler = SamplerSpec(
-        gen_length=length,
-        steps=length,
-        block_length=block if length % block == 0 else length,
-        threshold=None if ddlm_planner is None else ddlm_planner.threshold,
-        cache="none" if ddlm_planner is None else ddlm_planner.cache,
-    )
-    return _as_text_pairing(spec, executor=DiffusionRole(model, sampler), plans=RECORDED_PLANS)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -299,16 +299,23 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "benchmark"
 
 
+# The files a benchmark's stem names: its table, levels, paired comparisons and figure.
+TABLE, LEVELS, PAIRED, FIGURE = ".csv", "_levels.csv", "_paired.csv", "_accuracy_vs_tokens.png"
+
+
 def file_stems(benchmarks: Sequence[str]) -> dict[str, str]:
-    """{benchmark: file stem}, distinct even when two names slug alike (``a/b`` and ``a_b``), so no benchmark's
-    files overwrite another's."""
+    """{benchmark: file stem} such that no file of one benchmark is a file of another: distinct even when two
+    names slug alike (``a/b`` and ``a_b``) or one is another's file name (``x_paired`` beside ``x``, whose paired
+    table is ``x_paired.csv``), so no benchmark's files overwrite another's."""
     stems: dict[str, str] = {}
+    taken: set[str] = set()
     for benchmark in benchmarks:
         stem, n = slug(benchmark), 1
-        while stem in stems.values():
+        while any(stem + suffix in taken for suffix in (TABLE, LEVELS, PAIRED, FIGURE)):
             n += 1
             stem = f"{slug(benchmark)}-{n}"
         stems[benchmark] = stem
+        taken.update(stem + suffix for suffix in (TABLE, LEVELS, PAIRED, FIGURE))
     return stems
 
 
@@ -387,12 +394,18 @@ def _spec(run: Run) -> dict[str, Any]:
 
 # The planner settings that fix its plan and budget. A latent spec also stores latent-only ones (which rows, the
 # remasking defaults it was trained with); those do not make two runs' planners differ.
-PLANNER_BUDGET_KEYS = ("kind", "model", "gen_length", "steps", "block_length", "threshold", "cache", "latent_tokens")
+PLANNER_BUDGET_KEYS = ("kind", "model", "gen_length", "steps", "block_length", "threshold", "cache", "lookahead")
+PLANNER_BUDGET_KEYS += ("lookahead_choice",)
 
 
 def _planner_budget(run: Run) -> dict[str, Any] | None:
+    from latent_darm.models.family import renamed_settings  # runs stored before lookahead took over latent_tokens
+
     planner = _spec(run).get("planner")
-    return {key: planner.get(key) for key in PLANNER_BUDGET_KEYS} if isinstance(planner, dict) else None
+    if not isinstance(planner, dict):
+        return None
+    planner = {"lookahead_choice": "nearest", **renamed_settings(planner)}
+    return {key: planner.get(key) for key in PLANNER_BUDGET_KEYS}
 
 
 def default_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:
@@ -489,10 +502,11 @@ def write_report(
     pairs: Sequence[tuple[str, str]] | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Write ``report.md`` plus, per benchmark, ``<benchmark>.csv``, ``<benchmark>_levels.csv`` (when levels
-    exist), ``<benchmark>_paired.csv`` (when there are pairs to compare, see :func:`default_pairs`; ``pairs``
-    replaces that rule by explicit (A, B) names) and ``<benchmark>_accuracy_vs_tokens.png``; return the paths
-    written. ``echo`` receives each benchmark's paired table as markdown."""
+    """Write ``report.md`` plus, per benchmark, ``<stem>.csv``, ``<stem>_levels.csv`` (when levels exist),
+    ``<stem>_paired.csv`` (when there are pairs to compare, see :func:`default_pairs`; ``pairs`` replaces that rule
+    by explicit (A, B) names) and ``<stem>_accuracy_vs_tokens.png``, the stem the benchmark's name made a file name
+    no other benchmark's files use (:func:`file_stems`); return the paths written. ``echo`` receives each
+    benchmark's paired table as markdown."""
     if not directories:
         raise DataError("give at least one results directory")
     runs = [load_run(directory) for directory in directories]
@@ -508,14 +522,14 @@ def write_report(
         members = [run for run in runs if run.benchmark == benchmark]
         rows = [make_row(run.label, run.records, run.expected) for run in members]
         name = stems[benchmark]
-        csv_path, png_path = out_dir / f"{name}.csv", out_dir / f"{name}_accuracy_vs_tokens.png"
+        csv_path, png_path = out_dir / (name + TABLE), out_dir / (name + FIGURE)
         write_csv(csv_path, rows)
         plot_accuracy_vs_tokens(rows, png_path, benchmark)
         written += [csv_path, png_path]
         sections += [f"## {benchmark}", "", markdown_table(MARKDOWN_HEADERS, [r.markdown_cells() for r in rows]), ""]
         levels = [row for run in members for row in level_rows(run)]
         if levels:
-            levels_path = out_dir / f"{name}_levels.csv"
+            levels_path = out_dir / (name + LEVELS)
             write_csv(levels_path, levels)
             written.append(levels_path)
             level_cells = [[r.label, str(r.level), *r.markdown_cells()[1:]] for r in levels]
@@ -523,7 +537,7 @@ def write_report(
             sections += ["### By level", "", markdown_table(headers, level_cells), ""]
         comparisons = [paired(a, b) for a, b in chosen if a.benchmark == benchmark]
         if comparisons:
-            paired_path = out_dir / f"{name}_paired.csv"
+            paired_path = out_dir / (name + PAIRED)
             _write_dicts(paired_path, [c.csv_fields() for c in comparisons])
             written.append(paired_path)
             table = markdown_table(PAIRED_HEADERS, [c.markdown_cells() for c in comparisons])

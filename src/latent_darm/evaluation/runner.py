@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latent_darm.config_diff import COSMETIC_KEYS, first_difference, short
-from latent_darm.errors import ConfigError, DataError, DiskFullError
+from latent_darm.errors import ConfigError, DataError
 from latent_darm.evaluation.benchmarks import Example
 from latent_darm.grading import ITEM_TIME_LIMIT_S, MATH_VERIFY_TIMEOUT_S, grade
-from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text, is_disk_full, read_results_jsonl
+from latent_darm.io import append_jsonl, atomic_write_json, atomic_write_text, on_full_disk, read_results_jsonl
 from latent_darm.pipelines.base import Pipeline, PipelineResult
 from latent_darm.progress import progress_bar
 
@@ -211,6 +211,7 @@ def check_run_config(out_dir: Path, config: dict[str, Any], *, partial: bool = F
             raise DataError(f"{out_dir}: has results but no {CONFIG_FILE}; use another --out directory")
         return None
     _check_weights(out_dir, stored, config)
+    stored = stored_in_todays_layout(stored)
     compared = {key: value for key, value in stored.items() if key in config} if partial else stored
     compared = {key: value for key, value in compared.items() if key != WEIGHTS_KEY}
     wanted = {key: value for key, value in json.loads(json.dumps(config)).items() if key != WEIGHTS_KEY}
@@ -222,6 +223,26 @@ def check_run_config(out_dir: Path, config: dict[str, Any], *, partial: bool = F
             "use another --out directory"
         )
     return stored
+
+
+def stored_in_todays_layout(value: Any) -> Any:
+    """A stored configuration as today's code writes it: sampler settings stored before lookahead took over
+    latent_tokens, and before each planner family had its own settings (every family's, at their defaults), are
+    read as their family's (``models.family``), so such a run still resumes."""
+    from latent_darm.models.family import current_sampler_dict, renamed_settings
+
+    if isinstance(value, list):
+        return [stored_in_todays_layout(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if value.get("kind") == "ddlm" and "sampler" not in value:  # a spec's diffusion role: settings beside "model"
+        value = renamed_settings(value)
+    return {
+        key: current_sampler_dict(item)
+        if key == "sampler" and isinstance(item, dict)
+        else stored_in_todays_layout(item)
+        for key, item in value.items()
+    }
 
 
 def _check_weights(out_dir: Path, stored: dict[str, Any], config: dict[str, Any]) -> None:
@@ -372,17 +393,15 @@ def evaluate(
 
         pending = [e for e in examples if e.id not in finished]
         mine = shard_items(pending, processes.rank, processes.world)
-        try:
+
+        def disk_full() -> str:  # counts what was kept only once the disk is full
+            return (
+                f"disk full while writing results to {own_file}; the {len(load_results(out_dir))} results finished "
+                "before it are kept: free space and rerun the same command to resume"
+            )
+
+        with on_full_disk(own_file, disk_full, restate=True):
             _answer(pipeline, mine, own_file, batch_size, progress and processes.is_main)
-        except (DiskFullError, OSError) as exc:
-            if isinstance(exc, OSError) and not is_disk_full(exc):
-                raise
-            kept = len(load_results(out_dir))
-            raise DiskFullError(
-                f"disk full while writing results to {own_file}; the {kept} results finished before it are kept: "
-                "free space and rerun the same command to resume",
-                own_file,
-            ) from None
 
         processes.barrier()
         if processes.is_main:

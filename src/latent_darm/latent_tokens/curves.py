@@ -26,7 +26,8 @@ import torch
 from latent_darm.errors import DataError
 from latent_darm.figures import agg_figure
 from latent_darm.io import atomic_write_text, read_json_file
-from latent_darm.latent_tokens.objectives import batch_loss, make_batch
+from latent_darm.latent_tokens.objectives import batch_loss
+from latent_darm.latent_tokens.variants import get_variant
 
 CURVES_FIGURE = "loss_curves.png"
 FLAT_DROP = 0.02
@@ -65,12 +66,13 @@ def heldout_loss(
     model.eval()
     try:
         generator = torch.Generator().manual_seed(HELDOUT_SEED)
+        spec = get_variant(variant)  # its objective and pattern
         config = model.config
         total = 0.0
         device_type = torch.device(model.device).type
         for start in range(0, rows.shape[0], batch_size):
             chunk = rows[start : start + batch_size]
-            batch = make_batch(variant, chunk, prompt_length, config.mask_token_id, generator, window,
+            batch = spec.batch(chunk, prompt_length, config.mask_token_id, generator, window,
                                noise_puzzle=noise_puzzle, pad_id=config.pad_token_id)  # fmt: skip
             with torch.autocast(device_type=device_type, dtype=autocast_dtype or torch.float32,
                                 enabled=autocast_dtype is not None):  # fmt: skip

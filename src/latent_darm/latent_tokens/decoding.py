@@ -13,21 +13,23 @@ Diffusion variants take ``steps = answer length / k`` steps. Each step, with m m
    position is dropped, so a pass costs c + n + candidates tokens. Under SCDM a candidate reads the latents and
    (``chain_candidates``, the default) the candidates before it in the order.
 
-``ar`` decodes left to right over the prefix (causal); ``ar-mtp`` / ``ar-ntp`` decode left to right over the
-prefix and the next ``window`` MASK positions (``None``: all remaining), full attention. Committed tokens are
+``ar`` decodes left to right over the prefix (causal, :func:`decode_causal`); ``ar-mtp`` / ``ar-ntp`` left to right
+over the prefix and the next ``window`` MASK positions (``None``: all remaining), full attention
+(:func:`decode_window`). Which variant decodes how is its entry in :mod:`.variants`. Committed tokens are
 sampled with Gumbel noise at ``temperature`` (the authors: 1; 0 = argmax) over the vocabulary without [MASK],
 [PAD] and the padded rows; the noise comes from the run's seeded generator, so decoding is reproducible.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from latent_darm.errors import ConfigError
 from latent_darm.latent_tokens.objectives import excluded_ids
-from latent_darm.latent_tokens.patterns import causal_pattern, diffusion_pattern
+from latent_darm.latent_tokens.patterns import AttentionRule, causal_pattern, diffusion_pattern
 from latent_darm.models.llada.modeling import LLaDAModelLM
 
 SELECTIONS = ("confidence", "random")
@@ -56,10 +58,12 @@ class DecodeSettings:
             raise ConfigError(f"--k: tokens per step must be at least 1, got {self.k}")
         if self.selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {self.selection!r}; expected one of {', '.join(SELECTIONS)}")
-        if self.candidates is not None and self.candidates < max(self.k, 1):
-            raise ConfigError(f"--candidates: {self.candidates} must be at least k={self.k} (or 'all')")
+        if self.candidates is not None and self.candidates < self.k:
+            raise ConfigError(
+                f"--candidates: {self.candidates} must be ≥ {self.k} (--k, the tokens committed per step) or 'all'"
+            )
         if not self.temperature >= 0 or self.temperature == float("inf"):
-            raise ConfigError(f"--temperature: {self.temperature} must be a finite number ≥ 0 (0 = argmax)")
+            raise ConfigError(f"--temperature: {self.temperature} must be ≥ 0 and finite (0 = argmax)")
 
     def label(self) -> str:
         """How positions are chosen, for tables: 'random order' or 'top-p of N|all'."""
@@ -103,12 +107,13 @@ def decode_diffusion(
     model: LLaDAModelLM,
     prompts: torch.Tensor,
     answer_length: int,
-    variant: str,
+    attention: AttentionRule,
     latent: int | None,
     settings: DecodeSettings,
     generator: torch.Generator,
 ) -> Decoded:
-    """Decode ``answer_length`` positions after ``prompts`` [B, P] with ``latent`` latent tokens (None = all)."""
+    """Decode ``answer_length`` positions after ``prompts`` [B, P] under the ``attention`` rule with at most
+    ``latent`` latent tokens per pass (None = every spare masked position)."""
     if latent is not None and latent < 0:
         raise ConfigError(f"number of latent tokens must be ≥ 0, got {latent}")
     device = model.device
@@ -122,7 +127,7 @@ def decode_diffusion(
         k = min(settings.k, remaining)
         n_cand = settings.scored(remaining)
         spare = remaining - n_cand
-        n = {"mdm": spare, "sidm": 0}.get(variant, spare if latent is None else min(latent, spare))
+        n = spare if latent is None else min(latent, spare)
         # a uniform random order of the masked positions, per row: candidates first, then latents
         keys = torch.rand(batch, answer_length, generator=generator).to(device) + decoded.float() * 2
         order = torch.argsort(keys, dim=1)
@@ -134,7 +139,7 @@ def decode_diffusion(
         columns = torch.cat((prompt_cols, answer_cols), dim=1)
         length = columns.shape[1]
         pattern = diffusion_pattern(
-            variant, length - n - n_cand, length, targets=n_cand, chain_targets=settings.chain_candidates
+            attention, length - n - n_cand, length, targets=n_cand, chain_targets=settings.chain_candidates
         ).to(device)
         logits = model(
             canvas.gather(1, columns),
@@ -156,20 +161,59 @@ def decode_diffusion(
     return Decoded(canvas[:, prompt_length:].cpu(), passes, tokens)
 
 
-@torch.no_grad()
-def decode_autoregressive(
+def decode_causal(
     model: LLaDAModelLM,
     prompts: torch.Tensor,
     answer_length: int,
-    variant: str,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Decoded:
+    """``ar``: left to right, one token per pass over the causal prefix."""
+
+    def forward(canvas: torch.Tensor, here: int, _: int) -> tuple[torch.Tensor, int]:
+        pattern = causal_pattern(here).to(canvas.device)
+        out = model(canvas[:, :here], attention_pattern=pattern, logits_slice=slice(-1, None))
+        assert out.logits is not None
+        return out.logits[:, 0], out.last_hidden_state.shape[1]
+
+    return _left_to_right(model, prompts, answer_length, forward, temperature, generator)
+
+
+def decode_window(
+    model: LLaDAModelLM,
+    prompts: torch.Tensor,
+    answer_length: int,
     window: int | None,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> Decoded:
-    """Left to right, one token per pass: ``ar`` over the causal prefix; ``ar-mtp``/``ar-ntp`` over the prefix and
-    ``window`` MASK positions (None = all remaining), the first of which is committed."""
+    """``ar-mtp`` / ``ar-ntp``: left to right, one token per pass over the prefix and ``window`` MASK positions
+    (None = all remaining), full attention; the first MASK position is committed."""
     if window is not None and window < 1:
         raise ConfigError(f"window w must be at least 1, got {window}")
+
+    def forward(canvas: torch.Tensor, here: int, left: int) -> tuple[torch.Tensor, int]:
+        visible = here + (left if window is None else min(window, left))
+        out = model(canvas[:, :visible], logits_slice=slice(here, here + 1))
+        assert out.logits is not None
+        return out.logits[:, 0], out.last_hidden_state.shape[1]
+
+    return _left_to_right(model, prompts, answer_length, forward, temperature, generator)
+
+
+Forward = Callable[[torch.Tensor, int, int], tuple[torch.Tensor, int]]  # (canvas, here, left) → (logits, columns)
+
+
+@torch.no_grad()
+def _left_to_right(
+    model: LLaDAModelLM,
+    prompts: torch.Tensor,
+    answer_length: int,
+    forward: Forward,
+    temperature: float,
+    generator: torch.Generator | None,
+) -> Decoded:
+    """One token per pass at column ``here``, from ``forward``'s logits for it; ``left`` answer cells remain."""
     device = model.device
     batch, prompt_length = prompts.shape
     mask_id = model.config.mask_token_id
@@ -178,16 +222,9 @@ def decode_autoregressive(
     passes = tokens = 0
     for step in range(answer_length):
         here = prompt_length + step
-        if variant == "ar":
-            out = model(
-                canvas[:, :here], attention_pattern=causal_pattern(here).to(device), logits_slice=slice(-1, None)
-            )
-        else:
-            visible = here + (answer_length - step if window is None else min(window, answer_length - step))
-            out = model(canvas[:, :visible], logits_slice=slice(here, here + 1))
-        assert out.logits is not None
-        _, values = sample(out.logits[:, 0], model, temperature, generator)
-        canvas[:, prompt_length + step] = values
+        logits, columns = forward(canvas, here, answer_length - step)
+        _, values = sample(logits, model, temperature, generator)
+        canvas[:, here] = values
         passes += 1
-        tokens += out.last_hidden_state.shape[1]
+        tokens += columns
     return Decoded(canvas[:, prompt_length:].cpu(), passes, tokens)

@@ -12,13 +12,14 @@ by the caller, so the numbers are reproducible and the same cells are used for b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from latent_darm.latent_tokens.decoding import _committable
-from latent_darm.latent_tokens.patterns import DIFFUSION_VARIANTS, diffusion_pattern, window_pattern
+from latent_darm.latent_tokens.patterns import AttentionRule, diffusion_pattern, window_pattern
 from latent_darm.models.llada.modeling import LLaDAModelLM
 
 
@@ -30,7 +31,7 @@ def _score(logits: torch.Tensor, model: LLaDAModelLM, targets: torch.Tensor) -> 
 
 
 def _diffusion_pass(
-    model: LLaDAModelLM, rows: torch.Tensor, prompt: int, variant: str, masked: torch.Tensor, latents: int
+    model: LLaDAModelLM, rows: torch.Tensor, prompt: int, attention: AttentionRule, masked: torch.Tensor, latents: int
 ) -> tuple[float, int]:
     """Rows [B, T] whose answer cells ``masked`` [B, m] (target first) are masked; ``latents`` of the others in."""
     batch, length = rows.shape
@@ -42,7 +43,7 @@ def _diffusion_pass(
     ids = rows.clone()
     ids[:, prompt:] = torch.where(is_masked, model.config.mask_token_id, rows[:, prompt:])
     n_clean = prompt + clean.shape[1]
-    pattern = diffusion_pattern(variant, n_clean, columns.shape[1], targets=1)
+    pattern = diffusion_pattern(attention, n_clean, columns.shape[1], targets=1)
     device = model.device
     logits = model(
         ids.gather(1, columns).to(device),
@@ -67,46 +68,67 @@ def _window_pass(model: LLaDAModelLM, rows: torch.Tensor, prompt: int, cut: int,
     return _score(logits, model, rows[:, here])
 
 
+Score = tuple[float, int]
+Passes = Callable[[torch.Tensor, int], tuple[Score, Score]]  # (row index, draw) → (with latents, without)
+
+
 @torch.no_grad()
-def one_step(
+def diffusion_one_step(
     model: LLaDAModelLM,
     rows: torch.Tensor,
     prompt: int,
-    variant: str,
-    value: int | None,
+    attention: AttentionRule,
+    latent: int | None,
     generator: torch.Generator,
     batch_size: int = 256,
-) -> dict[str, Any] | None:
-    """Target loss and accuracy with the knob's latent tokens and with none; None for plain AR (it has none)."""
-    if variant == "ar":
-        return None
+) -> dict[str, Any]:
+    """A diffusion variant's diagnostic under its ``attention`` rule with ``latent`` latent tokens (None = all)."""
     answer = rows.shape[1] - prompt
-    totals = {"loss": 0.0, "right": 0, "loss_none": 0.0, "right_none": 0}
-    diffusion = variant in DIFFUSION_VARIANTS
-    # per row: the number of masked cells (diffusion) or the cut (windows); rows sharing it run as one batch
-    draws = torch.randint(1, answer + 1, (rows.shape[0],), generator=generator) if diffusion else (
-        torch.randint(answer, (rows.shape[0],), generator=generator))  # fmt: skip
+    draws = torch.randint(1, answer + 1, (rows.shape[0],), generator=generator)  # masked cells per row
     orders = torch.argsort(torch.rand(rows.shape[0], answer, generator=generator), dim=1)
+
+    def passes(index: torch.Tensor, m: int) -> tuple[Score, Score]:
+        n = m - 1 if latent is None else min(latent, m - 1)
+        with_latents = _diffusion_pass(model, rows[index], prompt, attention, orders[index, :m], n)
+        return with_latents, _diffusion_pass(model, rows[index], prompt, attention, orders[index, :m], 0)
+
+    return _averaged(draws, passes, batch_size)
+
+
+@torch.no_grad()
+def window_one_step(
+    model: LLaDAModelLM,
+    rows: torch.Tensor,
+    prompt: int,
+    window: int | None,
+    generator: torch.Generator,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """An AR+MTP / AR-NTP diagnostic: ``window`` MASK positions after the cut (None = all) against one."""
+    answer = rows.shape[1] - prompt
+    draws = torch.randint(answer, (rows.shape[0],), generator=generator)  # the cut per row
+
+    def passes(index: torch.Tensor, cut: int) -> tuple[Score, Score]:
+        rest = answer - cut
+        with_latents = _window_pass(model, rows[index], prompt, cut, rest if window is None else min(window, rest))
+        return with_latents, _window_pass(model, rows[index], prompt, cut, 1)
+
+    return _averaged(draws, passes, batch_size)
+
+
+def _averaged(draws: torch.Tensor, passes: Passes, batch_size: int) -> dict[str, Any]:
+    """Target loss and accuracy with the latent tokens and with none, averaged over rows; rows sharing a draw run
+    as one batch."""
+    totals = {"loss": 0.0, "right": 0, "loss_none": 0.0, "right_none": 0}
     for drawn in sorted(set(draws.tolist())):
         picked = (draws == drawn).nonzero()[:, 0]
         for start in range(0, len(picked), batch_size):
-            index = picked[start : start + batch_size]
-            chunk = rows[index]
-            if diffusion:
-                m = drawn
-                n = {"mdm": m - 1, "sidm": 0}.get(variant, m - 1 if value is None else min(value, m - 1))
-                with_latents = _diffusion_pass(model, chunk, prompt, variant, orders[index, :m], n)
-                without = _diffusion_pass(model, chunk, prompt, variant, orders[index, :m], 0)
-            else:
-                rest = answer - drawn
-                window = rest if value is None or variant == "ar-ntp" else min(value, rest)
-                with_latents = _window_pass(model, chunk, prompt, drawn, window)
-                without = _window_pass(model, chunk, prompt, drawn, 1)
+            with_latents, without = passes(picked[start : start + batch_size], drawn)
             totals["loss"] += with_latents[0]
             totals["right"] += with_latents[1]
             totals["loss_none"] += without[0]
             totals["right_none"] += without[1]
-    count = rows.shape[0]
+    count = len(draws)
     return {
         "loss": totals["loss"] / count,
         "accuracy": totals["right"] / count,

@@ -1,6 +1,8 @@
 """Training losses of the variants on a batch of fixed-length rows (prompt of ``prompt_length`` tokens, then the
 answer region). Only answer tokens are ever masked or predicted; the puzzle is the prompt.
 
+Which variant takes which loss is its entry in :mod:`.variants`.
+
 * diffusion (``mdm``, ``sidm``, ``scdm``): the masked-diffusion ELBO. Per row t ~ U(ε, 1), each answer token is
   masked with probability t (at least one), the row is *reordered* clean-first (clean tokens, then masked ones in
   a random order; every token keeps its true position id) and the variant's pattern applied; loss = Σ CE/t over
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from latent_darm.latent_tokens.patterns import causal_pattern, diffusion_pattern, window_pattern
+from latent_darm.latent_tokens.patterns import AttentionRule, causal_pattern, diffusion_pattern, window_pattern
 from latent_darm.models.llada.modeling import LLaDAModelLM
 
 EPS = 1e-3
@@ -40,13 +42,14 @@ def diffusion_batch(
     rows: torch.Tensor,
     prompt_length: int,
     mask_id: int,
-    variant: str,
+    attention: AttentionRule,
     generator: torch.Generator,
     *,
     noise_puzzle: bool = False,
     pad_id: int | None = None,
 ) -> Batch:
-    """With ``noise_puzzle`` (the authors' ``-tat`` checkpoints) the puzzle cells are noised and predicted too
+    """A diffusion variant's batch under its ``attention`` rule (:mod:`.patterns`). With ``noise_puzzle`` (the
+    authors' ``-tat`` checkpoints) the puzzle cells are noised and predicted too
     (not [BOS], [SEP] or ``pad_id`` padding); the loss is then normalised by the noisable cells of each row."""
     batch, length = rows.shape
     answer = length - prompt_length
@@ -72,7 +75,7 @@ def diffusion_batch(
     input_ids = torch.where(is_masked, torch.full_like(tokens, mask_id), tokens)
     labels = torch.where(is_masked, tokens, torch.full_like(tokens, -100))
     weights = is_masked.float() / t / noisable.sum(1, keepdim=True)
-    return Batch(input_ids, order, diffusion_pattern(variant, clean, length), labels, weights)
+    return Batch(input_ids, order, diffusion_pattern(attention, clean, length), labels, weights)
 
 
 def ar_batch(rows: torch.Tensor, prompt_length: int) -> Batch:
@@ -107,26 +110,6 @@ def window_batch(
     labels = torch.where(in_loss, rows, torch.full_like(rows, -100))
     weights = in_loss.float() / in_loss.sum(1, keepdim=True)
     return Batch(input_ids, None, window_pattern(prompt_length + cut + w, length), labels, weights)
-
-
-def make_batch(
-    variant: str,
-    rows: torch.Tensor,
-    prompt_length: int,
-    mask_id: int,
-    generator: torch.Generator,
-    window: int | None = None,
-    *,
-    noise_puzzle: bool = False,
-    pad_id: int | None = None,
-) -> Batch:
-    if variant in ("mdm", "sidm", "scdm"):
-        return diffusion_batch(
-            rows, prompt_length, mask_id, variant, generator, noise_puzzle=noise_puzzle, pad_id=pad_id
-        )
-    if variant == "ar":
-        return ar_batch(rows, prompt_length)
-    return window_batch(rows, prompt_length, mask_id, window, generator, ntp=variant == "ar-ntp")
 
 
 def excluded_ids(model: LLaDAModelLM) -> list[int]:

@@ -4,32 +4,64 @@ Diffusion variants work on a *clean-first* order: the ``clean`` known tokens com
 a random order (each keeps its true position id, so the order only matters through the pattern). With ``c`` clean
 columns and, at decoding time, the last ``targets`` columns being the positions to decode:
 
-* ``mdm``: everything sees everything;
-* ``sidm``: clean sees clean; a masked column sees clean and itself;
-* ``scdm``: clean sees clean; a masked column sees clean, the masked columns earlier in the order, and itself; a
-  target sees clean, every latent (masked, non-target) column and itself — not the other targets.
+* ``mdm`` (:func:`full`): everything sees everything;
+* ``sidm`` (:func:`solo`): clean sees clean; a masked column sees clean and itself;
+* ``scdm`` (:func:`semi_causal`): clean sees clean; a masked column sees clean, the masked columns earlier in the
+  order, and itself; a target sees clean, every latent (masked, non-target) column and itself — not the other
+  targets.
 
-Autoregressive variants keep the natural order: ``ar`` is causal; ``ar-mtp`` / ``ar-ntp`` attend fully over the
-first ``visible`` columns (the prefix and the window of MASK positions) and nothing after.
+A rule is a plain function of the column grids (:class:`Columns`); which variant uses which is its entry in
+:mod:`.variants`. Autoregressive variants keep the natural order: ``ar`` is causal; ``ar-mtp`` / ``ar-ntp`` attend
+fully over the first ``visible`` columns (the prefix and the window of MASK positions) and nothing after.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from latent_darm.errors import ConfigError
 
-DIFFUSION_VARIANTS = ("mdm", "sidm", "scdm")
-AR_VARIANTS = ("ar", "ar-mtp", "ar-ntp")
-VARIANTS = DIFFUSION_VARIANTS + AR_VARIANTS
-DEFAULT_VARIANTS = ("mdm", "sidm", "scdm", "ar", "ar-mtp")  # the five; ar-ntp is the opt-in control
+
+@dataclass(frozen=True)
+class Columns:
+    """What an attention rule reads, as broadcastable index grids: query ``q`` [1, T, 1] and key ``k`` [1, 1, T]
+    columns, ``clean`` [B, 1, 1] clean columns per row, the ``first_target`` column, and whether the targets read
+    the targets before them (``chain_targets``)."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    clean: torch.Tensor
+    first_target: int
+    chain_targets: bool
 
 
-def check_variant(name: str) -> str:
-    """``name`` if it is a variant, else a one-line error naming it."""
-    if name not in VARIANTS:
-        raise ConfigError(f"unknown variant {name!r}; expected one of {', '.join(VARIANTS)}")
-    return name
+AttentionRule = Callable[[Columns], torch.Tensor]  # Columns → bool, broadcastable to [B, T, T]
+
+
+def full(c: Columns) -> torch.Tensor:
+    """``mdm``: everything sees everything."""
+    return torch.ones(c.clean.shape[0], c.q.shape[1], c.k.shape[2], dtype=torch.bool)
+
+
+def solo(c: Columns) -> torch.Tensor:
+    """``sidm``: every column sees the clean ones and itself."""
+    return (c.k < c.clean) | (c.q == c.k)
+
+
+def semi_causal(c: Columns) -> torch.Tensor:
+    """``scdm``: a latent sees clean, the latents earlier in the order and itself; a target sees clean, every
+    latent and itself (with ``chain_targets`` also the targets before it)."""
+    q, k, clean, first_target = c.q, c.k, c.clean, c.first_target
+    query_latent = (q >= clean) & (q < first_target)
+    key_latent = (k >= clean) & (k < first_target)
+    query_target = q >= first_target
+    pattern = (k < clean) | (q == k) | (query_latent & key_latent & (k < q)) | (query_target & key_latent)
+    if c.chain_targets:
+        pattern = pattern | (query_target & (k >= first_target) & (k < q))
+    return pattern
 
 
 def _as_counts(value: int | torch.Tensor) -> torch.Tensor:
@@ -37,34 +69,18 @@ def _as_counts(value: int | torch.Tensor) -> torch.Tensor:
 
 
 def diffusion_pattern(
-    variant: str, clean: int | torch.Tensor, length: int, targets: int = 0, *, chain_targets: bool = False
+    rule: AttentionRule, clean: int | torch.Tensor, length: int, targets: int = 0, *, chain_targets: bool = False
 ) -> torch.Tensor:
-    """The ``variant``'s pattern over ``length`` clean-first columns with ``clean`` clean columns (an int, or a
-    tensor [B] of per-row counts) whose last ``targets`` columns are being decoded. [T, T] for an int, else
-    [B, T, T]. SCDM's targets read every latent; with ``chain_targets`` also the targets before them in the
-    order (the semi-causal rule carried on through the targets, as the authors' decoding)."""
-    if variant not in DIFFUSION_VARIANTS:
-        raise ConfigError(f"unknown diffusion variant {variant!r}; expected one of {', '.join(DIFFUSION_VARIANTS)}")
+    """``rule``'s pattern over ``length`` clean-first columns with ``clean`` clean columns (an int, or a tensor [B]
+    of per-row counts) whose last ``targets`` columns are being decoded. [T, T] for an int, else [B, T, T]. With
+    ``chain_targets`` a target also reads the targets before it in the order (SCDM's semi-causal rule carried on
+    through the targets, as the authors' decoding)."""
     counts = _as_counts(clean)
     if targets < 0 or bool(((counts < 0) | (counts + targets > length)).any()):
         raise ConfigError(f"clean={counts.tolist()} and targets={targets} do not fit in {length} columns")
     idx = torch.arange(length)
-    q, k = idx[None, :, None], idx[None, None, :]
-    c = counts[:, None, None]
-    key_clean = k < c
-    self_ = q == k
-    if variant == "mdm":
-        pattern = torch.ones(len(counts), length, length, dtype=torch.bool)
-    elif variant == "sidm":
-        pattern = key_clean | self_
-    else:
-        first_target = length - targets
-        query_latent = (q >= c) & (q < first_target)
-        key_latent = (k >= c) & (k < first_target)
-        query_target = q >= first_target
-        pattern = key_clean | self_ | (query_latent & key_latent & (k < q)) | (query_target & key_latent)
-        if chain_targets:
-            pattern = pattern | (query_target & (k >= first_target) & (k < q))
+    columns = Columns(idx[None, :, None], idx[None, None, :], counts[:, None, None], length - targets, chain_targets)
+    pattern = torch.broadcast_to(rule(columns), (len(counts), length, length))
     return pattern[0] if isinstance(clean, int) else pattern
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from latent_darm.evaluation.report import wilson_interval
 from latent_darm.figures import agg_figure
 from latent_darm.io import atomic_write_text
+from latent_darm.latent_tokens.variants import AUTOREGRESSIVE, DIFFUSION, Variant, drawn, get_variant
 
 TABLE_FILE = "results.md"
 LATENT_FIGURE = "accuracy_vs_latent_tokens.png"
@@ -30,9 +31,6 @@ HEADERS = (
     "1-step loss: latents / none",
     "1-step accuracy %: latents / none",
 )
-COLORS = {"mdm": "C0", "sidm": "C1", "scdm": "C2", "ar": "C3", "ar-mtp": "C4", "ar-ntp": "C5"}
-DIFFUSION = ("mdm", "sidm", "scdm")
-NAMES = {"mdm": "MDM", "sidm": "SIDM", "scdm": "SCDM", "ar": "AR", "ar-mtp": "AR+MTP", "ar-ntp": "AR-NTP"}
 
 
 def _row(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -80,7 +78,7 @@ def cells(record: dict[str, Any]) -> list[str]:
         accuracy += f" ± {100 * record['accuracy_sd']:.1f} ({record['seeds']} seeds)"
     loss = record.get("final_loss")
     return [
-        NAMES[record["variant"]],
+        get_variant(record["variant"]).label,
         knob,
         record.get("selection", "random order"),
         str(record["latent_tokens"]),
@@ -126,11 +124,15 @@ def _errors(rows: list[dict[str, Any]]) -> list[list[float]]:
     return [[100 * (r["accuracy"] - r["ci_low"]) for r in rows], [100 * (r["ci_high"] - r["accuracy"]) for r in rows]]
 
 
-def _points(ax, rows: list[dict[str, Any]], xs: list[float], variant: str) -> None:
+def _points(ax, rows: list[dict[str, Any]], xs: list[float], variant: Variant) -> None:
     ys = [100 * r["accuracy"] for r in rows]
-    style = "-o" if len(rows) > 1 else "s" if variant in ("sidm", "mdm") else "D"
-    ax.errorbar(xs, ys, yerr=_errors(rows), fmt=style, color=COLORS[variant], label=NAMES[variant], capsize=3,
+    style = "-o" if len(rows) > 1 else variant.marker
+    ax.errorbar(xs, ys, yerr=_errors(rows), fmt=style, color=variant.color, label=variant.label, capsize=3,
                 markersize=8 if len(rows) == 1 else 5, alpha=0.9)  # fmt: skip
+
+
+def _panel(record: dict[str, Any]) -> str:
+    return get_variant(record["variant"]).panel
 
 
 def latent_figure(records: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -138,11 +140,11 @@ def latent_figure(records: list[dict[str, Any]], path: Path, title: str) -> None
     the window w, AR-NTP at w = all, AR (no latent tokens) as a dashed line."""
     fig = agg_figure("darm latent-tokens figures", figsize=(11, 4.5))
     left, right = fig.subplots(1, 2, sharey=True)
-    for variant in ("scdm", "sidm", "mdm"):
-        rows = _series(records, variant)
+    for variant in drawn(DIFFUSION):
+        rows = _series(records, variant.name)
         if rows:
             _points(left, rows, [r["latent_tokens"] for r in rows], variant)
-    ticks = sorted({r["latent_tokens"] for r in records if r["variant"] in DIFFUSION})
+    ticks = sorted({r["latent_tokens"] for r in records if _panel(r) == DIFFUSION})
     most = max([r["latent_tokens"] for r in records], default=0)
     left.set_xscale("symlog", linthresh=1)
     left.set_xticks(ticks)
@@ -150,14 +152,17 @@ def latent_figure(records: list[dict[str, Any]], path: Path, title: str) -> None
     left.set_xlabel("latent tokens per step n (masked positions computed besides the decoded one)")
     left.set_ylabel("test accuracy % (95% Wilson interval)")
     left.set_title("diffusion: SIDM = SCDM(0) … MDM = all", fontsize=10)
-    windows = {r["value"]: r["latent_tokens"] + 1 for r in records if r["variant"] in ("ar-mtp", "ar-ntp")}
-    for variant in ("ar-mtp", "ar-ntp"):
-        rows = _series(records, variant)
+    windowed = [v for v in drawn(AUTOREGRESSIVE) if v.knob is not None]  # AR+MTP, AR-NTP: points against w
+    windows = {r["value"]: r["latent_tokens"] + 1 for r in records if get_variant(r["variant"]) in windowed}
+    for variant in windowed:
+        rows = _series(records, variant.name)
         if rows:
             _points(right, rows, [r["latent_tokens"] + 1 for r in rows], variant)
-    for r in _series(records, "ar"):
-        right.axhline(100 * r["accuracy"], color=COLORS["ar"], linestyle="--", label="AR (causal)")
-        right.axhspan(100 * r["ci_low"], 100 * r["ci_high"], color=COLORS["ar"], alpha=0.1)
+    for variant in drawn(AUTOREGRESSIVE):
+        if variant.knob is None:  # AR: no latent tokens, a line across
+            for r in _series(records, variant.name):
+                right.axhline(100 * r["accuracy"], color=variant.color, linestyle="--", label=variant.legend)
+                right.axhspan(100 * r["ci_low"], 100 * r["ci_high"], color=variant.color, alpha=0.1)
     if windows:
         right.set_xscale("log", base=2)
         right.set_xticks(sorted(set(windows.values())))
@@ -178,14 +183,14 @@ def latent_figure(records: list[dict[str, Any]], path: Path, title: str) -> None
 def seconds_figure(records: list[dict[str, Any]], path: Path, title: str) -> None:
     fig = agg_figure("darm latent-tokens figures", figsize=(7.5, 4.5))
     ax = fig.subplots()
-    for variant in ("scdm", "ar-mtp", "sidm", "mdm", "ar", "ar-ntp"):
-        rows = sorted((r for r in records if r["variant"] == variant), key=lambda r: r["seconds_per_puzzle"])
+    for variant in drawn():
+        rows = sorted((r for r in records if r["variant"] == variant.name), key=lambda r: r["seconds_per_puzzle"])
         if not rows:
             continue
         xs = [1000 * r["seconds_per_puzzle"] for r in rows]
         ax.errorbar(xs, [100 * r["accuracy"] for r in rows], yerr=_errors(rows), fmt="-o" if len(rows) > 1 else "s",
-                    color=COLORS[variant], label=NAMES[variant], capsize=3)  # fmt: skip
-        if variant in ("scdm", "ar-mtp"):
+                    color=variant.color, label=variant.label, capsize=3)  # fmt: skip
+        if variant.sweep is not None:
             for r, x in zip(rows, xs, strict=True):
                 ax.annotate(f"{r['knob']}={r['value']}", (x, 100 * r["accuracy"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")  # fmt: skip

@@ -27,12 +27,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from latent_darm.errors import ConfigError
+from latent_darm.evaluation.benchmarks import MAX_SEED
 from latent_darm.evaluation.report import wilson_interval
 from latent_darm.io import append_jsonl, atomic_write_json, read_results_jsonl
 from latent_darm.latent_tokens.curves import Curve, curve_summary, read_curve
-from latent_darm.latent_tokens.decoding import DecodeSettings, decode_autoregressive, decode_diffusion
-from latent_darm.latent_tokens.diagnostic import one_step
-from latent_darm.latent_tokens.patterns import DEFAULT_VARIANTS, DIFFUSION_VARIANTS, check_variant
+from latent_darm.latent_tokens.decoding import DecodeSettings
 from latent_darm.latent_tokens.tasks import (
     Puzzle,
     WorldConfig,
@@ -44,6 +43,7 @@ from latent_darm.latent_tokens.tasks import (
 )
 from latent_darm.latent_tokens.tokenizer import puzzle_tokenizer
 from latent_darm.latent_tokens.train import TrainSettings, final_loss, is_trained, train_variant
+from latent_darm.latent_tokens.variants import SWEEPS, VARIANTS, Sweep, Value, default_variants, get_variant
 from latent_darm.progress import progress_bar
 from latent_darm.threads import single_thread
 
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 RESULTS_FILE = "results.jsonl"
 MTP_MODELS = ("per-window", "shared")
 ALL = "all"
-Knob = int | None  # None = all
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,9 @@ class RunSettings:
 
     world: WorldConfig
     train: TrainSettings
-    variants: tuple[str, ...] = DEFAULT_VARIANTS
-    latent_values: tuple[Knob, ...] | None = None  # SCDM's n; None = 0, 1, 2, 4, … below the answer, and all
-    windows: tuple[Knob, ...] | None = None  # AR+MTP's w; None = 1, 2, 4, … below the answer, and all
+    variants: tuple[str, ...] = field(default_factory=default_variants)  # names in the registry (:mod:`.variants`)
+    latent_values: tuple[Value, ...] | None = None  # SCDM's n; None = 0, 1, 2, 4, … below the answer, and all
+    windows: tuple[Value, ...] | None = None  # AR+MTP's w; None = 1, 2, 4, … below the answer, and all
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     eval_batch: int = 256
     seeds: tuple[int, ...] | None = None  # training + decoding seeds, one model per variant each; None = (train.seed,)
@@ -72,57 +71,57 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         if not self.variants:
-            raise ConfigError("--variants: no variant given")
+            raise ConfigError(f"--variants: '' names no variant; expected some of {', '.join(VARIANTS)}")
         if self.mtp_models not in MTP_MODELS:
             raise ConfigError(f"--mtp-models: {self.mtp_models!r} is not one of {', '.join(MTP_MODELS)}")
         for name in self.variants:
-            check_variant(name)
+            try:
+                get_variant(name)
+            except ConfigError as exc:
+                raise ConfigError(f"--variants: {exc}") from None
         candidates = self.decode.candidates
         if candidates is not None and candidates > self.world.answer_length:
             raise ConfigError(
                 f"--candidates: {candidates} exceeds the answer length {self.world.answer_length}; use 'all'"
             )
-        if self.seeds is not None:
-            if not self.seeds:
-                raise ConfigError("--seeds: no seed given")
-            if any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
-                raise ConfigError(f"--seeds: {','.join(map(str, self.seeds))} must be distinct integers ≥ 0")
-        most = self.world.answer_length - self.decode.k
-        for n in self.latent_values or ():
-            if n is not None and n < 0:
-                raise ConfigError(f"number of latent tokens n={n} must be ≥ 0")
-            if n is not None and n > most:
-                raise ConfigError(
-                    f"n={n} latent tokens exceeds the {most} masked positions a step can hold besides the"
-                    f" k={self.decode.k} being decoded (answer length {self.world.answer_length}); use '{ALL}'"
-                )
-        for w in self.windows or ():
-            if w is not None and w < 1:
-                raise ConfigError(f"window w={w} must be ≥ 1")
-            if w is not None and w > self.world.answer_length:
-                raise ConfigError(f"window w={w} exceeds the answer length {self.world.answer_length}; use '{ALL}'")
+        self._check_seeds()
+        for sweep in SWEEPS:
+            sweep.check(getattr(self, sweep.field) or (), self.world.answer_length, self.decode.k)
 
-    def knobs(self, variant: str) -> list[tuple[str | None, Knob]]:
+    def _check_seeds(self) -> None:
+        if self.seeds is None:
+            return
+        if not self.seeds:
+            raise ConfigError("--seeds: '' names no seed")
+        for index, seed in enumerate(self.seeds):
+            if not 0 <= seed <= MAX_SEED:  # torch's and numpy's generators refuse the others
+                raise ConfigError(f"--seeds must be an integer from 0 to {MAX_SEED}, got {seed}")
+            if seed in self.seeds[:index]:
+                raise ConfigError(f"--seeds: {seed} is repeated")
+
+    def swept(self, sweep: Sweep) -> tuple[Value, ...]:
+        """The values of ``sweep``'s knob this run evaluates: the ones given, else its defaults."""
+        given = getattr(self, sweep.field)
+        return given if given is not None else sweep.defaults(self.world.answer_length, self.decode.k)
+
+    def knobs(self, variant: str) -> list[tuple[str | None, Value]]:
         """(knob name, value) pairs evaluated for ``variant``."""
-        answer = self.world.answer_length
-        if variant == "scdm":
-            values = self.latent_values if self.latent_values is not None else powers_below(answer - self.decode.k, 0)
-            return [("n", v) for v in values]
-        if variant == "ar-mtp":
-            return [("w", v) for v in (self.windows if self.windows is not None else powers_below(answer - 1, 1))]
-        return [{"mdm": ("n", None), "sidm": ("n", 0), "ar-ntp": ("w", None)}.get(variant, (None, None))]
+        spec = get_variant(variant)
+        if spec.sweep is None:
+            return [(spec.knob, spec.value)]
+        return [(spec.knob, v) for v in self.swept(spec.sweep)]
 
     def decodes(self, variant: str) -> list[DecodeSettings]:
-        """The run's decoding, and for MDM and SIDM under a random order also the authors' MDM/SIDM rule (top
-        probability over all masked positions), so both orders are reported side by side."""
-        if variant in ("mdm", "sidm") and self.decode.selection == "random":
+        """The run's decoding, and for a variant ``also_by_confidence`` (MDM, SIDM) under a random order also the
+        authors' MDM/SIDM rule (top probability over all masked positions), so both are reported side by side."""
+        if get_variant(variant).also_by_confidence and self.decode.selection == "random":
             return [self.decode, replace(self.decode, selection="confidence", candidates=None)]
         return [self.decode]
 
-    def recipe(self, train: TrainSettings, variant: str, value: Knob) -> TrainSettings:
+    def recipe(self, train: TrainSettings, variant: str, value: Value) -> TrainSettings:
         """The training settings of the model that evaluates ``variant`` at ``value``: under per-window AR+MTP
         (the authors: one model per w) ``mtp_window`` = w (all = the answer length, so every remaining cell)."""
-        if variant != "ar-mtp" or self.mtp_models == "shared":
+        if not get_variant(variant).one_model_per_window or self.mtp_models == "shared":
             return train
         return replace(train, mtp_window=self.world.answer_length if value is None else value)
 
@@ -144,8 +143,7 @@ class RunSettings:
             "world": asdict(self.world),
             "train": asdict(self.train),
             "variants": list(self.variants),
-            "latent_values": [label(v) for v in self.knobs("scdm")],
-            "windows": [label(v) for v in self.knobs("ar-mtp")],
+            **{sweep.field: [label(v) for v in self.swept(sweep)] for sweep in SWEEPS},
             "decode": asdict(self.decode),
             "eval_batch": self.eval_batch,
             "seeds": list(self.run_seeds()),
@@ -153,17 +151,7 @@ class RunSettings:
         }
 
 
-def powers_below(limit: int, start: int) -> tuple[Knob, ...]:
-    """start (0 or 1), then 1, 2, 4, … strictly below ``limit``, then None (all)."""
-    values: list[Knob] = [0] if start == 0 else []
-    p = 1
-    while p < limit:
-        values.append(p)
-        p *= 2
-    return (*values, None)
-
-
-def label(value: tuple[str | None, Knob] | Knob) -> str:
+def label(value: tuple[str | None, Value] | Value) -> str:
     if isinstance(value, tuple):
         value = value[1]
     return ALL if value is None else str(value)
@@ -224,7 +212,7 @@ def evaluation_key(
     settings: RunSettings,
     test: list[Puzzle],
     variant: str,
-    value: Knob,
+    value: Value,
     device: str,
     dtype: str,
     *,
@@ -248,7 +236,7 @@ def evaluate(
     settings: RunSettings,
     test: list[Puzzle],
     variant: str,
-    value: Knob,
+    value: Value,
     on_batch: Callable[[int], None] | None = None,
     *,
     decode: DecodeSettings | None = None,
@@ -257,6 +245,7 @@ def evaluate(
     """Decode ``test`` with ``variant`` at knob ``value``; accuracy, interval and cost per puzzle."""
     world = settings.world
     decode = decode or settings.decode
+    spec = get_variant(variant)
     rows = encode_rows(world, test)
     prompts = rows[:, : world.prompt_length]
     generator = torch.Generator().manual_seed(world.seed if seed is None else seed)
@@ -264,12 +253,7 @@ def evaluate(
     started = time.perf_counter()
     for start in range(0, len(test), settings.eval_batch):
         chunk = prompts[start : start + settings.eval_batch]
-        if variant in DIFFUSION_VARIANTS:
-            out = decode_diffusion(model, chunk, world.answer_length, variant, value, decode, generator)
-        else:
-            out = decode_autoregressive(
-                model, chunk, world.answer_length, variant, value, decode.temperature, generator
-            )
+        out = spec.decode(model, chunk, world.answer_length, value, decode, generator)
         for i, answer in enumerate(out.answers.tolist()):
             correct += grade(world, test[start + i], answer)
         passes += out.forward_passes * len(chunk)
@@ -290,15 +274,10 @@ def evaluate(
     }
 
 
-def latent_count(settings: RunSettings, variant: str, value: Knob) -> int:
+def latent_count(settings: RunSettings, variant: str, value: Value) -> int:
     """Latent tokens per step for the figure's x axis: masked positions in a pass besides the decoded one(s) at the
     first step ('all' = answer length − k; AR+MTP's w → w − 1)."""
-    most = settings.world.answer_length - settings.decode.k
-    if variant in ("mdm", "ar-ntp") or value is None:
-        return most if variant != "ar" else 0
-    if variant in ("sidm", "ar"):
-        return 0
-    return value if variant == "scdm" else value - 1
+    return get_variant(variant).latent_count(value, settings.world.answer_length - settings.decode.k)
 
 
 def _has_key(record: dict[str, Any]) -> str | None:
@@ -372,12 +351,15 @@ def run(
                     losses[recipe.fingerprint() + variant] = final_loss(directory)
             seconds["train"] += time.perf_counter() - phase
             phase = time.perf_counter()
+            diagnostics: dict[tuple[str, Value], dict[str, Any] | None] = {}  # per model and knob value
             with _bar(progress) as bar:
                 for variant in settings.variants:
+                    spec = get_variant(variant)
                     for decode in settings.decodes(variant):
                         for knob, value in settings.knobs(variant):
                             recipe = settings.recipe(train, variant, value)
-                            model = models[recipe.fingerprint() + variant]
+                            model_key = recipe.fingerprint() + variant
+                            model = models[model_key]
                             key = evaluation_key(
                                 settings, test, variant, value, device, dtype_name, train=recipe, decode=decode
                             )
@@ -390,23 +372,24 @@ def run(
                                 model, settings, test, variant, value,
                                 lambda n, t=task: bar.advance(t, n), decode=decode, seed=seed,
                             )  # fmt: skip
-                            diagnostic = one_step(
-                                model, test_rows, settings.world.prompt_length, variant, value,
-                                torch.Generator().manual_seed(seed), settings.eval_batch,
-                            )  # fmt: skip
+                            if (model_key, value) not in diagnostics:  # the same under every decoding rule
+                                diagnostics[model_key, value] = spec.one_step(
+                                    model, test_rows, settings.world.prompt_length, value,
+                                    torch.Generator().manual_seed(seed), settings.eval_batch,
+                                )  # fmt: skip
                             record = {
                                 "key": key,
                                 "variant": variant,
                                 "knob": knob,
                                 "value": None if knob is None else label(value),
-                                "selection": decode.label() if variant in DIFFUSION_VARIANTS else "left to right",
+                                "selection": spec.selection(decode),
                                 "primary": decode == settings.decode,
                                 "seed": seed,
                                 "latent_tokens": latent_count(settings, variant, value),
                                 **result,
-                                "final_loss": losses[recipe.fingerprint() + variant],
-                                "curve": summaries.get(recipe.fingerprint() + variant),
-                                "one_step": diagnostic,
+                                "final_loss": losses[model_key],
+                                "curve": summaries.get(model_key),
+                                "one_step": diagnostics[model_key, value],
                                 "device": device,
                                 "dtype": dtype_name,
                             }

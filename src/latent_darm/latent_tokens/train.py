@@ -20,11 +20,13 @@ from typing import Any
 import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+from latent_darm.errors import ConfigError
 from latent_darm.io import atomic_write_json, notice, read_json_file
 from latent_darm.latent_tokens.curves import HELDOUT_ROWS, heldout_every, heldout_loss
-from latent_darm.latent_tokens.objectives import batch_loss, make_batch
+from latent_darm.latent_tokens.objectives import batch_loss
 from latent_darm.latent_tokens.state import clear_states, save_state, saved_states
 from latent_darm.latent_tokens.tokenizer import VOCABULARY, puzzle_tokenizer
+from latent_darm.latent_tokens.variants import get_variant
 from latent_darm.models.llada.checkpoint import load_llada, save_llada
 from latent_darm.models.llada.configuration import LLaDAConfig
 from latent_darm.models.llada.modeling import LLaDAModelLM
@@ -59,6 +61,12 @@ class TrainSettings:
         payload = {**asdict(self), "version": TRAIN_VERSION}
         payload.pop("checkpoint_every")
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"--steps: {self.steps} must be ≥ 1 (training steps per variant)")
+        if self.ema is not None and not 0 <= self.ema < 1:
+            raise ConfigError(f"--ema: {self.ema} must be in [0, 1) (or 'off')")
 
 
 def ema_decay(target: float | None, step: int) -> float:
@@ -175,6 +183,7 @@ def train_variant(
     """Train (or resume, or load when finished) ``variant`` on ``rows`` [N, T]; returns the model in eval mode.
     With ``heldout`` rows the history also records the held-out loss of the evaluated weights
     (:mod:`.curves`; the training itself is the same bit for bit)."""
+    spec = get_variant(variant)  # its objective and pattern
     if is_trained(directory):
         return load_llada(directory / MODEL_DIR, device=device)
     directory.mkdir(parents=True, exist_ok=True)
@@ -214,8 +223,8 @@ def train_variant(
     while step < settings.steps:
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         index = torch.randint(rows.shape[0], (settings.batch_size,), generator=generator)
-        batch = make_batch(
-            variant, rows[index], prompt_length, mask_id, generator, settings.mtp_window,
+        batch = spec.batch(
+            rows[index], prompt_length, mask_id, generator, settings.mtp_window,
             noise_puzzle=settings.noise_puzzle, pad_id=model.config.pad_token_id,
         )  # fmt: skip
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype or torch.float32,

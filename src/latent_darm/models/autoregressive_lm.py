@@ -362,10 +362,9 @@ class AutoregressiveLM:
         system: str | None = "",
     ) -> list[Generation]:
         """Greedy answers with soft tokens spliced into each chat prompt. ``prefix_embeds``: [B, L, d] or B tensors
-        [L_i, d] in the executor's embedding space (projector outputs)."""
+        [L_i, d] in the executor's embedding space (projector outputs). ``placement``: see :meth:`plan_segments`,
+        which refuses an unknown one at the first prompt, before any generation."""
         self._check(prompts, max_new_tokens, repetition_penalty, batch_size)
-        if placement not in PLACEMENTS:
-            raise ConfigError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         if isinstance(prefix_embeds, torch.Tensor) and prefix_embeds.dim() != 3:
             raise ConfigError(
                 f"soft tokens must be [B, L, d] or a list of [L, d]; got shape {tuple(prefix_embeds.shape)}"

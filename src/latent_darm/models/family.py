@@ -1,14 +1,17 @@
 """Planner families: the one interface every diffusion planner family implements, and the registry that picks
 the family from a checkpoint's ``config.json`` ``model_type``.
 
-A family owns its network, its checkpoint reader, its special ids and its sampler; everything else in the package
-(`DiffusionLM`, the pipelines, the CLI) talks to it only through :class:`PlannerFamily`. Adding a family is a
-folder under ``models/`` with a ``family.py`` that defines ``FAMILY``, plus one line in :data:`FAMILIES`.
+A family owns its network, its checkpoint reader, its special ids, its sampler and the sampler's settings (a
+:class:`~latent_darm.sampling.SamplerConfig` with only the fields it has); everything else in the package
+(`DiffusionLM`, the pipelines, the CLI) talks to it only through :class:`PlannerFamily` and builds its settings
+through :func:`sampler_config`. Adding a family is a folder under ``models/`` with a ``family.py`` that defines
+``FAMILY``, plus one line in :data:`FAMILIES`.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from latent_darm.errors import CheckpointError, ConfigError
 from latent_darm.io import read_json_file
-from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds
+from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds, field_names
 
 # config.json model_type → module holding that family's FAMILY object (imported only when used).
 FAMILIES: dict[str, str] = {
@@ -39,11 +42,11 @@ class PlannerForward:
 
 
 class PlannerFamily(Protocol):
-    """What a diffusion planner family provides. ``remasking`` lists its position-choice rules, default first;
-    ``uses_blocks`` says whether ``block_length`` means anything to its sampler."""
+    """What a diffusion planner family provides. ``sampler_config`` is its settings' class (construction refuses a
+    field it does not have); ``uses_blocks`` says whether ``block_length`` means anything to its sampler."""
 
     name: str
-    remasking: tuple[str, ...]
+    sampler_config: type[SamplerConfig]
     uses_blocks: bool
 
     def load(self, directory: Path, *, dtype: torch.dtype, device: str | torch.device, strict_config: bool) -> Any:
@@ -68,10 +71,6 @@ class PlannerFamily(Protocol):
         position_ids: torch.Tensor | None = None,
         output_hidden: bool = False,
     ) -> PlannerForward: ...
-
-    def check(self, config: SamplerConfig) -> None:
-        """Refuse sampler settings this family cannot honour, naming the field."""
-        ...
 
     def sample(
         self,
@@ -121,20 +120,103 @@ def family_of_model(model: nn.Module) -> PlannerFamily:
     return get_family(getattr(model.config, "model_type", None), type(model).__name__)
 
 
-def sampler_config(family: PlannerFamily, **options: Any) -> SamplerConfig:
-    """A :class:`SamplerConfig` for ``family``: unset (``None``) options take the family's defaults; ``remasking``
-    and ``block_length`` are checked against what the family knows."""
+def sampler_config(family: PlannerFamily | None, **options: Any) -> SamplerConfig:
+    """``family``'s sampler settings; unset (``None``) options take its defaults, and an option it does not have is
+    a one-line error naming both. Without a family (a hub planner not downloaded yet), the settings of the first
+    registered family they are valid for, read as a stored spec is (:func:`settings_for`)."""
     values = {k: v for k, v in options.items() if v is not None}
-    rule = values.setdefault("remasking", family.remasking[0])
-    if rule not in family.remasking:
-        raise ConfigError(f"remasking {rule!r} is not known to {family.name}; valid: {', '.join(family.remasking)}")
-    if not family.uses_blocks:
-        if "block_length" in values:
-            raise ConfigError(f"block_length is not used by {family.name} (it denoises the whole canvas at once)")
-        values["block_length"] = values.get("gen_length", SamplerConfig.__dataclass_fields__["gen_length"].default)
-    config = SamplerConfig(**values)
-    family.check(config)
-    return config
+    if family is not None:
+        return family.sampler_config(**values)
+    families = []
+    for model_type in FAMILIES:
+        try:
+            families.append(get_family(model_type))
+        except CheckpointError:  # a family this transformers release cannot load
+            continue
+    if "block_length" in values:  # named for every family, it must still be one a family with blocks could use
+        blocks = {k: values[k] for k in ("gen_length", "steps", "block_length") if k in values}
+        for candidate in families:
+            if candidate.uses_blocks:
+                candidate.sampler_config(**blocks)
+    refusals: list[tuple[PlannerFamily, ConfigError]] = []
+    for candidate in families:
+        try:
+            return candidate.sampler_config(**settings_for(candidate, values))
+        except ConfigError as exc:
+            refusals.append((candidate, exc))
+    # The refusal worth reading is that of a family which has every setting given.
+    fitting = [exc for f, exc in refusals if set(values) <= field_names(f.sampler_config) | {"block_length"}]
+    raise (fitting or [exc for _, exc in refusals])[0]
+
+
+# What the single SamplerConfig of every family (before each had its own) stored for a setting a family did not
+# use; a family without blocks was given any block_length and ignored it. Frozen: only stored files carry these.
+UNUSED_SETTING = {
+    "temperature": 0.0,
+    "cfg_scale": 0.0,
+    "logits_eos_inf": False,
+    "confidence_eos_eot_inf": False,
+    "confidence_eos_every_temperature": False,
+    "threshold": None,
+    "cache": "none",
+    "early_stop": False,
+    "lookahead": None,
+    "lookahead_choice": "nearest",
+    "denoise_fraction": 1.0,
+    "top_p": None,
+    "top_k": None,
+    "alg_temp": None,
+    "latent_rows": "plan",
+}
+
+
+def renamed_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Stored settings under today's names: He et al.'s knob was ``latent_tokens`` (with ``latent_choice``) beside a
+    ``lookahead`` that cut the canvas, the nearest-positions case of the same idea; both are ``lookahead`` now."""
+    values = dict(values)
+    if "latent_tokens" not in values and "latent_choice" not in values:
+        return values
+    held, choice = values.pop("latent_tokens", None), values.pop("latent_choice", None) or "nearest"
+    if held is None:
+        return values
+    cut = values.get("lookahead")
+    if cut is not None and choice != "nearest":
+        raise ConfigError(
+            f"latent_tokens {held} drawn at random within lookahead {cut} is no longer a setting; use one of them"
+        )
+    values["lookahead"] = held if cut is None else min(held, cut)
+    if choice != "nearest":  # nearest, the default, is not stored
+        values["lookahead_choice"] = choice
+    return values
+
+
+def settings_for(family: PlannerFamily, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as a spec or a projector stores them, read for ``family``: old names mapped
+    (:func:`renamed_settings`), and a setting the family lacks dropped where it holds the value that meant "unused"
+    (:data:`UNUSED_SETTING`; a role names ``block_length`` and ``cache`` for every family). Any other setting the
+    family lacks is kept, for construction to refuse."""
+    own = field_names(family.sampler_config)
+    return {
+        key: value
+        for key, value in renamed_settings(values).items()
+        if key in own
+        or not (key == "block_length" or (key in UNUSED_SETTING and value == UNUSED_SETTING[key]) or value is None)
+    }
+
+
+def current_sampler_dict(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A sampler's ``to_dict()`` as a results directory stored it before each family had its own settings (every
+    family's fields, ``latent_tokens`` among them), as today's code writes it: the family its ``remasking`` rule
+    names, its own settings. Anything else, or settings that no longer build, comes back unchanged."""
+    if "latent_tokens" not in stored and "latent_choice" not in stored:
+        return dict(stored)
+    for model_type in FAMILIES:
+        try:
+            family = get_family(model_type)
+            return family.sampler_config(**settings_for(family, stored)).to_dict()  # its remasking picks it
+        except (CheckpointError, ConfigError):
+            continue
+    return dict(stored)
 
 
 def refuse_incomplete_load(directory: Path, info: dict[str, Any]) -> None:

@@ -37,20 +37,26 @@ SPECIAL_TOKENS = [
 ]
 
 
-def train_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with the LLaDA/Llama-3 special tokens and chat template."""
+def byte_level_bpe(corpus: Iterable[str], vocab_size: int, special_tokens: list[str]) -> Tokenizer:
+    """A byte-level BPE trained on ``corpus``, the kind Llama-3 and Qwen2 (so LLaDA and Dream) ship; the special
+    tokens take the first ids, in order."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return tokenizer
+
+
+def train_bpe_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with the LLaDA/Llama-3 special tokens and chat template."""
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
+        tokenizer_object=byte_level_bpe(corpus, vocab_size, SPECIAL_TOKENS),
         bos_token="<|startoftext|>",
         eos_token="<|endoftext|>",
         pad_token="<|pad|>",
@@ -106,6 +112,20 @@ def save_llada_checkpoint(
     save_llada(model, directory, max_shard_bytes=max_shard_bytes)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+# LLaDA's block weights under their names in transformers' Llama: the same block, without the causal mask.
+LLADA_BLOCK_AS_LLAMA = {
+    "q_proj": "self_attn.q_proj",
+    "k_proj": "self_attn.k_proj",
+    "v_proj": "self_attn.v_proj",
+    "attn_out": "self_attn.o_proj",
+    "ff_proj": "mlp.gate_proj",
+    "up_proj": "mlp.up_proj",
+    "ff_out": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ff_norm": "post_attention_layernorm",
+}
 
 
 def random_llama(

@@ -28,6 +28,7 @@ from latent_darm.errors import CheckpointError
 from latent_darm.extras import require
 from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.diffusion_lm import DiffusionLM
+from latent_darm.models.family import settings_for
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.safetensors_files import PICKLE_PATTERNS, pickle_only_message, tensor_names
 from latent_darm.pipelines.base import Pipeline
@@ -90,17 +91,14 @@ def merge_adapter(executor: AutoregressiveLM, adapter: str) -> AutoregressiveLM:
 
 def sampler_from_role(role: DiffusionRole | Mapping[str, Any], planner: DiffusionLM | None = None) -> SamplerConfig:
     """The role's sampler settings (a role object in the JSON layout is checked first); with the loaded
-    ``planner``, checked against (and defaulted by) its family. A family without blocks ignores the role's
-    ``block_length`` (specs name one for LLaDA's sake; the commands refuse an explicit one for such a family before
+    ``planner``, its family's, read as stored (``settings_for``: a family without blocks ignores the role's
+    ``block_length``, which specs name for LLaDA's sake; the commands refuse an explicit one for such a family before
     any spec is written)."""
     if not isinstance(role, DiffusionRole):
         role = DiffusionRole.from_dict(role, "role.")
-    values = role.sampler.values()
     if planner is None:
-        return SamplerConfig(**values)
-    if not planner.family.uses_blocks:
-        values.pop("block_length", None)
-    return planner.sampler_config(**values)
+        return role.sampler.config()
+    return planner.sampler_config(**settings_for(planner.family, role.sampler.values()))
 
 
 def warn_sampler_differs(projector: str, differs: dict[str, dict[str, Any]]) -> None:
@@ -135,8 +133,9 @@ def build_pipeline(spec: PipelineSpec | Mapping[str, Any], models: ModelCache | 
         return TextPipeline(
             writer_from_role(planner, models, templates), writer_from_role(executor, models, templates), templates
         )
+    from latent_darm.pipelines.builder import planner_role_for_projector
     from latent_darm.pipelines.latent import LatentPipeline
-    from latent_darm.projector.model import Projector, planner_role_for_projector
+    from latent_darm.projector.model import Projector
 
     # The spec checked the pairing: a ddlm planner, an arm executor and a projector.
     assert isinstance(planner, DiffusionRole) and isinstance(executor, AutoregressiveRole) and spec.projector

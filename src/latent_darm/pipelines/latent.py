@@ -10,7 +10,7 @@ the latents' RMS: the paper's noised-latents control.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -61,8 +61,10 @@ class LatentPipeline(Pipeline):
 
     def __post_init__(self) -> None:
         layer, rows = self.projector.config.latent_layer, self.projector.config.latent_rows
-        if self.sampler.hidden_layer != layer or self.sampler.latent_rows != rows:
-            self.sampler = SamplerConfig(**{**self.sampler.to_dict(), "hidden_layer": layer, "latent_rows": rows})
+        # A family whose logits are not shifted has no latent_rows: its plan latents are the plan rows.
+        changes = {"hidden_layer": layer, **({"latent_rows": rows} if hasattr(self.sampler, "latent_rows") else {})}
+        if any(getattr(self.sampler, k) != v for k, v in changes.items()):
+            self.sampler = replace(self.sampler, **changes)
         if self.planner.hidden_size != self.projector.config.planner_dim:
             raise ConfigError(
                 f"projector expects planner hidden size {self.projector.config.planner_dim}, "

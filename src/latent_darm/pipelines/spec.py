@@ -14,7 +14,7 @@ The JSON layout is the one results directories have always stored, so they load 
      "prompts": str | None, "dtype": "float32" | "bfloat16" | "float16",
      ["system_prompt", "force_projector", "sampler_differs_from_training", "plans"]}
     role = {"kind": "ddlm", "model", "gen_length", "steps", "block_length", "threshold",
-            ["cache", any other SamplerConfig field but hidden_layer: "denoise_fraction", "latent_tokens", ...]}
+            ["cache", any other family's sampler setting but hidden_layer: "denoise_fraction", "lookahead", ...]}
          | {"kind": "arm", "model", "max_new_tokens", "repetition_penalty"}
 
 Keys in brackets (fields marked :data:`OPTIONAL`) are written only when set, so a field added later leaves every
@@ -36,7 +36,7 @@ from latent_darm.errors import ConfigError
 from latent_darm.pipelines.prompts import PromptTemplates, load_templates
 
 if TYPE_CHECKING:
-    from latent_darm.sampling.config import SamplerConfig
+    from latent_darm.sampling import SamplerConfig
 
 PIPELINE_KINDS = ("arm", "ddlm", "text", "latent")
 ROLE_KINDS = ("ddlm", "arm")
@@ -137,9 +137,9 @@ def _build(cls: type[T], values: dict[str, Any], path: str = "") -> T:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A diffusion writer's :class:`SamplerConfig` settings (names as there; ``hidden_layer`` belongs to the
-    projector, not the role), checked by building it. The first four are always stored; the rest only when set.
-    None takes the default of the planner's family (``DiffusionLM.sampler_config``) or SamplerConfig's."""
+    """A diffusion writer's sampler settings, any family's (names as in the families' configs; ``hidden_layer``
+    belongs to the projector, not the role), checked by building them for the first family they are valid for. The
+    first four are always stored; the rest only when set. None takes the default of the planner's family."""
 
     gen_length: int | None = None  # None only before a latent planner takes its projector's settings
     steps: int | None = None
@@ -155,29 +155,29 @@ class SamplerSpec:
     confidence_eos_eot_inf: bool | None = field(default=None, metadata=OPTIONAL)
     confidence_eos_every_temperature: bool | None = field(default=None, metadata=OPTIONAL)
     lookahead: int | None = field(default=None, metadata=OPTIONAL)
+    lookahead_choice: str | None = field(default=None, metadata=OPTIONAL)
     top_p: float | None = field(default=None, metadata=OPTIONAL)
     top_k: int | None = field(default=None, metadata=OPTIONAL)
     alg_temp: float | None = field(default=None, metadata=OPTIONAL)
     latent_rows: str | None = field(default=None, metadata=OPTIONAL)
-    latent_tokens: int | None = field(default=None, metadata=OPTIONAL)
-    latent_choice: str | None = field(default=None, metadata=OPTIONAL)
 
     def __post_init__(self) -> None:
         if self.gen_length is not None:
             self.config()
 
     def values(self) -> dict[str, Any]:
-        """The settings that are set; the others take the defaults of :class:`SamplerConfig` or of the planner's
-        family (``DiffusionLM.sampler_config``)."""
+        """The settings that are set; the others take the defaults of the planner's family."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     def config(self, **extra: Any) -> SamplerConfig:
-        """The sampler settings without a planner's family (no ``block_length``: one block), plus ``extra``."""
-        from latent_darm.sampling.config import SamplerConfig
+        """The sampler settings, plus ``extra``, for the first planner family they are valid for (the spec does not
+        know the planner's family; no ``block_length``: one block)."""
+        from latent_darm.models.family import sampler_config
 
         values = self.values()
-        values.setdefault("block_length", values.get("gen_length", SamplerConfig.gen_length))
-        return SamplerConfig(**values, **extra)
+        if "gen_length" in values:
+            values.setdefault("block_length", values["gen_length"])
+        return sampler_config(None, **values, **extra)
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,9 @@ class DiffusionRole:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: str) -> DiffusionRole:
+        from latent_darm.models.family import renamed_settings
+
+        data = renamed_settings(data)  # a spec stored before lookahead took over latent_tokens
         _refuse_unknown(data, {"kind"} | _keys(cls) | _keys(SamplerSpec), path)
         values = _read(cls, data, path)
         return cls(**values, sampler=_build(SamplerSpec, _read(SamplerSpec, data, path), path))

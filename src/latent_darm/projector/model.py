@@ -31,7 +31,6 @@ from latent_darm.models.autoregressive_lm import tokenizer_fingerprint
 from latent_darm.models.hub import resolve_checkpoint
 from latent_darm.models.norm import RMSNorm
 from latent_darm.models.splice import PLACEMENTS
-from latent_darm.sampling.config import SAMPLER_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -114,21 +113,6 @@ class ProjectorConfig:
             return cls(**values)
         except ConfigError as exc:
             raise CheckpointError(f"{source}: {exc}") from None
-
-
-def planner_role_for_projector(
-    role: dict[str, Any], projector: ProjectorConfig
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """A latent planner role with every unset (absent or None) sampler setting taken from what ``projector`` was
-    trained with, and the settings given explicitly that differ from it (``{key: {"trained": x, "used": y}}``). A
-    projector saved before the settings were recorded gets the old defaults for its plan length (steps = plan
-    length, blocks of at most 32) and reports no difference."""
-    stored = {k: v for k, v in projector.planner_sampler.items() if k in SAMPLER_KEYS}
-    length = projector.plan_length
-    trained = {"gen_length": length, "steps": length, "block_length": min(32, length), **stored}
-    filled = {**role, **{k: v for k, v in trained.items() if role.get(k) is None}}
-    differs = {k: {"trained": v, "used": filled.get(k)} for k, v in stored.items() if filled.get(k) != v}
-    return filled, differs
 
 
 def _output_norm(dim: int, eps: float) -> RMSNorm:

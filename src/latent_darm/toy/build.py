@@ -44,8 +44,8 @@ from latent_darm.errors import CheckpointError
 from latent_darm.io import read_jsonl
 from latent_darm.models.diffusion_lm import DiffusionLM, load_tokenizer
 from latent_darm.models.llada.checkpoint import save_llada
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
 from latent_darm.models.safetensors_files import SINGLE_FILE, checked_weight_files
-from latent_darm.sampling import SamplerConfig
 from latent_darm.threads import single_thread
 from latent_darm.toy.mixtures import executor_examples, planner_examples
 from latent_darm.toy.models import new_executor, new_planner, planner_from_executor
@@ -94,15 +94,15 @@ class WorldArtifacts:
     def problems(self, split: Split) -> list[ToyProblem]:
         return [ToyProblem(**record) for _, record in read_jsonl(self.directory / "data" / f"{split}.jsonl")]
 
-    def plan_sampler(self) -> SamplerConfig:
+    def plan_sampler(self) -> LLaDASamplerConfig:
         """The exact sampler settings the planner was trained for: one token per step over ``plan_length``."""
         c = self.config
-        return SamplerConfig(gen_length=c.plan_length, block_length=c.block_length, steps=c.plan_length)
+        return LLaDASamplerConfig(gen_length=c.plan_length, block_length=c.block_length, steps=c.plan_length)
 
-    def answer_sampler(self) -> SamplerConfig:
+    def answer_sampler(self) -> LLaDASamplerConfig:
         """Settings for the planner acting as executor (short ``\\boxed{}`` answers)."""
         c = self.config
-        return SamplerConfig(gen_length=c.answer_length, block_length=c.answer_length, steps=c.answer_length)
+        return LLaDASamplerConfig(gen_length=c.answer_length, block_length=c.answer_length, steps=c.answer_length)
 
     def load_planner(self) -> DiffusionLM:
         return DiffusionLM.from_pretrained(self.planner_dir)

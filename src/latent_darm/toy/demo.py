@@ -29,8 +29,10 @@ from latent_darm.evaluation.benchmarks import Example, load_benchmark
 from latent_darm.evaluation.report import Run, load_run, write_report
 from latent_darm.evaluation.runner import EvalSummary, evaluate, examples_fingerprint
 from latent_darm.io import atomic_write_json
+from latent_darm.pipelines.builder import autoregressive_role, diffusion_role, spec_from_roles
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.pipelines.spec import AutoregressiveRole, DiffusionRole, Role
 from latent_darm.threads import single_thread
 from latent_darm.toy.benchmarks import TEST_BENCHMARK, register_toy_benchmarks
 from latent_darm.toy.build import PREFIX_EXECUTOR, WorldArtifacts, build_prefix_executor, build_world
@@ -200,41 +202,26 @@ class DemoConfiguration:
         return "".join(c if c.isalnum() else "-" for c in self.label.lower()).strip("-").replace("--", "-")
 
 
-def _ddlm(model: Path, length: int, block: int, setting: PlanSetting | None = None) -> dict[str, Any]:
-    return {
-        "kind": "ddlm",
-        "model": str(model),
-        "gen_length": length,
-        "steps": length if setting is None else setting.steps,
-        "block_length": block,
-        "threshold": None,
-        "cache": "none",
-        "denoise_fraction": 1.0 if setting is None else setting.denoise_fraction,
-    }
+def _ddlm(model: Path, length: int, block: int, setting: PlanSetting | None = None) -> DiffusionRole:
+    steps = length if setting is None else setting.steps
+    fraction = 1.0 if setting is None else setting.denoise_fraction
+    return diffusion_role(str(model), length, steps, block, None, "none", denoise_fraction=fraction)
 
 
-def _arm(model: Path, max_new_tokens: int) -> dict[str, Any]:
-    return {"kind": "arm", "model": str(model), "max_new_tokens": max_new_tokens, "repetition_penalty": 1.0}
+def _arm(model: Path, max_new_tokens: int) -> AutoregressiveRole:
+    return autoregressive_role(str(model), max_new_tokens, 1.0)
 
 
 def _spec(
     kind: str,
-    planner: dict[str, Any] | None,
-    executor: dict[str, Any],
+    planner: Role | None,
+    executor: Role,
     *,
     projector: Path | None = None,
     chain_of_thought: bool = False,
 ) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "planner": planner,
-        "executor": executor,
-        "projector": None if projector is None else str(projector),
-        "chain_of_thought": chain_of_thought,
-        "latent_noise": 0.0,
-        "prompts": None,
-        "dtype": "float32",
-    }
+    path = None if projector is None else str(projector)
+    return spec_from_roles(kind, planner, executor, projector=path, chain_of_thought=chain_of_thought)
 
 
 # The figure's series: label stem → (recipe, executor role); text has no recipe.

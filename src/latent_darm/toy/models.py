@@ -12,6 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 from latent_darm.errors import ConfigError
 from latent_darm.models.llada.configuration import LLaDAConfig
 from latent_darm.models.llada.modeling import LLaDAModelLM
+from latent_darm.models.tiny import LLADA_BLOCK_AS_LLAMA
 from latent_darm.toy.world import ModelSpec
 
 MAX_POSITIONS = 512
@@ -87,19 +88,6 @@ def new_executor(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, seed: int)
     return model
 
 
-_LLAMA_NAMES = {
-    "q_proj": "self_attn.q_proj",
-    "k_proj": "self_attn.k_proj",
-    "v_proj": "self_attn.v_proj",
-    "attn_out": "self_attn.o_proj",
-    "ff_proj": "mlp.gate_proj",
-    "up_proj": "mlp.up_proj",
-    "ff_out": "mlp.down_proj",
-    "attn_norm": "input_layernorm",
-    "ff_norm": "post_attention_layernorm",
-}
-
-
 def planner_from_executor(
     executor: LlamaForCausalLM, spec: ModelSpec, tokenizer: PreTrainedTokenizerBase
 ) -> LLaDAModelLM:
@@ -126,7 +114,7 @@ def planner_from_executor(
         t.ff_out.weight.copy_(executor.get_output_embeddings().weight)
         t.ln_f.weight.copy_(llama.norm.weight)
         for block, layer in zip(t.blocks, llama.layers, strict=False):
-            for ours, theirs in _LLAMA_NAMES.items():
+            for ours, theirs in LLADA_BLOCK_AS_LLAMA.items():
                 getattr(block, ours).weight.copy_(layer.get_submodule(theirs).weight)
         for block in t.blocks[len(llama.layers) :]:
             block.attn_out.weight.zero_()

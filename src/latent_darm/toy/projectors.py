@@ -6,8 +6,9 @@ denoising steps (or after half of the 8 steps, ``denoise_fraction`` 0.5) are not
 trained on the full process has seen. So every latent configuration is evaluated with a projector trained on
 latents from the sampler settings it runs with: either its own (``matched``) or one trained on every setting of
 the sweep at once (``mixture``). Stage-1 latents are cached once per setting inside the world's cache entry and
-shared by every projector that reads them; stage 2 is the project's trainer (``train_projector``), one resumable
-run directory per projector.
+shared by every projector that reads them; both stages are the project's projector pipeline
+(:func:`~latent_darm.training.projector_pipeline.run_projector_pipeline`, as ``darm train-projector`` runs them), one
+resumable run directory per projector.
 """
 
 from __future__ import annotations
@@ -20,20 +21,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from latent_darm.errors import ConfigError
-from latent_darm.models.autoregressive_lm import AutoregressiveLM
-from latent_darm.models.diffusion_lm import DiffusionLM
-from latent_darm.pipelines.prompts import PromptTemplates
-from latent_darm.progress import progress_bar
-from latent_darm.projector.model import Projector
-from latent_darm.sampling import SamplerConfig
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
 from latent_darm.toy.build import WorldArtifacts
 from latent_darm.toy.world import ToyProblem
 from latent_darm.training.data import TrainingExample
-from latent_darm.training.latent_cache import SPEC_VERSION, LatentCache, build_latent_cache
-from latent_darm.training.projector_trainer import ProjectorTrainingConfig, train_projector
+from latent_darm.training.latent_cache import SPEC_VERSION
+from latent_darm.training.projector_pipeline import LatentSource, ProjectorPipelineSettings, run_projector_pipeline
+from latent_darm.training.projector_trainer import ProjectorTrainingConfig
 
 LATENT_LAYER = -1  # the paper's latents: last layer, after the final norm
 
@@ -60,9 +55,9 @@ class PlanSetting:
             return f", denoised {self.denoise_fraction:g} of {self.steps} steps"
         return "" if self.steps == full_steps else f", {self.steps} steps"
 
-    def sampler(self, artifacts: WorldArtifacts, hidden_layer: int | None = LATENT_LAYER) -> SamplerConfig:
+    def sampler(self, artifacts: WorldArtifacts, hidden_layer: int | None = LATENT_LAYER) -> LLaDASamplerConfig:
         base = artifacts.plan_sampler().to_dict()
-        return SamplerConfig(
+        return LLaDASamplerConfig(
             **{**base, "steps": self.steps, "denoise_fraction": self.denoise_fraction, "hidden_layer": hidden_layer}
         )
 
@@ -107,55 +102,12 @@ def projector_problems(artifacts: WorldArtifacts, n: int) -> tuple[list[ToyProbl
     return picked, artifacts.problems("validation")
 
 
-class MixedLatentCache:
-    """Several latent caches read as one: key ``<id>@<setting>`` reads ``<id>`` from that setting's cache. What the
-    trainer needs of a cache: membership, ``load``, ``directory`` and ``spec``."""
-
-    def __init__(self, caches: dict[str, LatentCache], directory: Path) -> None:
-        self.caches, self.directory = caches, directory
-        self.spec = {"mixture": {key: cache.spec for key, cache in sorted(caches.items())}}
-
-    def _split(self, key: str) -> tuple[LatentCache, str]:
-        example, _, setting = key.rpartition("@")
-        if setting not in self.caches:
-            raise ConfigError(f"no latent cache for setting {setting!r} (example {key!r})")
-        return self.caches[setting], example
-
-    def __contains__(self, key: str) -> bool:
-        example, _, setting = key.rpartition("@")
-        return setting in self.caches and example in self.caches[setting]
-
-    def load(self, keys: Sequence[str]) -> torch.Tensor:
-        return torch.cat([cache.load([example]) for cache, example in map(self._split, keys)])
-
-
-def latent_cache(
-    artifacts: WorldArtifacts,
-    planner: DiffusionLM,
-    setting: PlanSetting,
-    problems: Sequence[ToyProblem],
-    *,
-    batch_size: int,
-    progress: bool,
-) -> LatentCache:
-    """The planner's latents under ``setting`` for ``problems``, cached in the world's entry (resumable; shared
-    by every projector that reads this setting)."""
-    sampler = setting.sampler(artifacts)
-    examples = [training_example(p) for p in problems]
+def latent_directory(artifacts: WorldArtifacts, setting: PlanSetting, examples: Sequence[TrainingExample]) -> Path:
+    """Where the planner's latents under ``setting`` for ``examples`` are cached: in the world's entry, shared by
+    every projector that reads this setting."""
     ids = hashlib.sha256("\n".join(e.id for e in examples).encode()).hexdigest()[:12]
     # Named by the spec version too: a world cached before it keeps its old caches and makes new ones beside them.
-    directory = artifacts.directory / "latents" / f"{setting.key}-{ids}-v{SPEC_VERSION}"
-    with progress_bar(progress, remaining=False) as bar:
-        task = bar.add_task(f"planner latents {setting.key}", total=len(examples))
-        return build_latent_cache(
-            planner,
-            examples,
-            directory,
-            sampler,
-            PromptTemplates(),
-            batch_size=batch_size,
-            on_progress=lambda n: bar.advance(task, n),
-        )
+    return artifacts.directory / "latents" / f"{setting.key}-{ids}-v{SPEC_VERSION}"
 
 
 def train_recipe(
@@ -182,52 +134,38 @@ def train_recipe(
         raise ConfigError(f"projector {recipe.name}: the world has no {recipe.executor} (see WorldConfig)")
     run_dir = artifacts.directory / f"projector-{recipe.name}-{run_key}"
     train_problems, held_problems = projector_problems(artifacts, questions)
-    planner = artifacts.load_planner()
-    caches = {
-        s.key: latent_cache(artifacts, planner, s, [*train_problems, *held_problems], batch_size=batch_size,
-                            progress=progress)
-        for s in recipe.settings
-    }  # fmt: skip
+    cached = [training_example(p) for p in [*train_problems, *held_problems]]
     if len(recipe.settings) == 1:
-        (cache,) = caches.values()
         train = [training_example(p) for p in train_problems]
         held_out = [training_example(p) for p in held_problems]
     else:
-        cache = MixedLatentCache(caches, run_dir / "latents")  # type: ignore[assignment]
         k = len(recipe.settings)
         train = [training_example(p, recipe.settings[i % k]) for i, p in enumerate(train_problems)]
         held_out = [training_example(p, s) for p in held_problems for s in recipe.settings]
-    executor = AutoregressiveLM.from_pretrained(executor_dir)
-    torch.manual_seed(config.seed)  # the projector's initial weights: same settings, same projector
-    # One sampler setting: the projector remembers it, so eval/solve feed it latents made the same way.
-    stored_sampler = recipe.settings[0].sampler(artifacts).to_dict() if len(recipe.settings) == 1 else {}
-    projector = Projector.for_pair(
-        planner,
-        executor,
-        hidden_dim=hidden_dim,
-        plan_length=artifacts.config.plan_length,
-        latent_layer=LATENT_LAYER,
-        planner_sampler=stored_sampler,
+    sources = tuple(
+        LatentSource(s.key, s.sampler(artifacts), latent_directory(artifacts, s, cached)) for s in recipe.settings
     )
-    provenance = {
-        "world": artifacts.config.fingerprint(),
-        "recipe": recipe.to_dict(),
-        "samplers": [s.sampler(artifacts).to_dict() for s in recipe.settings],
-        "data": "toy train split",
-    }
-    summary = train_projector(
-        projector,
-        executor,
-        cache,  # type: ignore[arg-type]
-        train,
-        held_out,
-        run_dir,
-        replace(config, lora=recipe.lora),
-        templates=PromptTemplates(),
-        provenance=provenance,
+    settings = ProjectorPipelineSettings(
+        planner=str(artifacts.planner_dir),
+        executor=str(executor_dir),
+        out=run_dir,
+        sources=sources,
+        training=replace(config, lora=recipe.lora),
+        plan_length=artifacts.config.plan_length,
+        hidden_dim=hidden_dim,
+        latent_layer=LATENT_LAYER,
+        plan_batch_size=batch_size,
+        provenance=lambda samplers: {
+            "world": artifacts.config.fingerprint(),
+            "recipe": recipe.to_dict(),
+            "samplers": [sampler.to_dict() for sampler in samplers],
+            "data": "toy train split",
+        },
         progress=progress,
     )
-    return Path(summary.projector_dir)
+    outcome = run_projector_pipeline(settings, cached, train, held_out)
+    assert outcome.projector_dir is not None  # one process, training: always set
+    return outcome.projector_dir
 
 
 def recipe_key(payload: dict[str, Any]) -> str:

@@ -16,21 +16,12 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from latent_darm.errors import ConfigError
-from latent_darm.training.sft import SFTConfig, SFTExample, TrainHistory, run_sft
+from latent_darm.training.sft import SFTConfig, SFTExample, TrainHistory, pad_batch, run_sft
 
 
 def collate_right(batch: Sequence[SFTExample], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(input_ids [B, T], attention_mask [B, T], is_reply [B, T] bool — True on the reply tokens)."""
-    width = max(len(e) for e in batch)
-    ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    is_reply = torch.zeros((len(batch), width), dtype=torch.bool)
-    for row, example in enumerate(batch):
-        tokens = list(example.prompt_ids) + list(example.response_ids)
-        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        attention[row, : len(tokens)] = 1
-        is_reply[row, len(example.prompt_ids) : len(tokens)] = True
-    return ids, attention, is_reply
+    return pad_batch(batch, pad_token_id, "right")
 
 
 def token_weights(attention_mask: torch.Tensor, is_reply: torch.Tensor, prompt_loss_weight: float) -> torch.Tensor:

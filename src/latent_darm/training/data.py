@@ -20,6 +20,7 @@ from latent_darm.errors import DataError
 from latent_darm.extras import require
 from latent_darm.grading import MC_LETTERS, format_choices
 from latent_darm.io import read_jsonl
+from latent_darm.iterables import first_per_key
 from latent_darm.pipelines.prompts import AnswerType
 
 
@@ -160,13 +161,7 @@ def paper_preset(per_source: int = 5000, seed: int = 0) -> list[TrainingExample]
 
 def dedupe(examples: Iterable[TrainingExample]) -> list[TrainingExample]:
     """First occurrence of each (source, normalised question)."""
-    seen: set[str] = set()
-    kept = []
-    for example in examples:
-        if example.id not in seen:
-            seen.add(example.id)
-            kept.append(example)
-    return kept
+    return first_per_key(examples, lambda example: example.id)
 
 
 def split_held_out(

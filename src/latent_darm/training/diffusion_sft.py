@@ -16,22 +16,14 @@ import torch.nn.functional as F
 
 from latent_darm.errors import ConfigError
 from latent_darm.models.llada.modeling import LLaDAModelLM
-from latent_darm.training.sft import SFTConfig, SFTExample, TrainHistory, run_sft
+from latent_darm.training.sft import SFTConfig, SFTExample, TrainHistory, pad_batch, run_sft
 
 
 def collate_left(
     batch: Sequence[SFTExample], pad_token_id: int
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """(input_ids [B, T], attention_mask [B, T] or None when no row is padded, response_mask [B, T] bool)."""
-    width = max(len(e) for e in batch)
-    ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    response = torch.zeros((len(batch), width), dtype=torch.bool)
-    for row, example in enumerate(batch):
-        tokens = list(example.prompt_ids) + list(example.response_ids)
-        ids[row, width - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
-        attention[row, width - len(tokens) :] = 1
-        response[row, width - len(example.response_ids) :] = True
+    ids, attention, response = pad_batch(batch, pad_token_id, "left")
     return ids, (None if bool(attention.all()) else attention), response
 
 

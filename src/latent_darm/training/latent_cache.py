@@ -72,6 +72,15 @@ def cache_spec(planner: DiffusionLM, sampler: SamplerConfig, templates: PromptTe
     }
 
 
+def _todays_layout(spec: dict[str, Any]) -> dict[str, Any]:
+    """A stored cache spec with its sampler settings as today's code writes them (a cache built before each planner
+    family had its own settings stored every family's, at their defaults): such a cache is still this spec's."""
+    from latent_darm.models.family import current_sampler_dict
+
+    sampler = spec.get("sampler")
+    return {**spec, "sampler": current_sampler_dict(sampler)} if isinstance(sampler, dict) else spec
+
+
 @dataclass
 class CachedPlan:
     """Index entry: which shard holds an example's latents, and its decoded plan."""
@@ -108,8 +117,8 @@ class LatentCache:
             stored = parse_json(spec_path.read_bytes(), str(spec_path))
             if not isinstance(stored, dict):
                 raise DataError(f"{spec_path}: expected a JSON object")
-            if spec is not None and stored != json.loads(json.dumps(spec)):
-                differing = sorted(k for k in set(stored) | set(spec) if stored.get(k) != spec.get(k))
+            if spec is not None and _todays_layout(stored) != json.loads(json.dumps(spec)):
+                differing = sorted(k for k in set(stored) | set(spec) if _todays_layout(stored).get(k) != spec.get(k))
                 raise ConfigError(
                     f"latent cache {directory} was built with a different '{differing[0]}'; "
                     "use another --cache-dir or delete it"

@@ -6,8 +6,10 @@ embedding of the token the planner decoded there (y, d_executor). Ridge least sq
     W = (Xcᵀ Xc + ridge · I)⁻¹ Xcᵀ Yc,   b = ȳ − x̄ W,
 
 maps a latent to the embedding of its own plan token, position by position: the soft tokens then read as the plan
-text would, with no training (0 steps), or as a start for training. With ``ridge`` 0 the map needs at least
-d_planner + 1 rows and centred latents of full rank; otherwise it is refused (one line naming ``--init lstsq``).
+text would, with no training (0 steps), or as a start for training. The products are summed over batches of
+cached examples in float64 (:class:`RidgeSums`), so memory does not grow with the training set. With ``ridge`` 0
+the map needs at least d_planner + 1 rows and a centred Gram matrix Xcᵀ Xc of full rank (to float64 precision);
+otherwise it is refused (one line naming ``--init lstsq``).
 
 How the map seeds each architecture (:func:`seed_projector`):
 
@@ -35,6 +37,7 @@ from torch import nn
 from latent_darm.errors import ConfigError
 from latent_darm.models.autoregressive_lm import AutoregressiveLM, tokenizer_fingerprint
 from latent_darm.projector.model import Projector
+from latent_darm.training.latent_cache import LatentCache
 
 OPTION = "--init lstsq"
 SEEDABLE = ("linear", "mlp2_gelu_rmsnorm", "mlp2x_gelu")
@@ -56,30 +59,93 @@ class LinearMap:
         return self.y_mean - self.x_mean @ self.weight
 
 
-def ridge_map(latents: torch.Tensor, targets: torch.Tensor, ridge: float) -> LinearMap:
-    """Fit latents [..., d_p] → targets [..., d_e] (rows paired position by position) in float64."""
+def _check_ridge(ridge: float) -> None:
     if not math.isfinite(ridge) or ridge < 0:
         raise ConfigError(f"{OPTION}: the ridge must be a finite number >= 0, got {ridge}")
-    x = latents.reshape(-1, latents.shape[-1]).double()
-    y = targets.reshape(-1, targets.shape[-1]).double()
-    if x.shape[0] != y.shape[0]:
-        raise ConfigError(f"{OPTION}: {x.shape[0]} latent rows but {y.shape[0]} target rows")
-    rows, dim = x.shape
-    if rows < 2 or (ridge == 0 and rows < dim + 1):
-        raise ConfigError(
-            f"{OPTION}: {rows} plan positions are too few for a map from {dim} planner dimensions "
-            f"(with ridge 0 it needs at least {dim + 1}); give more training examples or a ridge > 0"
-        )
-    x_mean, y_mean = x.mean(0), y.mean(0)
-    xc, yc = x - x_mean, y - y_mean
-    gram = xc.T @ xc + ridge * torch.eye(dim, dtype=x.dtype)
-    if ridge == 0 and int(torch.linalg.matrix_rank(xc)) < dim:
-        raise ConfigError(
-            f"{OPTION}: the centred planner latents have rank {int(torch.linalg.matrix_rank(xc))} < {dim} "
-            "(a singular system with ridge 0); give more varied examples or a ridge > 0"
-        )
-    weight = torch.linalg.solve(gram, xc.T @ yc)
-    return LinearMap(weight, x_mean, y_mean)
+
+
+class RidgeSums:
+    """The ridge map's sufficient statistics (row count, sums, XᵀX, XᵀY), gathered batch by batch in float64, so
+    only one batch of latents is ever held in float64 (not the whole training set).
+
+    Rows are summed shifted by the first batch's means: the centred products do not depend on the shift, and a
+    shift near the mean keeps XᵀX − n x̄ x̄ᵀ from cancelling away the digits of latents that sit far from 0."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.shift_x = self.shift_y = self.sum_x = self.sum_y = self.xtx = self.xty = torch.empty(0)
+
+    def add(self, latents: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add latents [..., d_p] and their targets [..., d_e] (rows paired position by position)."""
+        x = latents.reshape(-1, latents.shape[-1]).double()
+        y = targets.reshape(-1, targets.shape[-1]).double()
+        if x.shape[0] != y.shape[0]:
+            raise ConfigError(f"{OPTION}: {x.shape[0]} latent rows but {y.shape[0]} target rows")
+        if not x.shape[0]:
+            return
+        if not self.rows:
+            self.shift_x, self.shift_y = x.mean(0), y.mean(0)
+            self.sum_x, self.sum_y = torch.zeros_like(self.shift_x), torch.zeros_like(self.shift_y)
+            self.xtx = x.new_zeros(x.shape[1], x.shape[1])
+            self.xty = x.new_zeros(x.shape[1], y.shape[1])
+        x, y = x - self.shift_x, y - self.shift_y
+        self.rows += x.shape[0]
+        self.sum_x += x.sum(0)
+        self.sum_y += y.sum(0)
+        self.xtx += x.T @ x
+        self.xty += x.T @ y
+
+    def solve(self, ridge: float, dim: int | None = None) -> LinearMap:
+        """``W = (Xcᵀ Xc + ridge · I)⁻¹ Xcᵀ Yc`` from the sums; too few rows or a singular system is refused
+        (``dim``: the latent width, for the message when no row was added)."""
+        _check_ridge(ridge)
+        rows, dim = self.rows, self.xtx.shape[0] if self.rows else (dim or 0)
+        if rows < 2 or (ridge == 0 and rows < dim + 1):
+            raise ConfigError(
+                f"{OPTION}: {rows} plan positions are too few for a map from {dim} planner dimensions "
+                f"(with ridge 0 it needs at least {dim + 1}); give more training examples or a ridge > 0"
+            )
+        mean_x, mean_y = self.sum_x / rows, self.sum_y / rows  # of the shifted rows
+        centred_xtx = self.xtx - rows * torch.outer(mean_x, mean_x)
+        centred_xty = self.xty - rows * torch.outer(mean_x, mean_y)
+        if ridge == 0 and (rank := int(torch.linalg.matrix_rank(centred_xtx, hermitian=True))) < dim:
+            raise ConfigError(
+                f"{OPTION}: the centred planner latents have rank {rank} < {dim} "
+                "(a singular system with ridge 0); give more varied examples or a ridge > 0"
+            )
+        gram = centred_xtx + ridge * torch.eye(dim, dtype=centred_xtx.dtype)
+        weight = torch.linalg.solve(gram, centred_xty)
+        return LinearMap(weight, self.shift_x + mean_x, self.shift_y + mean_y)
+
+
+def ridge_map(latents: torch.Tensor, targets: torch.Tensor, ridge: float) -> LinearMap:
+    """Fit latents [..., d_p] → targets [..., d_e] (rows paired position by position) in float64."""
+    _check_ridge(ridge)
+    sums = RidgeSums()
+    sums.add(latents, targets)
+    return sums.solve(ridge, latents.shape[-1])
+
+
+def ridge_map_from_cache(
+    executor: AutoregressiveLM,
+    cache: LatentCache,
+    keys: Sequence[str],
+    ridge: float,
+    planner_tokenizer: object | None = None,
+    batch_size: int = 64,
+) -> LinearMap:
+    """The ridge map on the cached latents of ``keys`` and the executor's embeddings of their plan tokens, read
+    ``batch_size`` examples at a time."""
+    _check_ridge(ridge)
+    tokens = cache.plan_tokens(keys)  # one read of the token files; small next to the latents
+    sums = RidgeSums()
+    dim = 0
+    for start in range(0, len(keys), batch_size):
+        latents = cache.load(keys[start : start + batch_size]).float().cpu()
+        targets = plan_token_embeddings(executor, tokens[start : start + batch_size], planner_tokenizer)
+        sums.add(latents, targets)
+        dim = latents.shape[-1]
+    return sums.solve(ridge, dim)
 
 
 def plan_token_embeddings(

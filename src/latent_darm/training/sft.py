@@ -36,6 +36,24 @@ class SFTExample:
         return len(self.prompt_ids) + len(self.response_ids)
 
 
+def pad_batch(
+    batch: Sequence[SFTExample], pad_token_id: int, side: Literal["left", "right"]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompt + response rows padded to one width on ``side``: (input_ids [B, T], attention_mask [B, T],
+    is_response [B, T] bool — True on the response tokens)."""
+    width = max(len(e) for e in batch)
+    ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    is_response = torch.zeros((len(batch), width), dtype=torch.bool)
+    for row, example in enumerate(batch):
+        tokens = list(example.prompt_ids) + list(example.response_ids)
+        start = width - len(tokens) if side == "left" else 0
+        ids[row, start : start + len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        attention[row, start : start + len(tokens)] = 1
+        is_response[row, start + len(example.prompt_ids) : start + len(tokens)] = True
+    return ids, attention, is_response
+
+
 @dataclass(frozen=True)
 class SFTConfig:
     """Optimisation settings shared by both loops. ``warmup_steps`` ramp linearly; then ``schedule`` decays the

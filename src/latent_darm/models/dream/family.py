@@ -8,14 +8,14 @@ import torch
 from safetensors import safe_open
 from transformers import PreTrainedTokenizerBase
 
-from latent_darm.errors import CheckpointError, ConfigError
+from latent_darm.errors import CheckpointError
 from latent_darm.models.dream.configuration import DreamConfig, read_config
 from latent_darm.models.dream.modeling import DreamModel
 from latent_darm.models.dream.register import register
-from latent_darm.models.dream.sampler import ALGS, check_sampler_config, dream_generate
+from latent_darm.models.dream.sampler import DreamSamplerConfig, dream_generate
 from latent_darm.models.family import PlannerForward, from_pretrained_strictly
 from latent_darm.models.llada.checkpoint import weight_files
-from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds
+from latent_darm.sampling import SampleOutput, SpecialIds
 
 EOT_TOKEN = "<|im_end|>"  # Qwen2 chat format, Dream's end of turn
 
@@ -44,7 +44,7 @@ def check_tensors(directory: Path, config: DreamConfig) -> None:
 
 class DreamFamily:
     name = "Dream"
-    remasking = ALGS
+    sampler_config = DreamSamplerConfig
     uses_blocks = False
 
     def load(
@@ -94,19 +94,12 @@ class DreamFamily:
         logits = torch.cat((out.logits[:, :1], out.logits[:, :-1]), dim=1)
         return PlannerForward(logits, out.last_hidden_state if output_hidden else None)
 
-    def check(self, config: SamplerConfig) -> None:
-        check_sampler_config(config)
-        if config.block_length != config.gen_length:
-            raise ConfigError("block_length is not used by Dream (it denoises the whole canvas at once)")
-        if config.latent_tokens is not None:
-            raise ConfigError("latent_tokens is a LLaDA sampler setting; Dream's sampler computes the whole canvas")
-
     def sample(
         self,
         model: DreamModel,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        config: SamplerConfig,
+        config: DreamSamplerConfig,
         ids: SpecialIds,
         generator: torch.Generator | None,
     ) -> SampleOutput:

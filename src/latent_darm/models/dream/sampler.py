@@ -22,6 +22,10 @@ is revealed, so this is Fast-dLLM's approximation, with each row's own positions
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
 
@@ -31,6 +35,58 @@ from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds
 
 ALGS = ("maskgit_plus", "topk_margin", "entropy", "origin")
 EPS = 1e-3  # the official generation config's ``eps``: the last timestep
+
+
+@dataclass(frozen=True)
+class DreamSamplerConfig(SamplerConfig):
+    """Dream's settings, named as in the official ``diffusion_generate`` where it has them (``remasking`` is its
+    ``alg``). ``threshold`` and ``cache="prefix"`` are the opt-in fast modes; ``denoise_fraction`` < 1 stops after
+    that share of the steps. ``latent_rows``: Dream's logits are shifted, so the plan latents are the rows at the
+    plan positions (``plan``) or the rows that predicted them, one to the left (``predictor``)."""
+
+    family: ClassVar[str] = "Dream"
+
+    temperature: float = 0.0
+    remasking: Literal["maskgit_plus", "topk_margin", "entropy", "origin"] = "maskgit_plus"
+    top_p: float | None = None
+    top_k: int | None = None
+    alg_temp: float | None = None
+    threshold: float | None = None
+    cache: Literal["none", "prefix"] = "none"
+    denoise_fraction: float = 1.0
+    latent_rows: Literal["plan", "predictor"] = "plan"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_steps_fit()
+        for name in ("temperature", "alg_temp"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be ≥ 0, got {self.temperature}")
+        self.check_choice("remasking", ALGS)
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"top_k must be ≥ 1, got {self.top_k}")
+        if self.alg_temp is not None and self.alg_temp < 0:
+            raise ConfigError(f"alg_temp must be ≥ 0, got {self.alg_temp}")
+        if self.threshold is not None and not 0.0 < self.threshold <= 1.0:
+            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.cache not in ("none", "prefix"):
+            raise ConfigError(f"cache {self.cache!r} is not available for Dream; valid: none, prefix")
+        if self.threshold is not None and self.remasking not in ("maskgit_plus", "topk_margin"):
+            raise ConfigError("threshold needs remasking maskgit_plus or topk_margin (a probability-like confidence)")
+        if not 0.0 < self.denoise_fraction <= 1.0:
+            raise ConfigError(f"denoise_fraction must be in (0, 1], got {self.denoise_fraction}")
+        if self.latent_rows not in ("plan", "predictor"):
+            raise ConfigError(f"latent_rows must be 'plan' or 'predictor', got {self.latent_rows!r}")
+
+    @property
+    def step_budget(self) -> int:
+        """Denoising steps to run before stopping (all of them unless ``denoise_fraction`` < 1)."""
+        return max(1, round(self.denoise_fraction * self.steps))
 
 
 def filter_logits(logits: torch.Tensor, top_p: float | None, top_k: int | None) -> torch.Tensor:
@@ -49,7 +105,7 @@ def filter_logits(logits: torch.Tensor, top_p: float | None, top_k: int | None) 
 
 
 def propose(
-    logits: torch.Tensor, config: SamplerConfig, generator: torch.Generator | None
+    logits: torch.Tensor, config: DreamSamplerConfig, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(confidence [N], token [N]) for N masked positions' logits [N, V] under ``config.remasking``."""
     if config.temperature > 0:
@@ -95,7 +151,11 @@ class Canvas:
     """The canvas plus what every pass needs: pad mask, positions, the prefix cache and the latents' rows."""
 
     def __init__(
-        self, model: DreamModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, config: SamplerConfig
+        self,
+        model: DreamModel,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        config: DreamSamplerConfig,
     ) -> None:
         self.model, self.config = model, config
         self.batch, self.prompt_length = input_ids.shape
@@ -167,41 +227,16 @@ class Canvas:
         return SampleOutput(self.tokens, self.prompt_length, self.nfe, self.row_nfe, self.hidden)
 
 
-def check_sampler_config(config: SamplerConfig) -> None:
-    """Settings Dream's sampler cannot honour, by name."""
-    if config.remasking not in ALGS:
-        raise ConfigError(f"remasking {config.remasking!r} is not a Dream alg; valid: {', '.join(ALGS)}")
-    if config.steps > config.gen_length:
-        raise ConfigError(f"steps {config.steps} exceeds gen_length {config.gen_length}")
-    unsupported = {
-        "cfg_scale": config.cfg_scale != 0,
-        "early_stop": config.early_stop,
-        "lookahead": config.lookahead is not None,
-        "logits_eos_inf": config.logits_eos_inf,
-        "confidence_eos_eot_inf": config.confidence_eos_eot_inf,
-    }
-    for name, used in unsupported.items():
-        if used:
-            raise ConfigError(f"{name} is a LLaDA sampler setting; Dream's sampler does not use it")
-    if config.cache not in ("none", "prefix"):
-        raise ConfigError(f"cache {config.cache!r} is not available for Dream; valid: none, prefix")
-    if config.threshold is not None and config.remasking not in ("maskgit_plus", "topk_margin"):
-        raise ConfigError("threshold needs remasking maskgit_plus or topk_margin (a probability-like confidence)")
-    if config.alg_temp is not None and config.alg_temp < 0:
-        raise ConfigError(f"alg_temp must be ≥ 0, got {config.alg_temp}")
-
-
 @torch.no_grad()
 def dream_generate(
     model: DreamModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    config: SamplerConfig,
+    config: DreamSamplerConfig,
     ids: SpecialIds,
     generator: torch.Generator | None = None,
 ) -> SampleOutput:
     """Fill ``config.gen_length`` masks after the left-padded prompts ``input_ids`` [B, P]."""
-    check_sampler_config(config)
     check_prompt(input_ids, attention_mask, ids)
     canvas = Canvas(model, input_ids, attention_mask, config)
     if config.threshold is not None:
@@ -244,7 +279,7 @@ def _reveal_origin(
     masked: torch.Tensor,
     logits: torch.Tensor,
     p_transfer: torch.Tensor | int,
-    config: SamplerConfig,
+    config: DreamSamplerConfig,
     ids: SpecialIds,
     generator: torch.Generator | None,
 ) -> None:
@@ -259,7 +294,7 @@ def _reveal_top(
     masked: torch.Tensor,
     logits: torch.Tensor,
     count: int,
-    config: SamplerConfig,
+    config: DreamSamplerConfig,
     ids: SpecialIds,
     generator: torch.Generator | None,
 ) -> None:
@@ -278,7 +313,7 @@ def _reveal_top(
 
 
 def _threshold_loop(
-    canvas: Canvas, config: SamplerConfig, ids: SpecialIds, generator: torch.Generator | None
+    canvas: Canvas, config: DreamSamplerConfig, ids: SpecialIds, generator: torch.Generator | None
 ) -> SampleOutput:
     """Reveal every masked position with confidence ≥ τ, at least the best one per row, until none is left."""
     assert config.threshold is not None

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from latent_darm.models.dream.configuration import DreamConfig
 from latent_darm.models.dream.modeling import DreamModel
-from latent_darm.models.tiny import randomize_weights
+from latent_darm.models.tiny import byte_level_bpe, randomize_weights
 
 QWEN2_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -33,19 +32,9 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|mask|>"]
 
 def train_dream_tokenizer(corpus: Iterable[str], vocab_size: int = 400, mask: bool = True) -> PreTrainedTokenizerFast:
     """Byte-level BPE with Dream's special tokens and chat template (``mask=False``: without the mask token)."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(corpus, trainer=trainer)
     extra: dict[str, Any] = {"mask_token": "<|mask|>"} if mask else {}
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
+        tokenizer_object=byte_level_bpe(corpus, vocab_size, SPECIAL_TOKENS),
         bos_token="<|endoftext|>",
         eos_token="<|endoftext|>",
         pad_token="<|endoftext|>",

@@ -1,4 +1,4 @@
-"""LLaDA as a planner family: the native checkpoint reader, the block sampler in ``latent_darm.sampling``."""
+"""LLaDA as a planner family: the native checkpoint reader, the block sampler beside it (``sampler.py``)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from latent_darm.errors import ConfigError
 from latent_darm.models.family import PlannerForward
 from latent_darm.models.llada.checkpoint import load_llada, save_llada
 from latent_darm.models.llada.modeling import LLaDAModelLM
-from latent_darm.sampling import SampleOutput, SamplerConfig, SpecialIds, diffusion_generate
+from latent_darm.models.llada.sampler import llada_generate
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
+from latent_darm.sampling import SampleOutput, SpecialIds
 
 EOT_TOKENS = ("<|eot_id|>", "<|im_end|>")
 
 
 class LLaDAFamily:
     name = "LLaDA"
-    remasking = ("low_confidence", "random")
+    sampler_config = LLaDASamplerConfig
     uses_blocks = True
 
     def load(
@@ -55,25 +56,16 @@ class LLaDAFamily:
         assert out.logits is not None
         return PlannerForward(out.logits, out.hidden)
 
-    def check(self, config: SamplerConfig) -> None:
-        if config.remasking not in self.remasking:
-            raise ConfigError(
-                f"remasking {config.remasking!r} is not known to LLaDA; valid: {', '.join(self.remasking)}"
-            )
-        for name in ("top_p", "top_k", "alg_temp"):
-            if getattr(config, name) is not None:
-                raise ConfigError(f"{name} is a Dream sampler setting; LLaDA's sampler does not use it")
-
     def sample(
         self,
         model: LLaDAModelLM,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        config: SamplerConfig,
+        config: LLaDASamplerConfig,
         ids: SpecialIds,
         generator: torch.Generator | None,
     ) -> SampleOutput:
-        return diffusion_generate(model, input_ids, attention_mask, config, ids, generator)
+        return llada_generate(model, input_ids, attention_mask, config, ids, generator)
 
 
 FAMILY = LLaDAFamily()

@@ -1,5 +1,6 @@
-"""The latent-token knob (He et al.) on the LLaDA sampler: each pass holds the prompt, the decoded tokens, the
-positions being decoded and n further masked positions at their true position ids; n = all is exact mode."""
+"""``lookahead``, He et al.'s knob, on the LLaDA sampler: each pass holds the prompt, the decoded tokens, the
+positions being decoded and n further masked positions at their true position ids (the nearest: the canvas ends
+there; or drawn at random each step); n = all is exact mode."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import pytest
 import torch
 
 from latent_darm.errors import ConfigError
-from latent_darm.sampling import SamplerConfig, SpecialIds, diffusion_generate, generate_exact
+from latent_darm.models.llada import fast_sampler, sampler
+from latent_darm.models.llada.sampler import generate_exact, llada_generate
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
+from latent_darm.sampling import SpecialIds
 from tests.reference_llada import reference_generate
 from tests.sampling.prompts import left_padded
 
@@ -29,7 +33,7 @@ def _padded(seed: int, pad_id: int, batch: int) -> tuple[torch.Tensor, torch.Ten
 
 @pytest.mark.parametrize("choice", ["nearest", "random"])
 @pytest.mark.parametrize("seed", range(3))
-def test_all_latent_tokens_is_the_reference_token_for_token(llada_model, tokenizer, ids, choice, seed):
+def test_lookahead_of_every_position_is_the_reference_token_for_token(llada_model, tokenizer, ids, choice, seed):
     """n = gen_length - block_length holds every masked position in every pass: the reference's computation, at
     explicit position ids (and no draw, so seeded sampling matches too)."""
     prompt, mask = _padded(600 + seed, tokenizer.pad_token_id, 3)
@@ -41,19 +45,28 @@ def test_all_latent_tokens_is_the_reference_token_for_token(llada_model, tokeniz
             llada_model, prompt, mask, mask_id=ids.mask, eos_id=ids.eos, eot_id=ids.eot, **settings
         )
         torch.manual_seed(seed)
-        config = SamplerConfig(**settings, latent_tokens=16, latent_choice=choice)
+        config = LLaDASamplerConfig(**settings, lookahead=16, lookahead_choice=choice)
         got = generate_exact(llada_model, prompt, mask, config, ids)
     assert torch.equal(got.sequences, expected)
 
 
 @pytest.mark.parametrize("n", [0, 3, 8])
 @pytest.mark.parametrize("threshold", [None, 0.3])
-def test_nearest_latent_tokens_equal_a_canvas_cut_after_them(llada_model, tokenizer, ids, n, threshold):
-    """Gathering columns with position ids must compute what truncating the canvas computes (``lookahead``)."""
+def test_held_columns_at_true_positions_compute_what_a_cut_canvas_computes(
+    llada_model, tokenizer, ids, n, threshold, monkeypatch
+):
+    """Drawn positions run as gathered columns at their true position ids; handed the nearest columns, that pass
+    must compute what ending the canvas after them computes (nearest lookahead): tokens, passes and latents."""
     prompt, mask = _padded(700 + n, tokenizer.pad_token_id, 3)
-    base = dict(gen_length=24, block_length=8, steps=24, threshold=threshold, hidden_layer=-1)
-    held = diffusion_generate(llada_model, prompt, mask, SamplerConfig(**base, latent_tokens=n), ids)
-    cut = diffusion_generate(llada_model, prompt, mask, SamplerConfig(**base, lookahead=n), ids)
+    base = dict(gen_length=24, block_length=8, steps=24, threshold=threshold, hidden_layer=-1, lookahead=n)
+    cut = llada_generate(llada_model, prompt, mask, LLaDASamplerConfig(**base), ids)
+
+    def nearest_columns(config, block, length, device, generator):
+        return torch.arange(min(length, block[1] + n), device=device)
+
+    for module in (sampler, fast_sampler):
+        monkeypatch.setattr(module, "held_columns", nearest_columns)
+    held = llada_generate(llada_model, prompt, mask, LLaDASamplerConfig(**base, lookahead_choice="random"), ids)
     assert torch.equal(held.sequences, cut.sequences) and held.nfe == cut.nfe
     assert torch.allclose(held.hidden, cut.hidden, atol=1e-5)
 
@@ -67,10 +80,10 @@ def test_each_pass_holds_the_block_prefix_and_n_masked_positions_at_true_positio
         seen.append(kwargs["position_ids"].clone())
         return forward(input_ids, attention_mask, **kwargs)
 
-    config = SamplerConfig(gen_length=32, block_length=8, steps=16, latent_tokens=5, latent_choice="random")
+    config = LLaDASamplerConfig(gen_length=32, block_length=8, steps=16, lookahead=5, lookahead_choice="random")
     llada_model.forward = spy
     try:
-        out = diffusion_generate(llada_model, prompt, mask, config, ids, torch.Generator().manual_seed(0))
+        out = llada_generate(llada_model, prompt, mask, config, ids, torch.Generator().manual_seed(0))
     finally:
         del llada_model.forward
     width = prompt.shape[1]
@@ -84,7 +97,7 @@ def test_each_pass_holds_the_block_prefix_and_n_masked_positions_at_true_positio
         assert bool((after[1:] > after[:-1]).all())  # sorted, distinct, true positions of the canvas
         drawn.add(tuple(after.tolist()))
     assert len(drawn) > 4  # drawn afresh each step
-    again = diffusion_generate(llada_model, prompt, mask, config, ids, torch.Generator().manual_seed(0))
+    again = llada_generate(llada_model, prompt, mask, config, ids, torch.Generator().manual_seed(0))
     assert torch.equal(again.sequences, out.sequences)
 
 
@@ -92,33 +105,38 @@ def test_each_pass_holds_the_block_prefix_and_n_masked_positions_at_true_positio
 def test_batched_with_padding_equals_each_row_alone(llada_model, tokenizer, ids, choice):
     """The held columns are shared by the batch (one draw per step), so a padded batch decodes each row as alone."""
     prompt, mask = _padded(900, tokenizer.pad_token_id, 3)
-    config = SamplerConfig(gen_length=24, block_length=8, steps=24, latent_tokens=2, latent_choice=choice)
-    batched = diffusion_generate(llada_model, prompt, mask, config, ids, torch.Generator().manual_seed(4))
+    config = LLaDASamplerConfig(gen_length=24, block_length=8, steps=24, lookahead=2, lookahead_choice=choice)
+    batched = llada_generate(llada_model, prompt, mask, config, ids, torch.Generator().manual_seed(4))
     for row in range(3):
-        alone = diffusion_generate(
+        alone = llada_generate(
             llada_model, prompt[row : row + 1], mask[row : row + 1], config, ids, torch.Generator().manual_seed(4)
         )
         assert torch.equal(batched.sequences[row : row + 1], alone.sequences)
 
 
-def test_fewer_latent_tokens_change_the_plan(llada_model, tokenizer, ids):
+def test_a_shorter_lookahead_changes_the_plan(llada_model, tokenizer, ids):
     prompt, mask = _padded(901, tokenizer.pad_token_id, 3)
     base = dict(gen_length=32, block_length=8, steps=32)
-    full = generate_exact(llada_model, prompt, mask, SamplerConfig(**base), ids)
-    none = generate_exact(llada_model, prompt, mask, SamplerConfig(**base, latent_tokens=0), ids)
+    full = generate_exact(llada_model, prompt, mask, LLaDASamplerConfig(**base), ids)
+    none = generate_exact(llada_model, prompt, mask, LLaDASamplerConfig(**base, lookahead=0), ids)
     assert not torch.equal(full.sequences, none.sequences)
 
 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (dict(latent_tokens=-1), "latent_tokens must be ≥ 0, got -1"),
-        (dict(latent_tokens=33), "latent_tokens 33 exceeds the 32 masked positions"),
-        (dict(latent_tokens=4, cache="dual"), "latent_tokens needs cache 'none'"),
-        (dict(latent_tokens=2.5), "latent_tokens must be an integer or 'all'"),
-        (dict(latent_choice="far"), "latent_choice must be 'nearest' or 'random'"),
+        (dict(lookahead=-1), "lookahead must be ≥ 0, got -1"),
+        (dict(lookahead=4, lookahead_choice="random", cache="dual"), "lookahead_choice 'random' needs cache 'none'"),
+        (dict(lookahead=2.5), "lookahead must be an integer or 'all'"),
+        (dict(lookahead_choice="far"), "lookahead_choice must be 'nearest' or 'random'"),
     ],
 )
-def test_bad_latent_token_settings_name_the_field(settings, message):
+def test_bad_lookahead_settings_name_the_field(settings, message):
     with pytest.raises(ConfigError, match=message):
-        SamplerConfig(gen_length=64, block_length=32, steps=64, **settings)
+        LLaDASamplerConfig(gen_length=64, block_length=32, steps=64, **settings)
+
+
+def test_the_nearest_positions_work_with_a_cache_and_beyond_the_canvas_mean_all():
+    """As the canvas cut always did: a KV cache keeps the cut canvas, and more positions than follow are all."""
+    assert LLaDASamplerConfig(gen_length=64, block_length=32, steps=64, lookahead=4, cache="dual").lookahead == 4
+    assert LLaDASamplerConfig(gen_length=64, block_length=32, steps=64, lookahead=100).lookahead == 100

@@ -1,6 +1,6 @@
-"""Latent tokens on LLaDA planners: speed and plan quality against n, side by side in one run.
+"""``lookahead`` on LLaDA planners: speed and plan quality against n, side by side in one run.
 
-``SamplerConfig(latent_tokens=n)`` makes every forward pass hold the prompt, the decoded tokens, the positions
+``LLaDASamplerConfig(lookahead=n)`` makes every forward pass hold the prompt, the decoded tokens, the positions
 being decoded (the current block) and only the n nearest masked positions after the block (He et al.'s knob;
 ``all`` = exact mode). Two parts, each sweeping n in one process with the repeats of every n interleaved, so load
 from other processes hits every n alike:
@@ -11,9 +11,9 @@ from other processes hits every n alike:
   world): plan exact-match with the n = all plans on the test split, and text DDLM→ARM accuracy against n (the
   plan is sampled with blocks of ``--toy-block`` tokens, since n counts positions *after* the block).
 
-    python bench/latent_tokens.py                     # both parts (tens of minutes on 2 shared cores)
-    python bench/latent_tokens.py --quick             # tiny model, quick world: a smoke run
-    python bench/latent_tokens.py --part random --steps 64 --ns 0 8 32 96 all
+    python bench/lookahead.py                     # both parts (tens of minutes on 2 shared cores)
+    python bench/lookahead.py --quick             # tiny model, quick world: a smoke run
+    python bench/lookahead.py --part random --steps 64 --ns 0 8 32 96 all
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latent_darm.sampling import SamplerConfig, SpecialIds, generate_exact
-from latent_darm.sampling.config import parse_latent_tokens
+from latent_darm.models.llada.sampler import generate_exact
+from latent_darm.models.llada.sampler_config import LLaDASamplerConfig, parse_lookahead
+from latent_darm.sampling import SpecialIds
 from sampler import random_config, random_model, random_std
 
 
@@ -63,13 +64,13 @@ def random_part(args: argparse.Namespace) -> list[dict[str, Any]]:
     prompts = torch.randint(0, min(ids.mask, ids.eos), (args.batch, args.prompt_length), generator=generator)
     with torch.no_grad():
         model(prompts[:, : args.block_length])  # warm-up
-    ns = [parse_latent_tokens(n) for n in args.ns]
+    ns = [parse_lookahead(n) for n in args.ns]
     results: dict[str, dict[str, Any]] = {_label(n): {"n": _label(n), "seconds": [], "cpu_seconds": []} for n in ns}
     for repeat in range(args.repeats):
         order = ns[repeat % len(ns) :] + ns[: repeat % len(ns)]
         for n in order:
-            sampler = SamplerConfig(
-                gen_length=args.gen_length, block_length=args.block_length, steps=args.steps, latent_tokens=n
+            sampler = LLaDASamplerConfig(
+                gen_length=args.gen_length, block_length=args.block_length, steps=args.steps, lookahead=n
             )
             counts, handle = count_tokens(model)
             cpu, wall = time.process_time(), time.perf_counter()
@@ -137,7 +138,7 @@ def toy_part(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "block_length": block,
                 "threshold": None,
                 "cache": "none",
-                "latent_tokens": n,
+                "lookahead": n,
             }
             spec = _spec("text", role, _arm(world.executor_dir, settings.answer_tokens))
             pipeline = build_pipeline(spec, models)
