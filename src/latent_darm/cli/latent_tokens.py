@@ -176,6 +176,7 @@ def latent_tokens_command(
     from dataclasses import replace
 
     from latent_darm.io import atomic_write_json
+    from latent_darm.latent_tokens.curves import curves_table, write_curves
     from latent_darm.latent_tokens.decoding import DecodeSettings
     from latent_darm.latent_tokens.report import markdown_table, write_report
     from latent_darm.latent_tokens.settings import run_settings
@@ -232,7 +233,7 @@ def latent_tokens_command(
     title = f"Latent tokens: {what}, {w.test_size} test puzzles"
     if test is not None:
         title = f"Latent tokens: {what}, {len(test)} puzzles from {test_file.name}"
-    paths = write_report(outcome.records, out_dir, title)
+    paths = write_report(outcome.records, out_dir, title) + write_curves(outcome.curves, out_dir, title)
     atomic_write_json(
         out_dir / "run.json",
         {"settings": settings.to_dict(), "seconds": outcome.seconds, "device": device, "dtype": dtype,
@@ -240,6 +241,8 @@ def latent_tokens_command(
          "reused_models": outcome.reused_models},
     )  # fmt: skip
     typer.echo(markdown_table(outcome.records))
+    if outcome.curves:
+        typer.echo(curves_table(outcome.curves))
     phases = ", ".join(f"{phase} {sec:.0f} s" for phase, sec in outcome.seconds.items())
     log(f"seconds: {phases}")
     log(f"wrote {out_dir / RESULTS_FILE}, " + ", ".join(str(p) for p in paths) + f", {out_dir / 'run.json'}")

@@ -30,6 +30,7 @@ from latent_darm.errors import ConfigError
 from latent_darm.evaluation.benchmarks import MAX_SEED
 from latent_darm.evaluation.report import wilson_interval
 from latent_darm.io import append_jsonl, atomic_write_json, read_results_jsonl
+from latent_darm.latent_tokens.curves import Curve, curve_summary, read_curve
 from latent_darm.latent_tokens.decoding import DecodeSettings
 from latent_darm.latent_tokens.tasks import (
     Puzzle,
@@ -204,6 +205,7 @@ class RunOutcome:
     seconds: dict[str, float]
     world_dir: Path
     reused_models: list[str]
+    curves: list[Curve] = field(default_factory=list)  # every trained model's loss curves, in training order
 
 
 def evaluation_key(
@@ -300,6 +302,7 @@ def run(
     world_dir = build_world(settings.world, cache_dir, progress)
     seconds["world"] = time.perf_counter() - started
     train_rows = encode_rows(settings.world, load_split(world_dir / "data" / "train.jsonl"))
+    heldout_rows = encode_rows(settings.world, load_split(world_dir / "data" / "test.jsonl"))  # never trained on
     test = test_puzzles if test_puzzles is not None else load_split(world_dir / "data" / "test.jsonl")
     dtype_name = str(dtype).removeprefix("torch.")
     autocast = dtype if dtype != torch.float32 and device != "cpu" else None
@@ -309,6 +312,7 @@ def run(
     results_path = out_dir / RESULTS_FILE
     done = {r["key"]: r for r in read_results_jsonl(results_path, _has_key, repair=True, say=log)}
     records: list[dict[str, Any]] = []
+    curves: list[Curve] = []
     seconds.update(train=0.0, evaluate=0.0)
     test_rows = encode_rows(settings.world, test)
     with single_thread(enabled=device == "cpu"):
@@ -317,6 +321,7 @@ def run(
             tag = "" if len(seeds) == 1 else f" (seed {seed})"
             models: dict[str, torch.nn.Module] = {}
             losses: dict[str, float | None] = {}
+            summaries: dict[str, dict[str, Any]] = {}
             phase = time.perf_counter()
             with _bar(progress) as bar:
                 for variant, recipe in settings.trainings(train):
@@ -335,8 +340,13 @@ def run(
                         autocast_dtype=autocast,
                         on_step=lambda n, task=task: bar.advance(task, n),
                         log=log,
+                        heldout=heldout_rows,
                     )
                     bar.update(task, completed=recipe.steps)
+                    curve = read_curve(directory, name.removesuffix(tag))
+                    if curve is not None:
+                        curves.append(curve)
+                        summaries[recipe.fingerprint() + variant] = curve_summary(curve)
                     models[recipe.fingerprint() + variant] = model.to(device=device, dtype=dtype).eval()
                     losses[recipe.fingerprint() + variant] = final_loss(directory)
             seconds["train"] += time.perf_counter() - phase
@@ -378,6 +388,7 @@ def run(
                                 "latent_tokens": latent_count(settings, variant, value),
                                 **result,
                                 "final_loss": losses[model_key],
+                                "curve": summaries.get(model_key),
                                 "one_step": diagnostics[model_key, value],
                                 "device": device,
                                 "dtype": dtype_name,
@@ -387,4 +398,4 @@ def run(
             seconds["evaluate"] += time.perf_counter() - phase
     seconds["total"] = time.perf_counter() - started
     log(f"models {'reused: ' + ', '.join(reused) if reused else 'trained'}; results in {results_path}")
-    return RunOutcome(records, seconds, world_dir, reused)
+    return RunOutcome(records, seconds, world_dir, reused, curves)

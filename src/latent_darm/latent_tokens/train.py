@@ -22,6 +22,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from latent_darm.errors import ConfigError
 from latent_darm.io import atomic_write_json, notice, read_json_file
+from latent_darm.latent_tokens.curves import HELDOUT_ROWS, heldout_every, heldout_loss
 from latent_darm.latent_tokens.objectives import batch_loss
 from latent_darm.latent_tokens.state import clear_states, save_state, saved_states
 from latent_darm.latent_tokens.tokenizer import VOCABULARY, puzzle_tokenizer
@@ -177,18 +178,22 @@ def train_variant(
     autocast_dtype: torch.dtype | None = None,
     on_step: Callable[[int], None] | None = None,
     log: Callable[[str], None] = notice,
+    heldout: torch.Tensor | None = None,
 ) -> LLaDAModelLM:
-    """Train (or resume, or load when finished) ``variant`` on ``rows`` [N, T]; returns the model in eval mode."""
+    """Train (or resume, or load when finished) ``variant`` on ``rows`` [N, T]; returns the model in eval mode.
+    With ``heldout`` rows the history also records the held-out loss of the evaluated weights
+    (:mod:`.curves`; the training itself is the same bit for bit)."""
     spec = get_variant(variant)  # its objective and pattern
     if is_trained(directory):
         return load_llada(directory / MODEL_DIR, device=device)
     directory.mkdir(parents=True, exist_ok=True)
     run = _Run.fresh(settings, rows.shape[1], device)
-    step, losses, seconds = 0, [], 0.0
+    step, losses, seconds, held = 0, [], 0.0, []
     for tensors, values in saved_states(directory, log):
         try:
             run.restore(tensors, values)
             step, losses, seconds = int(values["step"]), [float(x) for x in values["losses"]], float(values["seconds"])
+            held = [[int(s), float(v)] for s, v in values.get("heldout_loss", [])]
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
             log(
@@ -204,6 +209,17 @@ def train_variant(
     mask_id = model.config.mask_token_id
     model.train()
     started = time.perf_counter() - seconds
+    heldout = None if heldout is None else heldout[:HELDOUT_ROWS]
+    every = heldout_every(settings.steps)
+
+    def score() -> float:
+        assert heldout is not None
+        return heldout_loss(
+            model, variant, heldout, prompt_length, batch_size=settings.batch_size, window=settings.mtp_window,
+            noise_puzzle=settings.noise_puzzle, no_special_logits=settings.no_special_logits, shadow=ema,
+            autocast_dtype=autocast_dtype,
+        )  # fmt: skip
+
     while step < settings.steps:
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         index = torch.randint(rows.shape[0], (settings.batch_size,), generator=generator)
@@ -226,11 +242,13 @@ def train_variant(
                     shadow.lerp_(param.detach(), 1 - decay)
         losses.append(float(loss.detach()))
         step += 1
+        if heldout is not None and (step % every == 0 or step == settings.steps):
+            held.append([step, score()])
         if on_step is not None:
             on_step(1)
         if step % settings.checkpoint_every == 0 and step < settings.steps:
             tensors, values = run.capture()
-            values.update(losses=losses, seconds=time.perf_counter() - started)
+            values.update(losses=losses, seconds=time.perf_counter() - started, heldout_loss=held)
             save_state(directory, step, tensors, values)
     if ema is not None:
         with torch.no_grad():
@@ -245,6 +263,7 @@ def train_variant(
         "seconds": time.perf_counter() - started,
         "loss_every_50": [sum(losses[i : i + 50]) / len(losses[i : i + 50]) for i in range(0, len(losses), 50)],
         "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
+        "heldout_loss": held,
     }
     atomic_write_json(directory / HISTORY_FILE, history)
     clear_states(directory)
