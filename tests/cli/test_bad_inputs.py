@@ -1140,6 +1140,24 @@ def _(env: Env):
     return args, r"--ridge must be a finite number >= 0, got nan"
 
 
+# ---- h18-world rows ----
+
+
+@row("demo-seeds-empty")
+def _(env: Env):
+    return _demo(env, "--seeds", ""), r"--seeds: '' names no seed"
+
+
+@row("demo-seeds-negative")
+def _(env: Env):
+    return _demo(env, "--seeds", "0,-1"), r"--seeds must be an integer from 0 to 4294967295, got -1"
+
+
+@row("demo-seeds-repeated")
+def _(env: Env):
+    return _demo(env, "--seeds", "0,1,0"), r"--seeds: 0 is repeated"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 

@@ -418,8 +418,9 @@ def default_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:
     length, steps, block length, threshold, cache, latent-token setting and denoised fraction
     (:data:`PLANNER_BUDGET_KEYS`), and whose executor is of the same kind: the paper's comparison at an equal
     planner budget. Controls (latents with noise added) are not paired."""
-    latent = [r for r in runs if _spec(r).get("kind") == "latent" and not _spec(r).get("latent_noise")]
-    text = [r for r in runs if _spec(r).get("kind") == "text"]
+    plain = [r for r in runs if not _spec(r).get("control")]  # the demo's control rows say what they control
+    latent = [r for r in plain if _spec(r).get("kind") == "latent" and not _spec(r).get("latent_noise")]
+    text = [r for r in plain if _spec(r).get("kind") == "text"]
     return [
         (a, b)
         for a in latent

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import torch
 
-from latent_darm.errors import ConfigError
+from latent_darm.errors import ConfigError, DataError
 from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.pipelines.prompts import PromptTemplates
@@ -70,19 +71,25 @@ class PlanSetting:
 @dataclass(frozen=True)
 class ProjectorRecipe:
     """One projector to train: for which executor (its directory in the world's entry), with or without LoRA, on
-    which sampler settings' latents."""
+    which sampler settings' latents, with its soft tokens at which ``placement``; ``lstsq`` fits the closed-form
+    map (latents → the executor's embeddings of the decoded plan tokens) and trains nothing."""
 
     name: str
     executor: str
     lora: bool
     settings: tuple[PlanSetting, ...]
+    placement: str = "prefix"
+    lstsq: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {"placement": self.placement} if self.placement != "prefix" else {}  # prefix recipes keep their key
         return {
             "name": self.name,
             "executor": self.executor,
             "lora": self.lora,
             "settings": [s.key for s in self.settings],
+            **extra,
+            **({"lstsq": True} if self.lstsq else {}),
         }
 
 
@@ -137,14 +144,16 @@ def latent_cache(
     *,
     batch_size: int,
     progress: bool,
+    tag: str = "",
 ) -> LatentCache:
     """The planner's latents under ``setting`` for ``problems``, cached in the world's entry (resumable; shared
-    by every projector that reads this setting)."""
+    by every projector that reads this setting). ``tag`` names a separate cache (one rebuilt with plan token ids,
+    when a world's older cache lacks them)."""
     sampler = setting.sampler(artifacts)
     examples = [training_example(p) for p in problems]
     ids = hashlib.sha256("\n".join(e.id for e in examples).encode()).hexdigest()[:12]
     # Named by the spec version too: a world cached before it keeps its old caches and makes new ones beside them.
-    directory = artifacts.directory / "latents" / f"{setting.key}-{ids}-v{SPEC_VERSION}"
+    directory = artifacts.directory / "latents" / f"{setting.key}-{ids}-v{SPEC_VERSION}{tag}"
     with progress_bar(progress, remaining=False) as bar:
         task = bar.add_task(f"planner latents {setting.key}", total=len(examples))
         return build_latent_cache(
@@ -208,7 +217,17 @@ def train_recipe(
         plan_length=artifacts.config.plan_length,
         latent_layer=LATENT_LAYER,
         planner_sampler=stored_sampler,
+        placement=recipe.placement,
     )
+    if recipe.lstsq:
+        if len(recipe.settings) != 1:
+            raise ConfigError(f"projector {recipe.name}: the lstsq map is fitted for one sampler setting")
+        try:
+            cache.plan_tokens([train[0].id])  # type: ignore[union-attr]
+        except DataError:  # a cache made before plan token ids were stored: make one that has them
+            cache = latent_cache(artifacts, planner, recipe.settings[0], [*train_problems, *held_problems],
+                                 batch_size=batch_size, progress=progress, tag="-tokens")  # fmt: skip
+        return _save_lstsq(projector, executor, cache, train, run_dir)  # type: ignore[arg-type]
     provenance = {
         "world": artifacts.config.fingerprint(),
         "recipe": recipe.to_dict(),
@@ -228,6 +247,27 @@ def train_recipe(
         progress=progress,
     )
     return Path(summary.projector_dir)
+
+
+def _save_lstsq(
+    projector: Projector, executor: AutoregressiveLM, cache: LatentCache, train: list[TrainingExample], run_dir: Path
+) -> Path:
+    """The training-free projector: the ridge map fitted on the training examples' latents and decoded plan tokens
+    (``darm train-projector --init lstsq --max-steps 0``), saved once as ``run_dir/projector``."""
+    from latent_darm.training.projector_lstsq import lstsq_projector, plan_token_embeddings
+
+    final = run_dir / "projector"
+    if (final / "config.json").exists():
+        return final
+    keys = [example.id for example in train]
+    targets = plan_token_embeddings(executor, cache.plan_tokens(keys))
+    lstsq_projector(projector, cache.load(keys).float(), targets, ridge=1e-3)
+    staging = run_dir / ".projector.partial"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)  # a killed save's leftovers
+    projector.save_pretrained(staging)
+    staging.rename(final)
+    return final
 
 
 def recipe_key(payload: dict[str, Any]) -> str:
