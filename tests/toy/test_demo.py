@@ -286,3 +286,11 @@ def test_the_controls_are_what_they_say(outcome):
     (plan,) = pipeline.plan([question], 1)
     table = pipeline.executor.input_embeddings.weight
     assert torch.equal(pipeline.projector.project(plan.latents[None])[0], table[torch.tensor(plan.token_ids)])
+
+
+def test_the_projector_curves_are_read_plotted_and_recorded(outcome):
+    trained = set(outcome.projectors) - {LSTSQ, TEXT_LORA}  # the map and the text-LoRA executor have no curve
+    assert {c.name for c in outcome.curves} == trained
+    assert_png(outcome.out_dir / "projector_curves.png")
+    record = json.loads((outcome.out_dir / DEMO_FILE).read_text())["projector_curves"]
+    assert set(record) == trained and all(isinstance(c["on_plateau"], bool) for c in record.values())

@@ -44,6 +44,8 @@ def test_mean_sd_and_paired_tests_over_seeds(tmp_path):
         (pair,) = csv.DictReader(handle)
     assert float(pair["seed 1 p"]) == pytest.approx(mcnemar_exact(12, 0), rel=1e-5)
     assert (pair["a_wins"], pair["b_wins"]) == ("2", "0")  # seeds 0 and 1 at p < 0.05; seed 2 no verdict
+    assert (pair["pooled only_a"], pair["pooled only_b"]) == ("24", "5")
+    assert float(pair["pooled p"]) == pytest.approx(mcnemar_exact(24, 5), rel=1e-5)
     markdown = (tmp_path / SEEDS_MD).read_text()
     assert "| latent | 60.0 | 80.0 | 70.0 | 70.0 ± 10.0 |" in markdown
     assert "12/0, p 0.000488" in markdown.replace("4.9e-04", "0.000488") and "2/3 A, 0/3 B" in markdown

@@ -84,12 +84,21 @@ def print_outcome(outcome: DemoOutcome, by_level: bool) -> None:
     stdout.print(f"demo fingerprint: {outcome.fingerprint}", highlight=False)
     if by_level:
         stdout.print(level_table(outcome.runs))
+    if outcome.curves:
+        flat = [c.name for c in outcome.curves if c.on_plateau]
+        rising = ", ".join(f"{c.name} ({100 * c.tail_drop:.1f}%)" for c in outcome.curves if not c.on_plateau)
+        console.print(
+            f"projectors on a plateau (held-out loss fell < 2% over the last quarter of training): "
+            f"{len(flat)}/{len(outcome.curves)}" + (f"; still falling: {rising}" if rising else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
     phases = ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in outcome.seconds.items())
     console.print(f"seconds: {phases} (world {'reused' if outcome.world.reused else 'built'})", highlight=False)
     console.print(f"results in {outcome.out_dir}/", highlight=False, soft_wrap=True)
     console.print(
-        "  report.md, toy.csv, toy_levels.csv, toy_accuracy_vs_tokens.png, toy_accuracy_vs_forward_passes.png, "
-        "demo.json, runs/<configuration>/",
+        "  report.md, toy.csv, toy_levels.csv, toy_paired.csv, toy_accuracy_vs_tokens.png, "
+        "toy_accuracy_vs_forward_passes.png, projector_curves.png, demo.json, runs/<configuration>/",
         highlight=False,
         soft_wrap=True,
     )
@@ -191,7 +200,7 @@ def print_seeds(outcomes: list[DemoOutcome], seeds: tuple[int, ...]) -> None:
         table.add_row(*accuracy_cells(row))
     stdout.print(table)
     paired = Table(title="Paired tests per seed: only A right / only B right, exact McNemar p")
-    for header in ["A", "B", *names, "p < 0.05 for"]:
+    for header in ["A", "B", *names, "pooled", "p < 0.05 for"]:
         paired.add_column(header, no_wrap=header in ("A", "B"))
     for pair in seed_pairs(outcomes):
         paired.add_row(*pair_cells(pair))

@@ -36,6 +36,7 @@ from latent_darm.threads import single_thread
 from latent_darm.toy.benchmarks import TEST_BENCHMARK, register_toy_benchmarks
 from latent_darm.toy.build import PREFIX_EXECUTOR, WorldArtifacts, build_prefix_executor, build_world
 from latent_darm.toy.controls import gold_plan_pipeline, plan_embedding_pipeline
+from latent_darm.toy.curves import CURVES_FIGURE, Curve, plot_curves, read_curves
 from latent_darm.toy.figure import plot_accuracy_vs_forward_passes
 from latent_darm.toy.projectors import PlanSetting, ProjectorRecipe, recipe_key, train_recipe
 from latent_darm.toy.text_lora import train_text_lora
@@ -170,8 +171,11 @@ def demo_settings(*, quick: bool = False, seed: int = 0) -> DemoSettings:
             denoise_fractions=(0.5,),
             prefix_steps=50,
         )
+    # 4 epochs (252 steps), validated every 50: measured on the seed-0 world, the held-out loss of the 8-step prefix
+    # projector falls from 0.375 at 126 steps (the budget before) to 0.20 at 225 and then stays within ±0.01 up to
+    # 504 steps of an 8-epoch run (README); the demo reports each run's last-quarter drop (toy/curves.py).
     training = ProjectorTrainingConfig(
-        lr=1e-3, warmup_steps=30, epochs=2, batch_size=32, eval_every=100, save_every=100,
+        lr=1e-3, warmup_steps=30, epochs=4, batch_size=32, eval_every=50, save_every=100,
         mixed_precision="no", seed=seed, eval_batch_size=64, max_new_tokens=16,
         decay_biases_and_norms=True,  # as when the README's table was made (the trainer's default now spares them)
     )  # fmt: skip
@@ -403,6 +407,7 @@ class DemoOutcome:
     projectors: dict[str, Path]
     fingerprint: str
     seconds: dict[str, float] = field(default_factory=dict)
+    curves: list[Curve] = field(default_factory=list)  # the trained projectors' held-out loss curves
 
 
 def evaluate_configuration(
@@ -477,6 +482,10 @@ def run_demo(
     figure = out_dir / NFE_FIGURE
     plot_accuracy_vs_forward_passes(configurations, runs, figure, f"toy world {settings.fingerprint()}")
     report.append(figure)
+    curves = read_curves(projectors)
+    if curves:
+        plot_curves(curves, out_dir / CURVES_FIGURE, f"projectors of toy world {settings.fingerprint()}")
+        report.append(out_dir / CURVES_FIGURE)
     record = {
         "fingerprint": settings.fingerprint(),
         "world": {"directory": str(world.directory), "reused": world.reused, "config": asdict(world.config)},
@@ -484,9 +493,10 @@ def run_demo(
         "settings": {k: v for k, v in asdict(settings).items() if k != "world"},
         "seconds": seconds,
         "summaries": {label: summary.to_dict() for label, summary in summaries.items()},
+        "projector_curves": {curve.name: curve.to_dict() for curve in curves},
     }
     atomic_write_json(out_dir / DEMO_FILE, record)
-    return DemoOutcome(out_dir, report, runs, summaries, world, projectors, settings.fingerprint(), seconds)
+    return DemoOutcome(out_dir, report, runs, summaries, world, projectors, settings.fingerprint(), seconds, curves)
 
 
 def recorded_fingerprint(out_dir: Path) -> str | None:

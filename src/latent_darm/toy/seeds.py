@@ -4,8 +4,8 @@ Each seed builds its own world (data, executor, planner, projectors: all seeded)
 to ``OUT/seed<N>/`` (the one-seed ``darm demo`` layout, kept as it is). The aggregate goes beside them:
 
 - ``seeds.md``: accuracy per seed and mean ± sd (sample standard deviation, n − 1) per configuration, then every
-  paired test of the demo per seed (only-A-right / only-B-right, exact McNemar p) and on how many seeds A was
-  ahead with p < 0.05;
+  paired test of the demo per seed (only-A-right / only-B-right, exact McNemar p), pooled over the seeds (the
+  discordant counts summed: a stratified exact test) and on how many seeds A or B was ahead with p < 0.05;
 - ``seeds.csv`` and ``seeds_paired.csv``: the same numbers, one line per configuration or pair.
 
 A seed's results stay in its directory, so a rerun resumes each seed where it stopped.
@@ -68,6 +68,12 @@ class SeedPair:
     def losses(self) -> int:
         return sum(a < b and p < ALPHA for (a, b), p in zip(self.counts, self.p_values(), strict=True))
 
+    def pooled(self) -> tuple[int, int, float]:
+        """Discordant counts summed over the seeds and their exact McNemar p: under "neither is better" each
+        seed's discordant questions split 50/50, so their sum does too (a stratified exact test)."""
+        only_a, only_b = sum(a for a, _ in self.counts), sum(b for _, b in self.counts)
+        return only_a, only_b, mcnemar_exact(only_a, only_b)
+
 
 def seed_rows(outcomes: Sequence[DemoOutcome]) -> list[SeedRow]:
     """Every configuration of the first seed (in its order) that every seed ran."""
@@ -113,7 +119,9 @@ def accuracy_cells(row: SeedRow) -> list[str]:
 def pair_cells(pair: SeedPair) -> list[str]:
     per_seed = [f"{a}/{b}, p {format_p(p)}" for (a, b), p in zip(pair.counts, pair.p_values(), strict=True)]
     n = len(pair.counts)
-    return [pair.a, pair.b, *per_seed, f"{pair.wins()}/{n} A, {pair.losses()}/{n} B"]
+    only_a, only_b, p = pair.pooled()
+    verdicts = f"{pair.wins()}/{n} A, {pair.losses()}/{n} B"
+    return [pair.a, pair.b, *per_seed, f"{only_a}/{only_b}, p {format_p(p)}", verdicts]
 
 
 def write_seed_report(outcomes: Sequence[DemoOutcome], seeds: Sequence[int], out: Path) -> list[Path]:
@@ -122,7 +130,7 @@ def write_seed_report(outcomes: Sequence[DemoOutcome], seeds: Sequence[int], out
     names = [f"seed {s}" for s in seeds]
     fingerprints = ", ".join(f"seed {s}: {o.fingerprint}" for s, o in zip(seeds, outcomes, strict=True))
     accuracy = markdown_table(["configuration", *names, "mean ± sd"], [accuracy_cells(r) for r in rows])
-    headers = ["A", "B", *(f"{n}: only A / only B right, McNemar p" for n in names), f"p < {ALPHA} for"]
+    headers = ["A", "B", *(f"{n}: only A / only B right, McNemar p" for n in names), "pooled", f"p < {ALPHA} for"]
     paired = markdown_table(headers, [pair_cells(p) for p in pairs])
     text = (
         f"# darm demo over seeds {', '.join(map(str, seeds))}\n\n"
@@ -133,7 +141,10 @@ def write_seed_report(outcomes: Sequence[DemoOutcome], seeds: Sequence[int], out
     paths = [out / SEEDS_MD, out / SEEDS_CSV, out / SEEDS_PAIRED_CSV]
     atomic_write_text(paths[0], text)
     atomic_write_text(paths[1], _csv(["configuration", *names, "mean", "sd"], [_row_csv(r) for r in rows]))
-    pair_headers = ["a", "b", *(f"{n} {k}" for n in names for k in ("only_a", "only_b", "p")), "a_wins", "b_wins"]
+    pair_headers = [
+        "a", "b", *(f"{n} {k}" for n in names for k in ("only_a", "only_b", "p")),
+        "pooled only_a", "pooled only_b", "pooled p", "a_wins", "b_wins",
+    ]  # fmt: skip
     atomic_write_text(paths[2], _csv(pair_headers, [_pair_csv(p) for p in pairs]))
     return paths
 
@@ -147,7 +158,8 @@ def _pair_csv(pair: SeedPair) -> list[object]:
     cells: list[object] = [pair.a, pair.b]
     for (a, b), p in zip(pair.counts, pair.p_values(), strict=True):
         cells += [a, b, float(f"{p:.6g}")]
-    return [*cells, pair.wins(), pair.losses()]
+    only_a, only_b, p = pair.pooled()
+    return [*cells, only_a, only_b, float(f"{p:.6g}"), pair.wins(), pair.losses()]
 
 
 def _csv(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
