@@ -1158,6 +1158,11 @@ def _(env: Env):
     return _demo(env, "--seeds", "0,1,0"), r"--seeds: 0 is repeated"
 
 
+@row("demo-seed-and-seeds")
+def _(env: Env):
+    return _demo(env, "--seed", "3", "--seeds", "0,1"), r"--seed 3 and --seeds 0,1: give one of them"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 

@@ -139,6 +139,8 @@ def demo_command(
         console.print(message, highlight=False, soft_wrap=True)
 
     run_seeds = parse_seeds(seeds)  # before any training: a bad list is one line
+    if run_seeds is not None and seed != 0:
+        raise ConfigError(f"--seed {seed} and --seeds {seeds}: give one of them")
     if run_seeds is not None:
         check_output_dir(cache_dir if cache_dir is not None else default_cache_dir(), "--cache-dir")
         base = out if out is not None else default_seeds_out(run_seeds, quick)
