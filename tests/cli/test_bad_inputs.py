@@ -1168,6 +1168,29 @@ def _(env: Env):
     return args, r"--latent-choice is the deprecated name of --lookahead-choice"
 
 
+# ---- h18-world rows ----
+
+
+@row("demo-seeds-empty")
+def _(env: Env):
+    return _demo(env, "--seeds", ""), r"--seeds: '' names no seed"
+
+
+@row("demo-seeds-negative")
+def _(env: Env):
+    return _demo(env, "--seeds", "0,-1"), r"--seeds must be an integer from 0 to 4294967295, got -1"
+
+
+@row("demo-seeds-repeated")
+def _(env: Env):
+    return _demo(env, "--seeds", "0,1,0"), r"--seeds: 0 is repeated"
+
+
+@row("demo-seed-and-seeds")
+def _(env: Env):
+    return _demo(env, "--seed", "3", "--seeds", "0,1"), r"--seed 3 and --seeds 0,1: give one of them"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 

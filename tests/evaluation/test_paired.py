@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from latent_darm.errors import ConfigError
-from latent_darm.evaluation.report import mcnemar_exact, write_report
+from latent_darm.evaluation.report import format_p, mcnemar_exact, write_report
 from latent_darm.evaluation.runner import evaluate
 from tests.evaluation.test_runner import FakePipeline, make_examples, number_in
 
@@ -48,16 +48,18 @@ def test_mcnemar_edge_cases():
         mcnemar_exact(-1, 3)
 
 
-def spec(kind: str, steps: int) -> dict:
+def spec(kind: str, steps: int, executor: str = "arm", **planner_settings: float) -> dict:
     planner = {"kind": "ddlm", "model": "planner", "gen_length": 8, "steps": steps, "cache": "none"}
     if kind == "latent":  # what a latent spec stores besides (its projector's sampler defaults): not compared
         planner |= {"denoise_fraction": 1.0, "latent_rows": "plan", "remasking": "low_confidence"}
-    return {"kind": kind, "planner": planner, "executor": {"kind": "arm", "model": "executor"}}
+    return {"kind": kind, "planner": planner | planner_settings, "executor": {"kind": executor, "model": "executor"}}
 
 
-def run_dir(path: Path, label: str, kind: str, steps: int, right: set[int], n: int = 12) -> Path:
+def run_dir(
+    path: Path, label: str, kind: str, steps: int, right: set[int], n: int = 12, **spec_settings: object
+) -> Path:
     pipeline = FakePipeline(setting=label, is_right=lambda q: number_in(q) in right)
-    config = {"benchmark": "fake", "label": label, "spec": spec(kind, steps), "examples": {"n": n}}
+    config = {"benchmark": "fake", "label": label, "spec": spec(kind, steps, **spec_settings), "examples": {"n": n}}
     evaluate(pipeline, make_examples(n), path, batch_size=4, config=config, progress=False)
     return path
 
@@ -88,6 +90,36 @@ def test_report_pairs_latent_with_text_at_the_same_planner_settings(tmp_path):
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "### Paired comparisons" in markdown and "| latent 8 | text 8 | 12 | 66.7 | 58.3 | 5 | 4 | 1 |" in markdown
     assert len(printed) == 1 and "| latent 8 | text 8 |" in printed[0]
+
+
+def test_pairs_need_the_same_executor_kind_and_denoised_fraction(tmp_path):
+    """The demo's rows: latent DDLM→ARM is compared with text DDLM→ARM only, not with text DDLM→DDLM (same planner,
+    diffusion executor), not with text from a plan stopped after half of its steps, and a noised-latents control
+    is not paired at all."""
+    latent = run_dir(tmp_path / "latent", "latent", "latent", 8, {0})
+    half = run_dir(tmp_path / "latent-half", "latent half", "latent", 8, {0}, denoise_fraction=0.5)
+    text = run_dir(tmp_path / "text", "text", "text", 8, {1})
+    text_ddlm = run_dir(tmp_path / "text-ddlm", "text DDLM", "text", 8, {1}, executor="ddlm")
+    text_half = run_dir(tmp_path / "text-half", "text half", "text", 8, {1}, denoise_fraction=0.5)
+    noise = tmp_path / "noise"
+    pipeline = FakePipeline(setting="noise", is_right=lambda q: False)
+    config = {"benchmark": "fake", "label": "noise", "spec": spec("latent", 8) | {"latent_noise": 100.0}}
+    evaluate(pipeline, make_examples(12), noise, batch_size=4, config=config, progress=False)
+    write_report([latent, half, text, text_ddlm, text_half, noise], tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "fake_paired.csv")
+    assert sorted((r["a"], r["b"]) for r in rows) == [("latent", "text"), ("latent half", "text half")]
+
+
+def test_small_p_values_are_printed_not_rounded_to_zero(tmp_path):
+    assert format_p(0.0693) == "0.0693" and format_p(1.0) == "1"
+    assert format_p(2.5e-4) == "2.5e-04"
+    assert format_p(2 / 2**40) == "<1e-6" and format_p(0.0) == "<1e-6"
+    latent = run_dir(tmp_path / "latent", "L", "latent", 8, set(range(40)), n=40)
+    text = run_dir(tmp_path / "text", "T", "text", 8, set(), n=40)
+    write_report([latent, text], tmp_path / "out")
+    (row,) = read_csv(tmp_path / "out" / "fake_paired.csv")
+    assert float(row["p_mcnemar"]) == pytest.approx(2 / 2**40, rel=1e-5)  # was written as 0.0
+    assert "| L | T | 40 | 100.0 | 0.0 | 40 | 0 | <1e-6 |" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_pairs_use_only_the_questions_both_answered(tmp_path):

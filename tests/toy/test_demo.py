@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from latent_darm.grading import grade
 from latent_darm.models.autoregressive_lm import AutoregressiveLM
@@ -18,7 +19,9 @@ from latent_darm.toy import build as toy_build
 from latent_darm.toy.build import build_prefix_executor, build_world
 from latent_darm.toy.demo import (
     DEMO_FILE,
+    LSTSQ,
     NFE_FIGURE,
+    TEXT_LORA,
     demo_configurations,
     demo_settings,
     run_demo,
@@ -32,6 +35,8 @@ SWEEP = ("", ", 4 steps", ", denoised 0.5 of 8 steps")  # the quick demo's plann
 SERIES = (
     "text DDLM→ARM",
     "latent DDLM→ARM",
+    "latent DDLM→ARM, inline",
+    "text DDLM→ARM + LoRA",
     "latent DDLM→ARM, mixture projector",
     "latent DDLM→ARM + LoRA",
     "latent DDLM→ARM, plan-prefix executor",
@@ -44,7 +49,15 @@ EXPECTED_LABELS = {
     "text ARM→ARM",
     "text DDLM→DDLM",
     *(f"{stem}{suffix}" for stem in SERIES for suffix in SWEEP),
-} - {"latent DDLM→ARM, denoised 0.5 of 8 steps"}  # partly denoised plans: mixture projectors only
+    "latent DDLM→ARM, lstsq map (no training), inline",  # the full budget's training-free map and controls
+    "control: gold plan text → ARM",
+    "control: plan-token embeddings, prefix",
+    "control: plan-token embeddings, inline",
+    "control: latent DDLM→ARM, latents replaced by noise",
+} - {  # partly denoised plans: mixture projectors only
+    "latent DDLM→ARM, denoised 0.5 of 8 steps",
+    "latent DDLM→ARM, inline, denoised 0.5 of 8 steps",
+}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +104,19 @@ def test_every_loss_fell(outcome):
     for role, history in outcome.world.histories().items():
         losses = history["losses"]
         assert _mean(losses[-10:]) < 0.7 * _mean(losses[:10]), role
+    # text + LoRA: as many optimizer steps as latent + LoRA, and its merged weights moved off the executor's
+    lora_history = [json.loads(line) for line in (outcome.projectors["lora"].parent / HISTORY_FILE).open()]
+    losses = json.loads((outcome.projectors[TEXT_LORA] / toy_build.HISTORY_FILE).read_text())["losses"]
+    assert len(losses) == max(r["step"] for r in lora_history)
+    base, adapted = (
+        AutoregressiveLM.from_pretrained(d).model for d in (outcome.world.executor_dir, outcome.projectors[TEXT_LORA])
+    )
+    assert not torch.equal(
+        base.model.layers[0].self_attn.q_proj.weight, adapted.model.layers[0].self_attn.q_proj.weight
+    )
     for name, directory in outcome.projectors.items():
+        if name in (TEXT_LORA, LSTSQ):  # an executor directory; the training-free map
+            continue
         history = [json.loads(line) for line in (directory.parent / HISTORY_FILE).read_text().splitlines()]
         held_out = [r["val_loss"] for r in history if "val_loss" in r]
         assert min(held_out[1:]) < held_out[0], name  # the untrained projector is the first point
@@ -99,10 +124,15 @@ def test_every_loss_fell(outcome):
 
 def test_the_projectors_are_trained_for_their_sampler_settings_and_executor(outcome):
     settings = demo_settings(quick=True)
-    assert set(outcome.projectors) == {r.name for r in settings.recipes()}
-    assert {"matched-s8", "matched-s4", "mixture", "lora", "prefix"} == set(outcome.projectors)
+    assert set(outcome.projectors) == {r.name for r in settings.recipes()} | {TEXT_LORA}
+    names = {"matched-s8", "matched-s4", "inline-s8", "inline-s4", "lstsq-inline", "mixture", "lora", "prefix"}
+    assert names | {TEXT_LORA} == set(outcome.projectors)
     for recipe in settings.recipes():
         directory = outcome.projectors[recipe.name]
+        assert json.loads((directory / "config.json").read_text())["placement"] == recipe.placement
+        if recipe.lstsq:  # fitted, not trained: no training run beside it
+            assert not (directory.parent / HISTORY_FILE).exists() and recipe.placement == "inline"
+            continue
         training = json.loads((directory / "config.json").read_text())["training"]
         samplers = [(s["steps"], s["denoise_fraction"]) for s in training["samplers"]]
         assert samplers == [(s.steps, s.denoise_fraction) for s in recipe.settings]
@@ -209,7 +239,58 @@ def test_a_world_cache_copied_elsewhere_is_reused_without_recomputing(outcome, t
     projectors = train_demo_projectors(world, settings, progress=False)
     assert projectors.keys() == outcome.projectors.keys()
     for name, directory in projectors.items():
-        assert directory.parent.parent == world.directory
+        assert world.directory in directory.parents
         assert (directory / "model.safetensors").read_bytes() == (
             outcome.projectors[name] / "model.safetensors"
         ).read_bytes()
+
+
+def test_the_demo_pairs_latent_with_text_at_the_same_setting_only(outcome):
+    """Every paired test compares runs at the same planner setting (no text DDLM→DDLM, no full against denoised),
+    latent + LoRA also meets text + LoRA, and the noise control meets the latent row it is made from."""
+    import csv
+
+    with (outcome.out_dir / "toy_paired.csv").open() as handle:
+        pairs = [(row["a"], row["b"]) for row in csv.DictReader(handle)]
+    suffixes = sorted(SWEEP, key=len, reverse=True)
+
+    def setting(label: str) -> str:
+        return next((s for s in suffixes if s and label.endswith(s)), "")
+
+    assert all(setting(a) == setting(b) and "DDLM→DDLM" not in b for a, b in pairs)
+    assert ("latent DDLM→ARM + LoRA, 4 steps", "text DDLM→ARM + LoRA, 4 steps") in pairs
+    assert ("latent DDLM→ARM, inline", "text DDLM→ARM") in pairs
+    assert ("control: plan-token embeddings, inline", "text DDLM→ARM") in pairs
+    assert ("control: latent DDLM→ARM, latents replaced by noise", "latent DDLM→ARM") in pairs
+    assert len(pairs) == len(set(pairs))
+
+
+def test_the_controls_are_what_they_say(outcome):
+    """Gold-plan text reads the world's gold plans with no planner pass; the plan-token-embedding rows feed the
+    executor its own embeddings of the planner's decoded tokens; the noise row adds noise 100× the latents."""
+    from latent_darm.evaluation.report import load_run
+    from latent_darm.pipelines.factory import ModelCache, build_pipeline
+    from latent_darm.toy.controls import plan_embedding_pipeline
+
+    runs = {run.label: run for run in outcome.runs}
+    gold = {p.question: p.plan for p in outcome.world.problems("test")}
+    records = runs["control: gold plan text → ARM"].records
+    assert all(r["plan"] == gold[r["question"]] for r in records)
+    assert all(r["planner_forward_passes"] == 0 for r in records)
+    noise = load_run(runs["control: latent DDLM→ARM, latents replaced by noise"].directory)
+    assert noise.config["spec"]["latent_noise"] == 100.0
+    spec = {k: v for k, v in runs["control: plan-token embeddings, inline"].config["spec"].items() if k != "control"}
+    pipeline = plan_embedding_pipeline(build_pipeline(spec, ModelCache(torch.float32, "cpu")), "inline")
+    assert pipeline.projector.config.placement == "inline"
+    question = records[0]["question"]
+    (plan,) = pipeline.plan([question], 1)
+    table = pipeline.executor.input_embeddings.weight
+    assert torch.equal(pipeline.projector.project(plan.latents[None])[0], table[torch.tensor(plan.token_ids)])
+
+
+def test_the_projector_curves_are_read_plotted_and_recorded(outcome):
+    trained = set(outcome.projectors) - {LSTSQ, TEXT_LORA}  # the map and the text-LoRA executor have no curve
+    assert {c.name for c in outcome.curves} == trained
+    assert_png(outcome.out_dir / "projector_curves.png")
+    record = json.loads((outcome.out_dir / DEMO_FILE).read_text())["projector_curves"]
+    assert set(record) == trained and all(isinstance(c["on_plateau"], bool) for c in record.values())

@@ -349,7 +349,7 @@ class Paired:
             "b_correct": self.b_correct,
             "only_a_right": self.only_a,
             "only_b_right": self.only_b,
-            "p_mcnemar": round(self.p_value, 6),
+            "p_mcnemar": float(f"{self.p_value:.6g}"),  # six significant digits: 2e-12 stays 2e-12, not 0.0
         }
 
     def markdown_cells(self) -> list[str]:
@@ -364,8 +364,16 @@ class Paired:
             pct(self.b_correct),
             str(self.only_a),
             str(self.only_b),
-            f"{self.p_value:.3g}",
+            format_p(self.p_value),
         ]
+
+
+def format_p(p: float) -> str:
+    """A p-value for a table: three significant digits down to 0.001, then scientific, and ``<1e-6`` below that
+    (the exact value stays in the CSV), so a tiny p never prints as 0."""
+    if p < 1e-6:
+        return "<1e-6"
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3g}"
 
 
 PAIRED_HEADERS = ["A", "B", "n (both answered)", "A %", "B %", "only A right", "only B right", "McNemar p"]
@@ -394,26 +402,36 @@ def _spec(run: Run) -> dict[str, Any]:
 
 # The planner settings that fix its plan and budget. A latent spec also stores latent-only ones (which rows, the
 # remasking defaults it was trained with); those do not make two runs' planners differ.
+# ``denoise_fraction`` (default 1.0: the whole process) is part of the budget: a plan stopped after half of its steps
+# is not the full plan's comparison.
 PLANNER_BUDGET_KEYS = ("kind", "model", "gen_length", "steps", "block_length", "threshold", "cache", "lookahead")
 PLANNER_BUDGET_KEYS += ("lookahead_choice",)
+BUDGET_DEFAULTS = {"denoise_fraction": 1.0, "lookahead_choice": "nearest"}
 
 
 def _planner_budget(run: Run) -> dict[str, Any] | None:
+    """The planner settings that fix the plan and its cost, plus the executor's kind (a latent DDLM→ARM run is
+    compared with text DDLM→ARM, not with text DDLM→DDLM at the same planner)."""
     from latent_darm.models.family import renamed_settings  # runs stored before lookahead took over latent_tokens
 
-    planner = _spec(run).get("planner")
-    if not isinstance(planner, dict):
+    spec = _spec(run)
+    planner, executor = spec.get("planner"), spec.get("executor")
+    if not isinstance(planner, dict) or not isinstance(executor, dict):
         return None
-    planner = {"lookahead_choice": "nearest", **renamed_settings(planner)}
-    return {key: planner.get(key) for key in PLANNER_BUDGET_KEYS}
+    planner = renamed_settings(planner)
+    budget = {key: planner.get(key) for key in PLANNER_BUDGET_KEYS}
+    budget |= {key: planner.get(key, default) for key, default in BUDGET_DEFAULTS.items()}
+    return budget | {"executor kind": executor.get("kind")}
 
 
 def default_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:
     """Every latent run against every text run on the same benchmark whose planner has the same model, plan
-    length, steps, block length, threshold, cache and latent-token setting (:data:`PLANNER_BUDGET_KEYS`): the
-    paper's comparison at an equal planner budget."""
-    latent = [r for r in runs if _spec(r).get("kind") == "latent"]
-    text = [r for r in runs if _spec(r).get("kind") == "text"]
+    length, steps, block length, threshold, cache, latent-token setting and denoised fraction
+    (:data:`PLANNER_BUDGET_KEYS`), and whose executor is of the same kind: the paper's comparison at an equal
+    planner budget. Controls (latents with noise added) are not paired."""
+    plain = [r for r in runs if not _spec(r).get("control")]  # the demo's control rows say what they control
+    latent = [r for r in plain if _spec(r).get("kind") == "latent" and not _spec(r).get("latent_noise")]
+    text = [r for r in plain if _spec(r).get("kind") == "text"]
     return [
         (a, b)
         for a in latent

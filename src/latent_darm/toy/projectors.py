@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from latent_darm.errors import ConfigError
+from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.models.llada.sampler_config import LLaDASamplerConfig
+from latent_darm.pipelines.prompts import PromptTemplates
+from latent_darm.progress import progress_bar
 from latent_darm.toy.build import WorldArtifacts
 from latent_darm.toy.world import ToyProblem
 from latent_darm.training.data import TrainingExample
-from latent_darm.training.latent_cache import SPEC_VERSION
+from latent_darm.training.latent_cache import SPEC_VERSION, LatentCache, build_latent_cache
 from latent_darm.training.projector_pipeline import LatentSource, ProjectorPipelineSettings, run_projector_pipeline
 from latent_darm.training.projector_trainer import ProjectorTrainingConfig
 
@@ -65,19 +68,25 @@ class PlanSetting:
 @dataclass(frozen=True)
 class ProjectorRecipe:
     """One projector to train: for which executor (its directory in the world's entry), with or without LoRA, on
-    which sampler settings' latents."""
+    which sampler settings' latents, with its soft tokens at which ``placement``; ``lstsq`` fits the closed-form
+    map (latents → the executor's embeddings of the decoded plan tokens) and trains nothing."""
 
     name: str
     executor: str
     lora: bool
     settings: tuple[PlanSetting, ...]
+    placement: str = "prefix"
+    lstsq: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {"placement": self.placement} if self.placement != "prefix" else {}  # prefix recipes keep their key
         return {
             "name": self.name,
             "executor": self.executor,
             "lora": self.lora,
             "settings": [s.key for s in self.settings],
+            **extra,
+            **({"lstsq": True} if self.lstsq else {}),
         }
 
 
@@ -108,6 +117,31 @@ def latent_directory(artifacts: WorldArtifacts, setting: PlanSetting, examples: 
     ids = hashlib.sha256("\n".join(e.id for e in examples).encode()).hexdigest()[:12]
     # Named by the spec version too: a world cached before it keeps its old caches and makes new ones beside them.
     return artifacts.directory / "latents" / f"{setting.key}-{ids}-v{SPEC_VERSION}"
+
+
+def latent_cache(
+    artifacts: WorldArtifacts,
+    planner: DiffusionLM,
+    setting: PlanSetting,
+    problems: Sequence[ToyProblem],
+    *,
+    batch_size: int,
+    progress: bool,
+) -> LatentCache:
+    """The planner's latents under ``setting`` for ``problems``, in the directory the projector pipeline uses
+    (resumable; shared by every projector and the text + LoRA recipe that read this setting)."""
+    examples = [training_example(p) for p in problems]
+    with progress_bar(progress, remaining=False) as bar:
+        task = bar.add_task(f"planner latents {setting.key}", total=len(examples))
+        return build_latent_cache(
+            planner,
+            examples,
+            latent_directory(artifacts, setting, examples),
+            setting.sampler(artifacts),
+            PromptTemplates(),
+            batch_size=batch_size,
+            on_progress=lambda n: bar.advance(task, n),
+        )
 
 
 def train_recipe(
@@ -154,6 +188,10 @@ def train_recipe(
         plan_length=artifacts.config.plan_length,
         hidden_dim=hidden_dim,
         latent_layer=LATENT_LAYER,
+        placement=recipe.placement,
+        # lstsq: the training-free ridge map (``darm train-projector --init lstsq --max-steps 0``)
+        init="lstsq" if recipe.lstsq else "random",
+        training_free=recipe.lstsq,
         plan_batch_size=batch_size,
         provenance=lambda samplers: {
             "world": artifacts.config.fingerprint(),
