@@ -16,6 +16,7 @@ from latent_darm.cli.latent_tokens import parse_seeds
 from latent_darm.errors import ConfigError
 from latent_darm.evaluation.report import MARKDOWN_HEADERS, Run, level_rows, make_row
 from latent_darm.extras import require
+from latent_darm.seeds import check_seed_list
 
 if TYPE_CHECKING:
     from latent_darm.toy.demo import DemoOutcome
@@ -137,6 +138,7 @@ def demo_command(
         console.print(message, highlight=False, soft_wrap=True)
 
     run_seeds = parse_seeds(seeds)  # before any training: a bad list is one line
+    check_seed_list(run_seeds)
     if run_seeds is not None and seed != 0:
         raise ConfigError(f"--seed {seed} and --seeds {seeds}: give one of them")
     if run_seeds is not None:

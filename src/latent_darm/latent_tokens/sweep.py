@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from latent_darm.errors import ConfigError
-from latent_darm.evaluation.benchmarks import MAX_SEED
 from latent_darm.evaluation.report import wilson_interval
 from latent_darm.io import append_jsonl, atomic_write_json, read_results_jsonl
 from latent_darm.latent_tokens.curves import Curve, curve_summary, read_curve
@@ -45,6 +44,7 @@ from latent_darm.latent_tokens.tokenizer import puzzle_tokenizer
 from latent_darm.latent_tokens.train import TrainSettings, final_loss, is_trained, train_variant
 from latent_darm.latent_tokens.variants import SWEEPS, VARIANTS, Sweep, Value, default_variants, get_variant
 from latent_darm.progress import progress_bar
+from latent_darm.seeds import check_seed_list
 from latent_darm.threads import single_thread
 
 if TYPE_CHECKING:
@@ -89,15 +89,7 @@ class RunSettings:
             sweep.check(getattr(self, sweep.field) or (), self.world.answer_length, self.decode.k)
 
     def _check_seeds(self) -> None:
-        if self.seeds is None:
-            return
-        if not self.seeds:
-            raise ConfigError("--seeds: '' names no seed")
-        for index, seed in enumerate(self.seeds):
-            if not 0 <= seed <= MAX_SEED:  # torch's and numpy's generators refuse the others
-                raise ConfigError(f"--seeds must be an integer from 0 to {MAX_SEED}, got {seed}")
-            if seed in self.seeds[:index]:
-                raise ConfigError(f"--seeds: {seed} is repeated")
+        check_seed_list(self.seeds)
 
     def swept(self, sweep: Sweep) -> tuple[Value, ...]:
         """The values of ``sweep``'s knob this run evaluates: the ones given, else its defaults."""
