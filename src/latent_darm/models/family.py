@@ -188,8 +188,6 @@ def _json_types(hint: Any) -> list[type]:
     return [typing.get_origin(hint) or hint]
 
 
-# What the single SamplerConfig of every family (before each had its own) stored for a setting a family did not
-# use; a family without blocks was given any block_length and ignored it. Frozen: only stored files carry these.
 UNUSED_SETTING = {
     "temperature": 0.0,
     "cfg_scale": 0.0,
@@ -207,6 +205,16 @@ UNUSED_SETTING = {
     "alg_temp": None,
     "latent_rows": "plan",
 }
+"""What the single ``SamplerConfig`` of every family (before each had its own, as at fa60b19) stored for a setting a
+family did not use (a family without blocks was given any ``block_length`` and ignored it): reading a stored file,
+such a value is dropped for a family without the setting, any other refused.
+
+A table of that config's defaults, not one derived from today's families, on purpose: it records what old files
+hold. Derived from today's defaults, it would change when a family's default does (and old files holding the old
+default would no longer load), and it would take a new family's setting at its default for "unused", so that
+settings given for one family were silently ignored by another (``tests/models/test_sampler_settings.py``). A
+family added later needs no entry: of these, specs written today hold only ``cache`` (named in every diffusion role,
+``"none"`` by default) for a family that may lack it, and this entry covers it."""
 
 
 def renamed_settings(values: Mapping[str, Any]) -> dict[str, Any]:
