@@ -74,7 +74,7 @@ def _fits(value: Any, hint: Any) -> bool:
         dict: isinstance(value, dict),
     }
     options = hint if isinstance(hint, tuple) else _options(hint)
-    return any(checks.get(option, False) for option in options)
+    return any(checks[option] if option in checks else isinstance(value, option) for option in options)
 
 
 def _leaf_fields(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
@@ -171,6 +171,7 @@ class SamplerSpec:
     steps: int | None
     block_length: int | None  # None in a stored spec: a planner family without blocks
     threshold: float | None
+    _values: dict[str, Any]  # the set settings, in stored order
 
     def __init__(self, **settings: Any) -> None:
         known = sampler_settings()
@@ -214,7 +215,7 @@ class SamplerSpec:
         for key, kinds in sampler_settings().items():
             if key in data:
                 if not _fits(data[key], kinds):
-                    names = " or ".join(_TYPE_NAMES[kind] for kind in kinds)
+                    names = " or ".join(_TYPE_NAMES.get(kind, kind.__name__) for kind in kinds)
                     raise ConfigError(f"{WHERE}: {path}{key} must be {names}, got {data[key]!r}")
                 values[key] = data[key]
         return values
