@@ -4,13 +4,15 @@ we copy into a fresh model). The real SmolLM2 GGUF is tested in tests/real."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from latent_darm.errors import CheckpointError
 from latent_darm.models import gguf_parts
@@ -201,6 +203,31 @@ def test_fetch_gguf_joins_the_parts_checks_them_and_converts(darm, tmp_path, tok
     code, _, err = darm("fetch-gguf", "fake")
     assert code == 0, err
     assert (tmp_path / "source" / "fake.gguf").read_bytes() == content
+
+
+@pytest.mark.parametrize("command", ["fetch-gguf", "convert"])
+def test_a_conversion_failing_midway_leaves_no_checkpoint_directory(darm, tmp_path, tokenizer, monkeypatch, command):
+    """Both commands write the checkpoint beside its place and rename it when whole: a full disk after the weights
+    are written leaves neither the directory (which would look converted) nor the staging one."""
+    content = write_tiny_llama_gguf(tmp_path / "source" / "tiny.gguf", tokenizer, seed=3).read_bytes()
+    register_fake(monkeypatch, tmp_path, content)
+    out, converted = tmp_path / "models" / "fake.gguf", tmp_path / "models" / "converted"
+    if command == "convert":
+        out.parent.mkdir()
+        out.write_bytes(content)
+        argv = ("convert", out, converted)
+    else:
+        argv = ("fetch-gguf", "fake", "--out", out, "--convert", converted)
+
+    def full_disk(self, directory, *args, **kwargs):
+        assert (Path(directory) / "model.safetensors").is_file()  # midway: the weights are already written
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", full_disk)
+    code, _, err = darm(*argv)
+    assert leftovers(out.parent) == ["fake.gguf"]  # the assembled file only: no checkpoint, no staging directory
+    assert code == 2 and "Traceback" not in err, err  # fetch-gguf has said where it wrote the .gguf file first
+    assert err.strip().splitlines()[-1].startswith(f"error: disk full while writing {converted};"), err
 
 
 def one_line(code: int, err: str) -> str:

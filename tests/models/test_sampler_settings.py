@@ -4,7 +4,9 @@ own (one config for all, He et al.'s knob named ``latent_tokens``) still load an
 
 from __future__ import annotations
 
+import functools
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +14,8 @@ from latent_darm.errors import ConfigError
 from latent_darm.evaluation.runner import check_run_config
 from latent_darm.models import family as families
 from latent_darm.models.family import current_sampler_dict, get_family, sampler_config, settings_for
+from latent_darm.pipelines.factory import sampler_from_role
+from latent_darm.pipelines.spec import DiffusionRole, PipelineSpec, SamplerSpec
 from latent_darm.training.latent_cache import LatentCache
 
 TOY = "tests.models.toy_family"
@@ -48,6 +52,45 @@ def test_a_new_family_brings_its_own_settings_and_refuses_the_others(toy):
         sampler_config(get_family("llada"), gen_length=8, steps=4, noise_schedule="cosine")
     # Without a family (a hub planner not yet downloaded): the family the settings fit.
     assert type(sampler_config(None, gen_length=8, steps=4, noise_schedule="cosine")).__name__ == "ToySamplerConfig"
+
+
+def test_a_new_familys_setting_goes_through_the_stored_spec(toy):
+    """Registering the family is all it takes: the spec stores its setting (after the keys every role has), reads it
+    back type-checked, and the family's config gets it, as a run builds it (``sampler_from_role``)."""
+    role = DiffusionRole("toy-planner", SamplerSpec(gen_length=8, steps=4, noise_schedule="cosine"))
+    stored = json.dumps(PipelineSpec("ddlm", executor=role).to_dict())
+    assert '"executor": {"kind": "ddlm", "model": "toy-planner", "gen_length": 8, "steps": 4, "block_length": null, ' \
+        '"threshold": null, "noise_schedule": "cosine"}' in stored  # fmt: skip
+    spec = PipelineSpec.from_dict(json.loads(stored))
+    assert spec.executor == role and json.dumps(spec.to_dict()) == stored
+    planner = SimpleNamespace(family=toy, sampler_config=functools.partial(sampler_config, toy))
+    config = sampler_from_role(spec.executor, planner)
+    assert (type(config).__name__, config.noise_schedule, config.gen_length) == ("ToySamplerConfig", "cosine", 8)
+    assert sampler_from_role(spec.executor).noise_schedule == "cosine"  # a hub planner not downloaded yet
+    bad = json.loads(stored)
+    bad["executor"]["noise_schedule"] = 3  # typed as the family's config types it
+    with pytest.raises(ConfigError, match=r"^pipeline spec: executor\.noise_schedule must be a string or null, got 3$"):
+        PipelineSpec.from_dict(bad)
+    bad["executor"]["noise_schedule"] = "square"  # checked by the family's config
+    with pytest.raises(ConfigError, match=r"^pipeline spec: executor: noise_schedule must be 'linear' or 'cosine'"):
+        PipelineSpec.from_dict(bad)
+
+
+def test_a_setting_no_registered_family_has_is_an_unknown_key():
+    stored = {"kind": "ddlm", "executor": {"kind": "ddlm", "model": "p", "gen_length": 8, "steps": 4}}
+    stored["executor"]["noise_schedule"] = "cosine"  # the toy family is not registered here
+    with pytest.raises(ConfigError, match=r"^pipeline spec: unknown key executor\.noise_schedule$"):
+        PipelineSpec.from_dict(stored)
+    with pytest.raises(ConfigError, match=r"^noise_schedule is not a sampler setting of any planner family$"):
+        SamplerSpec(gen_length=8, steps=4, noise_schedule="cosine")
+
+
+def test_a_new_familys_setting_at_its_default_is_not_taken_for_unused(toy):
+    """Only the values the old single config stored for a setting a family ignored are dropped on reading; a new
+    family's setting, even at its default, is refused by a family without it (never silently ignored)."""
+    llada = get_family("llada")
+    with pytest.raises(ConfigError, match=r"^noise_schedule is not a LLaDA sampler setting$"):
+        sampler_config(llada, **settings_for(llada, {"gen_length": 8, "steps": 8, "noise_schedule": "linear"}))
 
 
 @pytest.mark.parametrize("model_type", ["llada", "Dream", "diffusion_gemma"])

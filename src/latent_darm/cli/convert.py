@@ -22,20 +22,28 @@ def convert_command(
     ),
 ) -> None:
     """Dequantize a GGUF causal LM into a safetensors checkpoint that every command (and transformers) opens."""
-    import transformers
-
-    from latent_darm.models.gguf import convert_gguf, find_gguf
+    from latent_darm.models.gguf import find_gguf
 
     if not gguf.exists():
         raise CheckpointError(f"GGUF file not found: {gguf}")
     file = find_gguf(gguf)
     if file is None:
         raise CheckpointError(f"{gguf}: not a .gguf file, nor a directory holding one (and no config.json)")
+    write_converted(file, out, dtype, "OUT")
+
+
+def write_converted(file: Path, out: Path, dtype: Dtype, option: str) -> None:
+    """Convert the GGUF ``file`` into the new checkpoint directory ``out`` (named ``option`` in errors), as ``darm
+    convert`` and ``darm fetch-gguf --convert`` both do: written beside it and renamed when whole, so a full disk or
+    a kill never leaves half a checkpoint that looks converted in ``out``."""
+    import transformers
+
+    from latent_darm.models.gguf import convert_gguf
+
     created = not out.exists()
-    check_output_dir(out, "OUT")  # a file, a read-only or unwritable place: one line before the minutes of reading
+    check_output_dir(out, option)  # a file, a read-only or unwritable place: one line before the minutes of reading
     if any(out.iterdir()):
-        raise CheckpointError(f"OUT {out} exists and is not empty; choose a new output directory")
-    # Written beside it and renamed when whole: a full disk or a kill never leaves half a checkpoint in OUT.
+        raise CheckpointError(f"{option} {out} exists and is not empty; choose a new output directory")
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     bars = transformers.utils.logging.is_progress_bar_enabled()

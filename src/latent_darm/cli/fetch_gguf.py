@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 
 from latent_darm.cli.choices import Dtype
-from latent_darm.cli.common import console, parse_dtype, resolve_dtype
+from latent_darm.cli.common import console
+from latent_darm.cli.convert import write_converted
 from latent_darm.errors import CheckpointError
 from latent_darm.models.gguf_parts import ASSEMBLIES, assemble, get_assembly
 
@@ -35,8 +36,4 @@ def fetch_gguf_command(
         path, written = assemble(assembly, target)
     console.print(f"{'wrote' if written else 'already there, sha256 checked:'} {path}", highlight=False)
     if convert is not None:
-        from latent_darm.models.gguf import convert_gguf
-
-        with console.status(f"converting {path.name}"):
-            convert_gguf(path, convert, parse_dtype(resolve_dtype(dtype.value, "cpu")))
-        console.print(f"wrote {convert}", highlight=False)
+        write_converted(path, convert, dtype, "--convert")

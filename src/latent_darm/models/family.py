@@ -10,11 +10,15 @@ through :func:`sampler_config`. Adding a family is a folder under ``models/`` wi
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, Union
 
 import torch
 from torch import nn
@@ -127,12 +131,7 @@ def sampler_config(family: PlannerFamily | None, **options: Any) -> SamplerConfi
     values = {k: v for k, v in options.items() if v is not None}
     if family is not None:
         return family.sampler_config(**values)
-    families = []
-    for model_type in FAMILIES:
-        try:
-            families.append(get_family(model_type))
-        except CheckpointError:  # a family this transformers release cannot load
-            continue
+    families = loadable_families()
     if "block_length" in values:  # named for every family, it must still be one a family with blocks could use
         blocks = {k: values[k] for k in ("gen_length", "steps", "block_length") if k in values}
         for candidate in families:
@@ -149,8 +148,46 @@ def sampler_config(family: PlannerFamily | None, **options: Any) -> SamplerConfi
     raise (fitting or [exc for _, exc in refusals])[0]
 
 
-# What the single SamplerConfig of every family (before each had its own) stored for a setting a family did not
-# use; a family without blocks was given any block_length and ignored it. Frozen: only stored files carry these.
+def loadable_families() -> list[PlannerFamily]:
+    """The registered families this transformers release can load, in registry order."""
+    families = []
+    for model_type in FAMILIES:
+        try:
+            families.append(get_family(model_type))
+        except CheckpointError:  # e.g. DiffusionGemma on an older transformers
+            continue
+    return families
+
+
+def setting_types() -> dict[str, tuple[type, ...]]:
+    """Every sampler setting some loadable family has (registry order, then each config's field order), with the
+    plain JSON types its value may take in any family that has it (a ``Literal`` gives its values' types; ``None``,
+    when allowed, last). What a stored spec may hold is derived from this, so a family's new setting needs no edit
+    outside the family's folder."""
+    return dict(_setting_types(tuple(FAMILIES.items())))
+
+
+@functools.cache
+def _setting_types(registry: tuple[tuple[str, str], ...]) -> tuple[tuple[str, tuple[type, ...]], ...]:
+    del registry  # the cache key: a family registered later (a test's) is seen
+    found: dict[str, list[type]] = {}
+    for family in loadable_families():
+        config = family.sampler_config
+        hints = typing.get_type_hints(config)
+        for f in dataclasses.fields(config):
+            kinds = found.setdefault(f.name, [])
+            kinds.extend(k for k in _json_types(hints[f.name]) if k not in kinds)
+    return tuple((name, tuple(sorted(kinds, key=lambda k: k is type(None)))) for name, kinds in found.items())
+
+
+def _json_types(hint: Any) -> list[type]:
+    if typing.get_origin(hint) is Literal:
+        return list(dict.fromkeys(type(value) for value in typing.get_args(hint)))
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return [kind for option in typing.get_args(hint) for kind in _json_types(option)]
+    return [typing.get_origin(hint) or hint]
+
+
 UNUSED_SETTING = {
     "temperature": 0.0,
     "cfg_scale": 0.0,
@@ -168,6 +205,16 @@ UNUSED_SETTING = {
     "alg_temp": None,
     "latent_rows": "plan",
 }
+"""What the single ``SamplerConfig`` of every family (before each had its own, as at fa60b19) stored for a setting a
+family did not use (a family without blocks was given any ``block_length`` and ignored it): reading a stored file,
+such a value is dropped for a family without the setting, any other refused.
+
+A table of that config's defaults, not one derived from today's families, on purpose: it records what old files
+hold. Derived from today's defaults, it would change when a family's default does (and old files holding the old
+default would no longer load), and it would take a new family's setting at its default for "unused", so that
+settings given for one family were silently ignored by another (``tests/models/test_sampler_settings.py``). A
+family added later needs no entry: of these, specs written today hold only ``cache`` (named in every diffusion role,
+``"none"`` by default) for a family that may lack it, and this entry covers it."""
 
 
 def renamed_settings(values: Mapping[str, Any]) -> dict[str, Any]:

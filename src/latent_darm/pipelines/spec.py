@@ -1,7 +1,7 @@
 """The pipeline spec: what ``darm eval`` stores in ``config.json`` and :func:`~latent_darm.pipelines.factory.
 build_pipeline` builds, as dataclasses with one way to and from JSON.
 
-One dataclass per part: a writer role (:class:`DiffusionRole` with its :class:`SamplerSpec`, or
+One class per part: a writer role (:class:`DiffusionRole` with its :class:`SamplerSpec`, or
 :class:`AutoregressiveRole`) for the planner and the executor, the :class:`ProjectorSpec`, the :class:`TemplatesSpec`
 and the :class:`PipelineSpec` that holds them. :meth:`PipelineSpec.from_dict` checks every key, type and
 combination and names the field in a one-line :class:`ConfigError`; construction checks the same combinations.
@@ -14,11 +14,12 @@ The JSON layout is the one results directories have always stored, so they load 
      "prompts": str | None, "dtype": "float32" | "bfloat16" | "float16",
      ["system_prompt", "force_projector", "sampler_differs_from_training", "plans"]}
     role = {"kind": "ddlm", "model", "gen_length", "steps", "block_length", "threshold",
-            ["cache", any other family's sampler setting but hidden_layer: "denoise_fraction", "lookahead", ...]}
+            ["cache", any registered family's sampler setting but hidden_layer: "denoise_fraction", ...]}
          | {"kind": "arm", "model", "max_new_tokens", "repetition_penalty"}
 
-Keys in brackets (fields marked :data:`OPTIONAL`) are written only when set, so a field added later leaves every
-stored spec as it was. ``device`` is read but never written (:data:`RUNTIME`): a run may resume on another device.
+Keys in brackets (fields marked :data:`OPTIONAL`; a role's sampler settings but :data:`ALWAYS_STORED`) are written
+only when set, so a field or a family's setting added later leaves every stored spec as it was. ``device`` is read
+but never written (:data:`RUNTIME`): a run may resume on another device.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def _options(hint: Any) -> tuple[Any, ...]:
 
 
 def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of a type ``hint`` (or the tuple of plain types) allows."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
     checks = {
         type(None): value is None,
@@ -71,7 +73,8 @@ def _fits(value: Any, hint: Any) -> bool:
         str: isinstance(value, str),
         dict: isinstance(value, dict),
     }
-    return any(checks.get(option, False) for option in _options(hint))
+    options = hint if isinstance(hint, tuple) else _options(hint)
+    return any(checks[option] if option in checks else isinstance(value, option) for option in options)
 
 
 def _leaf_fields(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
@@ -135,39 +138,87 @@ def _build(cls: type[T], values: dict[str, Any], path: str = "") -> T:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+# The keys every stored diffusion role has (null when unset), then the order stored specs have always written the
+# other settings in. Frozen, as the byte layout of stored specs (run identities hash it) depends on it; a setting not
+# listed (a family's added later) follows them in the order of :func:`~latent_darm.models.family.setting_types`.
+ALWAYS_STORED = ("gen_length", "steps", "block_length", "threshold")
+STORED_ORDER = (
+    *ALWAYS_STORED, "cache", "denoise_fraction", "early_stop", "temperature", "remasking", "cfg_scale",
+    "logits_eos_inf", "confidence_eos_eot_inf", "confidence_eos_every_temperature", "lookahead", "lookahead_choice",
+    "top_p", "top_k", "alg_temp", "latent_rows",
+)  # fmt: skip
+NOT_A_ROLE_SETTING = frozenset({"hidden_layer"})  # the projector's, not the role's
+
+
+def sampler_settings() -> dict[str, tuple[type, ...]]:
+    """The settings a diffusion role may hold, in stored order, with the JSON types each may take (always null too:
+    the family's default): every registered family's sampler settings but the latent layer."""
+    from latent_darm.models.family import setting_types
+
+    derived = {k: v for k, v in setting_types().items() if k not in NOT_A_ROLE_SETTING}
+    order = [k for k in STORED_ORDER if k in derived] + [k for k in derived if k not in STORED_ORDER]
+    none = type(None)
+    return {k: (*(t for t in derived[k] if t is not none), none) for k in order}
+
+
 class SamplerSpec:
-    """A diffusion writer's sampler settings, any family's (names as in the families' configs; ``hidden_layer``
-    belongs to the projector, not the role), checked by building them for the first family they are valid for. The
-    first four are always stored; the rest only when set. None takes the default of the planner's family."""
+    """A diffusion writer's sampler settings, any registered family's (names as in the families' configs; the list
+    is theirs, see :func:`sampler_settings`), checked by building them for the first family they are valid for.
+    :data:`ALWAYS_STORED` are always stored; the rest only when set. Unset (None) takes the default of the planner's
+    family. Immutable; compares by its settings."""
 
-    gen_length: int | None = None  # None only before a latent planner takes its projector's settings
-    steps: int | None = None
-    block_length: int | None = None  # None in a stored spec: a planner family without blocks
-    threshold: float | None = None
-    cache: str | None = field(default=None, metadata=OPTIONAL)  # stored specs say "none"; None: the default
-    denoise_fraction: float | None = field(default=None, metadata=OPTIONAL)
-    early_stop: bool | None = field(default=None, metadata=OPTIONAL)
-    temperature: float | None = field(default=None, metadata=OPTIONAL)
-    remasking: str | None = field(default=None, metadata=OPTIONAL)
-    cfg_scale: float | None = field(default=None, metadata=OPTIONAL)
-    logits_eos_inf: bool | None = field(default=None, metadata=OPTIONAL)
-    confidence_eos_eot_inf: bool | None = field(default=None, metadata=OPTIONAL)
-    confidence_eos_every_temperature: bool | None = field(default=None, metadata=OPTIONAL)
-    lookahead: int | None = field(default=None, metadata=OPTIONAL)
-    lookahead_choice: str | None = field(default=None, metadata=OPTIONAL)
-    top_p: float | None = field(default=None, metadata=OPTIONAL)
-    top_k: int | None = field(default=None, metadata=OPTIONAL)
-    alg_temp: float | None = field(default=None, metadata=OPTIONAL)
-    latent_rows: str | None = field(default=None, metadata=OPTIONAL)
+    gen_length: int | None  # None only before a latent planner takes its projector's settings
+    steps: int | None
+    block_length: int | None  # None in a stored spec: a planner family without blocks
+    threshold: float | None
+    _values: dict[str, Any]  # the set settings, in stored order
 
-    def __post_init__(self) -> None:
+    def __init__(self, **settings: Any) -> None:
+        known = sampler_settings()
+        unknown = [name for name in settings if name not in known]
+        if unknown:
+            raise ConfigError(f"{unknown[0]} is not a sampler setting of any planner family")
+        object.__setattr__(self, "_values", {k: settings[k] for k in known if settings.get(k) is not None})
         if self.gen_length is not None:
             self.config()
 
+    def __getattr__(self, name: str) -> Any:
+        """A setting's value (None: unset); called only for names that are not attributes."""
+        if not name.startswith("_") and name in sampler_settings():
+            return self._values.get(name)
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SamplerSpec) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._values.items()))
+
+    def __repr__(self) -> str:
+        return f"SamplerSpec({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
+
     def values(self) -> dict[str, Any]:
         """The settings that are set; the others take the defaults of the planner's family."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return dict(self._values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The role's sampler keys, in stored order: :data:`ALWAYS_STORED` (null when unset), then the set ones."""
+        return {k: self._values.get(k) for k in ALWAYS_STORED} | self._values
+
+    @classmethod
+    def read(cls, data: Mapping[str, Any], path: str = "") -> dict[str, Any]:
+        """The settings in a role object, type-checked against every family that has each (``path``: for errors)."""
+        values = {}
+        for key, kinds in sampler_settings().items():
+            if key in data:
+                if not _fits(data[key], kinds):
+                    names = " or ".join(_TYPE_NAMES.get(kind, kind.__name__) for kind in kinds)
+                    raise ConfigError(f"{WHERE}: {path}{key} must be {names}, got {data[key]!r}")
+                values[key] = data[key]
+        return values
 
     def config(self, **extra: Any) -> SamplerConfig:
         """The sampler settings, plus ``extra``, for the first planner family they are valid for (the spec does not
@@ -190,16 +241,16 @@ class DiffusionRole:
     kind: ClassVar[str] = "ddlm"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **_written(self), **_written(self.sampler)}
+        return {"kind": self.kind, **_written(self), **self.sampler.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: str) -> DiffusionRole:
         from latent_darm.models.family import renamed_settings
 
         data = renamed_settings(data)  # a spec stored before lookahead took over latent_tokens
-        _refuse_unknown(data, {"kind"} | _keys(cls) | _keys(SamplerSpec), path)
+        _refuse_unknown(data, {"kind"} | _keys(cls) | set(sampler_settings()), path)
         values = _read(cls, data, path)
-        return cls(**values, sampler=_build(SamplerSpec, _read(SamplerSpec, data, path), path))
+        return cls(**values, sampler=_build(SamplerSpec, SamplerSpec.read(data, path), path))
 
 
 @dataclass(frozen=True)
