@@ -202,7 +202,7 @@ def train_recipe(
         progress=progress,
     )
     outcome = run_projector_pipeline(settings, cached, train, held_out)
-    assert outcome.projector_dir is not None  # one process, training: always set
+    assert outcome.projector_dir is not None  # one process: always set (trained or training-free)
     return outcome.projector_dir
 
 
