@@ -31,6 +31,7 @@ from latent_darm.toy.mixtures import chat_text, encode_pairs
 from latent_darm.toy.projectors import PlanSetting, latent_cache, projector_problems
 from latent_darm.training.causal_sft import train_causal_sft
 from latent_darm.training.projector_config import ProjectorTrainingConfig
+from latent_darm.training.projector_step import lora_config
 from latent_darm.training.sft import SFTConfig
 
 TEXT_LORA_EXECUTOR = "executor-text-lora"
@@ -94,15 +95,7 @@ def _train_into(
         pairs.append(("text-lora", chat_text(tokenizer, prompt, system=True), problem.last_step))
     examples = encode_pairs(tokenizer, pairs)
     executor = _load_executor(artifacts.executor_dir)
-    lora = peft.LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules="all-linear",
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    model = peft.get_peft_model(executor, lora)
+    model = peft.get_peft_model(executor, lora_config(config))
     sft = SFTConfig(
         steps=lora_steps(config, len(examples)),
         batch_size=config.batch_size,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -135,12 +136,11 @@ def freeze(model: nn.Module) -> None:
     model.eval()
 
 
-def add_lora(executor: AutoregressiveLM, config: ProjectorTrainingConfig) -> nn.Module:
-    """Wrap the executor's model with LoRA on every attention and MLP projection (peft ``all-linear``: all linear
-    layers but the LM head); only the adapter's weights train. ``executor.model`` becomes the peft model."""
+def lora_config(config: ProjectorTrainingConfig) -> Any:
+    """The one LoRA recipe (a ``peft.LoraConfig``): on the latent channel's executor and, in the toy demo, on the
+    text channel's, so neither channel gets an adaptation the other lacks."""
     peft = require("peft", "--lora")
-
-    lora = peft.LoraConfig(
+    return peft.LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
@@ -148,6 +148,13 @@ def add_lora(executor: AutoregressiveLM, config: ProjectorTrainingConfig) -> nn.
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def add_lora(executor: AutoregressiveLM, config: ProjectorTrainingConfig) -> nn.Module:
+    """Wrap the executor's model with LoRA on every attention and MLP projection (peft ``all-linear``: all linear
+    layers but the LM head); only the adapter's weights train. ``executor.model`` becomes the peft model."""
+    peft = require("peft", "--lora")
+    lora = lora_config(config)
     with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing: not ours to fix
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         executor.model = peft.get_peft_model(executor.model, lora).eval()

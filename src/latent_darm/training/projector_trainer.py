@@ -90,6 +90,7 @@ from latent_darm.training.projector_step import (
     build_batch,
     encode_examples,
     freeze,
+    lora_config,
     right_pad,
     validate,
 )
@@ -124,6 +125,7 @@ __all__ = [
     "encode_examples",
     "freeze",
     "load_latest_good_checkpoint",
+    "lora_config",
     "make_accelerator",
     "noise_generator",
     "right_pad",
