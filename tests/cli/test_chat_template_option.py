@@ -129,3 +129,26 @@ def test_a_finished_run_resumes_without_loading_any_model(darm, executor_dir, da
     (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(AssertionError, match="a model was loaded"):
         darm(*eval_args(executor_dir, data, out))
+
+
+def test_finished_summary_leaves_anything_still_to_store_or_compute_to_evaluate(tmp_path):
+    from latent_darm.evaluation.benchmarks import Example
+    from latent_darm.evaluation.runner import GRADING, finished_summary
+    from latent_darm.io import append_jsonl, atomic_write_json
+
+    examples = [Example(id=f"q{i}", question=f"What is {i}?", gold=str(i), answer_type="integer") for i in range(2)]
+    config = {"benchmark": "b", "spec": {"kind": "arm"}, "batch_size": 2}
+    atomic_write_json(tmp_path / "config.json", {**config, "pipeline": {}, "grading": GRADING, "prompt_sha256": "x"})
+    append_jsonl(tmp_path / "results.jsonl", {"id": "q0", "correct": True, "executor_tokens": 4})
+    assert finished_summary(tmp_path, examples, config) is None  # q1 is missing
+    append_jsonl(tmp_path / "results.rank1.jsonl", {"id": "q1", "correct": False, "executor_tokens": 2})
+    assert finished_summary(tmp_path, examples, config) is None  # complete, but not merged yet
+    (tmp_path / "results.rank1.jsonl").rename(tmp_path / "results.jsonl.part")
+    append_jsonl(tmp_path / "results.jsonl", {"id": "q1", "correct": False, "executor_tokens": 2})
+    assert finished_summary(tmp_path, examples, {**config, "label": "new"}) is None  # a label to store
+    assert finished_summary(tmp_path, examples, {**config, "batch_size": 4}) is None  # a setting to store
+    summary = finished_summary(tmp_path, examples, config)
+    assert summary is not None and (summary.n, summary.correct, summary.mean_executor_tokens) == (2, 1, 3.0)
+    assert json.loads((tmp_path / "summary.json").read_text())["computed"] == 0
+    atomic_write_json(tmp_path / "config.json", {**config, "pipeline": {}, "grading": {}, "prompt_sha256": "x"})
+    assert finished_summary(tmp_path, examples, config) is None  # graded under other grading settings
