@@ -13,9 +13,9 @@ import pytest
 from latent_darm.errors import ConfigError
 from latent_darm.models.autoregressive_lm import AutoregressiveLM
 from latent_darm.models.diffusion_lm import DiffusionLM
-from latent_darm.pipelines.builder import build_spec
+from latent_darm.pipelines.builder import build_spec, with_chat_template
 from latent_darm.pipelines.factory import build_pipeline
-from latent_darm.pipelines.spec import PipelineSpec
+from latent_darm.pipelines.spec import AutoregressiveRole, PipelineSpec
 
 PROMPT = "What is 2 + 2?"
 
@@ -74,6 +74,8 @@ def test_the_mode_is_stored_only_when_not_auto_and_refused_where_it_cannot_apply
     PipelineSpec.from_dict(latent)  # required is fine with a projector
     with pytest.raises(ConfigError, match=r"chat_template none is not for the latent pipeline"):
         PipelineSpec.from_dict({**latent, "executor": {**stored["executor"], "chat_template": "none"}})
+    with pytest.raises(ConfigError, match=r"--chat-template none is not for --pipeline latent"):
+        with_chat_template(AutoregressiveRole("e", 4), "none", "latent")
 
 
 def eval_args(executor: Path, data: Path, out: Path, *extra: str) -> list[Any]:

@@ -17,7 +17,6 @@ from latent_darm.dtypes import resolve_dtype_name
 from latent_darm.errors import ConfigError
 from latent_darm.pipelines.spec import (
     CHAT_TEMPLATE_MODES,
-    NO_CHAT_LATENT,
     AutoregressiveRole,
     DiffusionRole,
     PipelineSpec,
@@ -126,7 +125,9 @@ def with_chat_template(executor: Role, mode: str, pipeline: str) -> Role:
     if not isinstance(executor, AutoregressiveRole):
         raise ConfigError(f"--chat-template {mode} is for an autoregressive (arm) executor; this one is a ddlm")
     if pipeline == "latent" and mode == "none":
-        raise ConfigError(f"--{NO_CHAT_LATENT.replace('_', '-')}")
+        raise ConfigError(
+            "--chat-template none is not for --pipeline latent: its projector was trained on the executor's chat prompt"
+        )
     return replace(executor, chat_template=mode)
 
 

@@ -43,9 +43,6 @@ PIPELINE_KINDS = ("arm", "ddlm", "text", "latent")
 # How an autoregressive role treats its chat template: auto (use it; plain prompts with a notice when the tokenizer
 # has none), required (refuse a tokenizer without one), none (always plain prompts).
 CHAT_TEMPLATE_MODES = ("auto", "required", "none")
-NO_CHAT_LATENT = (
-    "chat_template none is not for the latent pipeline: its projector was trained on the executor's chat prompt"
-)
 ROLE_KINDS = ("ddlm", "arm")
 OPTIONAL = {"optional": True}  # field metadata: written only when it differs from the default
 RUNTIME = {"runtime": True}  # field metadata: read, never written (not part of the configuration)
@@ -383,7 +380,9 @@ class PipelineSpec:
             if planner is None or planner.kind != "ddlm" or executor.kind != "arm":
                 raise ConfigError("the latent pipeline pairs a ddlm planner with an arm executor")
             if getattr(executor, "chat_template", "auto") == "none":
-                raise ConfigError(NO_CHAT_LATENT)
+                raise ConfigError(
+                    "executor chat_template none is not for the latent pipeline (its projector reads the chat prompt)"
+                )
             if self.projector is None:
                 raise ConfigError("the latent pipeline needs a 'projector'")
         elif self.projector is not None:
