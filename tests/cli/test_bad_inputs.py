@@ -1191,6 +1191,47 @@ def _(env: Env):
     return _demo(env, "--seed", "3", "--seeds", "0,1"), r"--seed 3 and --seeds 0,1: give one of them"
 
 
+# ---- h20-fin rows ----
+
+
+def without_chat_template(env: Env) -> Path:
+    """The tiny executor with its tokenizer's chat template removed, as a base model (Gemma-3-270M) ships."""
+    executor = env.copy(env.executor_dir, "base-executor")
+    (executor / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((executor / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (executor / "tokenizer_config.json").write_text(json.dumps(config))
+    return executor
+
+
+@row("eval-chat-template-required-but-the-tokenizer-has-none")
+def _(env: Env):
+    executor = without_chat_template(env)
+    args = evaluate(env, "--chat-template", "required", "--executor", executor)
+    return args, rf"executor {re.escape(str(executor))}: its tokenizer has no chat template, .*--chat-template required"
+
+
+@row("solve-chat-template-required-but-the-tokenizer-has-none")
+def _(env: Env):
+    executor = without_chat_template(env)
+    return solve(executor, "--chat-template", "required"), r"base-executor: its tokenizer has no chat template"
+
+
+@row("eval-chat-template-unknown-mode")
+def _(env: Env):
+    env.forbid_loading()
+    return evaluate(env, "--chat-template", "always"), r"--chat-template must be one of auto, required, none; got"
+
+
+@row("eval-chat-template-on-a-diffusion-executor")
+def _(env: Env):
+    env.forbid_loading()
+    args = ["eval", "--pipeline", "ddlm", "--executor", env.llada_dir, "--benchmark", "gsm8k", "--data-dir",
+            env.data_dir(), "--out", env.tmp / "run", "--device", "cpu", "--gen-length", "8", "--block-length",
+            "8", "--no-progress", "--chat-template", "none"]  # fmt: skip
+    return args, r"--chat-template none is for an autoregressive \(arm\) executor"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 

@@ -30,6 +30,15 @@ class Remasking(StrEnum):
     entropy_bound = "entropy_bound"
 
 
+class ChatTemplate(StrEnum):
+    """The autoregressive executor's chat template: use it (auto: plain prompts, with a notice, when there is
+    none), require it, or send plain prompts."""
+
+    auto = "auto"
+    required = "required"
+    none = "none"
+
+
 class Cache(StrEnum):
     none = "none"
     prefix = "prefix"

@@ -25,6 +25,7 @@ from latent_darm.evaluation.runner import (
     check_run_config,
     evaluate,
     examples_fingerprint,
+    finished_summary,
 )
 from latent_darm.models.fingerprint import reference_fingerprint
 
@@ -113,10 +114,13 @@ def eval_command(
         raise DataError(f"benchmark {benchmark!r}: the selection is empty")
     config = run_config(benchmark, examples, selection, spec, batch_size, label)
     check_run_config(out, config, partial=True)  # refuse a foreign directory before loading any model
-    from latent_darm.pipelines.factory import build_pipeline
+    main_process = accelerate_state().is_main_process
+    summary = finished_summary(out, examples, config, write=main_process)  # a finished run loads no model
+    if summary is None:
+        from latent_darm.pipelines.factory import build_pipeline
 
-    built = build_pipeline({**spec, "device": run_device})
-    summary = evaluate(built, examples, out, batch_size=batch_size, config=config, progress=progress)
-    if accelerate_state().is_main_process:
+        built = build_pipeline({**spec, "device": run_device})
+        summary = evaluate(built, examples, out, batch_size=batch_size, config=config, progress=progress)
+    if main_process:
         console.print(summary_line(benchmark, summary, out), highlight=False, soft_wrap=True)
         typer.echo(json.dumps({"benchmark": benchmark, "out": str(out), **summary.to_dict()}))

@@ -21,7 +21,7 @@ from typing import Any
 
 import typer
 
-from latent_darm.cli.choices import Cache, Dtype
+from latent_darm.cli.choices import Cache, ChatTemplate, Dtype
 from latent_darm.cli.common import LOOKAHEAD_CHOICE_HELP, LOOKAHEAD_HELP, PLACEMENT_HELP, lookahead_options
 from latent_darm.pipelines.builder import build_spec
 
@@ -96,6 +96,12 @@ class PipelineOptions:
     no_system_turn: bool = typer.Option(
         False, "--no-system-turn", help="ARM chat prompts: no system turn (the chat template's own default applies)."
     )
+    chat_template: ChatTemplate = typer.Option(
+        ChatTemplate.auto,
+        case_sensitive=False,
+        help="ARM executor prompts: auto (its chat template; plain text, with a notice, for a tokenizer without one) "
+        "| required (refuse such a tokenizer) | none (plain text).",
+    )
     dtype: Dtype = typer.Option(Dtype.auto, case_sensitive=False, help="auto: float32 on CPU, bfloat16 on a GPU.")
     placement: str | None = typer.Option(
         None, help=f"Latent: {PLACEMENT_HELP} Default: the projector's stored one; another is refused."
@@ -108,6 +114,7 @@ class PipelineOptions:
         """The pipeline spec in ``config.json``'s layout; ``device`` (resolved) only resolves ``--dtype auto``."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values |= {"cache": None if self.cache is None else self.cache.value, "dtype": self.dtype.value}
+        values["chat_template"] = self.chat_template.value
         values["prompts"] = None if self.prompts is None else str(self.prompts)
         old = values.pop("latent_tokens"), values.pop("latent_choice")
         values["lookahead"], values["lookahead_choice"] = lookahead_options(self.lookahead, self.lookahead_choice, *old)

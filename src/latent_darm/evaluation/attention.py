@@ -77,20 +77,21 @@ class ItemInput:
     answer_length: int
 
 
-def _executor_of(pipeline: Pipeline) -> tuple[AutoregressiveLM, str | None]:
+def _executor_of(pipeline: Pipeline) -> tuple[AutoregressiveLM, str | None, bool]:
+    """(executor, system turn, whether its prompts are chat-templated: ``--chat-template none`` sends plain ones)."""
     executor = getattr(pipeline, "executor", None)
     model = getattr(executor, "model", None)
     if isinstance(executor, AutoregressiveLM):
-        return executor, pipeline.templates.system_prompt  # type: ignore[attr-defined]
+        return executor, pipeline.templates.system_prompt, True  # type: ignore[attr-defined]
     if isinstance(model, AutoregressiveLM):
-        return model, getattr(executor, "system", "")
+        return model, getattr(executor, "system", ""), getattr(executor, "chat", True)
     raise ConfigError("--attention needs a latent or text run with an autoregressive executor")
 
 
 @torch.no_grad()
 def build_inputs(pipeline: Pipeline, records: Sequence[dict[str, Any]]) -> list[ItemInput]:
     """The executor's inputs for ``records`` (with their ``question``, ``answer_type``, ``plan`` and ``output``)."""
-    executor, system = _executor_of(pipeline)
+    executor, system, chat = _executor_of(pipeline)
     templates = pipeline.templates  # type: ignore[attr-defined]
     questions = [str(r["question"]) for r in records]
     soft: torch.Tensor | None = None
@@ -104,8 +105,8 @@ def build_inputs(pipeline: Pipeline, records: Sequence[dict[str, Any]]) -> list[
         answer_type = str(record.get("answer_type") or "math")
         if soft is None:
             prompt = templates.text_executor_prompt(question, str(record.get("plan") or ""), answer_type)
-            ids = executor.chat_ids(prompt, system)
-            text = executor.rendered_prompt(prompt, system=system)
+            ids = executor.prompt_ids(prompt, chat, system)
+            text = executor.rendered_prompt(prompt, chat, system)
             groups = _segment(executor, text, ids, question, record.get("plan"))
             embeds = executor.embed([*ids, *answer])
         else:
@@ -162,7 +163,7 @@ class AttentionRow:
 def attention_profile(run: Run, pipeline: Pipeline, limit: int) -> list[AttentionRow]:
     """Per layer and outcome (correct / wrong), the mean shares over the run's first ``limit`` items."""
     records = run.records[:limit]
-    executor, _ = _executor_of(pipeline)
+    executor, _, _ = _executor_of(pipeline)
     per_item = [attention_shares(executor, item) for item in build_inputs(pipeline, records)]
     rows = []
     for outcome in ("correct", "wrong"):

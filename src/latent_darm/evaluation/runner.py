@@ -415,6 +415,34 @@ def evaluate(
     return summary
 
 
+# What ``evaluate`` adds to the command's configuration once the pipeline is built.
+PIPELINE_KEYS = ("pipeline", "grading", "prompt_sha256")
+
+
+def finished_summary(out_dir: Path, examples: Sequence[Example], config: dict[str, Any], *, write: bool = True) -> (
+    EvalSummary | None
+):  # fmt: skip
+    """The summary of a run in ``out_dir`` that already holds a result for every example under exactly ``config``
+    (and today's grading), without building the pipeline: a finished run is reported without loading a model. None
+    when anything is left to do (an item missing, unmerged per-process files, a new label or layout to store), and
+    ``evaluate`` takes over. ``write``: store ``summary.json`` as ``evaluate`` would (the main process)."""
+    out_dir = Path(out_dir)
+    stored = read_config(out_dir)
+    wanted = json.loads(json.dumps(config))
+    if stored is None or sorted(out_dir.glob(RANK_PATTERN)) or stored.get("grading") != GRADING:
+        return None
+    if {k: v for k, v in stored.items() if k not in PIPELINE_KEYS} != wanted:
+        return None
+    finished = load_results(out_dir)
+    if any(e.id not in finished for e in examples):
+        return None
+    summary = summarize([finished[e.id] for e in examples])
+    if write:
+        with _exclusive(out_dir, True):
+            atomic_write_json(out_dir / SUMMARY_FILE, summary.to_dict())
+    return summary
+
+
 @contextmanager
 def _exclusive(out_dir: Path, take: bool) -> Iterator[None]:
     """An advisory lock on the directory for the main process, so a second launch into the same directory is

@@ -5,6 +5,10 @@ stops a template that reaches for Python internals (``''.__class__.__mro__``) wi
 refusal, a syntax error, and a template that raises on purpose (``raise_exception``) or by accident (``1 + 'a'``)
 are all problems of the checkpoint, so they become one :class:`ConfigError` naming the file the template came from
 instead of a traceback.
+
+A tokenizer without a chat template (a base model, e.g. Gemma-3-270M) reads plain prompts. Whether that is allowed
+is the role's ``chat_template`` mode (auto, required, none: see :class:`~latent_darm.pipelines.spec.
+AutoregressiveRole`), applied by :func:`uses_chat_template`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import jinja2
 from transformers import PreTrainedTokenizerBase
 
 from latent_darm.errors import ConfigError
+from latent_darm.io import notice
 
 # Where transformers reads a chat template from, most specific first (``tokenizer_config.json`` holds it inline).
 TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
@@ -48,3 +53,22 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str
         return tokenizer.apply_chat_template(messages, tokenize=False, **options)
     except TEMPLATE_ERRORS as exc:
         raise ConfigError(f"{template_source(tokenizer)}: the chat template {_problem(exc)}") from None
+
+
+def uses_chat_template(tokenizer: PreTrainedTokenizerBase, mode: str, role: str, reference: str) -> bool:
+    """Whether ``role``'s prompts go through its chat template under ``mode``. Without a template, ``required`` is a
+    one-line error naming the checkpoint and the option, and ``auto`` falls back to plain prompts with one notice
+    line, so a base model is never read as an instruct one unnoticed."""
+    if mode == "none":
+        return False
+    if tokenizer.chat_template is not None:
+        return True
+    where = reference or template_source(tokenizer)
+    if mode == "required":
+        raise ConfigError(
+            f"{role} {where}: its tokenizer has no chat template, and --chat-template required was given "
+            "(auto falls back to plain prompts)"
+        )
+    hint = " (--chat-template required refuses this)" if role == "executor" else ""
+    notice(f"{role} {where}: its tokenizer has no chat template; prompts are plain text{hint}")
+    return False

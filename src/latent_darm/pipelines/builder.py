@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from latent_darm.dtypes import resolve_dtype_name
 from latent_darm.errors import ConfigError
 from latent_darm.pipelines.spec import (
+    CHAT_TEMPLATE_MODES,
     AutoregressiveRole,
     DiffusionRole,
     PipelineSpec,
@@ -114,6 +115,22 @@ def autoregressive_role(model: str, max_new_tokens: int, repetition_penalty: flo
     return AutoregressiveRole(model, max_new_tokens, repetition_penalty)
 
 
+def with_chat_template(executor: Role, mode: str, pipeline: str) -> Role:
+    """The executor role with ``--chat-template`` set; refused where it means nothing (a diffusion executor) or
+    breaks the pairing (none with a projector trained on the chat prompt)."""
+    if mode not in CHAT_TEMPLATE_MODES:
+        raise ConfigError(f"--chat-template must be one of {', '.join(CHAT_TEMPLATE_MODES)}; got {mode!r}")
+    if mode == "auto":
+        return executor
+    if not isinstance(executor, AutoregressiveRole):
+        raise ConfigError(f"--chat-template {mode} is for an autoregressive (arm) executor; this one is a ddlm")
+    if pipeline == "latent" and mode == "none":
+        raise ConfigError(
+            "--chat-template none is not for --pipeline latent: its projector was trained on the executor's chat prompt"
+        )
+    return replace(executor, chat_template=mode)
+
+
 def _unused(pipeline: str, **options: Any) -> None:
     for name, value in options.items():
         if value not in (None, False, 0.0):
@@ -174,12 +191,13 @@ def pipeline_spec(
     no_system_turn: bool = False,
     force_projector: bool = False,
     placement: str | None = None,
+    chat_template: str = "auto",
 ) -> PipelineSpec:
     """The pipeline spec for ``build_pipeline`` from the command's options; a misuse is a one-line ConfigError.
     Sampler options left as None mean: for the latent planner, what the projector was trained with; elsewhere the
     defaults (blocks of 32, no cache, steps = gen-length). ``device`` (not stored: a run may resume elsewhere) only
     resolves ``dtype`` auto. ``system_prompt`` / ``no_system_turn`` override the templates' system turn (default: an
-    empty one)."""
+    empty one). ``chat_template`` is the autoregressive executor's mode (auto | required | none)."""
     _check_options(pipeline, locals())
     # 0 is a value, not "use the default": refuse it here instead of letting `x or default` swallow it.
     for name, value in (("gen-length", gen_length), ("steps", steps), ("max-new-tokens", max_new_tokens)):
@@ -223,6 +241,7 @@ def pipeline_spec(
         # A diffusion executor writes a canvas of the answer budget, in blocks of --block-length when it fits.
         answer_block = block_length if answer_budget % (block_length or DEFAULT_BLOCK_LENGTH) == 0 else answer_budget
         executor_role = role(executor_kind or "arm", executor_model, answer_budget, answer_block, answer=True)
+    executor_role = with_chat_template(executor_role, chat_template, pipeline)
     templates = TemplatesSpec(prompts)
     if prompts is not None:
         templates.load()  # a bad prompt file fails now, not after the models load

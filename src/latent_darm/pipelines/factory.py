@@ -27,6 +27,7 @@ from latent_darm.dtypes import torch_dtype
 from latent_darm.errors import CheckpointError
 from latent_darm.extras import require
 from latent_darm.models.autoregressive_lm import AutoregressiveLM
+from latent_darm.models.chat import uses_chat_template
 from latent_darm.models.diffusion_lm import DiffusionLM
 from latent_darm.models.family import settings_for
 from latent_darm.models.hub import resolve_checkpoint
@@ -109,14 +110,21 @@ def warn_sampler_differs(projector: str, differs: dict[str, dict[str, Any]]) -> 
                        projector, changes)  # fmt: skip
 
 
-def writer_from_role(role: Role, models: ModelCache, templates: PromptTemplates | None = None) -> Writer:
+def chat_prompts(executor: AutoregressiveLM, role: AutoregressiveRole, name: str) -> bool:
+    """Whether the ``name`` role's prompts go through its chat template (the role's ``chat_template`` mode)."""
+    return uses_chat_template(executor.tokenizer, role.chat_template, name, executor.name_or_path)
+
+
+def writer_from_role(
+    role: Role, models: ModelCache, templates: PromptTemplates | None = None, name: str = "executor"
+) -> Writer:
     if isinstance(role, DiffusionRole):
         planner = models.diffusion(role.model)
         return DiffusionWriter(planner, sampler_from_role(role, planner))
     system = (templates or PromptTemplates()).system_prompt
-    return AutoregressiveWriter(
-        models.autoregressive(role.model), role.max_new_tokens, role.repetition_penalty, system=system
-    )
+    model = models.autoregressive(role.model)
+    chat = chat_prompts(model, role, name)
+    return AutoregressiveWriter(model, role.max_new_tokens, role.repetition_penalty, system=system, chat=chat)
 
 
 def build_pipeline(spec: PipelineSpec | Mapping[str, Any], models: ModelCache | None = None) -> Pipeline:
@@ -131,7 +139,9 @@ def build_pipeline(spec: PipelineSpec | Mapping[str, Any], models: ModelCache | 
         return SingleModelPipeline(writer_from_role(executor, models, templates), spec.chain_of_thought, templates)
     if spec.kind == "text":
         return TextPipeline(
-            writer_from_role(planner, models, templates), writer_from_role(executor, models, templates), templates
+            writer_from_role(planner, models, templates, "planner"),
+            writer_from_role(executor, models, templates),
+            templates,
         )
     from latent_darm.pipelines.builder import planner_role_for_projector
     from latent_darm.pipelines.latent import LatentPipeline
@@ -142,6 +152,7 @@ def build_pipeline(spec: PipelineSpec | Mapping[str, Any], models: ModelCache | 
     diffusion = models.diffusion(planner.model)
     adapter = resolve_checkpoint(spec.projector.path, "projector") / ADAPTER_DIR
     autoregressive = models.autoregressive(executor.model, str(adapter) if adapter.is_dir() else None)
+    chat_prompts(autoregressive, executor, "executor")  # required: refused here; none: refused by the spec
     projector = Projector.from_pretrained(
         spec.projector.path, planner=diffusion, executor=autoregressive, force=spec.projector.force
     ).to(autoregressive.device)

@@ -15,7 +15,7 @@ The JSON layout is the one results directories have always stored, so they load 
      ["system_prompt", "force_projector", "sampler_differs_from_training", "plans"]}
     role = {"kind": "ddlm", "model", "gen_length", "steps", "block_length", "threshold",
             ["cache", any registered family's sampler setting but hidden_layer: "denoise_fraction", ...]}
-         | {"kind": "arm", "model", "max_new_tokens", "repetition_penalty"}
+         | {"kind": "arm", "model", "max_new_tokens", "repetition_penalty", ["chat_template": "required" | "none"]}
 
 Keys in brackets (fields marked :data:`OPTIONAL`; a role's sampler settings but :data:`ALWAYS_STORED`) are written
 only when set, so a field or a family's setting added later leaves every stored spec as it was. ``device`` is read
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from latent_darm.sampling import SamplerConfig
 
 PIPELINE_KINDS = ("arm", "ddlm", "text", "latent")
+# How an autoregressive role treats its chat template: auto (use it; plain prompts with a notice when the tokenizer
+# has none), required (refuse a tokenizer without one), none (always plain prompts).
+CHAT_TEMPLATE_MODES = ("auto", "required", "none")
 ROLE_KINDS = ("ddlm", "arm")
 OPTIONAL = {"optional": True}  # field metadata: written only when it differs from the default
 RUNTIME = {"runtime": True}  # field metadata: read, never written (not part of the configuration)
@@ -255,14 +258,20 @@ class DiffusionRole:
 
 @dataclass(frozen=True)
 class AutoregressiveRole:
-    """An autoregressive LM writing up to ``max_new_tokens`` greedily: the plan, or the answer."""
+    """An autoregressive LM writing up to ``max_new_tokens`` greedily: the plan, or the answer. ``chat_template``:
+    auto | required | none (:data:`CHAT_TEMPLATE_MODES`; stored only when not auto)."""
 
     model: str
     max_new_tokens: int
     repetition_penalty: float = 1.0
+    chat_template: str = field(default="auto", metadata=OPTIONAL)
     kind: ClassVar[str] = "arm"
 
     def __post_init__(self) -> None:
+        if self.chat_template not in CHAT_TEMPLATE_MODES:
+            raise ConfigError(
+                f"chat_template must be one of {', '.join(CHAT_TEMPLATE_MODES)}; got {self.chat_template!r}"
+            )
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not math.isfinite(self.repetition_penalty) or self.repetition_penalty <= 0:
@@ -370,6 +379,10 @@ class PipelineSpec:
         if kind == "latent":
             if planner is None or planner.kind != "ddlm" or executor.kind != "arm":
                 raise ConfigError("the latent pipeline pairs a ddlm planner with an arm executor")
+            if getattr(executor, "chat_template", "auto") == "none":
+                raise ConfigError(
+                    "executor chat_template none is not for the latent pipeline (its projector reads the chat prompt)"
+                )
             if self.projector is None:
                 raise ConfigError("the latent pipeline needs a 'projector'")
         elif self.projector is not None:

@@ -63,13 +63,14 @@ class DiffusionWriter:
 @dataclass
 class AutoregressiveWriter:
     """A Hugging Face causal LM writing greedily. ``system``: the chat's system turn ("" the paper authors' empty
-    one, None none at all, which lets a template insert its own default)."""
+    one, None none at all, which lets a template insert its own default); ``chat``: False sends plain prompts."""
 
     model: AutoregressiveLM
     max_new_tokens: int
     repetition_penalty: float = 1.0
     kind: str = "arm"
     system: str | None = ""
+    chat: bool = True
 
     def write(self, prompts: Sequence[str], batch_size: int) -> list[Written]:
         outputs = self.model.generate(
@@ -77,12 +78,13 @@ class AutoregressiveWriter:
             max_new_tokens=self.max_new_tokens,
             repetition_penalty=self.repetition_penalty,
             batch_size=batch_size,
+            chat=self.chat,
             system=self.system,
         )
         return [Written(g.text, len(g.token_ids), g.forward_passes, g.seconds, g.truncated) for g in outputs]
 
     def render(self, prompt: str) -> str:
-        return self.model.rendered_prompt(prompt, system=self.system)
+        return self.model.rendered_prompt(prompt, chat=self.chat, system=self.system)
 
     def describe(self) -> dict[str, Any]:
         return {
