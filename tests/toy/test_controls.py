@@ -118,7 +118,10 @@ def test_on_the_toy_world_the_inline_control_reads_what_text_ddlm_arm_reads(arti
     )
     questions = [p.question for p in artifacts.problems("test")[::7]][:12]
     templates = control.templates
-    for plan, question in zip(control.plan(questions, 4), questions, strict=True):
+    plans = control.plan(questions, 4)
+    stops = {control.planner.ids.eos, control.planner.ids.eot}
+    assert any(stops & set(p.token_ids) and control.plan_token_ids(p) for p in plans)  # a plan, then padding
+    for plan, question in zip(plans, questions, strict=True):
         prompt = templates.soft_token_prompt(question, "integer", "inline")
         before, after = control.executor.plan_segments(prompt, "inline", templates.system_prompt)
         full = control.executor.prompt_ids(
