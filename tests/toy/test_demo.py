@@ -267,7 +267,7 @@ def test_the_demo_pairs_latent_with_text_at_the_same_setting_only(outcome):
 
 def test_the_controls_are_what_they_say(outcome):
     """Gold-plan text reads the world's gold plans with no planner pass; the plan-token-embedding rows feed the
-    executor its own embeddings of the planner's decoded tokens; the noise row adds noise 100× the latents."""
+    executor its own embeddings of the plan's tokens; the noise row adds noise 100× the latents."""
     from latent_darm.evaluation.report import load_run
     from latent_darm.pipelines.factory import ModelCache, build_pipeline
     from latent_darm.toy.controls import plan_embedding_pipeline
@@ -285,7 +285,9 @@ def test_the_controls_are_what_they_say(outcome):
     question = records[0]["question"]
     (plan,) = pipeline.plan([question], 1)
     table = pipeline.executor.input_embeddings.weight
-    assert torch.equal(pipeline.projector.project(plan.latents[None])[0], table[torch.tensor(plan.token_ids)])
+    tokens = pipeline.plan_token_ids(plan)  # the plan text's tokens: no end of turn, no EOS padding
+    assert not set(tokens) & {pipeline.planner.ids.eos, pipeline.planner.ids.eot}
+    assert torch.equal(pipeline.projector.project(plan.latents[None])[0], table[torch.tensor(tokens)])
 
 
 def test_the_projector_curves_are_read_plotted_and_recorded(outcome):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -39,7 +39,7 @@ def latent_summary(latents: torch.Tensor, layer: int) -> dict[str, Any]:
         "length": latents.shape[0],
         "dim": latents.shape[1],
         "layer": layer,
-        "rms": round(float(latents.float().pow(2).mean().sqrt()), 4),
+        "rms": round(float(latents.float().pow(2).mean().sqrt()), 4) if latents.numel() else 0.0,  # empty plan
     }
 
 
@@ -58,6 +58,8 @@ class LatentPipeline(Pipeline):
     templates: PromptTemplates = field(default_factory=PromptTemplates)
     name: str = "latent"
     sampler_differs_from_training: dict[str, Any] = field(default_factory=dict)
+    # False where the projector reads something other than the planner's hidden states (a control's embeddings).
+    projects_planner_latents: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         layer, rows = self.projector.config.latent_layer, self.projector.config.latent_rows
@@ -65,7 +67,7 @@ class LatentPipeline(Pipeline):
         changes = {"hidden_layer": layer, **({"latent_rows": rows} if hasattr(self.sampler, "latent_rows") else {})}
         if any(getattr(self.sampler, k) != v for k, v in changes.items()):
             self.sampler = replace(self.sampler, **changes)
-        if self.planner.hidden_size != self.projector.config.planner_dim:
+        if self.projects_planner_latents and self.planner.hidden_size != self.projector.config.planner_dim:
             raise ConfigError(
                 f"projector expects planner hidden size {self.projector.config.planner_dim}, "
                 f"planner has {self.planner.hidden_size}"
@@ -82,6 +84,14 @@ class LatentPipeline(Pipeline):
         prompts = [self.templates.planner_prompt(q) for q in questions]
         return self.planner.generate(prompts, self.sampler, batch_size=batch_size)
 
+    def soft_tokens(self, plans: Sequence[Plan]) -> torch.Tensor | list[torch.Tensor]:
+        """What the executor reads for ``plans``: their latents, noised, through the projector ([B, L, d]; a
+        subclass whose rows differ in length returns one [L_i, d] per plan, which the executor pads per batch)."""
+        latents = torch.stack([p.latents for p in plans if p.latents is not None])
+        generator = torch.Generator(device=latents.device).manual_seed(self.seed)
+        latents = add_latent_noise(latents, self.latent_noise, generator)
+        return self.projector.project(latents, device=self.executor.device, dtype=self.executor.dtype)
+
     @torch.no_grad()
     def run(
         self,
@@ -93,10 +103,7 @@ class LatentPipeline(Pipeline):
     ) -> list[PipelineResult]:
         check_questions(questions)
         plans = self.plan(questions, batch_size)
-        latents = torch.stack([p.latents for p in plans if p.latents is not None])
-        generator = torch.Generator(device=latents.device).manual_seed(self.seed)
-        latents = add_latent_noise(latents, self.latent_noise, generator)
-        soft = self.projector.project(latents, device=self.executor.device, dtype=self.executor.dtype)
+        soft = self.soft_tokens(plans)
         placement = self.projector.config.placement
         prompts = [self.templates.soft_token_prompt(q, answer_type, placement) for q in questions]
         answers = self.executor.generate_from_embeddings(

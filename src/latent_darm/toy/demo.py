@@ -153,7 +153,9 @@ class DemoSettings:
 
 
 # Bump when the demo's configurations or the way a projector is trained change meaning.
-DEMO_VERSION = "demo-3"  # 3: inline, lstsq and text + LoRA rows, the controls, pairs at the same budget
+# 3: inline, lstsq and text + LoRA rows, the controls, pairs at the same budget; 4: the plan-token-embedding controls
+# embed the plan's tokens only (no end of turn, no EOS padding).
+DEMO_VERSION = "demo-4"
 
 
 def demo_settings(*, quick: bool = False, seed: int = 0) -> DemoSettings:
