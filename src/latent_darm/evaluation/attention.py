@@ -94,11 +94,9 @@ def build_inputs(pipeline: Pipeline, records: Sequence[dict[str, Any]]) -> list[
     executor, system, chat = _executor_of(pipeline)
     templates = pipeline.templates  # type: ignore[attr-defined]
     questions = [str(r["question"]) for r in records]
-    soft: torch.Tensor | None = None
-    if isinstance(pipeline, LatentPipeline):
-        plans = pipeline.plan(questions, batch_size=8)  # type: ignore[attr-defined]
-        latents = torch.stack([p.latents for p in plans if p.latents is not None])
-        soft = pipeline.projector.project(latents, device=executor.device, dtype=executor.dtype)  # type: ignore[attr-defined]
+    soft: torch.Tensor | list[torch.Tensor] | None = None
+    if isinstance(pipeline, LatentPipeline):  # what the run's executor read: noise and per-row lengths included
+        soft = pipeline.soft_tokens(pipeline.plan(questions, batch_size=8))
     items = []
     for row, (record, question) in enumerate(zip(records, questions, strict=True)):
         answer = executor._tokenize(str(record.get("output") or ""))
@@ -118,7 +116,7 @@ def build_inputs(pipeline: Pipeline, records: Sequence[dict[str, Any]]) -> list[
             cue = len(after) - len(executor.chat_ids(prompt, system)) if placement == "prefix-cue" else 0
             groups = [
                 *_segment(executor, head, before, question, None),
-                *["plan"] * soft.shape[1],
+                *["plan"] * len(soft[row]),
                 *["prompt"] * cue,
                 *_segment(executor, tail, after[cue:], question, None),
             ]
