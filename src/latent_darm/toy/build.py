@@ -31,7 +31,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -324,8 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=None, help=f"cache directory (default {default_cache_dir()})")
     parser.add_argument("--check", action="store_true", help="measure planner and executor on the test split")
+    parser.add_argument("--planner-steps", type=int, default=None, help="train the planner this long instead")
+    parser.add_argument("--test-per-level", type=int, default=None, help="test questions per level instead")
     args = parser.parse_args(argv)
     config = quick_config(args.seed) if args.quick else WorldConfig(seed=args.seed)
+    if args.planner_steps is not None:
+        config = replace(config, planner=replace(config.planner, steps=args.planner_steps))
+    if args.test_per_level is not None:
+        config = replace(config, test_per_level=args.test_per_level)
     artifacts = build_world(config, args.cache)
     state = "reused" if artifacts.reused else "built"
     timings = {phase: round(seconds, 1) for phase, seconds in artifacts.timings.items()}

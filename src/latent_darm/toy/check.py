@@ -12,6 +12,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -48,6 +49,12 @@ def diffuse(planner: DiffusionLM, prompts: Sequence[str], sampler: SamplerConfig
     return [p.text for p in planner.generate(list(prompts), sampler, batch_size=64)]
 
 
+def step_budgets(plan_length: int) -> list[int]:
+    """The demo's planner budgets: one token per step, then a half and a quarter of the steps (the world's own
+    difficulty: dependent plan tokens committed together)."""
+    return sorted({plan_length, max(1, plan_length // 2), max(1, plan_length // 4)}, reverse=True)
+
+
 def by_level(problems: Sequence[ToyProblem], hits: Sequence[bool]) -> dict[int, float]:
     totals: dict[int, list[bool]] = defaultdict(list)
     for problem, hit in zip(problems, hits, strict=True):
@@ -73,9 +80,16 @@ def check_world(artifacts: WorldArtifacts, out: Callable[[str], None] = print) -
     def graded(replies: list[str]) -> list[bool]:
         return [grade(r, a, "integer").correct for r, a in zip(replies, answers, strict=True)]
 
-    started = time.perf_counter()
-    plans = diffuse(planner, [templates.planner_prompt(q) for q in questions], artifacts.plan_sampler())
-    record("planner plan exact", [p == t.plan for p, t in zip(plans, test, strict=True)], started)
+    plans: list[str] = []
+    for steps in step_budgets(artifacts.config.plan_length):  # the full budget first: its plans are used below
+        started = time.perf_counter()
+        sampler = replace(artifacts.plan_sampler(), steps=steps)
+        sampled = diffuse(planner, [templates.planner_prompt(q) for q in questions], sampler)
+        plans = plans or sampled
+        record(f"planner plan exact, {steps} steps", [p == t.plan for p, t in zip(sampled, test, strict=True)], started)
+        started = time.perf_counter()
+        prompts = [templates.text_executor_prompt(t.question, p, "integer") for t, p in zip(test, sampled, strict=True)]
+        record(f"executor + planner plan, {steps} steps", graded(greedy(executor, tokenizer, prompts, 16)), started)
     started = time.perf_counter()
     arm_plans = greedy(
         executor, tokenizer, [templates.planner_prompt(q) for q in questions], artifacts.config.plan_length
@@ -89,7 +103,6 @@ def check_world(artifacts: WorldArtifacts, out: Callable[[str], None] = print) -
         ("executor direct", direct, 8),
         ("executor CoT", cot, 64),
         ("executor + gold plan", gold, 16),
-        ("executor + planner plan", planned, 16),
     ):
         started = time.perf_counter()
         record(name, graded(greedy(executor, tokenizer, prompts, max_new)), started)
@@ -102,10 +115,12 @@ def check_world(artifacts: WorldArtifacts, out: Callable[[str], None] = print) -
         record(name, graded(diffuse(planner, prompts, artifacts.answer_sampler())), started)
 
     levels = sorted({p.level for p in test})
-    out(f"| configuration | {' | '.join(f'L{k}' for k in levels)} | seconds |")
-    out(f"|---|{'---|' * len(levels)}---|")
+    out(f"| configuration | {' | '.join(f'L{k}' for k in levels)} | all | seconds |")
+    out(f"|---|{'---|' * len(levels)}---|---|")
     for name, accuracy in rows.items():
-        out(f"| {name} | {' | '.join(f'{accuracy[k]:.2f}' for k in levels)} | {seconds[name]:.1f} |")
+        overall = sum(accuracy.values()) / len(accuracy)  # levels have equal test counts
+        cells = " | ".join(f"{accuracy[k]:.2f}" for k in levels)
+        out(f"| {name} | {cells} | {overall:.3f} | {seconds[name]:.1f} |")
     for problem, plan in list(zip(test, plans, strict=True))[:: max(1, len(test) // 5)]:
         out(f"L{problem.level}: {problem.question}\n   gold: {problem.plan}\n   plan: {plan}")
     return rows
