@@ -1232,6 +1232,12 @@ def _(env: Env):
     return args, r"--chat-template none is for an autoregressive \(arm\) executor"
 
 
+# ---- demo --workers rows ----
+@row("demo-workers-zero")
+def _(env: Env):
+    return _demo(env, "--workers", "0"), r"--workers must be at least 1, got 0"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------------
 
 

@@ -296,3 +296,20 @@ def test_the_projector_curves_are_read_plotted_and_recorded(outcome):
     assert_png(outcome.out_dir / "projector_curves.png")
     record = json.loads((outcome.out_dir / DEMO_FILE).read_text())["projector_curves"]
     assert set(record) == trained and all(isinstance(c["on_plateau"], bool) for c in record.values())
+
+
+def test_two_workers_train_the_same_projectors_as_one(outcome, toy_cache, tmp_path):
+    """``darm demo --workers 2`` trains two models at once in spawned processes; every projector and the text-LoRA
+    executor come out byte-identical to the ones trained one after another in this process."""
+    world_dir = outcome.world.directory
+    copied = tmp_path / "cache" / world_dir.name
+    shutil.copytree(world_dir, copied, ignore=shutil.ignore_patterns("projector-*", "executor-text-lora-*", "latents"))
+    settings = demo_settings(quick=True)
+    world = build_world(settings.world, copied.parent, progress=False)
+    assert world.reused and world.directory == copied
+    projectors = train_demo_projectors(world, settings, progress=False, workers=2)
+    assert projectors.keys() == outcome.projectors.keys()
+    for name, directory in projectors.items():
+        assert copied in directory.parents
+        trained = (directory / "model.safetensors").read_bytes()
+        assert trained == (outcome.projectors[name] / "model.safetensors").read_bytes(), name

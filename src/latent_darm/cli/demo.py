@@ -124,6 +124,12 @@ def demo_command(
         "OUT/seed<N>/, and every row's mean ± sd with the per-seed paired tests in OUT/seeds.md (default OUT "
         "./darm-demo-seeds<0-1-2>[-quick]).",
     ),
+    workers: int | None = typer.Option(
+        None,
+        metavar="<int>",
+        help="Train this many projectors at once, in worker processes (default: one per CPU this process may use); "
+        "the trained weights do not depend on it.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
 ) -> None:
     """The whole method on a laptop CPU: train or reuse the toy planner, executors and projectors; evaluate the
@@ -133,25 +139,28 @@ def demo_command(
     require("matplotlib", "darm demo (its figures)")  # before minutes of training, not after
     from latent_darm.toy.build import default_cache_dir
     from latent_darm.toy.demo import demo_settings, run_demo  # heavy; loaded only when the command runs
+    from latent_darm.toy.training_jobs import check_workers, default_workers
 
     def log(message: str) -> None:
         console.print(message, highlight=False, soft_wrap=True)
 
     run_seeds = parse_seeds(seeds)  # before any training: a bad list is one line
     check_seed_list(run_seeds)
+    workers = check_workers(default_workers() if workers is None else workers)
     if run_seeds is not None and seed != 0:
         raise ConfigError(f"--seed {seed} and --seeds {seeds}: give one of them")
     if run_seeds is not None:
         check_output_dir(cache_dir if cache_dir is not None else default_cache_dir(), "--cache-dir")
         base = out if out is not None else default_seeds_out(run_seeds, quick)
         check_output_dir(base)
-        run_many(run_seeds, base, quick=quick, cache_dir=cache_dir, progress=progress, levels=levels, log=log)
+        run_many(run_seeds, base, quick=quick, cache_dir=cache_dir, progress=progress, levels=levels, log=log,
+                 workers=workers)  # fmt: skip
         return
     settings = demo_settings(quick=quick, seed=seed)
     out_dir = choose_out_dir(out, default_out(seed, quick), settings.fingerprint(), log)
     check_output_dir(out_dir)
     check_output_dir(cache_dir if cache_dir is not None else default_cache_dir(), "--cache-dir")
-    outcome = run_demo(settings, out_dir, cache_dir=cache_dir, progress=progress, log=log)
+    outcome = run_demo(settings, out_dir, cache_dir=cache_dir, progress=progress, log=log, workers=workers)
     print_outcome(outcome, levels)
 
 
@@ -164,6 +173,7 @@ def run_many(
     progress: bool,
     levels: bool,
     log: Callable[[str], None],
+    workers: int = 1,
 ) -> None:
     """``--seeds``: every seed's output directory is checked before any training, then each seed's demo runs in
     turn (its table printed as it finishes) and the mean ± sd table and per-seed paired tests close the run."""
@@ -180,7 +190,7 @@ def run_many(
     outcomes, started = [], time.perf_counter()
     for seed, (settings, directory) in zip(seeds, plan, strict=True):
         log(f"seed {seed}: {directory}")
-        outcome = run_demo(settings, directory, cache_dir=cache_dir, progress=progress, log=log)
+        outcome = run_demo(settings, directory, cache_dir=cache_dir, progress=progress, log=log, workers=workers)
         print_outcome(outcome, levels)
         outcomes.append(outcome)
     paths = write_seed_report(outcomes, seeds, base)

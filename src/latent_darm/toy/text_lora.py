@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 from filelock import FileLock
 
 from latent_darm.extras import require
@@ -95,6 +96,9 @@ def _train_into(
         pairs.append(("text-lora", chat_text(tokenizer, prompt, system=True), problem.last_step))
     examples = encode_pairs(tokenizer, pairs)
     executor = _load_executor(artifacts.executor_dir)
+    # LoRA's initial weights and its dropout draw from torch's global generator: seeded here, so the adapter does not
+    # depend on what the process ran before (a resumed demo, or a worker process, trains the same one).
+    torch.manual_seed(config.seed)
     model = peft.get_peft_model(executor, lora_config(config))
     sft = SFTConfig(
         steps=lora_steps(config, len(examples)),
