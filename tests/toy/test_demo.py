@@ -313,3 +313,14 @@ def test_two_workers_train_the_same_projectors_as_one(outcome, toy_cache, tmp_pa
         assert copied in directory.parents
         trained = (directory / "model.safetensors").read_bytes()
         assert trained == (outcome.projectors[name] / "model.safetensors").read_bytes(), name
+
+
+def test_two_workers_evaluate_the_same_answers_as_one(outcome, toy_cache, tmp_path):
+    """``--workers 2`` also evaluates two configurations at once (spawned processes, the control rows included): every
+    configuration's answers equal the one-process run's, question by question."""
+    again = run_demo(demo_settings(quick=True), tmp_path / "two", cache_dir=toy_cache, progress=False, workers=2)
+    assert [r.label for r in again.runs] == [r.label for r in outcome.runs]
+    for one, two in zip(outcome.runs, again.runs, strict=True):
+        strip = [{k: v for k, v in record.items() if k != "seconds"} for record in one.records]
+        assert strip == [{k: v for k, v in record.items() if k != "seconds"} for record in two.records], one.label
+    assert {k: v.accuracy for k, v in again.summaries.items()} == {k: v.accuracy for k, v in outcome.summaries.items()}

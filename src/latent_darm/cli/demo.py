@@ -127,8 +127,8 @@ def demo_command(
     workers: int | None = typer.Option(
         None,
         metavar="<int>",
-        help="Train this many projectors at once, in worker processes (default: one per CPU this process may use); "
-        "the trained weights do not depend on it.",
+        help="Train this many projectors, and evaluate this many configurations, at once in worker processes "
+        "(default: one per CPU this process may use); the weights and answers do not depend on it.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
 ) -> None:

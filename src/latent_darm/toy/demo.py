@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from latent_darm.pipelines.builder import autoregressive_role, diffusion_role, s
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.pipelines.spec import AutoregressiveRole, DiffusionRole, Role
+from latent_darm.progress import progress_bar
 from latent_darm.threads import single_thread
 from latent_darm.toy.benchmarks import TEST_BENCHMARK, register_toy_benchmarks
 from latent_darm.toy.build import PREFIX_EXECUTOR, WorldArtifacts, build_prefix_executor, build_world
@@ -343,7 +347,9 @@ def full_budget_extras(
         rows.append(DemoConfiguration("latent DDLM→ARM, lstsq map (no training), inline", spec))
     gold = artifacts.problems("test")
     text = _spec("text", planner, executor) | {"control": "gold plan"}
-    rows.append(DemoConfiguration("control: gold plan text → ARM", text, control=lambda p: gold_plan_pipeline(p, gold)))
+    rows.append(
+        DemoConfiguration("control: gold plan text → ARM", text, control=partial(gold_plan_pipeline, problems=gold))
+    )
     for placement in ("prefix", "inline"):
         spec = _spec("latent", planner, executor, projector=matched) | {
             "control": f"plan-token embeddings, {placement}"
@@ -352,7 +358,7 @@ def full_budget_extras(
             DemoConfiguration(
                 f"control: plan-token embeddings, {placement}",
                 spec,
-                control=lambda p, where=placement: plan_embedding_pipeline(p, where),
+                control=partial(plan_embedding_pipeline, placement=placement),
             )
         )
     noise = _spec("latent", planner, executor, projector=matched) | {"latent_noise": NOISE}
@@ -435,6 +441,55 @@ def evaluate_configuration(
     return evaluate(pipeline, examples, directory, batch_size=settings.batch_size, config=config, progress=progress)
 
 
+_WORKER_MODELS: ModelCache | None = None  # a worker process's models, kept for its next configurations
+
+
+def _evaluate_in_worker(
+    world: WorldArtifacts, configuration: DemoConfiguration, out_dir: Path, settings: DemoSettings
+) -> EvalSummary:
+    global _WORKER_MODELS
+    with single_thread():
+        register_toy_benchmarks(world)  # a spawned process starts with an empty benchmark registry
+        if _WORKER_MODELS is None:
+            _WORKER_MODELS = ModelCache(torch.float32, "cpu")
+        examples = load_benchmark(TEST_BENCHMARK)
+        fingerprint = world.config.fingerprint()
+        return evaluate_configuration(
+            configuration, examples, out_dir, _WORKER_MODELS, settings, world=fingerprint, progress=False
+        )
+
+
+def evaluate_configurations(
+    configurations: list[DemoConfiguration],
+    world: WorldArtifacts,
+    out_dir: Path,
+    settings: DemoSettings,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+) -> dict[str, EvalSummary]:
+    """Every configuration's summary by label. ``workers`` > 1 evaluates that many at once in spawned processes; each
+    configuration's answers do not depend on the process (one thread, its own results directory)."""
+    if workers <= 1 or len(configurations) <= 1:
+        examples = load_benchmark(TEST_BENCHMARK)
+        models = ModelCache(torch.float32, "cpu")
+        fingerprint = world.config.fingerprint()
+        return {
+            c.label: evaluate_configuration(
+                c, examples, out_dir, models, settings, world=fingerprint, progress=progress
+            )
+            for c in configurations
+        }
+    processes = min(workers, len(configurations))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=context) as pool, progress_bar(progress) as bar:
+        task = bar.add_task(f"evaluating configurations ({processes} processes)", total=len(configurations))
+        futures = [pool.submit(_evaluate_in_worker, world, c, out_dir, settings) for c in configurations]
+        for _ in as_completed(futures):
+            bar.advance(task)
+    return {c.label: future.result() for c, future in zip(configurations, futures, strict=True)}
+
+
 def run_demo(
     settings: DemoSettings,
     out_dir: str | Path,
@@ -444,8 +499,8 @@ def run_demo(
     log: Callable[[str], None] = lambda message: None,
     workers: int = 1,
 ) -> DemoOutcome:
-    """Build or reuse the world and the projectors (``workers`` at a time), evaluate every configuration, write the
-    report and the forward-pass figure."""
+    """Build or reuse the world and the projectors, evaluate every configuration (both ``workers`` at a time), write
+    the report and the forward-pass figure."""
     out_dir = Path(out_dir)
     seconds: dict[str, float] = {}
     with single_thread():  # tiny models: one thread is faster than two fighting over two cores
@@ -466,14 +521,10 @@ def run_demo(
         log(f"projectors: {world.directory}/projector-*")
 
         started = time.perf_counter()
-        examples = load_benchmark(TEST_BENCHMARK)
-        models = ModelCache(torch.float32, "cpu")
-        summaries = {}
         configurations = demo_configurations(world, projectors, settings)
-        for configuration in configurations:
-            summaries[configuration.label] = evaluate_configuration(
-                configuration, examples, out_dir, models, settings, world=world.config.fingerprint(), progress=progress
-            )
+        summaries = evaluate_configurations(
+            configurations, world, out_dir, settings, workers=workers, progress=progress
+        )
         seconds["evaluation"] = time.perf_counter() - started
 
     directories = [out_dir / RUNS_DIR / c.slug for c in configurations]
