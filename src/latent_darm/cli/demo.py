@@ -139,7 +139,7 @@ def demo_command(
     require("matplotlib", "darm demo (its figures)")  # before minutes of training, not after
     from latent_darm.toy.build import default_cache_dir
     from latent_darm.toy.demo import demo_settings, run_demo  # heavy; loaded only when the command runs
-    from latent_darm.toy.training_jobs import check_workers, default_workers
+    from latent_darm.toy.processes import check_workers, default_workers
 
     def log(message: str) -> None:
         console.print(message, highlight=False, soft_wrap=True)

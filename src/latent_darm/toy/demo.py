@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -37,13 +35,13 @@ from latent_darm.pipelines.builder import autoregressive_role, diffusion_role, s
 from latent_darm.pipelines.factory import ModelCache, build_pipeline
 from latent_darm.pipelines.prompts import PromptTemplates
 from latent_darm.pipelines.spec import AutoregressiveRole, DiffusionRole, Role
-from latent_darm.progress import progress_bar
 from latent_darm.threads import single_thread
 from latent_darm.toy.benchmarks import TEST_BENCHMARK, register_toy_benchmarks
 from latent_darm.toy.build import PREFIX_EXECUTOR, WorldArtifacts, build_prefix_executor, build_world
 from latent_darm.toy.controls import gold_plan_pipeline, plan_embedding_pipeline
 from latent_darm.toy.curves import CURVES_FIGURE, Curve, plot_curves, read_curves
 from latent_darm.toy.figure import plot_accuracy_vs_forward_passes
+from latent_darm.toy.processes import map_in_processes
 from latent_darm.toy.projectors import PlanSetting, ProjectorRecipe, recipe_key
 from latent_darm.toy.training_jobs import TrainingJob, run_jobs
 from latent_darm.toy.world import WorldConfig, quick_config
@@ -444,10 +442,9 @@ def evaluate_configuration(
 _WORKER_MODELS: ModelCache | None = None  # a worker process's models, kept for its next configurations
 
 
-def _evaluate_in_worker(
-    world: WorldArtifacts, configuration: DemoConfiguration, out_dir: Path, settings: DemoSettings
-) -> EvalSummary:
+def _evaluate_in_worker(job: tuple[WorldArtifacts, DemoConfiguration, Path, DemoSettings]) -> EvalSummary:
     global _WORKER_MODELS
+    world, configuration, out_dir, settings = job
     with single_thread():
         register_toy_benchmarks(world)  # a spawned process starts with an empty benchmark registry
         if _WORKER_MODELS is None:
@@ -480,14 +477,11 @@ def evaluate_configurations(
             )
             for c in configurations
         }
-    processes = min(workers, len(configurations))
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(processes, mp_context=context) as pool, progress_bar(progress) as bar:
-        task = bar.add_task(f"evaluating configurations ({processes} processes)", total=len(configurations))
-        futures = [pool.submit(_evaluate_in_worker, world, c, out_dir, settings) for c in configurations]
-        for _ in as_completed(futures):
-            bar.advance(task)
-    return {c.label: future.result() for c, future in zip(configurations, futures, strict=True)}
+    jobs = [(world, c, out_dir, settings) for c in configurations]
+    summaries = map_in_processes(
+        _evaluate_in_worker, jobs, workers=workers, description="evaluating configurations", progress=progress
+    )
+    return {c.label: summary for c, summary in zip(configurations, summaries, strict=True)}
 
 
 def run_demo(

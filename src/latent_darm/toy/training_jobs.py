@@ -9,17 +9,13 @@ is locked per setting), so a job's weights do not depend on which process ran it
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from latent_darm.errors import ConfigError
-from latent_darm.progress import progress_bar
 from latent_darm.threads import single_thread
 from latent_darm.toy.build import WorldArtifacts
+from latent_darm.toy.processes import check_workers, map_in_processes
 from latent_darm.toy.projectors import PlanSetting, ProjectorRecipe, train_recipe
 from latent_darm.toy.text_lora import train_text_lora
 from latent_darm.training.projector_trainer import ProjectorTrainingConfig
@@ -63,17 +59,6 @@ class TrainingJob:
         )
 
 
-def default_workers() -> int:
-    """The CPUs this process may run on (all of a laptop's cores; 2 on this project's CI machines)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def check_workers(workers: int) -> int:
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
-    return workers
-
-
 def _run_in_worker(job: TrainingJob) -> Path:
     with single_thread():
         return job.run(progress=False)
@@ -81,23 +66,12 @@ def _run_in_worker(job: TrainingJob) -> Path:
 
 def run_jobs(jobs: Sequence[TrainingJob], *, workers: int = 1, progress: bool = True) -> dict[str, Path]:
     """Every job's output directory by name (in ``jobs``' order). One worker runs them here, in turn, with their own
-    progress bars; more run them in that many spawned processes (one bar over the jobs). A failed job's error is
-    raised here after the others finish, so their models are kept for the rerun."""
+    progress bars; more run them in that many spawned processes (:func:`map_in_processes`: one bar over the jobs, a
+    failed job's error raised after the others finish, so their models are kept for the rerun)."""
     check_workers(workers)
     if workers == 1 or len(jobs) <= 1:
         return {job.name: job.run(progress) for job in jobs}
-    done: dict[str, Path] = {}
-    errors: list[BaseException] = []
-    context = multiprocessing.get_context("spawn")  # no forked torch state in the workers
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool, progress_bar(progress) as bar:
-        task = bar.add_task(f"projectors and LoRA executors ({min(workers, len(jobs))} processes)", total=len(jobs))
-        futures = {pool.submit(_run_in_worker, job): job.name for job in jobs}
-        for future in as_completed(futures):
-            try:
-                done[futures[future]] = future.result()
-            except Exception as exc:  # re-raised below, after the other jobs are kept
-                errors.append(exc)
-            bar.advance(task)
-    if errors:
-        raise errors[0]
-    return {job.name: done[job.name] for job in jobs}
+    paths = map_in_processes(
+        _run_in_worker, jobs, workers=workers, description="projectors and LoRA executors", progress=progress
+    )
+    return {job.name: path for job, path in zip(jobs, paths, strict=True)}
